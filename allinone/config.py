@@ -1,0 +1,60 @@
+"""Settings for one ``allinone serve`` process, with the defaults a user gets.
+
+Everything that locates state or a service lives here so that tests can run a whole
+server in a temporary state directory on free ports next to a developer's own server.
+``instance`` is derived from the state directory: containers are labelled with it so
+two servers on one Docker engine never adopt or remove each other's pods.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_STATE_DIR = Path(os.environ.get("ALLINONE_STATE_DIR", "~/.local/share/allinone"))
+DEFAULT_BASE_IMAGE = "allinone/python-base:bookworm"
+# A pullable alternative the setup uses when Docker Hub is reachable.
+PULLABLE_BASE_IMAGE = "python:3.11-slim"
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    state_dir: Path = field(default_factory=lambda: DEFAULT_STATE_DIR.expanduser())
+    etcd_port: int = 2379
+    registry_port: int = 5000
+    # When set, use these running services instead of starting embedded ones.
+    etcd_url: str | None = None
+    registry: str | None = None
+    base_image: str = os.environ.get("ALLINONE_BASE_IMAGE", DEFAULT_BASE_IMAGE)
+    # Pods listen on 127.0.0.1 ports allocated from this half-open range.
+    pod_port_range: tuple[int, int] = (20000, 30000)
+    autoscaler_tick_seconds: float = 2.0
+    max_upload_bytes: int = 50 * 1024 * 1024
+    max_unzipped_bytes: int = 200 * 1024 * 1024
+    # Requests held per function while it scales from zero or waits for a free slot.
+    queue_limit: int = 10_000
+
+    @property
+    def instance(self) -> str:
+        raw = str(self.state_dir.expanduser().resolve()).encode()
+        return hashlib.sha256(raw).hexdigest()[:12]
+
+    @property
+    def etcd_endpoint(self) -> str:
+        return self.etcd_url or f"http://127.0.0.1:{self.etcd_port}"
+
+    @property
+    def registry_address(self) -> str:
+        return self.registry or f"127.0.0.1:{self.registry_port}"
+
+    @property
+    def sources_dir(self) -> Path:
+        return self.state_dir / "sources"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"

@@ -1,0 +1,246 @@
+"""The object model: Function, ReplicaSet and Pod as Kubernetes-shaped JSON dicts.
+
+Everything here is pure: building objects, their etcd keys, the Function spec with its
+defaults, and validation of a user's spec. Validation raises :class:`ValidationError`
+whose message names the field and says what to fix, so the apiserver can hand it to the
+user verbatim (HTTP 400).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+Obj = dict[str, Any]
+
+API_VERSION = "allinone/v1"
+NAMESPACE = "serverless"
+PREFIX = "/allinone"
+FUNCTIONS_PREFIX = f"{PREFIX}/functions/"
+REPLICASETS_PREFIX = f"{PREFIX}/replicasets/{NAMESPACE}/"
+PODS_PREFIX = f"{PREFIX}/pods/{NAMESPACE}/"
+
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+MAX_NAME = 63
+
+# Phases
+BUILDING, READY, FAILED = "Building", "Ready", "Failed"
+POD_PENDING, POD_RUNNING, POD_TERMINATING, POD_FAILED = (
+    "Pending",
+    "Running",
+    "Terminating",
+    "Failed",
+)
+
+
+class ValidationError(ValueError):
+    """Bad user input; the message says what was wrong and how to fix it."""
+
+
+def function_key(name: str) -> str:
+    return f"{FUNCTIONS_PREFIX}{name}"
+
+
+def replicaset_key(name: str) -> str:
+    return f"{REPLICASETS_PREFIX}{name}"
+
+
+def pod_key(name: str) -> str:
+    return f"{PODS_PREFIX}{name}"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_object(kind: str, name: str, spec: Obj, *, namespace: str | None = None,
+               labels: dict[str, str] | None = None) -> Obj:
+    """A fresh object; the store fills ``resourceVersion`` when it is written."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": str(uuid.uuid4()),
+            "resourceVersion": "0",
+            "generation": 1,
+            "creationTimestamp": now_rfc3339(),
+            "labels": dict(labels or {}),
+        },
+        "spec": spec,
+        "status": {},
+    }
+
+
+def validate_name(name: object) -> str:
+    if not isinstance(name, str) or not name:
+        raise ValidationError("name is required: give the function a DNS-1123 name like 'add'")
+    if len(name) > MAX_NAME:
+        raise ValidationError(f"name {name!r} is {len(name)} characters long; at most {MAX_NAME}")
+    if not NAME_RE.match(name):
+        raise ValidationError(
+            f"name {name!r} is not a DNS-1123 label: use lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit"
+        )
+    return name
+
+
+# ---------------------------------------------------------------------------
+# Function spec
+
+DEFAULT_SCALING: dict[str, int | float] = {
+    "minScale": 0,
+    "maxScale": 10,
+    "initialScale": 0,
+    "target": 10,
+    "targetUtilizationPercentage": 70,
+    "containerConcurrency": 0,
+    "stableWindowSeconds": 60,
+    "panicWindowPercentage": 10,
+    "panicThresholdPercentage": 200,
+    "maxScaleUpRate": 1000,
+    "maxScaleDownRate": 2,
+    "scaleToZeroGracePeriodSeconds": 30,
+}
+
+# (type, minimum, maximum) of every scaling field; bounds are inclusive.
+_SCALING_BOUNDS: dict[str, tuple[type, float, float]] = {
+    "minScale": (int, 0, 1000),
+    "maxScale": (int, 1, 1000),
+    "initialScale": (int, 0, 1000),
+    "target": (float, 0.01, 100000),
+    "targetUtilizationPercentage": (float, 1, 100),
+    "containerConcurrency": (int, 0, 1000),
+    "stableWindowSeconds": (float, 1, 3600),
+    "panicWindowPercentage": (float, 1, 100),
+    "panicThresholdPercentage": (float, 110, 1000),
+    "maxScaleUpRate": (float, 1.01, 100000),
+    "maxScaleDownRate": (float, 1.01, 100000),
+    "scaleToZeroGracePeriodSeconds": (float, 0, 3600),
+}
+
+DEFAULT_SPEC: Obj = {
+    "handler": "run",
+    "env": {},
+    "timeoutSeconds": 60,
+    "resources": {"memoryMiB": 256, "cpus": 1.0},
+    "scaling": DEFAULT_SCALING,
+}
+
+_TOP_FIELDS = {"handler", "env", "timeoutSeconds", "resources", "scaling", "source"}
+_HANDLER_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*\.)*[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Variables the runtime shim owns; a user value would break the pod.
+RESERVED_ENV = {"ALLINONE_HANDLER", "ALLINONE_PORT", "PYTHONPATH"}
+
+
+def _number(field: str, value: object, kind: type, lo: float, hi: float) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(f"spec.{field} must be a number, got {json.dumps(value)}")
+    if kind is int and not float(value).is_integer():
+        raise ValidationError(f"spec.{field} must be a whole number, got {value}")
+    if not lo <= value <= hi:
+        raise ValidationError(f"spec.{field} must be between {lo:g} and {hi:g}, got {value}")
+    return int(value) if kind is int else float(value)
+
+
+def normalize_spec(user: object, base: Obj | None = None) -> Obj:
+    """Merge a user's (partial) spec over ``base`` (default: the defaults) and check it.
+
+    Unknown fields are errors rather than silently ignored, so a typo such as
+    ``maxscale`` is reported instead of leaving the user puzzled by the default.
+    ``source`` is owned by the server and is never taken from the user.
+    """
+    if user is None:
+        user = {}
+    if not isinstance(user, dict):
+        raise ValidationError("spec must be a JSON object, e.g. {\"timeoutSeconds\": 30}")
+    spec = copy.deepcopy(base if base is not None else DEFAULT_SPEC)
+    unknown = set(user) - _TOP_FIELDS
+    if unknown:
+        raise ValidationError(
+            f"spec has unknown field(s) {sorted(unknown)}; known fields: {sorted(_TOP_FIELDS)}"
+        )
+    if "source" in user:
+        raise ValidationError("spec.source is set by the server from the uploaded file; remove it")
+
+    if "handler" in user:
+        h = user["handler"]
+        if not isinstance(h, str) or not _HANDLER_RE.match(h):
+            raise ValidationError(
+                "spec.handler must be a Python name such as 'run' or 'module.function', "
+                f"got {json.dumps(h)}"
+            )
+        spec["handler"] = h
+
+    if "env" in user:
+        env = user["env"]
+        if not isinstance(env, dict):
+            raise ValidationError('spec.env must be an object of strings, e.g. {"KEY": "value"}')
+        for k, v in env.items():
+            if not _ENV_RE.match(k):
+                raise ValidationError(f"spec.env key {k!r} is not a valid environment variable name")
+            if k in RESERVED_ENV:
+                raise ValidationError(f"spec.env.{k} is reserved by the runtime; choose another name")
+            if not isinstance(v, str):
+                raise ValidationError(f"spec.env.{k} must be a string, got {json.dumps(v)}")
+        spec["env"] = dict(env)
+
+    if "timeoutSeconds" in user:
+        spec["timeoutSeconds"] = _number("timeoutSeconds", user["timeoutSeconds"], float, 0.1, 3600)
+
+    if "resources" in user:
+        res = user["resources"]
+        if not isinstance(res, dict):
+            raise ValidationError('spec.resources must be an object, e.g. {"memoryMiB": 256}')
+        extra = set(res) - {"memoryMiB", "cpus"}
+        if extra:
+            raise ValidationError(f"spec.resources has unknown field(s) {sorted(extra)}; "
+                                  "known: ['cpus', 'memoryMiB']")
+        if "memoryMiB" in res:
+            spec["resources"]["memoryMiB"] = _number(
+                "resources.memoryMiB", res["memoryMiB"], int, 16, 65536)
+        if "cpus" in res:
+            spec["resources"]["cpus"] = _number("resources.cpus", res["cpus"], float, 0.05, 64)
+
+    if "scaling" in user:
+        sc = user["scaling"]
+        if not isinstance(sc, dict):
+            raise ValidationError('spec.scaling must be an object, e.g. {"maxScale": 5}')
+        extra = set(sc) - set(_SCALING_BOUNDS)
+        if extra:
+            raise ValidationError(
+                f"spec.scaling has unknown field(s) {sorted(extra)}; known: {sorted(_SCALING_BOUNDS)}"
+            )
+        for k, v in sc.items():
+            kind, lo, hi = _SCALING_BOUNDS[k]
+            spec["scaling"][k] = _number(f"scaling.{k}", v, kind, lo, hi)
+
+    s = spec["scaling"]
+    if s["minScale"] > s["maxScale"]:
+        raise ValidationError(
+            f"spec.scaling.minScale ({s['minScale']}) must not exceed maxScale ({s['maxScale']})"
+        )
+    if s["initialScale"] > s["maxScale"]:
+        raise ValidationError(
+            f"spec.scaling.initialScale ({s['initialScale']}) must not exceed maxScale "
+            f"({s['maxScale']})"
+        )
+    return spec
+
+
+def scaling(spec: Obj) -> Obj:
+    """The scaling block with defaults filled in (for objects written by older versions)."""
+    return {**DEFAULT_SCALING, **spec.get("scaling", {})}
+
+
+def template_hash(template: Obj) -> str:
+    """A short stable hash of a pod template; pods record it to tell generations apart."""
+    raw = json.dumps(template, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(raw).hexdigest()[:10]
