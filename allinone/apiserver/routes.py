@@ -1,0 +1,298 @@
+"""The HTTP API (DESIGN.md's contract): parse, validate, write to the store.
+
+The apiserver never calls Docker: it validates input completely before anything is
+stored, writes objects, and lets the reconcilers act on them through their watches.
+Order of a create, so a failure leaves nothing behind:
+
+1. validate the name, the spec and the source (syntax, handler, zip safety, size);
+2. store the source archive (content-addressed, so a retry writes the same file);
+3. create the Function (409 when the name is taken; the archive is then removed unless
+   another function shares it), then its ReplicaSet.
+
+Every error answers ``{"error": {"code": ..., "message": ...}}``; the message says
+what was wrong and what to do. Stack traces go to the server log only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sanic import Blueprint, HTTPResponse, Request
+from sanic.response import json as json_response
+from sanic.response import raw, text
+
+from allinone import objects
+from allinone.activator.activator import Activator
+from allinone.builder.reconciler import replicaset_for
+from allinone.builder.sources import SourceStore
+from allinone.builder.validate import TooLarge, validate_source
+from allinone.config import Settings
+from allinone.informer import Informer
+from allinone.metrics import Metrics
+from allinone.objects import ValidationError
+from allinone.store import AlreadyExists, Conflict, NotFound, Obj, Store
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def error_response(status: int, code: str, message: str) -> HTTPResponse:
+    return json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+@dataclass
+class ApiDeps:
+    settings: Settings
+    store: Store
+    sources: SourceStore
+    functions: Informer
+    activator: Activator
+    metrics: Metrics
+    # function name -> autoscaler view (desired, stable/panic concurrency, panic)
+    autoscaler_status: Callable[[str], dict[str, Any]]
+    # function name -> what its live pods printed
+    live_logs: Callable[[str], Awaitable[str]]
+
+
+def _source_from(request: Request) -> tuple[str, bytes] | None:
+    files = request.files.getlist("source") if request.files else None
+    if not files:
+        return None
+    f = files[0]
+    return f.name or "", f.body
+
+
+def _spec_from(request: Request) -> Any:
+    raw_spec = request.form.get("spec") if request.form else None
+    if raw_spec in (None, ""):
+        return None
+    try:
+        return json.loads(raw_spec)
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, "BadSpec", f"spec is not valid JSON ({exc.msg} at position "
+                       f"{exc.pos}); pass a JSON object such as '{{\"timeoutSeconds\": 30}}'"
+                       ) from exc
+
+
+def _validated(deps: ApiDeps, filename: str, data: bytes, handler: str) -> Obj:
+    try:
+        v = validate_source(filename, data, handler, max_upload=deps.settings.max_upload_bytes,
+                            max_unzipped=deps.settings.max_unzipped_bytes)
+    except TooLarge as exc:
+        raise ApiError(413, "TooLarge", str(exc)) from exc
+    except ValidationError as exc:
+        raise ApiError(400, "BadSource", str(exc)) from exc
+    return {"filename": v.filename, "sha256": v.sha256, "size": v.size}
+
+
+def deps_of(request: Request) -> ApiDeps:
+    deps: ApiDeps = request.app.ctx.deps
+    return deps
+
+
+def make_blueprint() -> Blueprint:
+    """The API routes; each reads its dependencies from ``app.ctx.deps`` (set at start)."""
+    bp = Blueprint("api")
+
+    async def get_function(deps: ApiDeps, name: str) -> Obj:
+        try:
+            return await deps.store.get(objects.function_key(name))
+        except NotFound:
+            raise ApiError(404, "NotFound", f"no function named {name!r}; "
+                           "`allinone function list` shows what is deployed") from None
+
+    async def view(deps: ApiDeps, fn: Obj) -> Obj:
+        """The Function as shown to users: replica counts and autoscaler state merged in."""
+        out = copy.deepcopy(fn)
+        name = fn["metadata"]["name"]
+        with contextlib.suppress(NotFound):
+            rs = await deps.store.get(objects.replicaset_key(name))
+            out["status"]["replicas"] = rs.get("status", {}).get("replicas", 0)
+            out["status"]["readyReplicas"] = deps.activator.ready_pods(name)
+            out["status"]["desiredReplicas"] = rs["spec"].get("replicas", 0)
+        out["status"]["autoscaler"] = deps.autoscaler_status(name)
+        return out
+
+    def source_in_use(deps: ApiDeps, sha: str, except_name: str | None = None) -> bool:
+        return any(f["spec"]["source"]["sha256"] == sha for f in deps.functions.items()
+                   if f["metadata"]["name"] != except_name)
+
+    @bp.post("/api/v1/functions")
+    async def create_function(request: Request) -> HTTPResponse:
+        deps = deps_of(request)
+        store = deps.store
+        name = (request.form.get("name") if request.form else None) or ""
+        try:
+            objects.validate_name(name)
+            spec = objects.normalize_spec(_spec_from(request))
+        except ValidationError as exc:
+            raise ApiError(400, "BadRequest", str(exc)) from exc
+        src = _source_from(request)
+        if src is None:
+            raise ApiError(400, "BadSource", "no source: upload the function as a multipart file "
+                           "field named 'source' (a .py file or a .zip)")
+        filename, data = src
+        spec["source"] = _validated(deps, filename, data, spec["handler"])
+        had_source = deps.sources.has(spec["source"]["sha256"])
+        deps.sources.put(data)
+        fn = objects.new_object("Function", name, spec)
+        fn["status"] = {"phase": objects.BUILDING, "message": "", "observedGeneration": 0}
+        try:
+            created = await store.create(objects.function_key(name), fn)
+        except AlreadyExists:
+            if not had_source and not source_in_use(deps, spec["source"]["sha256"]):
+                deps.sources.delete(spec["source"]["sha256"])
+            raise ApiError(409, "AlreadyExists", f"function {name!r} already exists; update it "
+                           "with PUT (`allinone function deploy --update`) or delete it") from None
+        rs_key = objects.replicaset_key(name)
+        rs = replicaset_for(created)
+        try:
+            await store.create(rs_key, rs)
+        except AlreadyExists:
+            # A ReplicaSet left over from a function deleted mid-way: replace it.
+            old = await store.get(rs_key)
+            rs["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+            await store.update(rs_key, rs)
+        return json_response(await view(deps, created), status=201)
+
+    @bp.get("/api/v1/functions")
+    async def list_functions(request: Request) -> HTTPResponse:
+        deps = deps_of(request)
+        store = deps.store
+        items, _ = await store.list(objects.FUNCTIONS_PREFIX)
+        return json_response({"items": [await view(deps, f) for f in items]})
+
+    @bp.get("/api/v1/functions/<name>")
+    async def read_function(request: Request, name: str) -> HTTPResponse:
+        deps = deps_of(request)
+        store = deps.store
+        return json_response(await view(deps, await get_function(deps, name)))
+
+    @bp.put("/api/v1/functions/<name>")
+    async def update_function(request: Request, name: str) -> HTTPResponse:
+        deps = deps_of(request)
+        store = deps.store
+        if request.content_type.startswith("application/json"):
+            body = request.json if request.body else None
+            if not isinstance(body, dict) or "spec" not in body:
+                raise ApiError(400, "BadRequest", 'a JSON PUT needs a body {"spec": {...}}; '
+                               "to change the source, send multipart with a 'source' file")
+            user_spec, src = body["spec"], None
+        else:
+            user_spec, src = _spec_from(request), _source_from(request)
+        if user_spec is None and src is None:
+            raise ApiError(400, "BadRequest", "nothing to update: send a new 'source' file "
+                           "and/or a 'spec'")
+        for _ in range(5):
+            fn = await get_function(deps, name)
+            current = {k: v for k, v in fn["spec"].items() if k != "source"}
+            try:
+                spec = objects.normalize_spec(user_spec, base=current)
+            except ValidationError as exc:
+                raise ApiError(400, "BadRequest", str(exc)) from exc
+            if src is not None:
+                spec["source"] = _validated(deps, src[0], src[1], spec["handler"])
+                deps.sources.put(src[1])
+            else:
+                spec["source"] = fn["spec"]["source"]
+                if spec["handler"] != fn["spec"].get("handler"):
+                    # A new handler must exist in the stored source: check now, not at build.
+                    data = deps.sources.get(spec["source"]["sha256"])
+                    _validated(deps, spec["source"]["filename"], data, spec["handler"])
+            if spec == fn["spec"]:
+                return json_response(await view(deps, fn))  # nothing changed: no new generation
+            new = copy.deepcopy(fn)
+            new["spec"] = spec
+            new["metadata"]["generation"] = fn["metadata"]["generation"] + 1
+            new["status"]["phase"] = objects.BUILDING
+            new["status"]["message"] = ""
+            try:
+                updated = await store.update(objects.function_key(name), new)
+            except Conflict:
+                continue
+            old_sha = fn["spec"]["source"]["sha256"]
+            if old_sha != spec["source"]["sha256"] and not source_in_use(deps, old_sha, name):
+                deps.sources.delete(old_sha)
+            return json_response(await view(deps, updated))
+        raise ApiError(409, "Conflict", f"function {name!r} kept changing; retry the update")
+
+    @bp.delete("/api/v1/functions/<name>")
+    async def delete_function(request: Request, name: str) -> HTTPResponse:
+        deps = deps_of(request)
+        store = deps.store
+        fn = await get_function(deps, name)
+        # The ReplicaSet first: the controller drains and removes the pods, then the
+        # Function, whose deletion makes the builder remove the image tags.
+        with contextlib.suppress(NotFound):
+            await store.delete(objects.replicaset_key(name))
+        with contextlib.suppress(NotFound):
+            await store.delete(objects.function_key(name))
+        return json_response({"deleted": name, "function": fn})
+
+    @bp.get("/api/v1/functions/<name>/logs")
+    async def function_logs(request: Request, name: str) -> HTTPResponse:
+        deps = deps_of(request)
+        store = deps.store
+        await get_function(deps, name)
+        saved = ""
+        path = deps.settings.logs_dir / f"{name}.log"
+        if path.exists():
+            saved = path.read_text(encoding="utf-8", errors="replace")
+        return text(saved + await deps.live_logs(name))
+
+    @bp.get("/api/v1/namespaces/serverless/replicasets")
+    async def list_replicasets(request: Request) -> HTTPResponse:
+        deps = deps_of(request)
+        store = deps.store
+        items, _ = await store.list(objects.REPLICASETS_PREFIX)
+        return json_response({"items": items})
+
+    @bp.get("/api/v1/namespaces/serverless/replicasets/<name>")
+    async def read_replicaset(request: Request, name: str) -> HTTPResponse:
+        deps = deps_of(request)
+        store = deps.store
+        try:
+            return json_response(await store.get(objects.replicaset_key(name)))
+        except NotFound:
+            raise ApiError(404, "NotFound", f"no ReplicaSet named {name!r}") from None
+
+    @bp.get("/api/v1/namespaces/serverless/pods")
+    async def list_pods(request: Request) -> HTTPResponse:
+        deps = deps_of(request)
+        store = deps.store
+        items, _ = await store.list(objects.PODS_PREFIX)
+        function = request.args.get("function")
+        if function:
+            items = [p for p in items if p["spec"].get("function") == function]
+        return json_response({"items": items})
+
+    @bp.post("/function/<name>")
+    async def invoke(request: Request, name: str) -> HTTPResponse:
+        deps = deps_of(request)
+        store = deps.store
+        body = request.body or b"{}"
+        result = await deps.activator.invoke(name, body)
+        return raw(result.body, status=result.status, content_type="application/json")
+
+    @bp.get("/healthz")
+    async def healthz(request: Request) -> HTTPResponse:
+        return json_response({"status": "ok"})
+
+    @bp.get("/metrics")
+    async def metrics(request: Request) -> HTTPResponse:
+        deps = deps_of(request)
+        store = deps.store
+        return raw(deps.metrics.render(), content_type="text/plain; version=0.0.4")
+
+    return bp

@@ -1,0 +1,142 @@
+"""The autoscaler's thin loop: the I/O around the pure :func:`~allinone.autoscaler.kpa.decide`.
+
+Every tick (2 s by default) and at once when the activator pokes a function (a request
+arrived and no pod is ready), for each function:
+
+1. take the activator's time-weighted concurrency sample (held requests included) and
+   its count of ready pods;
+2. ``decide`` with the function's ``spec.scaling`` and the remembered state;
+3. write ``spec.replicas`` of the ReplicaSet when, and only when, it differs (a CAS on
+   the cached object's resourceVersion; on conflict, re-read and try again).
+
+Decisions are kept for ``allinone function get`` and ``/metrics``. State is in memory
+only: after a restart the KPA starts afresh (in panic mode when several pods are ready,
+as Knative does), which never scales a loaded function down on partial data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from typing import Any
+
+from allinone import objects
+from allinone.activator.activator import Activator
+from allinone.autoscaler.kpa import Decision, KPAState, Observation, decide, initial_state
+from allinone.clock import Clock
+from allinone.informer import Informer
+from allinone.metrics import Metrics
+from allinone.store import Conflict, NotFound, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+
+class Autoscaler:
+    def __init__(self, store: Store, functions: Informer, replicasets: Informer,
+                 activator: Activator, clock: Clock, metrics: Metrics,
+                 tick_seconds: float = 2.0) -> None:
+        self.store = store
+        self.functions = functions
+        self.replicasets = replicasets
+        self.activator = activator
+        self.clock = clock
+        self.metrics = metrics
+        self.tick_seconds = tick_seconds
+        self.states: dict[str, KPAState] = {}
+        self.decisions: dict[str, Decision] = {}
+        self._poked: set[str] = set()
+        self._wake = asyncio.Event()
+        functions.add_handler(self._on_function)
+
+    def _on_function(self, key: str, old: Any, new: Any) -> None:
+        if new is None:
+            name = key.rsplit("/", 1)[-1]
+            self.states.pop(name, None)
+            self.decisions.pop(name, None)
+
+    def poke(self, function: str) -> None:
+        """A request is waiting with no ready pod: decide for it now, not at the next tick."""
+        if function not in self._poked:
+            self._poked.add(function)
+            self._wake.set()
+
+    def status(self, function: str) -> dict[str, Any]:
+        d = self.decisions.get(function)
+        if d is None:
+            return {"desired": None, "stableConcurrency": 0.0, "panicConcurrency": 0.0,
+                    "panic": False, "reason": "no decision yet"}
+        return {"desired": d.desired, "stableConcurrency": d.stable_concurrency,
+                "panicConcurrency": d.panic_concurrency, "panic": d.panic, "reason": d.reason}
+
+    async def run(self) -> None:
+        await self.functions.synced.wait()
+        await self.replicasets.synced.wait()
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
+        while True:
+            timeout = max(next_tick - loop.time(), 0)
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if loop.time() >= next_tick:
+                names = {f["metadata"]["name"] for f in self.functions.items()}
+                next_tick = loop.time() + self.tick_seconds
+            else:
+                names = set()
+            names |= self._poked
+            self._poked.clear()
+            for name in sorted(names):
+                try:
+                    await self.scale(name)
+                except (StoreError, OSError) as exc:
+                    log.warning("autoscaling %s failed: %s", name, exc)
+
+    async def scale(self, name: str) -> Decision | None:
+        fn = self.functions.get(name)
+        if fn is None:
+            return None
+        scaling = objects.scaling(fn["spec"])
+        now = self.clock.now()
+        sample = self.activator.route(name).tracker.take(now)
+        ready = self.activator.ready_pods(name)
+        obs = Observation(
+            ready_pods=ready,
+            samples=((sample.at, sample.average_concurrency),) if sample.interval > 0 else (),
+            in_flight=sample.in_flight,
+            last_request_at=sample.last_request_at,
+        )
+        state = self.states.get(name) or initial_state(scaling, now, ready_pods=ready)
+        decision, self.states[name] = decide(scaling, state, obs, now)
+        self.decisions[name] = decision
+        self.metrics.panic.labels(name).set(1 if decision.panic else 0)
+        if decision.desired is not None:
+            self.metrics.desired_replicas.labels(name).set(decision.desired)
+            await self._set_replicas(name, decision)
+        return decision
+
+    async def _set_replicas(self, name: str, decision: Decision) -> None:
+        assert decision.desired is not None
+        key = objects.replicaset_key(name)
+        rs = self.replicasets.get(name)
+        for _ in range(5):
+            if rs is None:
+                return  # deleted, or not created yet: nothing to scale
+            if rs["spec"].get("replicas") == decision.desired:
+                return
+            new = copy.deepcopy(rs)
+            new["spec"]["replicas"] = decision.desired
+            try:
+                await self.store.update(key, new)
+                log.info("%s: replicas %s -> %s (%s)", name, rs["spec"].get("replicas"),
+                         decision.desired, decision.reason)
+                return
+            except Conflict:
+                try:
+                    rs = await self.store.get(key)
+                except NotFound:
+                    return
+            except NotFound:
+                return

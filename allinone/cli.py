@@ -1,0 +1,405 @@
+"""The ``allinone`` command line.
+
+``setup`` and ``serve`` run the platform; the other commands are a thin client of the
+HTTP API (standard library only, so the client starts fast). Errors are printed as one
+readable line on stderr with a non-zero exit status; ``-o json`` prints the API's JSON
+for scripts. The server is ``--server``, else ``$ALLINONE_SERVER``, else
+``http://127.0.0.1:8080``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from allinone.config import DEFAULT_BASE_IMAGE, DEFAULT_STATE_DIR, Settings
+
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+
+
+class CliError(Exception):
+    pass
+
+
+# -- HTTP client --------------------------------------------------------------------
+
+class Client:
+    def __init__(self, server: str, timeout: float = 120.0) -> None:
+        self.server = server.rstrip("/")
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                content_type: str | None = None) -> tuple[int, bytes]:
+        req = urllib.request.Request(self.server + path, data=body, method=method)
+        if content_type:
+            req.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise CliError(f"cannot reach allinone at {self.server} ({reason}): is `allinone "
+                           "serve` running? (set --server or ALLINONE_SERVER)") from None
+
+    def json(self, method: str, path: str, body: bytes | None = None,
+             content_type: str | None = None, ok: tuple[int, ...] = (200, 201)) -> Any:
+        status, raw = self.request(method, path, body, content_type)
+        try:
+            data = json.loads(raw) if raw else {}
+        except json.JSONDecodeError:
+            data = {"error": {"message": raw.decode(errors="replace")[:300]}}
+        if status not in ok:
+            err = data.get("error", {}) if isinstance(data, dict) else {}
+            raise CliError(f"{err.get('message') or raw[:300]!s} (HTTP {status})")
+        return data
+
+
+def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    out = io.BytesIO()
+    for name, value in fields.items():
+        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode())
+        out.write(value.encode() + b"\r\n")
+    for name, (filename, data) in files.items():
+        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+                  f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+                  .encode())
+        out.write(data + b"\r\n")
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
+
+
+def read_source(path: str) -> tuple[str, bytes]:
+    """A file as is; a directory zipped in memory (entries relative to it)."""
+    p = Path(path)
+    if p.is_dir():
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and "__pycache__" not in f.parts:
+                    zf.write(f, f.relative_to(p).as_posix())
+        return p.name + ".zip", buf.getvalue()
+    if not p.is_file():
+        raise CliError(f"no such file: {path}")
+    return p.name, p.read_bytes()
+
+
+# -- spec flags ------------------------------------------------------------------
+
+SCALING_FLAGS = {
+    "min_scale": "minScale", "max_scale": "maxScale", "initial_scale": "initialScale",
+    "target": "target", "target_utilization": "targetUtilizationPercentage",
+    "container_concurrency": "containerConcurrency", "window": "stableWindowSeconds",
+    "panic_window_percentage": "panicWindowPercentage",
+    "panic_threshold": "panicThresholdPercentage", "max_scale_up_rate": "maxScaleUpRate",
+    "max_scale_down_rate": "maxScaleDownRate", "scale_to_zero_grace": "scaleToZeroGracePeriodSeconds",
+}
+
+
+def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    spec: dict[str, Any] = json.loads(args.spec) if args.spec else {}
+    if not isinstance(spec, dict):
+        raise CliError("--spec must be a JSON object")
+    scaling = {v: getattr(args, k) for k, v in SCALING_FLAGS.items() if getattr(args, k) is not None}
+    if scaling:
+        spec.setdefault("scaling", {}).update(scaling)
+    if args.handler:
+        spec["handler"] = args.handler
+    if args.timeout is not None:
+        spec["timeoutSeconds"] = args.timeout
+    if args.memory is not None or args.cpus is not None:
+        res = spec.setdefault("resources", {})
+        if args.memory is not None:
+            res["memoryMiB"] = args.memory
+        if args.cpus is not None:
+            res["cpus"] = args.cpus
+    for item in args.env or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise CliError(f"--env takes KEY=VALUE, got {item!r}")
+        spec.setdefault("env", {})[key] = value
+    return spec
+
+
+def add_spec_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spec", help="spec as JSON (flags below override it)")
+    p.add_argument("--handler", help="'run' or 'module.function' (zip)")
+    p.add_argument("--timeout", type=float, help="timeoutSeconds")
+    p.add_argument("--memory", type=int, help="memory limit in MiB")
+    p.add_argument("--cpus", type=float, help="CPU limit")
+    p.add_argument("--env", action="append", metavar="KEY=VALUE")
+    for flag, field in SCALING_FLAGS.items():
+        p.add_argument("--" + flag.replace("_", "-"), type=float if flag in {
+            "target", "target_utilization", "window", "panic_window_percentage",
+            "panic_threshold", "max_scale_up_rate", "max_scale_down_rate",
+            "scale_to_zero_grace"} else int, help=f"scaling.{field}")
+
+
+# -- commands --------------------------------------------------------------------
+
+def out_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+def wait_built(client: Client, name: str, generation: int, quiet: bool,
+               timeout: float = 600.0) -> dict[str, Any]:
+    start = time.monotonic()
+    shown = False
+    while True:
+        fn: dict[str, Any] = client.json("GET", f"/api/v1/functions/{name}")
+        st = fn.get("status", {})
+        if st.get("observedGeneration") == generation and st.get("phase") in ("Ready", "Failed"):
+            if shown:
+                print(file=sys.stderr)
+            return fn
+        if time.monotonic() - start > timeout:
+            raise CliError(f"{name} is still building after {timeout:.0f} s")
+        if not quiet:
+            print(("building " if not shown else "") + ".", end="", file=sys.stderr, flush=True)
+            shown = True
+        time.sleep(0.1)
+
+
+def cmd_deploy(client: Client, args: argparse.Namespace) -> int:
+    spec = spec_from_args(args)
+    fields = {"name": args.name}
+    if spec:
+        fields["spec"] = json.dumps(spec)
+    files = {}
+    if args.file:
+        files["source"] = read_source(args.file)
+    status, raw = client.request("GET", f"/api/v1/functions/{args.name}")
+    if status == 404:
+        if not files:
+            raise CliError("--file is required to deploy a new function")
+        body, ctype = multipart(fields, files)
+        fn = client.json("POST", "/api/v1/functions", body, ctype)
+    else:
+        fields.pop("name")
+        body, ctype = multipart(fields, files)
+        fn = client.json("PUT", f"/api/v1/functions/{args.name}", body, ctype)
+    if not args.no_wait:
+        t0 = time.monotonic()
+        fn = wait_built(client, args.name, fn["metadata"]["generation"], args.output == "json")
+        if args.output != "json":
+            st = fn["status"]
+            if st["phase"] == "Failed":
+                raise CliError(f"build of {args.name} failed: {st.get('message')}")
+            print(f"{args.name} is Ready in {time.monotonic() - t0:.2f} s: {st.get('image')}")
+    if args.output == "json":
+        out_json(fn)
+    return 0
+
+
+def _age(ts: str) -> str:
+    try:
+        t = time.mktime(time.strptime(ts, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    except (ValueError, TypeError):
+        return "?"
+    s = int(time.time() - t)
+    return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
+
+
+def cmd_list(client: Client, args: argparse.Namespace) -> int:
+    data = client.json("GET", "/api/v1/functions")
+    if args.output == "json":
+        out_json(data)
+        return 0
+    rows = [("NAME", "PHASE", "READY", "DESIRED", "AGE")]
+    for fn in data["items"]:
+        st = fn.get("status", {})
+        rows.append((fn["metadata"]["name"], st.get("phase", "?"), str(st.get("readyReplicas", 0)),
+                     str(st.get("desiredReplicas", 0)), _age(fn["metadata"]["creationTimestamp"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_get(client: Client, args: argparse.Namespace) -> int:
+    fn = client.json("GET", f"/api/v1/functions/{args.name}")
+    if args.output == "json":
+        out_json(fn)
+        return 0
+    st, spec = fn.get("status", {}), fn["spec"]
+    auto = st.get("autoscaler", {})
+    sc = spec.get("scaling", {})
+    lines = [
+        ("Name", fn["metadata"]["name"]),
+        ("Phase", st.get("phase")),
+        ("Message", st.get("message") or "-"),
+        ("Image", st.get("image") or "-"),
+        ("Generation", f"{fn['metadata']['generation']} (observed {st.get('observedGeneration')})"),
+        ("Handler", spec.get("handler")),
+        ("Source", f"{spec['source']['filename']} ({spec['source']['size']} bytes)"),
+        ("Replicas", f"desired {st.get('desiredReplicas', 0)}, ready {st.get('readyReplicas', 0)}"
+                     f", total {st.get('replicas', 0)}"),
+        ("Concurrency", f"stable {auto.get('stableConcurrency', 0):.2f}, "
+                        f"panic {auto.get('panicConcurrency', 0):.2f}"),
+        ("Panic mode", "yes" if auto.get("panic") else "no"),
+        ("Autoscaler", auto.get("reason", "-")),
+        ("Scaling", ", ".join(f"{k}={v}" for k, v in sorted(sc.items()))),
+    ]
+    for k, v in lines:
+        print(f"{k + ':':<13}{v}")
+    return 0
+
+
+def cmd_delete(client: Client, args: argparse.Namespace) -> int:
+    client.json("DELETE", f"/api/v1/functions/{args.name}")
+    print(f"{args.name} deleted")
+    return 0
+
+
+def cmd_invoke(client: Client, args: argparse.Namespace) -> int:
+    data = args.data if args.data is not None else "{}"
+    status, raw = client.request("POST", f"/function/{args.name}", data.encode(),
+                                 "application/json")
+    if status != 200:
+        try:
+            msg = json.loads(raw)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            msg = raw.decode(errors="replace")[:300]
+        raise CliError(f"{msg} (HTTP {status})")
+    print(raw.decode())
+    return 0
+
+
+def cmd_logs(client: Client, args: argparse.Namespace) -> int:
+    status, raw = client.request("GET", f"/api/v1/functions/{args.name}/logs")
+    if status != 200:
+        client.json("GET", f"/api/v1/functions/{args.name}")  # raises the readable error
+    sys.stdout.write(raw.decode(errors="replace"))
+    return 0
+
+
+def cmd_setup(args: argparse.Namespace) -> int:
+    from allinone.install import run_setup
+
+    return run_setup(args.base_image)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from allinone.app import serve
+    from allinone.services.preflight import PreflightError
+
+    logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings(host=args.host, port=args.port, state_dir=Path(args.state_dir).expanduser(),
+                        etcd_port=args.etcd_port, registry_port=args.registry_port,
+                        etcd_url=args.etcd, registry=args.registry,
+                        autoscaler_tick_seconds=args.tick, base_image=args.base_image)
+    try:
+        serve(settings)
+    except PreflightError as exc:
+        raise CliError(str(exc)) from None
+    except RuntimeError as exc:  # an embedded service failed to start
+        raise CliError(str(exc)) from None
+    return 0
+
+
+def cmd_loadtest(args: argparse.Namespace, rest: list[str]) -> int:
+    from loadtests.__main__ import main as loadtest_main
+
+    return loadtest_main(rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="allinone", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--server", default=os.environ.get("ALLINONE_SERVER", DEFAULT_SERVER),
+                        help="API address (default $ALLINONE_SERVER or %(default)s)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("setup", help="install what is missing, start Docker, make the base image")
+    p.add_argument("--base-image", default=DEFAULT_BASE_IMAGE)
+
+    p = sub.add_parser("serve", help="run the platform (embedded etcd and registry by default)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR))
+    p.add_argument("--etcd-port", type=int, default=2379)
+    p.add_argument("--registry-port", type=int, default=5000)
+    p.add_argument("--etcd", metavar="URL", help="use this running etcd instead of starting one")
+    p.add_argument("--registry", metavar="HOST:PORT", help="use this running registry")
+    p.add_argument("--tick", type=float, default=2.0, help="autoscaler tick in seconds")
+    p.add_argument("--base-image", default=os.environ.get("ALLINONE_BASE_IMAGE",
+                                                          DEFAULT_BASE_IMAGE))
+    p.add_argument("--quiet", action="store_true", help="log warnings only")
+
+    fn = sub.add_parser("function", help="deploy, list, get, delete functions").add_subparsers(
+        dest="fcommand", required=True)
+    p = fn.add_parser("deploy", help="create a function, or update it when it exists")
+    p.add_argument("name")
+    p.add_argument("--file", "-f", help=".py file, .zip, or a directory (zipped)")
+    p.add_argument("--no-wait", action="store_true", help="return before the build finishes")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    add_spec_flags(p)
+    p = fn.add_parser("list", help="list functions")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p = fn.add_parser("get", help="show one function")
+    p.add_argument("name")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p = fn.add_parser("delete", help="delete a function, its pods and image")
+    p.add_argument("name")
+
+    p = sub.add_parser("invoke", help="call a function over its HTTP trigger")
+    p.add_argument("name")
+    p.add_argument("-d", "--data", help="JSON object passed as keyword arguments")
+
+    p = sub.add_parser("logs", help="what the function printed, from its pods")
+    p.add_argument("name")
+
+    sub.add_parser("loadtest", help="run the locust scenarios (see `allinone loadtest --help`)",
+                   add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    if argv[:1] == ["loadtest"] or (len(argv) > 2 and argv[2:3] == ["loadtest"]):
+        args, rest = parser.parse_known_args(argv)
+        rest = argv[argv.index("loadtest") + 1:]
+        try:
+            return cmd_loadtest(args, rest)
+        except KeyboardInterrupt:
+            return 130
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "setup":
+            return cmd_setup(args)
+        if args.command == "serve":
+            return cmd_serve(args)
+        client = Client(args.server)
+        if args.command == "function":
+            return {"deploy": cmd_deploy, "list": cmd_list, "get": cmd_get,
+                    "delete": cmd_delete}[args.fcommand](client, args)
+        if args.command == "invoke":
+            return cmd_invoke(client, args)
+        if args.command == "logs":
+            return cmd_logs(client, args)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    parser.error("unknown command")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""controller: the ReplicaSet controller (pure planning in :mod:`.planning`)."""

@@ -1,0 +1,53 @@
+"""Prometheus metrics of the platform, served at ``GET /metrics``.
+
+One registry per server (not the process-global default) so that tests can run several
+servers in one process without "duplicated timeseries" errors.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.invocations = Counter(
+            "allinone_invocations", "Invocations through the activator", ["function", "code"],
+            registry=r)
+        self.latency = Histogram(
+            "allinone_request_latency_seconds", "Invocation latency through the activator",
+            ["function"], buckets=LATENCY_BUCKETS, registry=r)
+        self.cold_starts = Counter(
+            "allinone_cold_starts", "Requests that arrived with no ready pod", ["function"],
+            registry=r)
+        self.cold_start_latency = Histogram(
+            "allinone_cold_start_latency_seconds", "Latency of requests that arrived at zero",
+            ["function"], buckets=LATENCY_BUCKETS, registry=r)
+        self.desired_replicas = Gauge(
+            "allinone_desired_replicas", "Replicas the autoscaler wants", ["function"], registry=r)
+        self.ready_replicas = Gauge(
+            "allinone_ready_replicas", "Pods ready to serve", ["function"], registry=r)
+        self.queue_depth = Gauge(
+            "allinone_queue_depth", "Requests held in the activator waiting for a pod or a slot",
+            ["function"], registry=r)
+        self.panic = Gauge(
+            "allinone_panic_mode", "1 while the autoscaler is in panic mode", ["function"],
+            registry=r)
+        self.builds = Counter(
+            "allinone_builds", "Image builds by result", ["result"], registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def forget(self, function: str) -> None:
+        """Drop a deleted function's series so /metrics does not grow forever."""
+        for metric in (self.latency, self.cold_starts, self.cold_start_latency,
+                       self.desired_replicas, self.ready_replicas, self.queue_depth, self.panic):
+            try:
+                metric.remove(function)
+            except KeyError:
+                pass

@@ -1,0 +1,1 @@
+"""runtime: how pods become containers (see :mod:`allinone.runtime.base`)."""

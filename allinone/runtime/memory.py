@@ -1,0 +1,55 @@
+"""An in-memory :class:`~allinone.runtime.base.ContainerRuntime` for unit tests.
+
+It keeps the same contract as Docker: ids are unique, ``remove`` of a missing id
+succeeds, ``list`` shows this instance's containers, running or exited. Tests call
+:meth:`MemoryRuntime.crash` to simulate a container that dies.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from allinone.runtime.base import (
+    LABEL_FUNCTION,
+    LABEL_INSTANCE,
+    LABEL_MANAGED,
+    LABEL_POD,
+    ContainerInfo,
+    ContainerSpec,
+)
+
+
+class MemoryRuntime:
+    def __init__(self, instance: str = "test") -> None:
+        self.instance = instance
+        self.containers: dict[str, ContainerInfo] = {}
+        self.specs: dict[str, ContainerSpec] = {}
+        self.fail_next_start: str | None = None
+        self._ids = itertools.count(1)
+
+    async def start(self, spec: ContainerSpec) -> str:
+        if self.fail_next_start:
+            message, self.fail_next_start = self.fail_next_start, None
+            raise RuntimeError(message)
+        cid = f"c{next(self._ids):06d}"
+        labels = {LABEL_MANAGED: "1", LABEL_FUNCTION: spec.function, LABEL_POD: spec.pod,
+                  LABEL_INSTANCE: self.instance}
+        self.containers[cid] = ContainerInfo(cid, spec.pod, spec.function, True, labels)
+        self.specs[cid] = spec
+        return cid
+
+    async def remove(self, container_id: str) -> None:
+        self.containers.pop(container_id, None)
+        self.specs.pop(container_id, None)
+
+    async def list(self) -> list[ContainerInfo]:
+        return list(self.containers.values())
+
+    async def logs(self, container_id: str, tail: int = 1000) -> str:
+        return f"logs of {container_id}\n" if container_id in self.containers else ""
+
+    def crash(self, container_id: str, exit_code: int = 1) -> None:
+        c = self.containers[container_id]
+        self.containers[container_id] = ContainerInfo(
+            c.id, c.pod, c.function, False, c.labels, exit_code
+        )

@@ -1,0 +1,141 @@
+"""An embedded Docker registry (distribution v2) as a supervised child process.
+
+Debian's packaged config turns on htpasswd auth and listens on every interface, so we
+never use it: :func:`registry_config` writes our own, which listens on 127.0.0.1 only,
+has no auth, keeps its storage under the state directory and enables delete (the
+apiserver removes a function's image when the function is deleted).
+
+Docker treats registries on 127.0.0.0/8 as insecure-allowed by default, so pushing to
+``127.0.0.1:PORT`` needs no daemon configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import aiohttp
+
+REGISTRY_BINARY_CANDIDATES = ("/usr/bin/docker-registry", "registry")
+
+
+def registry_config(storage_dir: Path, port: int) -> str:
+    """YAML for distribution v2: loopback only, no auth, delete enabled."""
+    return f"""version: 0.1
+log:
+  level: warn
+  fields:
+    service: registry
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: {storage_dir}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:{port}
+  headers:
+    X-Content-Type-Options: [nosniff]
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+"""
+
+
+def find_registry_binary() -> str:
+    for candidate in REGISTRY_BINARY_CANDIDATES:
+        found = shutil.which(candidate)
+        if found:
+            return found
+    raise RuntimeError(
+        "the Docker registry binary is missing: run `allinone setup` "
+        "(or `apt-get install docker-registry`)"
+    )
+
+
+async def registry_answers(address: str, timeout: float = 1.0) -> bool:
+    """True when ``GET /v2/`` on ``address`` answers 200 (a v2 registry without auth)."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+            session.get(f"http://{address}/v2/") as resp,
+        ):
+            return resp.status == 200
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return False
+
+
+class RegistryProcess:
+    """``docker-registry serve CONFIG`` under our supervision.
+
+    ``start`` returns once ``/v2/`` answers; ``stop`` sends SIGTERM and, after a few
+    seconds, SIGKILL. The process is started in its own session so a Ctrl-C on the
+    terminal reaches only ``allinone serve``, which then stops it in order.
+    """
+
+    def __init__(self, state_dir: Path, port: int) -> None:
+        self.state_dir = state_dir
+        self.port = port
+        self.storage_dir = state_dir / "registry"
+        self.config_path = state_dir / "registry.yml"
+        self.log_path = state_dir / "registry.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self, timeout: float = 20.0) -> None:
+        binary = find_registry_binary()
+        self.storage_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(registry_config(self.storage_dir, self.port))
+        log = open(self.log_path, "ab")
+        try:
+            self._proc = subprocess.Popen(
+                [binary, "serve", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, "OTEL_TRACES_EXPORTER": "none"},
+            )
+        finally:
+            log.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(
+                    f"the registry exited with code {self._proc.returncode}: {self._log_tail()}"
+                )
+            if await registry_answers(self.address, timeout=0.5):
+                return
+            await asyncio.sleep(0.05)
+        await self.stop()
+        raise RuntimeError(f"the registry did not answer on {self.address} within {timeout:.0f} s: "
+                           f"{self._log_tail()}")
+
+    def _log_tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no log)"
+        return " | ".join(text[-lines:]) or "(empty log)"
+
+    async def stop(self, grace: float = 5.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.to_thread(proc.wait), grace)
+        except TimeoutError:
+            proc.kill()
+            await asyncio.to_thread(proc.wait)

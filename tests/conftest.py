@@ -1,0 +1,1 @@
+"""Shared test configuration: the repository root on sys.path for ``tests.*`` imports."""
