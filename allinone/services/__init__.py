@@ -1,0 +1,1 @@
+"""services: the etcd and registry child processes that `allinone serve` supervises."""
