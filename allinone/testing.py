@@ -1,4 +1,7 @@
-"""A real ``allinone serve`` for integration tests, and a small client for it.
+"""A real ``allinone serve`` in a subprocess, and a small client for it.
+
+Used by the integration tests and by ``python -m loadtests`` when it starts its own
+server.
 
 :class:`ServerProcess` runs the CLI exactly as a user does (``allinone serve``), in a
 temporary state directory on free ports, with its own embedded etcd and registry. It
@@ -23,7 +26,7 @@ from typing import Any
 import docker
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import ServerProcess
+from allinone.testing import ServerProcess
 
 
 @pytest.fixture(scope="session")

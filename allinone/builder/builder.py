@@ -1,0 +1,508 @@
+"""Build a function image with the Docker engine and push it to the registry.
+
+A build context is assembled in memory (a tar, no temporary directory):
+
+    Dockerfile      imagedata/Dockerfile with {base_image} and {handler} filled in
+    shim/shim.py    imagedata/shim.py, the runtime shim
+    deps/           requirements.txt installed on the HOST with ``pip --target``
+                    (containers cannot reach the package index), or empty
+    function/       the validated files: a .py upload as func.py, or the zip's contents
+
+and built with the engine's classic builder through the low-level API, then tagged
+``REGISTRY/allinone/NAME:BUILDHASH`` and pushed. The result names the image by digest
+(``REGISTRY/allinone/NAME@sha256:...``) so a pod always runs exactly what was built,
+even if the tag is later overwritten.
+
+Invariants and why:
+
+- BUILDHASH is a sha256 over everything that decides the image's content: the source
+  archive's hash (which covers requirements.txt), the handler, the Dockerfile template,
+  the shim and the base image's id. Equal hashes mean images made from the same
+  inputs, so a local image tagged ``ANY-REGISTRY/allinone/ANY-NAME:BUILDHASH`` is
+  reused without running ``docker build``
+  (it is still tagged and pushed under this function's name: a push of layers the
+  registry already has takes a few tens of ms). The tag is the cache index, not a
+  label: in the classic builder a label that differs per build is one more step that
+  creates and commits a container, measured at +150-200 ms on a 0.2-0.25 s build. It
+  also ties the cache's lifetime to the functions: when the last tag of an image is
+  removed (its functions deleted), the image goes with it.
+- Installed dependencies are cached under ``work_dir/deps/KEY`` where KEY hashes the
+  requirements.txt bytes and the interpreter's cache tag (cpython-311): pip runs once
+  per distinct requirements file. A cache directory only appears complete: pip writes
+  into a temporary directory that is renamed into place on success.
+- Every event of ``build`` and ``push`` is checked for ``error``: the engine reports
+  failures inside the stream with HTTP 200, and ``push`` never raises for them. A
+  failure is a :class:`BuildError` whose message a user can act on.
+- The docker SDK is synchronous; each of its calls runs in a worker thread so the
+  event loop (and with it the activator) never stalls on a build.
+- pip runs with this process's interpreter, so the base image must have the same
+  Python minor version (3.11 in both ``allinone/python-base`` and ``python:3.11-slim``):
+  compiled wheels and .pyc files are chosen for the host's CPython.
+
+Measured on the 2-core development machine (engine 20.10, classic builder): build and
+push of a new 1 KB function p50 0.28 s (build ~0.2 s, push of one new layer ~0.08 s);
+the same source again 0.035 s (no build, the push finds every layer present); the same
+source under another function name 0.10 s. The very first push into an empty registry
+uploads the ~250 MB base layer once, about 9 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import docker
+import requests
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+
+from allinone.builder.validate import ValidatedSource
+from allinone.objects import validate_name
+
+log = logging.getLogger(__name__)
+
+# The repository root's imagedata/ (the package is installed editable).
+IMAGEDATA_DIR = Path(__file__).resolve().parents[2] / "imagedata"
+REPO_PREFIX = "allinone"
+# 20 hex digits = 80 bits: a collision needs ~2^40 builds, far beyond one engine's life.
+BUILD_HASH_LEN = 20
+# Bump when the context layout changes in a way the template text does not show.
+CONTEXT_VERSION = "1"
+# Registry manifest types we may meet when deleting; the digest of a tag is the digest
+# of its manifest in whatever type it was pushed (Docker 20.10 pushes schema 2).
+MANIFEST_TYPES = ", ".join([
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+])
+# Function files get fixed metadata so equal sources give byte-identical contexts.
+_FILE_MODE, _DIR_MODE, _MTIME = 0o644, 0o755, 1_700_000_000
+_REQ_NAME_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+class BuildError(Exception):
+    """The build or push failed; the message says why, in words a user can act on."""
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    image: str  # REGISTRY/allinone/NAME@sha256:..., what pods run
+    digest: str  # sha256:... of the pushed manifest
+    cached: bool  # True when an image of this build hash existed: no docker build
+    seconds: float  # wall time of build (or cache lookup) plus push
+    tag: str = ""  # REGISTRY/allinone/NAME:BUILDHASH
+
+
+DockerClientArg = Any  # a docker.DockerClient, a factory returning one, or None
+
+
+class Builder:
+    def __init__(
+        self,
+        base_image: str,
+        registry: str,
+        work_dir: Path,
+        client: DockerClientArg = None,
+        *,
+        imagedata_dir: Path = IMAGEDATA_DIR,
+        pip_python: str = sys.executable,
+        pip_timeout: float = 600.0,
+        registry_timeout: float = 30.0,
+    ) -> None:
+        self.base_image = base_image
+        self.registry = registry
+        self.work_dir = Path(work_dir)
+        self.pip_python = pip_python
+        self.pip_timeout = pip_timeout
+        self.registry_timeout = registry_timeout
+        if client is None:
+            self._factory: Callable[[], Any] = lambda: docker.from_env(timeout=600)
+            self._client: Any = None
+        elif hasattr(client, "api"):
+            self._factory, self._client = (lambda: client), client
+        else:
+            self._factory, self._client = client, None
+        self._dockerfile = (imagedata_dir / "Dockerfile").read_text()
+        self._shim = (imagedata_dir / "shim.py").read_bytes()
+        # Template and shim are read once: the hash of what every image is made from.
+        self._template_hash = hashlib.sha256(
+            CONTEXT_VERSION.encode() + b"\0" + self._dockerfile.encode() + b"\0" + self._shim
+        ).hexdigest()
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    # -- public API ---------------------------------------------------------
+
+    async def build(self, name: str, source: ValidatedSource, handler: str) -> BuildResult:
+        """Build (or reuse) and push the image of function ``name``."""
+        validate_name(name)
+        started = time.monotonic()
+        client = await self._docker()
+        base_id = await asyncio.to_thread(self._base_image_id, client)
+        build_hash = self.build_hash(source.sha256, handler, base_id)
+        repo = self.repository(name)
+        ref = f"{repo}:{build_hash}"
+        async with self._lock(f"build:{build_hash}"):
+            cached = await asyncio.to_thread(self._tag_cached, client, build_hash, repo)
+            if not cached:
+                deps = await self._deps(source.requirements) if source.requirements else None
+                context = await asyncio.to_thread(self._context, source, handler, deps)
+                t_build = time.monotonic()
+                await asyncio.to_thread(self._docker_build, client, context, ref)
+                log.debug("docker build of %s took %.3f s (context %d bytes)", ref,
+                          time.monotonic() - t_build, len(context))
+        t_push = time.monotonic()
+        digest = await asyncio.to_thread(self._push, client, repo, build_hash)
+        seconds = time.monotonic() - started
+        log.debug("push of %s took %.3f s", ref, time.monotonic() - t_push)
+        return BuildResult(image=f"{repo}@{digest}", digest=digest, cached=cached,
+                           seconds=seconds, tag=ref)
+
+    async def delete_image(self, name: str) -> None:
+        """Remove every tag of ``allinone/NAME`` from the registry and the local engine.
+
+        Already-absent tags are not errors. An unreachable registry is a BuildError, so
+        the caller can retry; the local tags are removed first either way.
+        """
+        validate_name(name)
+        client = await self._docker()
+        await asyncio.to_thread(self._remove_local, client, name)
+        base = f"http://{self.registry}/v2/{REPO_PREFIX}/{name}"
+        timeout = aiohttp.ClientTimeout(total=self.registry_timeout)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                async with session.get(f"{base}/tags/list") as resp:
+                    if resp.status == 404:
+                        return  # the registry never saw this repository
+                    if resp.status != 200:
+                        raise BuildError(f"registry {self.registry} answered {resp.status} "
+                                         f"listing the tags of {REPO_PREFIX}/{name}: "
+                                         f"{(await resp.text())[:200]}")
+                    tags = (await resp.json()).get("tags") or []
+                digests: set[str] = set()
+                for tag in tags:
+                    async with session.head(f"{base}/manifests/{tag}",
+                                            headers={"Accept": MANIFEST_TYPES}) as resp:
+                        digest = resp.headers.get("Docker-Content-Digest")
+                        if resp.status == 200 and digest:
+                            digests.add(digest)
+                for digest in sorted(digests):
+                    async with session.delete(f"{base}/manifests/{digest}") as resp:
+                        # 202 Accepted is success; 404 means someone deleted it first.
+                        if resp.status not in (200, 202, 404):
+                            raise BuildError(
+                                f"registry {self.registry} refused to delete "
+                                f"{REPO_PREFIX}/{name}@{digest} ({resp.status}): "
+                                f"{(await resp.text())[:200]} (is delete enabled in its "
+                                "config?)")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise BuildError(f"cannot remove the image of {name} from registry "
+                             f"{self.registry}: {exc or type(exc).__name__}") from exc
+
+    def repository(self, name: str) -> str:
+        return f"{self.registry}/{REPO_PREFIX}/{name}"
+
+    def build_hash(self, source_sha256: str, handler: str, base_image_id: str) -> str:
+        raw = json.dumps([source_sha256, handler, self._template_hash, base_image_id])
+        return hashlib.sha256(raw.encode()).hexdigest()[:BUILD_HASH_LEN]
+
+    # -- helpers ------------------------------------------------------------
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        # Two builds of the same hash (or pip runs of the same requirements) would do the
+        # same work twice and race on the same cache entries; the second waits instead.
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[key] = lock
+        return lock
+
+    async def _docker(self) -> Any:
+        if self._client is None:
+            try:
+                self._client = await asyncio.to_thread(self._factory)
+            except DockerException as exc:
+                raise BuildError(f"cannot reach the Docker engine: {exc}: is it running? "
+                                 "(`allinone setup` starts it)") from exc
+        return self._client
+
+    def _base_image_id(self, client: Any) -> str:
+        try:
+            return str(client.api.inspect_image(self.base_image)["Id"])
+        except ImageNotFound:
+            raise BuildError(
+                f"the base image {self.base_image} is not on this Docker engine: run "
+                "`allinone setup` (or set ALLINONE_BASE_IMAGE to an image you have)"
+            ) from None
+        except (APIError, requests.RequestException) as exc:
+            raise BuildError(f"the Docker engine failed to inspect {self.base_image}: "
+                             f"{_api_message(exc)}") from exc
+
+    def _tag_cached(self, client: Any, build_hash: str, repo: str) -> bool:
+        """Tag an existing image of this build hash as REPO:BUILDHASH; False if none."""
+        # "*" matches one path segment: any registry, any function, same build hash (a
+        # test server with its own registry reuses images a developer's server built).
+        pattern = f"*/{REPO_PREFIX}/*:{build_hash}"
+        try:
+            ids = client.api.images(filters={"reference": pattern}, quiet=True)
+            for image_id in ids:
+                try:
+                    client.api.tag(image_id, repo, build_hash, force=True)
+                    return True
+                except (ImageNotFound, NotFound):
+                    continue  # removed since we listed it; try the next or build anew
+        except (APIError, requests.RequestException) as exc:
+            raise BuildError(f"the Docker engine failed to list images: "
+                             f"{_api_message(exc)}") from exc
+        return False
+
+    def _render_dockerfile(self, handler: str) -> str:
+        # ``handler`` was validated as dotted Python identifiers: safe in a Dockerfile.
+        return self._dockerfile.replace("{base_image}", self.base_image).replace(
+            "{handler}", handler)
+
+    def _context(self, source: ValidatedSource, handler: str, deps: Path | None) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            _add_bytes(tar, "Dockerfile", self._render_dockerfile(handler).encode())
+            _add_dir(tar, "shim")
+            _add_bytes(tar, "shim/shim.py", self._shim)
+            _add_dir(tar, "deps")
+            if deps is not None:
+                for path in sorted(deps.rglob("*")):
+                    # Real modes and mtimes: pip's .pyc files are validated against the
+                    # source mtime, and COPY keeps the mtimes from the context.
+                    info = tar.gettarinfo(str(path), "deps/" + path.relative_to(deps).as_posix())
+                    info.uid = info.gid = 0
+                    info.uname = info.gname = "root"
+                    if info.isfile():
+                        with open(path, "rb") as f:
+                            tar.addfile(info, f)
+                    else:
+                        tar.addfile(info)
+            _add_dir(tar, "function")
+            made: set[str] = set()
+            for rel in sorted(source.files):
+                parts = rel.split("/")
+                for i in range(1, len(parts)):
+                    parent = "/".join(parts[:i])
+                    if parent not in made:
+                        made.add(parent)
+                        _add_dir(tar, f"function/{parent}")
+                _add_bytes(tar, f"function/{rel}", source.files[rel])
+        return buf.getvalue()
+
+    def _docker_build(self, client: Any, context: bytes, ref: str) -> None:
+        tail: deque[str] = deque(maxlen=8)
+        try:
+            events = client.api.build(
+                fileobj=io.BytesIO(context), custom_context=True, tag=ref,
+                rm=True, forcerm=True, pull=False, decode=True,
+            )
+            for event in events:
+                error = _event_error(event)
+                if error is not None:
+                    detail = " | ".join(line for line in tail if line)
+                    raise BuildError(f"docker build failed: {error}"
+                                     + (f" (last output: {detail})" if detail else ""))
+                stream = event.get("stream")
+                if isinstance(stream, str) and stream.strip():
+                    tail.append(stream.strip())
+        except (APIError, requests.RequestException) as exc:
+            raise BuildError(f"docker build failed: {_api_message(exc)}") from exc
+
+    def _push(self, client: Any, repo: str, tag: str) -> str:
+        digest: str | None = None
+        last = ""
+        try:
+            for event in client.api.push(repo, tag=tag, stream=True, decode=True):
+                error = _event_error(event)
+                if error is not None:
+                    raise BuildError(f"push to registry {self.registry} failed: {error}"
+                                     f"{_registry_hint(error)}")
+                aux = event.get("aux")
+                if isinstance(aux, dict) and aux.get("Digest"):
+                    digest = str(aux["Digest"])
+                if event.get("status"):
+                    last = str(event["status"])
+        except (APIError, requests.RequestException) as exc:
+            message = _api_message(exc)
+            raise BuildError(f"push to registry {self.registry} failed: {message}"
+                             f"{_registry_hint(message)}") from exc
+        if digest is None:
+            raise BuildError(f"push to registry {self.registry} failed: the engine reported "
+                             f"no digest (last status: {last or 'none'})")
+        return digest
+
+    def _remove_local(self, client: Any, name: str) -> None:
+        repo = self.repository(name)
+        try:
+            images = client.api.images(name=repo)
+        except (APIError, requests.RequestException) as exc:
+            raise BuildError(f"the Docker engine failed to list images: "
+                             f"{_api_message(exc)}") from exc
+        refs = [
+            ref
+            for image in images
+            for ref in (image.get("RepoTags") or []) + (image.get("RepoDigests") or [])
+            if ref.startswith((repo + ":", repo + "@"))
+        ]
+        for ref in refs:
+            try:
+                client.api.remove_image(ref)
+            except (ImageNotFound, NotFound):
+                pass  # gone already (removing a tag also drops its digest references)
+            except APIError as exc:
+                if exc.status_code != 409:
+                    raise BuildError(f"cannot remove image {ref}: {_api_message(exc)}") from exc
+                # A stopped container still refers to the image: untag it anyway; the
+                # engine keeps the layers a running container needs.
+                try:
+                    client.api.remove_image(ref, force=True)
+                except (ImageNotFound, NotFound):
+                    pass
+                except APIError as exc2:
+                    log.warning("cannot remove image %s: %s", ref, _api_message(exc2))
+
+    async def _deps(self, requirements: bytes) -> Path:
+        """The directory of installed requirements, from cache or a fresh pip run."""
+        key = hashlib.sha256(
+            requirements + b"\0" + sys.implementation.cache_tag.encode()
+        ).hexdigest()[:24]
+        root = self.work_dir / "deps"
+        final = root / key
+        if final.is_dir():
+            return final
+        async with self._lock(f"deps:{key}"):
+            if final.is_dir():
+                return final
+            root.mkdir(parents=True, exist_ok=True)
+            scratch = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root))
+            try:
+                req_file = scratch / "requirements.txt"
+                req_file.write_bytes(requirements)
+                target = scratch / "site"
+                output = await self._pip(req_file, target, requirements)
+                log.debug("pip installed requirements %s: %s", key, output[-200:])
+                target.mkdir(exist_ok=True)  # requirements.txt with only comments
+                try:
+                    os.rename(target, final)
+                except OSError:
+                    if not final.is_dir():  # lost a race with another process: fine
+                        raise
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+        return final
+
+    async def _pip(self, req_file: Path, target: Path, requirements: bytes) -> str:
+        cmd = [
+            self.pip_python, "-m", "pip", "install", "--target", str(target),
+            "--requirement", str(req_file), "--no-input", "--disable-pip-version-check",
+            "--no-warn-script-location", "--progress-bar", "off", "--prefer-binary",
+        ]
+        # PIP_USER or PIP_TARGET in the server's environment would clash with --target.
+        env = {k: v for k, v in os.environ.items() if k not in ("PIP_USER", "PIP_TARGET")}
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=env,
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), self.pip_timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise BuildError(f"installing requirements.txt took longer than "
+                             f"{self.pip_timeout:.0f} s; pin versions that have wheels, or "
+                             "drop large packages") from None
+        text = out.decode(errors="replace")
+        if proc.returncode != 0:
+            raise BuildError(pip_failure_message(text, requirements))
+        return text
+
+
+def pip_failure_message(output: str, requirements: bytes) -> str:
+    """A one-line explanation of a failed ``pip install -r``, naming the requirement.
+
+    pip ends its output with the most specific error, e.g.
+    ``ERROR: No matching distribution found for nosuchpkg``; that line is quoted, and
+    the requirements.txt line whose project name appears in it is named.
+    """
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("ERROR:")]
+    meaningful = [ln for ln in lines if not ln.startswith("[notice]")]
+    quote = (errors or meaningful or ["pip failed without output"])[-1]
+    quote = quote.removeprefix("ERROR:").strip()
+    blob = " ".join(errors or meaningful[-5:]).lower().replace("_", "-")
+    culprit = None
+    for number, raw in enumerate(requirements.decode(errors="replace").splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        match = _REQ_NAME_RE.match(line)
+        if match is None:
+            continue
+        project = re.escape(match.group(1).lower().replace("_", "-"))
+        # The name as a whole word: "six" must not match inside "sixty".
+        if re.search(rf"(?<![a-z0-9.-]){project}(?![a-z0-9-])", blob):
+            culprit = (number, line)
+    if culprit is not None:
+        number, line = culprit
+        return (f"requirement {line!r} (requirements.txt line {number}) could not be "
+                f"installed: {quote}. Check the package name and version.")
+    return f"installing requirements.txt failed: {quote}"
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = _FILE_MODE
+    info.mtime = _MTIME
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _add_dir(tar: tarfile.TarFile, name: str) -> None:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    info.mode = _DIR_MODE
+    info.mtime = _MTIME
+    tar.addfile(info)
+
+
+def _event_error(event: Any) -> str | None:
+    if not isinstance(event, dict):
+        return None
+    if "error" in event or "errorDetail" in event:
+        detail = event.get("errorDetail") or {}
+        message = event.get("error") or (detail.get("message") if isinstance(detail, dict)
+                                         else None)
+        return str(message or event).strip()
+    return None
+
+
+def _api_message(exc: Exception) -> str:
+    if isinstance(exc, APIError):
+        return str(exc.explanation or exc)
+    return str(exc) or type(exc).__name__
+
+
+def _registry_hint(message: str) -> str:
+    if "connection refused" in message.lower():
+        return " (is the registry running? `allinone serve` starts one)"
+    return ""

@@ -1,0 +1,415 @@
+"""Validate an uploaded function source before any image work.
+
+Pure: bytes in, a :class:`ValidatedSource` or a :class:`~allinone.objects.ValidationError`
+out. Nothing here touches the disk, Docker or the network, so the apiserver can reject a
+bad upload with a 400 (or 413, :class:`TooLarge`) in the request that made it, and the
+builder only ever sees sources that can be built.
+
+What is checked, in order, so the first message a user sees is the most basic problem:
+
+1. the file: not empty, a ``.py`` or ``.zip`` name, at most ``max_upload`` bytes;
+2. for a zip: a readable archive, at most ``MAX_ENTRIES`` entries, every entry a plain
+   file or directory with a relative path that stays inside the function directory (no
+   absolute paths, drive letters, ``..``, symlinks, devices), no encrypted entries, and
+   at most ``max_unzipped`` bytes once inflated. The declared sizes are checked first
+   (cheap) and the bytes actually inflated are counted again while reading, because a
+   zip bomb's central directory may lie about them (CPython's zipfile also stops at
+   the declared size and then fails the CRC check: a lie is "corrupt" either way);
+3. every ``.py`` file is UTF-8 and parses as Python (the image runs CPython 3.11, the
+   same minor version as this process, so ``ast.parse`` here agrees with the import
+   there);
+4. the handler: ``run`` means ``run`` in ``func.py`` (the single uploaded file is stored
+   under that name), ``pkg.mod.fn`` means ``fn`` in ``pkg/mod.py`` (or
+   ``pkg/mod/__init__.py``) of a zip; its module exists and binds the name at top level;
+5. ``requirements.txt`` at the zip root, when present, is UTF-8 and lists requirements
+   only: pip options (``-r``, ``--index-url``...) and local paths are refused, because
+   the builder runs pip on the host.
+
+Invariant: a returned ``ValidatedSource.files`` maps normalised relative POSIX paths
+(no ``.``/``..`` parts, no leading ``/``) to their bytes; the builder writes them under
+``/function`` without further checks.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import io
+import re
+import stat
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Literal
+
+from allinone.objects import ValidationError
+
+# A zip with more entries than this is almost surely not a function (or is hostile: a
+# million empty entries cost memory and time in the central directory walk).
+MAX_ENTRIES = 10_000
+# Read zip entries in 64 KiB steps so the inflated-bytes count stops a bomb early.
+_CHUNK = 64 * 1024
+# Module or function name; a handler is one or more of these joined with dots.
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+_HANDLER_RE = re.compile(rf"^(?:{_IDENT}\.)*{_IDENT}$")
+_DRIVE_RE = re.compile(r"^[A-Za-z]:")
+# A requirement line starts with a project name (PEP 508); anything else is an option,
+# a path or a URL.
+_REQUIREMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*")
+# Single-file uploads are stored under this name; handler "run" looks here.
+DEFAULT_MODULE = "func"
+
+
+class TooLarge(ValidationError):
+    """The upload, or what it inflates to, is over a size limit (HTTP 413)."""
+
+
+@dataclass(frozen=True)
+class ValidatedSource:
+    """An upload that passed validation, ready for the builder."""
+
+    kind: Literal["py", "zip"]
+    sha256: str  # of the uploaded bytes, as stored in the SourceStore
+    size: int  # of the uploaded bytes
+    filename: str  # the upload's base name, e.g. "add.py"
+    files: dict[str, bytes]  # relative path -> content, what goes into /function
+    requirements: bytes | None  # requirements.txt at the zip root, if any
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MiB"
+
+
+def validate_source(
+    filename: str,
+    data: bytes,
+    handler: str,
+    *,
+    max_upload: int,
+    max_unzipped: int,
+    max_entries: int = MAX_ENTRIES,
+) -> ValidatedSource:
+    """Check an upload; return what the builder needs or raise ValidationError/TooLarge."""
+    # Browsers and some clients send a full client-side path; only the base name matters.
+    base = re.split(r"[\\/]", filename or "")[-1]
+    if not base:
+        raise ValidationError("the upload has no file name: send a .py file or a .zip")
+    if not data:
+        raise ValidationError(f"the uploaded file {base!r} is empty")
+    if len(data) > max_upload:
+        raise TooLarge(
+            f"the uploaded file {base!r} is {_mib(len(data))}; the limit is "
+            f"{_mib(max_upload)}: remove data files or large dependencies from it "
+            "(list packages in requirements.txt instead of vendoring them)"
+        )
+    if not isinstance(handler, str) or not _HANDLER_RE.match(handler):
+        raise ValidationError(
+            f"handler {handler!r} is not a Python name: use 'run' (function run in the "
+            "uploaded .py file) or 'module.function' (in a zip)"
+        )
+    sha = hashlib.sha256(data).hexdigest()
+    suffix = base.lower().rpartition(".")[2] if "." in base else ""
+    if suffix == "py":
+        if "." in handler:
+            raise ValidationError(
+                f"handler {handler!r} names a module, but a single .py file is stored as "
+                f"{DEFAULT_MODULE}.py: use handler {handler.rpartition('.')[2]!r}, or upload a "
+                "zip whose files include that module ('module.function' is for zips)"
+            )
+        files = {f"{DEFAULT_MODULE}.py": data}
+        # Messages name the file as the user knows it, not as it is stored.
+        trees = _check_python_files(files, {f"{DEFAULT_MODULE}.py": base})
+        _check_handler(files, trees, handler, {f"{DEFAULT_MODULE}.py": base})
+        return ValidatedSource("py", sha, len(data), base, files, None)
+    if suffix == "zip":
+        files = _read_zip(base, data, max_unzipped=max_unzipped, max_entries=max_entries)
+        trees = _check_python_files(files, {})
+        _check_handler(files, trees, handler, {})
+        requirements = files.get("requirements.txt")
+        if requirements is not None:
+            _check_requirements(requirements)
+        return ValidatedSource("zip", sha, len(data), base, files, requirements)
+    raise ValidationError(
+        f"{base!r} is neither a .py file nor a .zip: upload one Python file (handler 'run' "
+        "in it) or a zip with func.py or your modules at its root"
+    )
+
+
+# ---------------------------------------------------------------------------
+# zip
+
+
+def _safe_path(name: str) -> str:
+    """The normalised relative path of a zip entry, or ValidationError if it escapes."""
+    # Zips made on Windows may use backslashes; treat them as separators so "..\\x"
+    # cannot slip past the ".." check.
+    unified = name.replace("\\", "/")
+    if unified.startswith("/"):
+        raise ValidationError(
+            f"zip entry {name!r} has an absolute path: zip the function's files with "
+            "relative paths (e.g. `cd myfunc && zip -r ../myfunc.zip .`)"
+        )
+    if _DRIVE_RE.match(unified):
+        raise ValidationError(
+            f"zip entry {name!r} starts with a drive letter: zip the function's files with "
+            "relative paths"
+        )
+    parts = [p for p in PurePosixPath(unified).parts if p not in ("", ".")]
+    if ".." in parts:
+        raise ValidationError(
+            f"zip entry {name!r} contains '..' and would be written outside the function "
+            "directory: remove it from the zip"
+        )
+    return "/".join(parts)
+
+
+def _read_zip(base: str, data: bytes, *, max_unzipped: int, max_entries: int) -> dict[str, bytes]:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
+        raise ValidationError(f"{base!r} is not a valid zip archive ({exc}): re-create it, "
+                              "e.g. `zip -r func.zip func.py`") from None
+    with archive:
+        infos = archive.infolist()
+        if len(infos) > max_entries:
+            raise ValidationError(
+                f"{base!r} has {len(infos)} entries; at most {max_entries} are allowed: "
+                "leave out data files, caches and virtualenvs"
+            )
+        selected: list[tuple[str, zipfile.ZipInfo]] = []
+        seen: set[str] = set()
+        declared = 0
+        for info in infos:
+            path = _safe_path(info.filename)
+            # macOS Finder adds resource forks ("__MACOSX/._func.py"): binary files with
+            # a .py name that would fail the syntax check; they are never meant to ship.
+            if path == "__MACOSX" or path.startswith("__MACOSX/"):
+                continue
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                raise ValidationError(
+                    f"zip entry {info.filename!r} is a symbolic link; links are not allowed: "
+                    "zip the file it points to instead (`zip -r` without -y)"
+                )
+            if info.is_dir() or (mode and stat.S_ISDIR(mode)):
+                continue
+            if mode and stat.S_IFMT(mode) and not stat.S_ISREG(mode):
+                raise ValidationError(
+                    f"zip entry {info.filename!r} is not a regular file (a device, pipe or "
+                    "socket): remove it from the zip"
+                )
+            if info.flag_bits & 0x1:
+                raise ValidationError(
+                    f"zip entry {info.filename!r} is encrypted; upload a zip without a password"
+                )
+            if not path:
+                continue
+            if path in seen:
+                raise ValidationError(f"zip entry {path!r} appears twice; keep one copy")
+            seen.add(path)
+            declared += info.file_size
+            selected.append((path, info))
+        if declared > max_unzipped:
+            raise TooLarge(
+                f"{base!r} inflates to {_mib(declared)}; the limit is {_mib(max_unzipped)}: "
+                "leave out data files, or list packages in requirements.txt"
+            )
+        files: dict[str, bytes] = {}
+        inflated = 0
+        for path, info in selected:
+            chunks: list[bytes] = []
+            try:
+                with archive.open(info) as entry:
+                    while chunk := entry.read(_CHUNK):
+                        inflated += len(chunk)
+                        if inflated > max_unzipped:
+                            # The declared sizes said otherwise: a lying (bomb) archive.
+                            raise TooLarge(
+                                f"{base!r} inflates to more than {_mib(max_unzipped)} (more "
+                                "than its directory declares); the limit is "
+                                f"{_mib(max_unzipped)}"
+                            )
+                        chunks.append(chunk)
+            except NotImplementedError as exc:
+                raise ValidationError(
+                    f"zip entry {info.filename!r} uses an unsupported compression method "
+                    f"({exc}): re-create the zip with the standard deflate method"
+                ) from None
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+                raise ValidationError(
+                    f"zip entry {info.filename!r} is corrupt ({exc}): re-create the zip"
+                ) from None
+            files[path] = b"".join(chunks)
+    if not files:
+        raise ValidationError(f"{base!r} contains no files: put func.py (or your modules) in it")
+    return files
+
+
+# ---------------------------------------------------------------------------
+# Python sources and the handler
+
+
+def _decode(path: str, data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ValidationError(
+            f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}): save "
+            "it with UTF-8 encoding"
+        ) from None
+
+
+def _check_python_files(files: dict[str, bytes],
+                        labels: dict[str, str]) -> dict[str, ast.Module]:
+    """Parse every .py file; ``labels`` renames files in messages (func.py -> add.py)."""
+    trees: dict[str, ast.Module] = {}
+    for path, data in files.items():
+        if not path.endswith(".py"):
+            continue
+        label = labels.get(path, path)
+        text = _decode(label, data)
+        try:
+            trees[path] = ast.parse(text, filename=label)
+        except SyntaxError as exc:
+            where = f"{label} line {exc.lineno}" if exc.lineno else label
+            snippet = (exc.text or "").strip()
+            detail = f": {snippet}" if snippet else ""
+            raise ValidationError(f"{where}: {exc.msg}{detail}") from None
+        except ValueError as exc:  # e.g. "source code string cannot contain null bytes"
+            raise ValidationError(f"{label}: {exc}") from None
+    return trees
+
+
+def _module_candidates(module: str) -> list[str]:
+    rel = module.replace(".", "/")
+    return [f"{rel}.py", f"{rel}/__init__.py"]
+
+
+def _check_handler(files: dict[str, bytes], trees: dict[str, ast.Module], handler: str,
+                   labels: dict[str, str]) -> None:
+    module, _, func = handler.rpartition(".")
+    module = module or DEFAULT_MODULE
+    candidates = _module_candidates(module)
+    path = next((c for c in candidates if c in files), None)
+    if path is None:
+        raise ValidationError(_missing_module_message(files, handler, module, candidates[0]))
+    tree = trees[path]
+    names, star = _top_level_bindings(tree.body)
+    if func in names or star:
+        return
+    defined = sorted(
+        n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+    )
+    hint = f" (top-level functions in it: {', '.join(defined)})" if defined else ""
+    label = labels.get(path, path)
+    raise ValidationError(
+        f"handler {handler!r}: {label} does not define {func!r} at top level{hint}: "
+        f"add `def {func}(...):` to {label} or set spec.handler to the function to call"
+    )
+
+
+def _missing_module_message(files: dict[str, bytes], handler: str, module: str,
+                            wanted: str) -> str:
+    msg = f"handler {handler!r} needs {wanted} at the root of the zip, but it is not there"
+    # The usual mistake: zipping the folder rather than its contents.
+    nested = sorted(p for p in files if p.endswith("/" + wanted))
+    if nested:
+        msg += (f"; found {nested[0]}: zip the folder's contents, not the folder "
+                "(`cd myfunc && zip -r ../myfunc.zip .`)")
+    else:
+        modules = sorted(p for p in files if p.endswith(".py"))[:10]
+        if modules:
+            msg += f"; Python files in the zip: {', '.join(modules)}"
+        if module == DEFAULT_MODULE:
+            msg += "; name the module 'module.function' in spec.handler if it is not func.py"
+    return msg
+
+
+def _top_level_bindings(body: list[ast.stmt]) -> tuple[set[str], bool]:
+    """Names a module body binds at import time, and whether it has ``import *``.
+
+    Compound statements (if/try/with/for/while/match) are entered, since
+    ``try: from fast import run`` / ``except ImportError: def run(...)`` binds ``run`` at
+    top level; function and class bodies are not.
+    """
+    names: set[str] = set()
+    star = False
+
+    def targets(node: ast.expr) -> None:
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.Tuple | ast.List):
+            for elt in node.elts:
+                targets(elt)
+        elif isinstance(node, ast.Starred):
+            targets(node.value)
+
+    def walk(stmts: list[ast.stmt]) -> None:
+        nonlocal star
+        for node in stmts:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                names.add(node.name)
+            elif isinstance(node, ast.Assign):
+                for target in node.targets:
+                    targets(target)
+            elif isinstance(node, ast.AnnAssign | ast.AugAssign):
+                if not isinstance(node, ast.AnnAssign) or node.value is not None:
+                    targets(node.target)
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    names.add(alias.asname or alias.name.partition(".")[0])
+            elif isinstance(node, ast.ImportFrom):
+                for alias in node.names:
+                    if alias.name == "*":
+                        star = True
+                    else:
+                        names.add(alias.asname or alias.name)
+            elif isinstance(node, ast.If | ast.While):
+                walk(node.body)
+                walk(node.orelse)
+            elif isinstance(node, ast.For | ast.AsyncFor):
+                targets(node.target)
+                walk(node.body)
+                walk(node.orelse)
+            elif isinstance(node, ast.With | ast.AsyncWith):
+                for item in node.items:
+                    if item.optional_vars is not None:
+                        targets(item.optional_vars)
+                walk(node.body)
+            elif isinstance(node, ast.Try | ast.TryStar):
+                walk(node.body)
+                for h in node.handlers:
+                    walk(h.body)
+                walk(node.orelse)
+                walk(node.finalbody)
+            elif isinstance(node, ast.Match):
+                for case in node.cases:
+                    walk(case.body)
+
+    walk(body)
+    return names, star
+
+
+# ---------------------------------------------------------------------------
+# requirements.txt
+
+
+def _check_requirements(data: bytes) -> None:
+    text = _decode("requirements.txt", data)
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("-"):
+            option = line.split()[0]
+            raise ValidationError(
+                f"requirements.txt line {number}: pip option {option!r} is not supported; "
+                "list package requirements only, one per line (e.g. 'humanize==4.9.0')"
+            )
+        if not _REQUIREMENT_RE.match(line) or "file:" in line:
+            raise ValidationError(
+                f"requirements.txt line {number}: {line!r} is not a package requirement; "
+                "local paths and URLs are not supported: list packages by name and version"
+            )

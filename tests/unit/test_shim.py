@@ -1,0 +1,325 @@
+"""The runtime shim as a real process: HTTP contract, errors, concurrency, start-up failure.
+
+Each test starts ``imagedata/shim.py`` with this interpreter on a free 127.0.0.1 port,
+with the fixtures copied into ``tmp_path`` and put on PYTHONPATH, the way the image
+lays them out under /function.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIM = ROOT / "imagedata" / "shim.py"
+FIXTURES = ROOT / "fixtures"
+
+EXTRA_MODULES = {
+    "nonjson.py": "def run():\n    return object()\n",
+    "chatty.py": "def run(word='hello'):\n    print('said', word)\n    return word\n",
+    "inner_typeerror.py": "def run(x):\n    return len(x)\n",
+    "asyncfn.py": "import asyncio\n\nasync def run(x):\n    await asyncio.sleep(0)\n"
+                  "    return x * 2\n",
+    "broken.py": "import json\nraise RuntimeError('cannot start: missing config')\n",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Shim:
+    proc: subprocess.Popen[bytes]
+    port: int
+    stdout: Path
+    stderr: Path
+
+    def conn(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+
+    def request(self, method: str, path: str, body: bytes | str | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, Any, dict[str, str]]:
+        conn = self.conn()
+        try:
+            conn.request(method, path, body, headers or {})
+            resp = conn.getresponse()
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else None, dict(resp.getheaders())
+        finally:
+            conn.close()
+
+    def post(self, payload: Any) -> tuple[int, Any]:
+        status, body, _ = self.request("POST", "/", json.dumps(payload),
+                                       {"Content-Type": "application/json"})
+        return status, body
+
+
+@pytest.fixture
+def funcdir(tmp_path: Path) -> Path:
+    d = tmp_path / "function"
+    d.mkdir()
+    shutil.copy(FIXTURES / "add.py", d / "func.py")
+    for name in ("add", "raises", "sleep"):
+        shutil.copy(FIXTURES / f"{name}.py", d / f"{name}.py")
+    for name, text in EXTRA_MODULES.items():
+        (d / name).write_text(text)
+    shutil.copytree(FIXTURES / "realistic" / "app", d / "app")
+    return d
+
+
+@pytest.fixture
+def start(funcdir: Path, tmp_path: Path) -> Iterator[Any]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def launch(handler: str, *, wait: bool = True) -> Shim:
+        port = free_port()
+        n = len(procs)
+        out, err = tmp_path / f"stdout{n}", tmp_path / f"stderr{n}"
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "ALLINONE_HANDLER": handler,
+            "ALLINONE_PORT": str(port),
+            "PYTHONPATH": str(funcdir),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        with open(out, "wb") as fo, open(err, "wb") as fe:
+            proc = subprocess.Popen([sys.executable, str(SHIM)], env=env, cwd=funcdir,
+                                    stdout=fo, stderr=fe, stdin=subprocess.DEVNULL)
+        procs.append(proc)
+        shim = Shim(proc, port, out, err)
+        if wait:
+            wait_healthy(shim)
+        return shim
+
+    yield launch
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def wait_healthy(shim: Shim, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if shim.proc.poll() is not None:
+            raise AssertionError(f"shim exited {shim.proc.returncode}: "
+                                 f"{shim.stderr.read_text()}")
+        try:
+            status, body, _ = shim.request("GET", "/healthz")
+            if status == 200:
+                assert body == {"status": "ok"}
+                return
+        except OSError:
+            time.sleep(0.01)
+    raise AssertionError("shim did not answer /healthz in time")
+
+
+def test_healthz_and_invoke(start: Any) -> None:
+    shim = start("run")
+    status, body, headers = shim.request("GET", "/healthz")
+    assert (status, body) == (200, {"status": "ok"})
+    assert headers["Content-Type"] == "application/json"
+    assert shim.post({"x": 3, "y": 5}) == (200, 8)
+
+
+def test_keep_alive_many_requests_one_connection(start: Any) -> None:
+    shim = start("add.run")
+    conn = shim.conn()
+    try:
+        for i in range(50):
+            conn.request("POST", "/", json.dumps({"x": i, "y": 1}))
+            resp = conn.getresponse()
+            assert resp.getheader("Content-Length") is not None
+            assert resp.getheader("Connection") == "keep-alive"
+            assert json.loads(resp.read()) == i + 1
+        # The same socket served all of them.
+        assert conn.sock is not None
+    finally:
+        conn.close()
+
+
+def test_http10_closes(start: Any) -> None:
+    shim = start("run")
+    with socket.create_connection(("127.0.0.1", shim.port), timeout=5) as s:
+        s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Connection: close" in data and data.endswith(b'{"status":"ok"}')
+
+
+def test_chunked_and_expect_continue_bodies(start: Any) -> None:
+    shim = start("run")
+    conn = shim.conn()
+    try:
+        conn.request("POST", "/", iter([b'{"x": 2,', b' "y": 40}']),
+                     {"Transfer-Encoding": "chunked"}, encode_chunked=True)
+        resp = conn.getresponse()
+        assert (resp.status, json.loads(resp.read())) == (200, 42)
+    finally:
+        conn.close()
+    with socket.create_connection(("127.0.0.1", shim.port), timeout=5) as s:
+        body = b'{"x": 1, "y": 1}'
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body))
+        assert s.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        s.sendall(body)
+        reply = s.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 200 OK") and reply.endswith(b"2")
+
+
+def test_bad_json_is_400(start: Any) -> None:
+    shim = start("run")
+    status, body, _ = shim.request("POST", "/", "{not json")
+    assert status == 400
+    assert body["error"]["code"] == "BadRequest"
+    assert "not valid JSON" in body["error"]["message"]
+
+
+@pytest.mark.parametrize("payload", [[1, 2], "text", 3, None])
+def test_non_object_is_400(start: Any, payload: Any) -> None:
+    shim = start("run")
+    status, body = shim.post(payload)
+    assert status == 400
+    assert "must be a JSON object" in body["error"]["message"]
+
+
+def test_missing_argument_is_400_naming_parameters(start: Any) -> None:
+    shim = start("run")
+    status, body = shim.post({"x": 1})
+    assert status == 400
+    assert body["error"]["code"] == "BadRequest"
+    message = body["error"]["message"]
+    assert "'y'" in message and "expected parameters: x, y" in message
+
+
+def test_unexpected_argument_is_400(start: Any) -> None:
+    shim = start("run")
+    status, body = shim.post({"x": 1, "y": 2, "z": 3})
+    assert status == 400
+    assert "'z'" in body["error"]["message"] and "x, y" in body["error"]["message"]
+
+
+def test_typeerror_inside_function_is_500(start: Any) -> None:
+    shim = start("inner_typeerror.run")
+    status, body = shim.post({"x": 5})
+    assert status == 500
+    assert body["error"]["code"] == "FunctionError"
+    assert body["error"]["message"].startswith("TypeError: object of type 'int' has no len()")
+
+
+def test_exception_is_500_with_type_and_message_and_logged_traceback(start: Any) -> None:
+    shim = start("raises.run")
+    status, body = shim.post({})
+    assert status == 500
+    assert body == {"error": {"code": "FunctionError", "message": "ValueError: boom"}}
+    # The traceback reaches the log (stderr) and starts at the user's code.
+    deadline = time.monotonic() + 5
+    while "ValueError: boom" not in shim.stderr.read_text() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    log = shim.stderr.read_text()
+    assert "Traceback (most recent call last)" in log and "raises.py" in log
+    assert "ValueError: boom" in log
+
+
+def test_non_serialisable_return_is_500(start: Any) -> None:
+    shim = start("nonjson.run")
+    status, body = shim.post({})
+    assert status == 500
+    assert "not JSON-serialisable" in body["error"]["message"]
+
+
+def test_unknown_path_is_404_and_wrong_method_405(start: Any) -> None:
+    shim = start("run")
+    status, body, _ = shim.request("GET", "/nope")
+    assert status == 404 and body["error"]["code"] == "NotFound"
+    status, body, headers = shim.request("GET", "/")
+    assert status == 405 and headers["Allow"] == "POST"
+
+
+def test_empty_body_means_no_arguments(start: Any) -> None:
+    shim = start("sleep.run")
+    status, body, _ = shim.request("POST", "/", b"")
+    assert (status, body) == (200, {"slept_ms": 100})
+
+
+def test_async_handler(start: Any) -> None:
+    shim = start("asyncfn.run")
+    assert shim.post({"x": 21}) == (200, 42)
+
+
+def test_package_handler_realistic(start: Any) -> None:
+    shim = start("app.main.handle")
+    status, body = shim.post({"text": "The cat sat. The cat ran away!", "top": 1})
+    assert status == 200
+    assert body["words"] == 7 and body["sentences"] == 2
+    assert body["top_words"] == [{"word": "cat", "count": 2}]
+
+
+def test_print_reaches_log_unbuffered(start: Any) -> None:
+    shim = start("chatty.run")
+    assert shim.post({"word": "bonjour"}) == (200, "bonjour")
+    deadline = time.monotonic() + 5
+    while "said bonjour" not in shim.stdout.read_text() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "said bonjour" in shim.stdout.read_text()
+    # No per-request access log.
+    assert "POST" not in shim.stderr.read_text()
+
+
+def test_slow_requests_overlap(start: Any) -> None:
+    shim = start("sleep.run")
+    results: list[tuple[int, Any]] = []
+
+    def call() -> None:
+        results.append(shim.post({"ms": 600}))
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - t0
+    assert results == [(200, {"slept_ms": 600})] * 3
+    # Serially this would take 1.8 s; overlapped, a little over 0.6 s.
+    assert elapsed < 1.5
+
+
+def test_broken_module_exits_nonzero_with_traceback(start: Any) -> None:
+    shim = start("broken.run", wait=False)
+    assert shim.proc.wait(timeout=10) != 0
+    log = shim.stderr.read_text()
+    assert "Traceback" in log and "RuntimeError: cannot start: missing config" in log
+    assert "broken.run" in log
+
+
+def test_missing_handler_attribute_exits_nonzero(start: Any) -> None:
+    shim = start("add.nothere", wait=False)
+    assert shim.proc.wait(timeout=10) != 0
+    assert "has no attribute 'nothere'" in shim.stderr.read_text()
+
+
+def test_sigterm_exits_promptly(start: Any) -> None:
+    shim = start("run")
+    shim.proc.send_signal(signal.SIGTERM)
+    assert shim.proc.wait(timeout=2) == 0
