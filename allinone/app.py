@@ -53,7 +53,8 @@ def _on_error(request: Request, exc: Exception) -> HTTPResponse:
         message = str(exc)
         if status == 413:
             message = (f"upload too large: the limit is {request.app.ctx.settings.max_upload_bytes}"
-                       " bytes; make the function smaller (dependencies belong in requirements.txt)")
+                       " bytes; make the function smaller (dependencies belong in "
+                       "requirements.txt)")
         elif status == 404:
             message = f"no route {request.method} {request.path}; see the API in the README"
         return error_response(status, _CODES.get(status, "Error"), message)

@@ -104,7 +104,8 @@ SCALING_FLAGS = {
     "container_concurrency": "containerConcurrency", "window": "stableWindowSeconds",
     "panic_window_percentage": "panicWindowPercentage",
     "panic_threshold": "panicThresholdPercentage", "max_scale_up_rate": "maxScaleUpRate",
-    "max_scale_down_rate": "maxScaleDownRate", "scale_to_zero_grace": "scaleToZeroGracePeriodSeconds",
+    "max_scale_down_rate": "maxScaleDownRate",
+    "scale_to_zero_grace": "scaleToZeroGracePeriodSeconds",
 }
 
 
@@ -112,7 +113,8 @@ def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
     spec: dict[str, Any] = json.loads(args.spec) if args.spec else {}
     if not isinstance(spec, dict):
         raise CliError("--spec must be a JSON object")
-    scaling = {v: getattr(args, k) for k, v in SCALING_FLAGS.items() if getattr(args, k) is not None}
+    scaling = {v: getattr(args, k) for k, v in SCALING_FLAGS.items()
+               if getattr(args, k) is not None}
     if scaling:
         spec.setdefault("scaling", {}).update(scaling)
     if args.handler:
@@ -180,7 +182,7 @@ def cmd_deploy(client: Client, args: argparse.Namespace) -> int:
     files = {}
     if args.file:
         files["source"] = read_source(args.file)
-    status, raw = client.request("GET", f"/api/v1/functions/{args.name}")
+    status, _ = client.request("GET", f"/api/v1/functions/{args.name}")
     if status == 404:
         if not files:
             raise CliError("--file is required to deploy a new function")
@@ -313,9 +315,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_loadtest(args: argparse.Namespace, rest: list[str]) -> int:
-    from loadtests.__main__ import main as loadtest_main
+    from loadtests.__main__ import main as loadtest_main  # type: ignore[import-not-found]
 
-    return loadtest_main(rest)
+    code: int = loadtest_main(rest)
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -55,10 +55,11 @@ class Informer:
                 old = self.cache.pop(key)
                 self._notify(key, old, None)
         for key, obj in fresh.items():
-            old = self.cache.get(key)
-            if old is None or old["metadata"]["resourceVersion"] != obj["metadata"]["resourceVersion"]:
+            cached = self.cache.get(key)
+            rv = obj["metadata"]["resourceVersion"]
+            if cached is None or cached["metadata"]["resourceVersion"] != rv:
                 self.cache[key] = obj
-                self._notify(key, old, obj)
+                self._notify(key, cached, obj)
         return revision
 
     async def run(self) -> None:
@@ -80,6 +81,7 @@ class Informer:
             except asyncio.CancelledError:
                 raise
             except (StoreError, OSError) as exc:
-                log.warning("watch of %s broke (%s); relisting in %.1f s", self.prefix, exc, backoff)
+                log.warning("watch of %s broke (%s); relisting in %.1f s",
+                            self.prefix, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

@@ -185,9 +185,11 @@ def normalize_spec(user: object, base: Obj | None = None) -> Obj:
             raise ValidationError('spec.env must be an object of strings, e.g. {"KEY": "value"}')
         for k, v in env.items():
             if not _ENV_RE.match(k):
-                raise ValidationError(f"spec.env key {k!r} is not a valid environment variable name")
+                raise ValidationError(
+                    f"spec.env key {k!r} is not a valid environment variable name")
             if k in RESERVED_ENV:
-                raise ValidationError(f"spec.env.{k} is reserved by the runtime; choose another name")
+                raise ValidationError(
+                    f"spec.env.{k} is reserved by the runtime; choose another name")
             if not isinstance(v, str):
                 raise ValidationError(f"spec.env.{k} must be a string, got {json.dumps(v)}")
         spec["env"] = dict(env)
@@ -216,7 +218,8 @@ def normalize_spec(user: object, base: Obj | None = None) -> Obj:
         extra = set(sc) - set(_SCALING_BOUNDS)
         if extra:
             raise ValidationError(
-                f"spec.scaling has unknown field(s) {sorted(extra)}; known: {sorted(_SCALING_BOUNDS)}"
+                f"spec.scaling has unknown field(s) {sorted(extra)}; "
+                f"known: {sorted(_SCALING_BOUNDS)}"
             )
         for k, v in sc.items():
             kind, lo, hi = _SCALING_BOUNDS[k]

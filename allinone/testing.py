@@ -76,7 +76,7 @@ class ServerProcess:
 
     def start(self, timeout: float = 60.0) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "allinone.cli", "serve", "--state-dir", str(self.state_dir),
              "--port", str(self.port), "--etcd-port", str(self.etcd_port),

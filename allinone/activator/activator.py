@@ -267,7 +267,8 @@ class Activator:
             except TimeoutError:
                 return Result(504, error_body(
                     "Timeout", f"function {function!r} did not answer within its "
-                    f"timeoutSeconds ({timeout:g} s); raise spec.timeoutSeconds if it needs longer"))
+                    f"timeoutSeconds ({timeout:g} s); raise spec.timeoutSeconds if it needs "
+                    "longer"))
             except (aiohttp.ClientError, OSError) as exc:
                 return Result(503, error_body(
                     "PodFailed", f"the pod serving {function!r} failed during the request "

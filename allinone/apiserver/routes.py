@@ -176,7 +176,6 @@ def make_blueprint() -> Blueprint:
     @bp.get("/api/v1/functions/<name>")
     async def read_function(request: Request, name: str) -> HTTPResponse:
         deps = deps_of(request)
-        store = deps.store
         return json_response(await view(deps, await get_function(deps, name)))
 
     @bp.put("/api/v1/functions/<name>")
@@ -243,7 +242,6 @@ def make_blueprint() -> Blueprint:
     @bp.get("/api/v1/functions/<name>/logs")
     async def function_logs(request: Request, name: str) -> HTTPResponse:
         deps = deps_of(request)
-        store = deps.store
         await get_function(deps, name)
         saved = ""
         path = deps.settings.logs_dir / f"{name}.log"
@@ -280,7 +278,6 @@ def make_blueprint() -> Blueprint:
     @bp.post("/function/<name>")
     async def invoke(request: Request, name: str) -> HTTPResponse:
         deps = deps_of(request)
-        store = deps.store
         body = request.body or b"{}"
         result = await deps.activator.invoke(name, body)
         return raw(result.body, status=result.status, content_type="application/json")
@@ -292,7 +289,6 @@ def make_blueprint() -> Blueprint:
     @bp.get("/metrics")
     async def metrics(request: Request) -> HTTPResponse:
         deps = deps_of(request)
-        store = deps.store
         return raw(deps.metrics.render(), content_type="text/plain; version=0.0.4")
 
     return bp

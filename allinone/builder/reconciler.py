@@ -25,11 +25,10 @@ import copy
 import logging
 from typing import Any
 
+from allinone import objects
 from allinone.builder.builder import Builder, BuildError
 from allinone.builder.sources import SourceStore
 from allinone.builder.validate import validate_source
-
-from allinone import objects
 from allinone.informer import Informer
 from allinone.metrics import Metrics
 from allinone.store import AlreadyExists, Conflict, NotFound, Obj, Store

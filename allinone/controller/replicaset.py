@@ -301,13 +301,15 @@ class ReplicaSetController:
 
     async def _launch(self, rec: PodRecord, template: Obj) -> None:
         try:
-            rec.obj = await self.store.create(objects.pod_key(rec.name), self._pod_object(rec, template))
+            rec.obj = await self.store.create(objects.pod_key(rec.name),
+                                              self._pod_object(rec, template))
             env = dict(template.get("env") or {})
             env["ALLINONE_HANDLER"] = template.get("handler", "run")
             res = template.get("resources") or {}
             rec.container_id = await self.runtime.start(ContainerSpec(
                 pod=rec.name, function=rec.function, image=template["image"], port=rec.port,
-                env=env, memory_mib=int(res.get("memoryMiB", 256)), cpus=float(res.get("cpus", 1.0)),
+                env=env, memory_mib=int(res.get("memoryMiB", 256)),
+                cpus=float(res.get("cpus", 1.0)),
             ))
         except Exception as exc:
             log.warning("pod %s failed to start: %s", rec.name, exc)
@@ -333,7 +335,8 @@ class ReplicaSetController:
                 return
             now = loop.time()
             if now - started > PROBE_TIMEOUT:
-                rec.phase, rec.message = FAILED, f"did not answer /healthz within {PROBE_TIMEOUT:.0f} s"
+                rec.phase = FAILED
+                rec.message = f"did not answer /healthz within {PROBE_TIMEOUT:.0f} s"
                 break
             if now >= next_liveness:
                 next_liveness = now + 0.5
@@ -384,11 +387,12 @@ class ReplicaSetController:
         text = await self.runtime.logs(container_id)
         if not text:
             return
+        await asyncio.to_thread(self._append_log, function, f"--- pod {pod} ---\n{text}")
+
+    def _append_log(self, function: str, text: str) -> None:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         with open(self.logs_dir / f"{function}.log", "a", encoding="utf-8") as f:
-            f.write(f"--- pod {pod} ---\n{text}")
-            if not text.endswith("\n"):
-                f.write("\n")
+            f.write(text if text.endswith("\n") else text + "\n")
 
     async def live_logs(self, function: str, tail: int = 1000) -> str:
         parts = []

@@ -10,6 +10,7 @@ that shows up directly in the cold-start time.
 from __future__ import annotations
 
 import asyncio
+import builtins
 from typing import Any
 
 import docker
@@ -93,10 +94,10 @@ class DockerRuntime:
             if exc.status_code != 409:  # 409: removal already in progress
                 raise
 
-    async def list(self) -> list[ContainerInfo]:
+    async def list(self) -> builtins.list[ContainerInfo]:
         return await asyncio.to_thread(self._list)
 
-    def _list(self) -> list[ContainerInfo]:
+    def _list(self) -> builtins.list[ContainerInfo]:
         rows = self._api.containers(
             all=True, filters={"label": [f"{LABEL_MANAGED}=1", f"{LABEL_INSTANCE}={self.instance}"]}
         )

@@ -93,21 +93,7 @@ class RegistryProcess:
         return f"127.0.0.1:{self.port}"
 
     async def start(self, timeout: float = 20.0) -> None:
-        binary = find_registry_binary()
-        self.storage_dir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(registry_config(self.storage_dir, self.port))
-        log = open(self.log_path, "ab")
-        try:
-            self._proc = subprocess.Popen(
-                [binary, "serve", str(self.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env={**os.environ, "OTEL_TRACES_EXPORTER": "none"},
-            )
-        finally:
-            log.close()
+        self._proc = self._spawn()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
@@ -121,6 +107,20 @@ class RegistryProcess:
         await self.stop()
         raise RuntimeError(f"the registry did not answer on {self.address} within {timeout:.0f} s: "
                            f"{self._log_tail()}")
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        binary = find_registry_binary()
+        self.storage_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(registry_config(self.storage_dir, self.port))
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            return subprocess.Popen(
+                [binary, "serve", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, "OTEL_TRACES_EXPORTER": "none"},
+            )
 
     def _log_tail(self, lines: int = 5) -> str:
         try:

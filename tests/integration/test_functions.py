@@ -30,7 +30,8 @@ def test_deploy_invoke_scale_to_zero_and_back(server: ServerProcess) -> None:
     assert pod["status"]["phase"] == "Running" and pod["status"]["ready"] is True
     (container,) = server.containers("add")
     labels = container.labels
-    assert labels["allinone.function"] == "add" and labels["allinone.pod"] == pod["metadata"]["name"]
+    assert labels["allinone.function"] == "add"
+    assert labels["allinone.pod"] == pod["metadata"]["name"]
     host_config = container.attrs["HostConfig"]
     assert host_config["NetworkMode"] == "host"
     assert host_config["Memory"] == 256 * 1024 * 1024
