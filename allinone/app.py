@@ -105,6 +105,7 @@ def build_app(settings: Settings, name: str = "allinone") -> Sanic[Any, Any]:
         app.ctx.loops = [functions.run(), replicasets.run(), controller.run(), reconciler.run(),
                          autoscaler.run()]
         app.ctx.activator = activator
+        app.ctx.builder = builder
         app.ctx.runtime = runtime
         app.ctx.controller = controller
         app.ctx.deps = ApiDeps(
@@ -116,6 +117,7 @@ def build_app(settings: Settings, name: str = "allinone") -> Sanic[Any, Any]:
     async def start_loops(app: Sanic[Any, Any]) -> None:
         for i, coro in enumerate(app.ctx.loops):
             app.add_task(coro, name=f"allinone-loop-{i}")
+        app.add_task(_warm(app.ctx.builder), name="allinone-warm-builder")
         log.info("allinone serving on http://%s:%s (instance %s)", settings.host, settings.port,
                  settings.instance)
 
@@ -131,6 +133,13 @@ def build_app(settings: Settings, name: str = "allinone") -> Sanic[Any, Any]:
         app.ctx.runtime.close()
 
     return app
+
+
+async def _warm(builder: Builder) -> None:
+    try:
+        await builder.warm()
+    except Exception as exc:  # only an optimisation: the first build pushes the base
+        log.warning("could not pre-push the base image: %s", exc)
 
 
 async def _start_embedded(settings: Settings) -> list[Any]:
