@@ -327,8 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="API address (default $ALLINONE_SERVER or %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    base_image = os.environ.get("ALLINONE_BASE_IMAGE", DEFAULT_BASE_IMAGE)
     p = sub.add_parser("setup", help="install what is missing, start Docker, make the base image")
-    p.add_argument("--base-image", default=DEFAULT_BASE_IMAGE)
+    p.add_argument("--base-image", default=base_image)
 
     p = sub.add_parser("serve", help="run the platform (embedded etcd and registry by default)")
     p.add_argument("--host", default="127.0.0.1")
@@ -339,8 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--etcd", metavar="URL", help="use this running etcd instead of starting one")
     p.add_argument("--registry", metavar="HOST:PORT", help="use this running registry")
     p.add_argument("--tick", type=float, default=2.0, help="autoscaler tick in seconds")
-    p.add_argument("--base-image", default=os.environ.get("ALLINONE_BASE_IMAGE",
-                                                          DEFAULT_BASE_IMAGE))
+    p.add_argument("--base-image", default=base_image)
     p.add_argument("--quiet", action="store_true", help="log warnings only")
 
     fn = sub.add_parser("function", help="deploy, list, get, delete functions").add_subparsers(

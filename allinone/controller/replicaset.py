@@ -84,11 +84,26 @@ class PodRecord:
         return PodView(self.name, self.template_hash, self.phase, self.ready, self.created)
 
 
-class PortAllocator:
-    """Loopback ports for pods: never one we handed out, and never one in use already."""
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
-    def __init__(self, start: int, stop: int) -> None:
+
+class PortAllocator:
+    """Loopback ports for pods: never one we handed out, and never one in use already.
+
+    It walks the range round-robin rather than always from the start, so a port just
+    released (its container may still be exiting) is the last to be reused.
+    """
+
+    def __init__(self, start: int, stop: int,
+                 is_free: Callable[[int], bool] = port_is_free) -> None:
         self.start, self.stop = start, stop
+        self.is_free = is_free
         self.used: set[int] = set()
         self._next = start
 
@@ -96,13 +111,8 @@ class PortAllocator:
         for _ in range(self.stop - self.start):
             port = self._next
             self._next = self.start + (self._next + 1 - self.start) % (self.stop - self.start)
-            if port in self.used:
+            if port in self.used or not self.is_free(port):
                 continue
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
             self.used.add(port)
             return port
         raise RuntimeError(f"no free port left in {self.start}-{self.stop} for a pod")
