@@ -39,6 +39,7 @@ from allinone.activator.stats import ConcurrencyTracker
 from allinone.clock import Clock
 from allinone.informer import Informer
 from allinone.metrics import Metrics
+from allinone.store import Obj
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class Route:
     waiters: collections.deque[asyncio.Future[None]] = field(default_factory=collections.deque)
     tracker: ConcurrencyTracker = field(default_factory=ConcurrencyTracker)
     drained: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+    # (loop time, message) of the last pod that failed before or while serving.
+    failure: tuple[float, str] | None = None
 
     def ready_count(self) -> int:
         return sum(1 for e in self.endpoints.values() if not e.draining)
@@ -83,6 +86,13 @@ class Activator:
         self.routes: dict[str, Route] = {}
         self.rng = random.Random()
         self._session: aiohttp.ClientSession | None = None
+        functions.add_handler(self._on_function)
+
+    def _on_function(self, key: str, old: Obj | None, new: Obj | None) -> None:
+        # Held requests re-check the function: built, failed or deleted.
+        r = self.routes.get(key.rsplit("/", 1)[-1])
+        if r is not None:
+            self._wake(r, len(r.waiters))
 
     async def start(self) -> None:
         # One pooled session for every pod: keep-alive connections are what keep the
@@ -111,6 +121,11 @@ class Activator:
         self.metrics.ready_replicas.labels(function).set(r.ready_count())
         self._wake(r, len(r.waiters))
 
+    def pod_failed(self, function: str, pod: str, message: str) -> None:
+        r = self.route(function)
+        r.failure = (asyncio.get_running_loop().time(), message)
+        self._wake(r, len(r.waiters))
+
     async def drain(self, function: str, pod: str, timeout: float) -> None:
         r = self.routes.get(function)
         ep = r.endpoints.get(pod) if r else None
@@ -127,6 +142,8 @@ class Activator:
                             pod, ep.in_flight, timeout)
         r.endpoints.pop(pod, None)
         r.drained.pop(pod, None)
+        if self.functions.get(function) is None and not r.endpoints and not r.waiters:
+            self.forget(function)  # the function was deleted and its last pod is gone
 
     # -- metrics for the autoscaler ----------------------------------------------
 
@@ -165,27 +182,57 @@ class Activator:
         elif r.waiters:
             self._wake(r, 1)
 
-    async def _acquire(self, function: str, r: Route, cc: int, deadline: float,
+    def _admit(self, function: str, r: Route, arrived: float) -> Result | bool:
+        """Whether a request may look for a pod now (True), must wait (False), or ends.
+
+        Re-evaluated every time the request wakes, because what it waits for changes:
+        the function may be deleted (404), finish its first build (now it may run) or
+        fail it (503), or its new pods may crash before they are ready (503 pointing
+        at the logs, rather than a 504 a whole timeoutSeconds later).
+        """
+        fn = self.functions.get(function)
+        if fn is None:
+            return Result(404, error_body(
+                "NotFound", f"no function named {function!r}; deploy it first "
+                "(`allinone function deploy NAME --file FILE`)"))
+        status = fn.get("status", {})
+        if not status.get("image"):  # never built yet (a rebuild keeps serving the old image)
+            if status.get("phase") == objects.FAILED:
+                return Result(503, error_body(
+                    "NotReady", f"function {function!r} failed to build: "
+                    f"{status.get('message', '')}"))
+            return False
+        if r.failure is not None and r.failure[0] >= arrived and r.ready_count() == 0:
+            return Result(503, error_body(
+                "PodFailed", f"the pod started for {function!r} failed: {r.failure[1]}"))
+        return True
+
+    async def _acquire(self, function: str, r: Route, cc: int, arrived: float, deadline: float,
                        excluded: set[str]) -> Endpoint | Result:
         loop = asyncio.get_running_loop()
         while True:
-            candidates = [e for e in r.endpoints.values() if e.pod not in excluded] \
-                if excluded else list(r.endpoints.values())
-            ep = pick(candidates, cc, self.rng)
-            if ep is not None:
-                ep.in_flight += 1
-                return ep
-            if r.ready_count() == 0:
-                self.poke(function)
+            admitted = self._admit(function, r, arrived)
+            if isinstance(admitted, Result):
+                return admitted
+            if admitted:
+                candidates = [e for e in r.endpoints.values() if e.pod not in excluded] \
+                    if excluded else list(r.endpoints.values())
+                ep = pick(candidates, cc, self.rng)
+                if ep is not None:
+                    ep.in_flight += 1
+                    return ep
+                if r.ready_count() == 0:
+                    self.poke(function)
             if len(r.waiters) >= self.queue_limit:
                 return Result(503, error_body(
                     "Overloaded", f"function {function!r} has {len(r.waiters)} requests waiting "
                     "(the queue limit); retry later or raise scaling.maxScale"))
             remaining = deadline - loop.time()
             if remaining <= 0:
+                what = "no pod of it became free" if admitted else "its build did not finish"
                 return Result(504, error_body(
-                    "Timeout", f"no pod of {function!r} could take the request within the "
-                    "function's timeoutSeconds; see `allinone function get` for its pods"))
+                    "Timeout", f"{function!r} could not take the request within its "
+                    f"timeoutSeconds: {what}; see `allinone function get {function}`"))
             fut: asyncio.Future[None] = loop.create_future()
             r.waiters.append(fut)
             self.metrics.queue_depth.labels(function).set(len(r.waiters))
@@ -196,12 +243,9 @@ class Activator:
             finally:
                 if not fut.done():
                     fut.cancel()
-                with_fut = fut in r.waiters
-                if with_fut:
+                if fut in r.waiters:
                     r.waiters.remove(fut)
                 self.metrics.queue_depth.labels(function).set(len(r.waiters))
-            if self.routes.get(function) is not r:
-                return Result(404, error_body("NotFound", f"function {function!r} was deleted"))
 
     async def invoke(self, function: str, body: bytes) -> Result:
         fn = self.functions.get(function)
@@ -210,25 +254,16 @@ class Activator:
                 "NotFound", f"no function named {function!r}; deploy it first "
                 "(`allinone function deploy NAME --file FILE`)"))
         r = self.route(function)
-        status = fn.get("status", {})
-        if not r.endpoints and status.get("phase") != objects.READY and not status.get("image"):
-            if status.get("phase") == objects.FAILED:
-                msg = f"function {function!r} failed to build: {status.get('message', '')}"
-            else:
-                msg = f"function {function!r} is still building; retry in a moment"
-            return self._count(function, Result(503, error_body("NotReady", msg)))
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         timeout = float(fn["spec"].get("timeoutSeconds", 60))
-        deadline = t0 + timeout
-        cc = int(objects.scaling(fn["spec"]).get("containerConcurrency", 0))
+        cc = int(fn["spec"].get("scaling", {}).get("containerConcurrency", 0))
         cold = r.ready_count() == 0
-        now = self.clock.now()
-        r.tracker.start(now)
+        r.tracker.start(self.clock.now())
         try:
             if cold:
                 self.metrics.cold_starts.labels(function).inc()
-            result = await self._forward(function, r, cc, body, deadline, timeout)
+            result = await self._forward(function, r, cc, body, t0, timeout)
         finally:
             r.tracker.finish(self.clock.now())
         elapsed = loop.time() - t0
@@ -242,12 +277,13 @@ class Activator:
         return result
 
     async def _forward(self, function: str, r: Route, cc: int, body: bytes,
-                       deadline: float, timeout: float) -> Result:
+                       arrived: float, timeout: float) -> Result:
         assert self._session is not None, "Activator.start() was not called"
         loop = asyncio.get_running_loop()
+        deadline = arrived + timeout
         excluded: set[str] = set()
         while True:
-            got = await self._acquire(function, r, cc, deadline, excluded)
+            got = await self._acquire(function, r, cc, arrived, deadline, excluded)
             if isinstance(got, Result):
                 return got
             ep = got

@@ -48,6 +48,7 @@ from allinone.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
+CRASH_BACKOFF_MAX = 30.0  # s: the longest wait before replacing a crash-looping pod
 PROBE_INTERVAL = 0.004  # s between /healthz polls: container start is ~110 ms, so poll finely
 PROBE_TIMEOUT = 120.0   # s a pod may take to answer /healthz (big imports) before it fails
 MONITOR_INTERVAL = 1.0  # s between checks that running containers are still alive
@@ -58,6 +59,10 @@ class EndpointSink(Protocol):
     """What the controller tells the data plane (the activator implements it)."""
 
     def pod_ready(self, function: str, pod: str, address: str) -> None: ...
+
+    def pod_failed(self, function: str, pod: str, message: str) -> None:
+        """A pod failed (to start, or while running); requests held for it can stop waiting."""
+        ...
 
     async def drain(self, function: str, pod: str, timeout: float) -> None:
         """Stop routing new requests to ``pod``; return when in-flight ones finished."""
@@ -133,6 +138,7 @@ class ReplicaSetController:
         logs_dir: Path,
         probe: ProbeFn | None = None,
         workers: int = 4,
+        crash_backoff: float = 0.5,
     ) -> None:
         self.store = store
         self.runtime = runtime
@@ -143,6 +149,10 @@ class ReplicaSetController:
         self.logs_dir = logs_dir
         self.probe = probe or self._http_probe
         self.pods: dict[str, PodRecord] = {}
+        # Crash-loop backoff per function: consecutive pod failures, and the loop time
+        # before which no replacement is created. 0.5 s doubling to 30 s: 0.5, 1, 2, 4...
+        self.crash_backoff = crash_backoff
+        self._crashes: dict[str, tuple[int, float]] = {}
         self.queue = WorkQueue("replicaset-controller", self.sync, workers)
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
@@ -244,7 +254,14 @@ class ReplicaSetController:
             rec = self.pods[pod_name]
             rec.phase, rec.ready = TERMINATING, False
             self._spawn(self._terminate(rec, template))
-        for _ in range(p.create):
+        create = p.create
+        crashes, not_before = self._crashes.get(name, (0, 0.0))
+        wait = not_before - asyncio.get_running_loop().time()
+        if create and wait > 0:
+            log.info("%s: %d pod failures in a row; next pod in %.1f s", name, crashes, wait)
+            self._spawn(self._enqueue_later(name, wait))
+            create = 0
+        for _ in range(create):
             assert template is not None and thash is not None
             rec = PodRecord(
                 name=f"{name}-{secrets.token_hex(3)}", function=name, template_hash=thash,
@@ -254,6 +271,18 @@ class ReplicaSetController:
             self._spawn(self._launch(rec, template))
         if rs is not None:
             await self._write_rs_status(rs)
+
+    async def _enqueue_later(self, name: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self.enqueue(name)
+
+    def _pod_failed(self, rec: PodRecord, message: str) -> None:
+        """Record a failure: the data plane stops waiting for it, and replacements back off."""
+        rec.phase, rec.ready, rec.message = FAILED, False, message
+        n = self._crashes.get(rec.function, (0, 0.0))[0] + 1
+        delay = min(self.crash_backoff * 2 ** (n - 1), CRASH_BACKOFF_MAX)
+        self._crashes[rec.function] = (n, asyncio.get_running_loop().time() + delay)
+        self.endpoints.pod_failed(rec.function, rec.name, message)
 
     async def _write_rs_status(self, rs: Obj) -> None:
         pods = [p for p in self.pods_of(rs["metadata"]["name"]) if p.phase != TERMINATING]
@@ -323,7 +352,7 @@ class ReplicaSetController:
             ))
         except Exception as exc:
             log.warning("pod %s failed to start: %s", rec.name, exc)
-            rec.phase, rec.message = FAILED, f"container failed to start: {exc}"
+            self._pod_failed(rec, f"container failed to start: {exc}")
             await self._write_pod(rec)
             self.enqueue(rec.function)
             return
@@ -333,10 +362,11 @@ class ReplicaSetController:
         address = f"127.0.0.1:{rec.port}"
         loop = asyncio.get_running_loop()
         started = loop.time()
-        next_liveness = started + 0.5
+        next_liveness = started + 0.25
         while rec.phase == PENDING:
             if await self.probe(address):
                 rec.phase, rec.ready = RUNNING, True
+                self._crashes.pop(rec.function, None)
                 # Tell the data plane first: the etcd write is for everybody else.
                 self.endpoints.pod_ready(rec.function, rec.name, address)
                 log.info("pod %s ready in %.0f ms", rec.name, (loop.time() - started) * 1000)
@@ -345,14 +375,13 @@ class ReplicaSetController:
                 return
             now = loop.time()
             if now - started > PROBE_TIMEOUT:
-                rec.phase = FAILED
-                rec.message = f"did not answer /healthz within {PROBE_TIMEOUT:.0f} s"
+                self._pod_failed(rec, f"did not answer /healthz within {PROBE_TIMEOUT:.0f} s")
                 break
             if now >= next_liveness:
-                next_liveness = now + 0.5
+                next_liveness = now + 0.25
                 if not await self._container_running(rec):
-                    rec.phase, rec.message = FAILED, "container exited before it was ready: " \
-                        f"see `allinone logs {rec.function}`"
+                    self._pod_failed(rec, "its container exited before it was ready (an import "
+                                     f"error?): see `allinone logs {rec.function}`")
                     break
             await asyncio.sleep(PROBE_INTERVAL)
         if rec.phase == FAILED:
@@ -425,8 +454,8 @@ class ReplicaSetController:
             for rec in list(self.pods.values()):
                 if rec.phase == RUNNING and rec.container_id not in running:
                     log.warning("container of pod %s died; replacing it", rec.name)
-                    rec.phase, rec.ready = FAILED, False
-                    rec.message = f"container exited: see `allinone logs {rec.function}`"
+                    self._pod_failed(rec, f"its container exited: see `allinone logs "
+                                     f"{rec.function}`")
                     await self.endpoints.drain(rec.function, rec.name, 0)
                     await self._write_pod(rec)
                     self.enqueue(rec.function)

@@ -3,6 +3,9 @@ dependencies, logs and delete (issue 2)."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import pytest
 
 from allinone.testing import FIXTURES, ServerProcess, wait_for
@@ -116,3 +119,29 @@ def test_update_spec_only_keeps_pods(server: ServerProcess) -> None:
     fn = server.wait_phase("keep", "Ready")
     assert fn["metadata"]["generation"] == 2 and fn["spec"]["scaling"]["maxScale"] == 3
     assert {p["metadata"]["name"] for p in server.pods("keep")} == before
+
+
+def test_request_during_first_build_waits_for_it(server: ServerProcess) -> None:
+    resp = server.deploy("early", FIXTURES / "add.py", wait=False)
+    assert resp.status_code == 201
+    r = server.invoke("early", {"x": 20, "y": 22})  # sent while the image is building
+    assert r.status_code == 200, r.text
+    assert r.json() == 42
+
+
+def test_pod_that_crashes_on_import_fails_fast_with_logs(server: ServerProcess,
+                                                         tmp_path: Path) -> None:
+    # Valid syntax, handler defined, but the import fails inside the container.
+    bad = tmp_path / "crash.py"
+    bad.write_text("import no_such_module_anywhere\n\ndef run():\n    return 1\n")
+    assert server.deploy("crash", bad, spec={"timeoutSeconds": 60}).status_code == 201
+    t0 = time.monotonic()
+    r = server.invoke("crash", {})
+    assert r.status_code == 503, r.text
+    assert time.monotonic() - t0 < 30  # not the 60 s timeout
+    err = r.json()["error"]
+    assert err["code"] == "PodFailed" and "allinone logs crash" in err["message"]
+    logs = server.http.get(server.url + "/api/v1/functions/crash/logs").text
+    assert "no_such_module_anywhere" in logs
+    assert server.delete("crash").status_code == 200
+    wait_for(lambda: server.containers("crash", all=True) == [], 30, "crash containers removed")

@@ -23,6 +23,10 @@ class Sink:
     def __init__(self) -> None:
         self.ready: dict[str, str] = {}
         self.drained: list[str] = []
+        self.failed: list[tuple[str, str]] = []
+
+    def pod_failed(self, function: str, pod: str, message: str) -> None:
+        self.failed.append((pod, message))
 
     def pod_ready(self, function: str, pod: str, address: str) -> None:
         self.ready[pod] = address
@@ -30,10 +34,6 @@ class Sink:
     async def drain(self, function: str, pod: str, timeout: float) -> None:
         self.drained.append(pod)
         self.ready.pop(pod, None)
-
-
-async def ok_probe(address: str) -> bool:
-    return True
 
 
 TEMPLATE = {"image": "reg/allinone/f@sha256:1", "handler": "run", "env": {"A": "1"},
@@ -61,13 +61,17 @@ class Env:
         self.sink = Sink()
         self.rs = Informer(self.store, objects.REPLICASETS_PREFIX)
         self.tmp = tmp
+        self.healthy = True
         self.controller = self.new_controller()
 
     def new_controller(self) -> ReplicaSetController:
         self.rs = Informer(self.store, objects.REPLICASETS_PREFIX)
         return ReplicaSetController(self.store, self.runtime, self.rs, self.sink, ManualClock(),
                                     PortAllocator(41000, 41100), self.tmp / "logs",
-                                    probe=ok_probe)
+                                    probe=self.probe, crash_backoff=0.05)
+
+    async def probe(self, address: str) -> bool:
+        return self.healthy
 
     async def settle(self) -> None:
         for _ in range(200):
@@ -177,14 +181,37 @@ async def test_restart_adopts_running_pods_and_removes_strays(tmp_path: Path) ->
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def test_failed_start_is_retried(tmp_path: Path) -> None:
+async def test_failed_start_is_reported_and_retried(tmp_path: Path) -> None:
     async with running_env(tmp_path) as env:
         env.runtime.fail_next_start = "no such image"
         await put_rs(env.store, "f", 1)
         await env.settle()
-        await asyncio.sleep(0.1)
+        assert [m for _, m in env.sink.failed] == ["container failed to start: no such image"]
+        await asyncio.sleep(0.1)  # the first backoff is 0.05 s
         await env.settle()
         assert len(env.running()) == 1
+
+
+async def test_crash_loop_backs_off(tmp_path: Path) -> None:
+    async with running_env(tmp_path) as env:
+        env.healthy = False  # every container exits before answering /healthz
+
+        async def crash_all() -> None:
+            while True:
+                for c in list(env.runtime.containers.values()):
+                    if c.running:
+                        env.runtime.crash(c.id)
+                await asyncio.sleep(0.01)
+        crasher = asyncio.ensure_future(crash_all())
+        try:
+            await put_rs(env.store, "f", 1)
+            await asyncio.sleep(1.5)
+        finally:
+            crasher.cancel()
+        # Backoff 0.05, 0.1, 0.2, 0.4, 0.8 s (+0.25 s to notice each exit): a handful of
+        # attempts in 1.5 s, not the hundreds a tight loop would make.
+        assert 2 <= len(env.sink.failed) <= 6, env.sink.failed
+        assert all("exited before it was ready" in m for _, m in env.sink.failed)
 
 
 async def test_deleted_replicaset_removes_pods(tmp_path: Path) -> None:
