@@ -315,7 +315,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_loadtest(args: argparse.Namespace, rest: list[str]) -> int:
-    from loadtests.__main__ import main as loadtest_main  # type: ignore[import-not-found]
+    from loadtests.__main__ import main as loadtest_main
 
     code: int = loadtest_main(rest)
     return code

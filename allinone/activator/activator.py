@@ -248,6 +248,9 @@ class Activator:
                 self.metrics.queue_depth.labels(function).set(len(r.waiters))
 
     async def invoke(self, function: str, body: bytes) -> Result:
+        if not self.functions.synced.is_set():
+            # Just after start the cache is still empty: a 404 now would be a lie.
+            await self.functions.synced.wait()
         fn = self.functions.get(function)
         if fn is None:
             return Result(404, error_body(

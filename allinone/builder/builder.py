@@ -149,6 +149,9 @@ class Builder:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+        # Held while warm() pushes the base layers: a build pushing at the same time
+        # would upload the same ~250 MB again, so its push waits for this instead.
+        self._base_push = asyncio.Lock()
 
     # -- public API ---------------------------------------------------------
 
@@ -170,6 +173,8 @@ class Builder:
                 await asyncio.to_thread(self._docker_build, client, context, ref)
                 log.debug("docker build of %s took %.3f s (context %d bytes)", ref,
                           time.monotonic() - t_build, len(context))
+        async with self._base_push:
+            pass  # wait for a warm() push in progress: the layers it uploads are ours too
         t_push = time.monotonic()
         digest = await asyncio.to_thread(self._push, client, repo, build_hash)
         seconds = time.monotonic() - started
@@ -189,8 +194,9 @@ class Builder:
         client = await self._docker()
         repo = f"{self.registry}/{REPO_PREFIX}-base/python"
         started = time.monotonic()
-        await asyncio.to_thread(client.api.tag, self.base_image, repo, "latest")
-        await asyncio.to_thread(self._push, client, repo, "latest")
+        async with self._base_push:
+            await asyncio.to_thread(client.api.tag, self.base_image, repo, "latest")
+            await asyncio.to_thread(self._push, client, repo, "latest")
         log.info("base image %s pushed to %s in %.1f s", self.base_image, repo,
                  time.monotonic() - started)
 
