@@ -1,0 +1,257 @@
+"""The activator against fake pods (aiohttp servers on loopback) and an in-memory store:
+queue limit, timeout, containerConcurrency, draining, retry on refused connections,
+and what held requests answer when the function fails or is deleted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from allinone import objects
+from allinone.activator.activator import Activator
+from allinone.clock import ManualClock
+from allinone.informer import Informer
+from allinone.metrics import Metrics
+from allinone.store.memory import MemoryStore
+
+
+class FakePod:
+    """A pod that answers POST / after ``delay`` seconds and records its concurrency."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.now = 0
+        self.max_seen = 0
+        self.calls = 0
+        self.release = asyncio.Event()
+        self.release.set()
+        self.runner: web.AppRunner | None = None
+        self.address = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.now += 1
+        self.calls += 1
+        self.max_seen = max(self.max_seen, self.now)
+        try:
+            body = await request.json()
+            await asyncio.sleep(self.delay)
+            await self.release.wait()
+            return web.json_response({"echo": body})
+        finally:
+            self.now -= 1
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = self.runner.addresses[0][1]
+        self.address = f"127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self.runner:
+            await self.runner.cleanup()
+
+
+def dead_address() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"  # closed again: connections are refused
+
+
+class Env:
+    def __init__(self) -> None:
+        self.store = MemoryStore()
+        self.functions = Informer(self.store, objects.FUNCTIONS_PREFIX)
+        self.pokes: list[str] = []
+        self.activator = Activator(self.functions, ManualClock(), Metrics(), queue_limit=3,
+                                   poke=self.pokes.append)
+
+    async def put_function(self, name: str, *, image: str | None = "img", phase: str = "Ready",
+                           message: str = "", **spec: Any) -> None:
+        fn = objects.new_object("Function", name, objects.normalize_spec(spec))
+        fn["spec"]["source"] = {"filename": "f.py", "sha256": "x", "size": 1}
+        fn["status"] = {"phase": phase, "message": message}
+        if image:
+            fn["status"]["image"] = image
+        key = objects.function_key(name)
+        try:
+            old = await self.store.get(key)
+            fn["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+            await self.store.update(key, fn)
+        except Exception:
+            await self.store.create(key, fn)
+        await asyncio.sleep(0.01)  # let the informer see it
+
+    async def invoke(self, name: str, body: Any) -> tuple[int, Any]:
+        result = await self.activator.invoke(name, json.dumps(body).encode())
+        return result.status, json.loads(result.body)
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[Env]:
+    e = Env()
+    task = asyncio.ensure_future(e.functions.run())
+    await e.functions.synced.wait()
+    await e.activator.start()
+    yield e
+    await e.activator.close()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_forwards_to_a_ready_pod(env: Env) -> None:
+    pod = FakePod()
+    await pod.start()
+    try:
+        await env.put_function("f")
+        env.activator.pod_ready("f", "f-1", pod.address)
+        assert await env.invoke("f", {"x": 1}) == (200, {"echo": {"x": 1}})
+    finally:
+        await pod.stop()
+
+
+async def test_unknown_function_is_404(env: Env) -> None:
+    status, body = await env.invoke("nope", {})
+    assert status == 404 and body["error"]["code"] == "NotFound"
+
+
+async def test_request_at_zero_pokes_and_waits_for_a_pod(env: Env) -> None:
+    pod = FakePod()
+    await pod.start()
+    try:
+        await env.put_function("f")
+        call = asyncio.ensure_future(env.invoke("f", {"a": 1}))
+        await asyncio.sleep(0.05)
+        assert env.pokes == ["f"] and not call.done()
+        assert env.activator.queued("f") == 1
+        env.activator.pod_ready("f", "f-1", pod.address)
+        assert await call == (200, {"echo": {"a": 1}})
+    finally:
+        await pod.stop()
+
+
+async def test_full_queue_answers_503_at_once(env: Env) -> None:
+    await env.put_function("f")
+    held = [asyncio.ensure_future(env.invoke("f", {})) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    status, body = await asyncio.wait_for(env.invoke("f", {}), 1)
+    assert status == 503 and body["error"]["code"] == "Overloaded"
+    for h in held:
+        h.cancel()
+    await asyncio.gather(*held, return_exceptions=True)
+
+
+async def test_no_pod_within_timeout_is_504(env: Env) -> None:
+    await env.put_function("f", timeoutSeconds=0.2)
+    status, body = await env.invoke("f", {})
+    assert status == 504 and "timeoutSeconds" in body["error"]["message"]
+
+
+async def test_container_concurrency_holds_requests_for_a_free_slot(env: Env) -> None:
+    pods = [FakePod(delay=0.05), FakePod(delay=0.05)]
+    for p in pods:
+        await p.start()
+    try:
+        await env.put_function("f", scaling={"containerConcurrency": 1})
+        env.activator.pod_ready("f", "f-1", pods[0].address)
+        env.activator.pod_ready("f", "f-2", pods[1].address)
+        env.activator.queue_limit = 100
+        results = await asyncio.gather(*(env.invoke("f", {"i": i}) for i in range(10)))
+        assert all(status == 200 for status, _ in results)
+        assert [p.max_seen for p in pods] == [1, 1]
+        assert sum(p.calls for p in pods) == 10
+    finally:
+        for p in pods:
+            await p.stop()
+
+
+async def test_least_in_flight_spreads_load(env: Env) -> None:
+    pods = [FakePod(delay=0.05) for _ in range(3)]
+    for p in pods:
+        await p.start()
+    try:
+        await env.put_function("f")
+        for i, p in enumerate(pods):
+            env.activator.pod_ready("f", f"f-{i}", p.address)
+        await asyncio.gather(*(env.invoke("f", {}) for _ in range(9)))
+        assert [p.max_seen for p in pods] == [3, 3, 3]
+    finally:
+        for p in pods:
+            await p.stop()
+
+
+async def test_refused_connection_is_retried_on_another_pod(env: Env) -> None:
+    good = FakePod()
+    await good.start()
+    try:
+        # containerConcurrency 1 picks the first free pod in order: the dead one first.
+        await env.put_function("f", scaling={"containerConcurrency": 1})
+        env.activator.pod_ready("f", "f-dead", dead_address())
+        env.activator.pod_ready("f", "f-good", good.address)
+        assert await env.invoke("f", {"n": 1}) == (200, {"echo": {"n": 1}})
+        assert good.calls == 1
+    finally:
+        await good.stop()
+
+
+async def test_drain_stops_new_requests_and_waits_for_in_flight(env: Env) -> None:
+    old, new = FakePod(), FakePod()
+    for p in (old, new):
+        await p.start()
+    try:
+        await env.put_function("f")
+        env.activator.pod_ready("f", "f-old", old.address)
+        old.release.clear()  # the request on the old pod hangs until released
+        slow = asyncio.ensure_future(env.invoke("f", {"slow": True}))
+        await asyncio.sleep(0.05)
+        assert old.now == 1
+        env.activator.pod_ready("f", "f-new", new.address)
+        drain = asyncio.ensure_future(env.activator.drain("f", "f-old", timeout=5))
+        await asyncio.sleep(0.05)
+        assert not drain.done()  # still serving its in-flight request
+        assert await env.invoke("f", {"after": 1}) == (200, {"echo": {"after": 1}})
+        assert new.calls == 1 and old.calls == 1  # the draining pod got nothing new
+        old.release.set()
+        assert await slow == (200, {"echo": {"slow": True}})
+        await asyncio.wait_for(drain, 1)
+        assert env.activator.ready_pods("f") == 1
+    finally:
+        for p in (old, new):
+            await p.stop()
+
+
+async def test_held_request_gets_503_when_the_pod_fails(env: Env) -> None:
+    await env.put_function("f")
+    call = asyncio.ensure_future(env.invoke("f", {}))
+    await asyncio.sleep(0.05)
+    env.activator.pod_failed("f", "f-1", "its container exited: see `allinone logs f`")
+    status, body = await asyncio.wait_for(call, 1)
+    assert status == 503 and "allinone logs f" in body["error"]["message"]
+
+
+async def test_held_request_waits_for_the_first_build_then_fails_with_it(env: Env) -> None:
+    await env.put_function("f", image=None, phase="Building")
+    call = asyncio.ensure_future(env.invoke("f", {}))
+    await asyncio.sleep(0.05)
+    assert not call.done() and env.pokes == []  # nothing to scale before an image exists
+    await env.put_function("f", image=None, phase="Failed", message="pip could not install x")
+    status, body = await asyncio.wait_for(call, 1)
+    assert status == 503 and "pip could not install x" in body["error"]["message"]
+
+
+async def test_held_request_gets_404_when_the_function_is_deleted(env: Env) -> None:
+    await env.put_function("f")
+    call = asyncio.ensure_future(env.invoke("f", {}))
+    await asyncio.sleep(0.05)
+    await env.store.delete(objects.function_key("f"))
+    status, _ = await asyncio.wait_for(call, 1)
+    assert status == 404
