@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from yarl import URL
 
 # Candidates above which the full least-loaded scan gives way to two random choices.
 P2C_ABOVE = 8
@@ -46,6 +48,11 @@ class Endpoint:
     address: str  # "127.0.0.1:PORT"
     in_flight: int = 0
     draining: bool = False
+    # The pod's URL, parsed once: the HTTP client would otherwise parse it per request.
+    url: URL = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.url = URL(f"http://{self.address}/")
 
 
 def _has_slot(ep: Endpoint, container_concurrency: int) -> bool:
