@@ -24,16 +24,16 @@ silently override or conflict with our flags.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import platform
-import signal
 import socket
 import subprocess
 from pathlib import Path
 
 import aiohttp
+
+from allinone.services.process import log_tail, stop_process
 
 ETCD_BINARY = "/usr/bin/etcd"
 HOST = "127.0.0.1"
@@ -205,23 +205,9 @@ class EtcdProcess:
 
     def log_tail(self, lines: int = 8) -> str:
         """The last lines of the log, for error messages."""
-        try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return "(no log)"
-        return " | ".join(text[-lines:]) or "(empty log)"
+        return log_tail(self.log_path, lines)
 
     async def stop(self, grace: float = 5.0) -> None:
         """SIGTERM, then SIGKILL if etcd has not exited after ``grace`` seconds."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        # wait(timeout) in a thread returns as soon as etcd exits and leaves no thread
-        # behind when it does not.
-        try:
-            await asyncio.to_thread(proc.wait, grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await asyncio.to_thread(proc.wait)
+        await stop_process(proc, grace)

@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
 import aiohttp
+
+from allinone.services.process import log_tail, stop_process
 
 REGISTRY_BINARY_CANDIDATES = ("/usr/bin/docker-registry", "registry")
 
@@ -122,20 +123,9 @@ class RegistryProcess:
                 env={**os.environ, "OTEL_TRACES_EXPORTER": "none"},
             )
 
-    def _log_tail(self, lines: int = 5) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return "(no log)"
-        return " | ".join(text[-lines:]) or "(empty log)"
+    def _log_tail(self) -> str:
+        return log_tail(self.log_path, 5)
 
     async def stop(self, grace: float = 5.0) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(asyncio.to_thread(proc.wait), grace)
-        except TimeoutError:
-            proc.kill()
-            await asyncio.to_thread(proc.wait)
+        await stop_process(proc, grace)

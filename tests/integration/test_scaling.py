@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from pathlib import Path
 
 import pytest
 
@@ -67,7 +68,7 @@ async def test_steady_load_reaches_kpa_count_then_zero(server: ServerProcess) ->
     wait_for(lambda: server.containers("steady", all=True) == [], 30, "containers removed")
 
 
-async def test_rollout_under_load_fails_nothing(server: ServerProcess) -> None:
+async def test_rollout_under_load_fails_nothing(server: ServerProcess, tmp_path: Path) -> None:
     spec = {"scaling": {"minScale": 2, "maxScale": 4}}
     assert server.deploy("roll", FIXTURES / "concurrency.py", spec=spec).status_code == 201
     wait_for(lambda: ready(server, "roll") >= 2, 30, "2 ready pods")
@@ -77,7 +78,10 @@ async def test_rollout_under_load_fails_nothing(server: ServerProcess) -> None:
     load = asyncio.ensure_future(run_load(url, 8, 90, {"ms": 30}, stop=stop))
     try:
         await asyncio.sleep(1.5)
-        r = await asyncio.to_thread(server.update, "roll", FIXTURES / "concurrency_v2.py")
+        v2 = tmp_path / "concurrency.py"  # the same function, answering "version": 2
+        v2.write_text((FIXTURES / "concurrency.py").read_text().replace(
+            '"version": 1}', '"version": 2}'))
+        r = await asyncio.to_thread(server.update, "roll", v2)
         assert r.status_code == 200, r.text
         await asyncio.to_thread(server.wait_phase, "roll", "Ready")
         new_hash = server.replicaset("roll")["spec"]["templateHash"]

@@ -1,0 +1,236 @@
+"""The load tests' pure helpers: statistics, the KPA's expected count, criteria, reports.
+
+Nothing here imports locust (it monkey-patches the process with gevent) or needs a
+server; one test checks that importing the runner does not pull locust in either.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loadtests import report as r
+from loadtests.__main__ import SCENARIOS, locust_command, split_argv
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# -- statistics ------------------------------------------------------------------------
+
+def test_percentile_interpolates_linearly() -> None:
+    assert r.percentile([1, 2, 3, 4], 50) == 2.5
+    assert r.percentile([4, 1, 3, 2], 0) == 1
+    assert r.percentile([4, 1, 3, 2], 100) == 4
+    assert r.percentile(range(1, 101), 95) == pytest.approx(95.05)
+    assert r.percentile([7.0], 95) == 7.0
+    assert r.percentile([], 50) is None
+
+
+def test_percentile_rejects_out_of_range() -> None:
+    with pytest.raises(ValueError):
+        r.percentile([1.0], 101)
+
+
+def test_summarize() -> None:
+    s = r.summarize([10.0, 20.0, 30.0, 40.0])
+    assert s == {"count": 4, "min": 10.0, "mean": 25.0, "p50": 25.0, "p95": 38.5,
+                 "p99": 39.7, "max": 40.0}
+    assert r.summarize([])["p50"] is None
+
+
+def test_fmt_ms() -> None:
+    assert r.fmt_ms(None) == "-"
+    assert r.fmt_ms(1.234) == "1.2"
+    assert r.fmt_ms(123.6) == "124"
+
+
+# -- the KPA's expected count ------------------------------------------------------
+
+def test_expected_replicas_formula() -> None:
+    scaling = {"target": 2, "targetUtilizationPercentage": 100, "maxScale": 6}
+    assert r.per_pod_target(scaling) == 2.0
+    assert r.expected_replicas(6, scaling) == 3  # ceil(6 / 2)
+    assert r.expected_replicas(5.9, scaling) == 3  # a closed loop is a little under N
+    assert r.expected_replicas(6.1, scaling) == 4
+    assert r.expected_replicas(100, scaling) == 6  # capped at maxScale
+
+
+def test_expected_replicas_defaults_and_bounds() -> None:
+    assert r.per_pod_target({}) == 7.0  # 10 x 70 %
+    assert r.expected_replicas(40, {}) == 6  # ceil(40 / 7), the KPA docstring's example
+    assert r.expected_replicas(0, {}) == 0
+    assert r.expected_replicas(0, {"minScale": 1}) == 1
+    # Float noise does not add a pod: 11 / (10 x 110 %) is 1, not 2.
+    assert r.expected_replicas(11, {"target": 10, "targetUtilizationPercentage": 100}) == 2
+    assert r.expected_replicas(7, {}) == 1
+
+
+# -- criteria --------------------------------------------------------------------------
+
+def rec(t: float, ms: float, ok: bool = True, name: str = "invoke",
+        error: str | None = None) -> list[object]:
+    return [t, ms, ok, name, error]
+
+
+def test_no_failures() -> None:
+    good = r.no_failures([rec(0, 1), rec(1, 2)])
+    assert good.passed and good.measured == 0 and "all 2 requests" in good.detail
+    bad = r.no_failures([rec(0, 1), rec(1, 2, False, error="HTTP 503: overloaded")])
+    assert not bad.passed and bad.measured == 1 and "HTTP 503" in bad.detail
+    none = r.no_failures([])
+    assert not none.passed  # nothing sent proves nothing
+
+
+SAMPLES = [{"t": 0.0, "ready": 1, "desired": 1}, {"t": 4.0, "ready": 1, "desired": 3},
+           {"t": 4.5, "ready": 2, "desired": 3}, {"t": 5.0, "ready": 3, "desired": 3},
+           {"t": 9.0, "ready": 0, "desired": 0}]
+
+
+def test_first_time() -> None:
+    assert r.first_time(SAMPLES, "desired", lambda v: v >= 3) == 4.0
+    assert r.first_time(SAMPLES, "ready", lambda v: v == 0, after=1) == 9.0
+    assert r.first_time(SAMPLES, "ready", lambda v: v > 5) is None
+
+
+def test_reaches_within() -> None:
+    c = r.reaches_within(SAMPLES, 3, start=3.5, within=2.0)
+    assert c.passed and c.measured == 1.5
+    late = r.reaches_within(SAMPLES, 3, start=3.5, within=1.0)
+    assert not late.passed and late.measured == 1.5
+    never = r.reaches_within(SAMPLES, 4, start=3.5, within=10)
+    assert not never.passed and never.measured is None and "peak 3" in never.detail
+
+
+def test_at_most_and_latency_threshold() -> None:
+    assert r.at_most("x", 3.8, 4.1, "s", "zero").passed
+    assert not r.at_most("x", 4.2, 4.1, "s", "zero").passed
+    assert not r.at_most("x", None, 4.1, "s", "zero").passed
+    assert r.latency_threshold("cold", [100.0, 200.0], 50, 0) is None  # off
+    assert r.latency_threshold("cold", [100.0, 200.0], 50, None) is None
+    on = r.latency_threshold("cold", [100.0, 200.0], 50, 120)
+    assert on is not None and not on.passed and on.measured == 150.0
+
+
+# -- time series and stats ---------------------------------------------------------
+
+def test_timeline_buckets_by_answer_time() -> None:
+    # Starts at 0.9 s and takes 200 ms: answered at 1.1 s, so it counts in second 1.
+    rows = r.timeline([rec(0.1, 100), rec(0.2, 300), rec(0.9, 200, False)], end=3.0)
+    assert [row["t"] for row in rows] == [0.0, 1.0, 2.0]
+    assert rows[0]["rps"] == 2 and rows[0]["fail_rps"] == 0
+    assert rows[0]["p50_ms"] == 200.0
+    assert rows[1]["rps"] == 1 and rows[1]["fail_rps"] == 1
+    assert rows[2]["rps"] == 0 and rows[2]["p50_ms"] is None
+
+
+def test_timeline_empty() -> None:
+    assert r.timeline([]) == [{"t": 0.0, "rps": 0.0, "fail_rps": 0.0, "p50_ms": None,
+                               "p95_ms": None}]
+
+
+def test_request_stats_and_failures() -> None:
+    recs = [rec(0, 100, name="cold start"), rec(1, 2, name="warm"),
+            rec(2, 3, False, "warm", "HTTP 500: boom"), rec(3, 3, False, "warm", "HTTP 500: boom")]
+    st = r.request_stats(recs)
+    assert st["total"] == 4 and st["failures"] == 2
+    assert st["by_name"]["cold start"]["count"] == 1
+    assert st["by_name"]["warm"]["failures"] == 2
+    assert r.failure_summary(recs) == [{"name": "warm", "error": "HTTP 500: boom",
+                                        "occurrences": 2}]
+
+
+def test_parse_metric() -> None:
+    text = ('# TYPE allinone_cold_start_latency_seconds histogram\n'
+            'allinone_cold_start_latency_seconds_sum{function="a"} 0.372\n'
+            'allinone_cold_start_latency_seconds_sum{function="ab"} 9\n'
+            'allinone_cold_starts_total{function="ab"} 2.0\n')
+    assert r.parse_metric(text, "allinone_cold_start_latency_seconds_sum", "a") == 0.372
+    assert r.parse_metric(text, "allinone_cold_start_latency_seconds_sum", "ab") == 9.0
+    assert r.parse_metric(text, "allinone_cold_starts_total", "a") is None
+
+
+# -- the report ------------------------------------------------------------------------
+
+def test_report_shape_and_round_trip(tmp_path: Path) -> None:
+    rep = r.Report("scale_up", short=True, server="http://127.0.0.1:1", function="lt-x",
+                   tick_seconds=0.5, duration_s=2.0)
+    rep.records = [rec(0.1, 200), rec(0.5, 210)]
+    rep.samples = [{"t": 0.0, "ready": 1, "desired": 1}]
+    rep.criteria = [r.no_failures(rep.records)]
+    data = rep.as_dict()
+    assert tuple(data) == r.REPORT_KEYS
+    assert data["passed"] is True and data["version"] == r.REPORT_VERSION
+    assert data["criteria"][0] == {"name": "no failed request", "passed": True,
+                                   "measured": 0, "limit": 0,
+                                   "detail": "all 2 requests succeeded"}
+    assert data["requests"]["total"] == 2 and len(data["timeline"]) == 2
+    path = tmp_path / "out" / "scale_up.json"
+    r.write_report(rep, path)
+    assert r.load_report(path) == json.loads(json.dumps(data))
+
+
+def test_report_fails_without_criteria_or_with_errors() -> None:
+    assert not r.Report("x").passed  # nothing evaluated is not a pass
+    rep = r.Report("x", criteria=[r.Criterion("c", True, 0, 0, "ok")])
+    assert rep.passed
+    rep.errors.append("set-up failed: no server")
+    assert not rep.passed and rep.as_dict()["passed"] is False
+    rep.errors.clear()
+    rep.criteria.append(r.Criterion("d", False, 1, 0, "bad"))
+    assert not rep.passed
+
+
+def test_load_report_rejects_other_json(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    path.write_text('{"stats": []}')
+    with pytest.raises(ValueError, match="not a load test report"):
+        r.load_report(path)
+
+
+# -- the runner ------------------------------------------------------------------------
+
+def test_split_argv_and_locust_command() -> None:
+    ours, extra = split_argv(["scale_up", "--short", "--", "--max-p95-ms", "500"])
+    assert ours == ["scale_up", "--short"] and extra == ["--max-p95-ms", "500"]
+    assert split_argv(["--short"]) == (["--short"], [])
+    cmd = locust_command("scale_up", "http://127.0.0.1:8080", Path("/r/scale_up.json"), 0.5,
+                         True, ["--max-p95-ms", "500"])
+    assert cmd[:4] == [sys.executable, "-m", "locust", "-f"]
+    assert cmd[4].endswith("loadtests/scale_up.py")
+    for flag, value in (("--host", "http://127.0.0.1:8080"), ("--tick", "0.5"),
+                        ("--report", "/r/scale_up.json")):
+        assert cmd[cmd.index(flag) + 1] == value
+    assert "--headless" in cmd and "--short" in cmd and cmd[-2:] == ["--max-p95-ms", "500"]
+
+
+def test_every_scenario_has_a_locustfile() -> None:
+    for name in SCENARIOS:
+        assert (ROOT / "loadtests" / f"{name}.py").is_file()
+
+
+def test_runner_never_imports_locust() -> None:
+    # locust monkey-patches with gevent at import; the runner must stay clean of it.
+    code = ("import sys, loadtests.__main__, loadtests.report; "
+            "sys.exit(1 if {'locust', 'gevent'} & set(sys.modules) else 0)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_plot_renders_a_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from loadtests.plot import render
+
+    rep = r.Report("scale_up", function="lt-x", duration_s=3.0)
+    rep.records = [rec(0.1 * i, 200 + i, i != 7) for i in range(25)]
+    rep.samples = [{"t": 0.5 * i, "ready": min(i, 3), "desired": 3, "panic": i < 3}
+                   for i in range(7)]
+    rep.events = [{"t": 0.0, "label": "step"}]
+    rep.criteria = [r.no_failures(rep.records)]
+    data = rep.as_dict()
+    data["figures"] = {"expected_replicas": 3, "headline": "h",
+                       "deadline": {"from": 0.0, "to": 2.0, "label": "d"}}
+    out = render(data, tmp_path / "x.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
