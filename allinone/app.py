@@ -100,7 +100,8 @@ def build_app(settings: Settings, name: str = "allinone") -> Sanic[Any, Any]:
         runtime = DockerRuntime(settings.instance)
         controller = ReplicaSetController(
             store, runtime, replicasets, activator, clock,
-            PortAllocator(*settings.pod_port_range), settings.logs_dir)
+            PortAllocator(*settings.pod_port_range), settings.logs_dir,
+            keep_paused=settings.keep_paused_seconds)
         app.ctx.store = store
         app.ctx.loops = [functions.run(), replicasets.run(), controller.run(), reconciler.run(),
                          autoscaler.run()]

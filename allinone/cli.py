@@ -304,7 +304,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings(host=args.host, port=args.port, state_dir=Path(args.state_dir).expanduser(),
                         etcd_port=args.etcd_port, registry_port=args.registry_port,
                         etcd_url=args.etcd, registry=args.registry,
-                        autoscaler_tick_seconds=args.tick, base_image=args.base_image)
+                        autoscaler_tick_seconds=args.tick, base_image=args.base_image,
+                        keep_paused_seconds=args.keep_paused)
     try:
         serve(settings)
     except PreflightError as exc:
@@ -340,6 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--etcd", metavar="URL", help="use this running etcd instead of starting one")
     p.add_argument("--registry", metavar="HOST:PORT", help="use this running registry")
     p.add_argument("--tick", type=float, default=2.0, help="autoscaler tick in seconds")
+    p.add_argument("--keep-paused", type=float, default=0.0, metavar="SECONDS",
+                   help="keep a scaled-down pod paused this long, so the next scale-up "
+                        "resumes it (~20 ms) instead of starting a container (~110 ms); "
+                        "0 (default) removes it at once")
     p.add_argument("--base-image", default=base_image)
     p.add_argument("--quiet", action="store_true", help="log warnings only")
 

@@ -33,6 +33,8 @@ class Settings:
     # Pods listen on 127.0.0.1 ports allocated from this half-open range.
     pod_port_range: tuple[int, int] = (20000, 30000)
     autoscaler_tick_seconds: float = 2.0
+    # Keep a scaled-down pod paused this long for a ~20 ms resume; 0 = remove at once.
+    keep_paused_seconds: float = 0.0
     max_upload_bytes: int = 50 * 1024 * 1024
     max_unzipped_bytes: int = 200 * 1024 * 1024
     # Requests held per function while it scales from zero or waits for a free slot.

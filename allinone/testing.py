@@ -59,7 +59,9 @@ def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float
 
 
 class ServerProcess:
-    def __init__(self, state_dir: Path, tick: float = 0.5) -> None:
+    def __init__(self, state_dir: Path, tick: float = 0.5,
+                 extra_args: tuple[str, ...] = ()) -> None:
+        self.extra_args = extra_args
         self.state_dir = state_dir
         self.port = free_port()
         self.etcd_port = free_port(pair=True)
@@ -80,7 +82,8 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "allinone.cli", "serve", "--state-dir", str(self.state_dir),
              "--port", str(self.port), "--etcd-port", str(self.etcd_port),
-             "--registry-port", str(self.registry_port), "--tick", str(self.tick)],
+             "--registry-port", str(self.registry_port), "--tick", str(self.tick),
+             *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ},
         )
         log.close()

@@ -21,6 +21,14 @@ that dies makes its pod ``Failed``; the plan removes it and creates a replacemen
 On start, running containers that match Pod objects are adopted (probed, then Ready);
 Pod objects without a container are deleted and containers without a Pod object are
 removed, so a restart never leaves duplicates or strays.
+
+Paused pods (opt-in, ``keep_paused`` seconds > 0): a pod removed by a scale-down is
+drained as usual, then frozen (``docker pause``) instead of removed, keeping its port.
+The next scale-up of the same template unpauses it: ~20 ms to the first answer instead
+of ~110 ms for a fresh container. A parked container is not a pod (no Pod object, not
+counted in any replica number); it is removed after ``keep_paused`` seconds, when the
+template changes or the ReplicaSet goes, and at a restart (as a container without a
+Pod object). Off by default because it keeps memory and a container at zero replicas.
 """
 
 from __future__ import annotations
@@ -98,6 +106,18 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class Parked:
+    """A drained pod's container, frozen for reuse by the next scale-up."""
+
+    pod: str
+    function: str
+    template_hash: str
+    port: int
+    container_id: str
+    since: float  # loop time it was parked
+
+
 class PortAllocator:
     """Loopback ports for pods: never one we handed out, and never one in use already.
 
@@ -139,6 +159,7 @@ class ReplicaSetController:
         probe: ProbeFn | None = None,
         workers: int = 4,
         crash_backoff: float = 0.5,
+        keep_paused: float = 0.0,
     ) -> None:
         self.store = store
         self.runtime = runtime
@@ -149,6 +170,8 @@ class ReplicaSetController:
         self.logs_dir = logs_dir
         self.probe = probe or self._http_probe
         self.pods: dict[str, PodRecord] = {}
+        self.keep_paused = keep_paused
+        self.parked: dict[str, list[Parked]] = {}
         # Crash-loop backoff per function: consecutive pod failures, and the loop time
         # before which no replacement is created. 0.5 s doubling to 30 s: 0.5, 1, 2, 4...
         self.crash_backoff = crash_backoff
@@ -252,8 +275,14 @@ class ReplicaSetController:
         p = plan(desired, thash, [r.view() for r in pods])
         for pod_name in p.remove:
             rec = self.pods[pod_name]
+            # Only a healthy pod of the current template, removed by a scale-down, is
+            # worth keeping frozen; failed and outdated ones are gone for good.
+            park = (self.keep_paused > 0 and rec.template_hash == thash and rec.ready
+                    and rec.container_id is not None)
             rec.phase, rec.ready = TERMINATING, False
-            self._spawn(self._terminate(rec, template))
+            self._spawn(self._terminate(rec, template, park))
+        if rs is None and self.parked.get(name):
+            self._spawn(self._evict(name, None))
         create = p.create
         crashes, not_before = self._crashes.get(name, (0, 0.0))
         wait = not_before - asyncio.get_running_loop().time()
@@ -263,6 +292,16 @@ class ReplicaSetController:
             create = 0
         for _ in range(create):
             assert template is not None and thash is not None
+            parked = self._take_parked(name, thash)
+            if parked is not None:
+                rec = PodRecord(
+                    name=parked.pod, function=name, template_hash=thash, port=parked.port,
+                    phase=PENDING, ready=False, created=self.clock.now(),
+                    container_id=parked.container_id,
+                )
+                self.pods[rec.name] = rec
+                self._spawn(self._resume(rec, template))
+                continue
             rec = PodRecord(
                 name=f"{name}-{secrets.token_hex(3)}", function=name, template_hash=thash,
                 port=self.ports.allocate(), phase=PENDING, ready=False, created=self.clock.now(),
@@ -271,6 +310,59 @@ class ReplicaSetController:
             self._spawn(self._launch(rec, template))
         if rs is not None:
             await self._write_rs_status(rs)
+
+    def _take_parked(self, function: str, thash: str) -> Parked | None:
+        stack = self.parked.get(function)
+        while stack:
+            p = stack.pop()  # the most recently parked: the warmest
+            if p.template_hash == thash:
+                return p
+            self._spawn(self._remove_parked(p))
+        return None
+
+    async def _resume(self, rec: PodRecord, template: Obj) -> None:
+        assert rec.container_id is not None
+        try:
+            rec.obj = await self.store.create(objects.pod_key(rec.name),
+                                              self._pod_object(rec, template))
+            await self.runtime.unpause(rec.container_id)
+        except Exception as exc:
+            log.warning("pod %s could not be resumed: %s", rec.name, exc)
+            self._pod_failed(rec, f"paused container could not be resumed: {exc}")
+            await self._write_pod(rec)
+            self.enqueue(rec.function)
+            return
+        log.info("pod %s resumed from pause", rec.name)
+        await self._await_ready(rec)
+
+    async def _remove_parked(self, p: Parked) -> None:
+        try:
+            await self._save_logs(p.function, p.pod, p.container_id)
+            await self.runtime.remove(p.container_id)
+        except Exception as exc:
+            log.warning("removing paused container of %s failed: %s", p.pod, exc)
+            return
+        self.ports.release(p.port)
+
+    async def _evict(self, function: str, current_hash: str | None,
+                     now: float | None = None) -> None:
+        """Remove parked containers of another template (all, for None), or older than
+        ``keep_paused`` at ``now``."""
+        keep = []
+        for p in self.parked.pop(function, []):
+            expired = now is not None and now - p.since > self.keep_paused
+            if p.template_hash != current_hash or expired:
+                await self._remove_parked(p)
+            else:
+                keep.append(p)
+        if keep:
+            self.parked.setdefault(function, []).extend(keep)
+
+    async def _evict_stale(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for function in list(self.parked):
+            rs = self.replicasets.get(function)
+            await self._evict(function, rs["spec"].get("templateHash") if rs else None, now)
 
     async def _enqueue_later(self, name: str, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -402,11 +494,17 @@ class ReplicaSetController:
         except (aiohttp.ClientError, TimeoutError, OSError):
             return False
 
-    async def _terminate(self, rec: PodRecord, template: Obj | None) -> None:
+    async def _terminate(self, rec: PodRecord, template: Obj | None, park: bool = False) -> None:
         timeout = float((template or {}).get("timeoutSeconds", 60))
         try:
             await self._write_pod(rec)
             await self.endpoints.drain(rec.function, rec.name, timeout)
+            if park and rec.container_id and await self._park(rec):
+                with contextlib.suppress(NotFound):
+                    await self.store.delete(objects.pod_key(rec.name))
+                self.pods.pop(rec.name, None)  # its port stays allocated to the container
+                self.enqueue(rec.function)
+                return
             if rec.container_id:
                 await self._save_logs(rec.function, rec.name, rec.container_id)
                 await self.runtime.remove(rec.container_id)
@@ -420,6 +518,18 @@ class ReplicaSetController:
         self.pods.pop(rec.name, None)
         self.ports.release(rec.port)
         self.enqueue(rec.function)
+
+    async def _park(self, rec: PodRecord) -> bool:
+        assert rec.container_id is not None
+        try:
+            await self.runtime.pause(rec.container_id)
+        except Exception as exc:
+            log.warning("could not pause pod %s (%s); removing it", rec.name, exc)
+            return False
+        self.parked.setdefault(rec.function, []).append(Parked(
+            rec.name, rec.function, rec.template_hash, rec.port, rec.container_id,
+            asyncio.get_running_loop().time()))
+        return True
 
     async def _save_logs(self, function: str, pod: str, container_id: str) -> None:
         """Keep what a pod printed after its container is gone, for `allinone logs`."""
@@ -446,6 +556,8 @@ class ReplicaSetController:
         """Notice containers that died under a Running pod and fail the pod."""
         while True:
             await asyncio.sleep(MONITOR_INTERVAL)
+            if self.parked:
+                await self._evict_stale()
             try:
                 running = {c.id for c in await self.runtime.list() if c.running}
             except Exception as exc:

@@ -38,7 +38,7 @@ class ContainerInfo:
     id: str
     pod: str
     function: str
-    running: bool
+    running: bool  # alive: running, or paused (frozen but holding its port)
     labels: dict[str, str]
     exit_code: int | None = None
 
@@ -59,3 +59,9 @@ class ContainerRuntime(Protocol):
     async def logs(self, container_id: str, tail: int = 1000) -> str:
         """What the container printed (stdout and stderr), '' when it is gone."""
         ...
+
+    async def pause(self, container_id: str) -> None:
+        """Freeze every process of the container (cgroup freezer); its sockets stay open."""
+        ...
+
+    async def unpause(self, container_id: str) -> None: ...

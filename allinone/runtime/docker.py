@@ -115,11 +115,17 @@ class DockerRuntime:
                 id=row["Id"],
                 pod=labels.get(LABEL_POD, ""),
                 function=labels.get(LABEL_FUNCTION, ""),
-                running=row.get("State") == "running",
+                running=row.get("State") in ("running", "paused"),
                 labels=labels,
                 exit_code=exit_code,
             ))
         return out
+
+    async def pause(self, container_id: str) -> None:
+        await asyncio.to_thread(self._api.pause, container_id)
+
+    async def unpause(self, container_id: str) -> None:
+        await asyncio.to_thread(self._api.unpause, container_id)
 
     async def logs(self, container_id: str, tail: int = 1000) -> str:
         return await asyncio.to_thread(self._logs, container_id, tail)

@@ -24,6 +24,7 @@ class MemoryRuntime:
         self.instance = instance
         self.containers: dict[str, ContainerInfo] = {}
         self.specs: dict[str, ContainerSpec] = {}
+        self.paused: set[str] = set()
         self.fail_next_start: str | None = None
         self._ids = itertools.count(1)
 
@@ -47,6 +48,12 @@ class MemoryRuntime:
 
     async def logs(self, container_id: str, tail: int = 1000) -> str:
         return f"logs of {container_id}\n" if container_id in self.containers else ""
+
+    async def pause(self, container_id: str) -> None:
+        self.paused.add(container_id)
+
+    async def unpause(self, container_id: str) -> None:
+        self.paused.discard(container_id)
 
     def crash(self, container_id: str, exit_code: int = 1) -> None:
         c = self.containers[container_id]

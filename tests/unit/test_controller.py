@@ -55,7 +55,8 @@ async def put_rs(store: MemoryStore, name: str, replicas: int, thash: str = "h1"
 
 
 class Env:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, keep_paused: float = 0.0) -> None:
+        self.keep_paused = keep_paused
         self.store = MemoryStore()
         self.runtime = MemoryRuntime()
         self.sink = Sink()
@@ -68,7 +69,8 @@ class Env:
         self.rs = Informer(self.store, objects.REPLICASETS_PREFIX)
         return ReplicaSetController(self.store, self.runtime, self.rs, self.sink, ManualClock(),
                                     PortAllocator(41000, 41100), self.tmp / "logs",
-                                    probe=self.probe, crash_backoff=0.05)
+                                    probe=self.probe, crash_backoff=0.05,
+                                    keep_paused=self.keep_paused)
 
     async def probe(self, address: str) -> bool:
         return self.healthy
@@ -84,8 +86,8 @@ class Env:
 
 
 @contextlib.asynccontextmanager
-async def running_env(tmp_path: Path) -> AsyncIterator[Env]:
-    env = Env(tmp_path)
+async def running_env(tmp_path: Path, keep_paused: float = 0.0) -> AsyncIterator[Env]:
+    env = Env(tmp_path, keep_paused)
     tasks = [asyncio.ensure_future(env.rs.run()), asyncio.ensure_future(env.controller.run())]
     await env.controller.started.wait()
     try:
@@ -242,3 +244,58 @@ def test_port_is_free_sees_a_bound_port() -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         assert not port_is_free(s.getsockname()[1])
+
+
+async def test_scale_down_parks_and_scale_up_resumes_the_same_container(tmp_path: Path) -> None:
+    async with running_env(tmp_path, keep_paused=60) as env:
+        await put_rs(env.store, "f", 1)
+        await env.settle()
+        (cid,) = env.runtime.containers
+        await put_rs(env.store, "f", 0)
+        await env.settle()
+        assert env.runtime.paused == {cid}  # frozen, not removed
+        assert await env.store.list(objects.PODS_PREFIX) == ([], env.store.revision)
+        rs = await env.store.get(objects.replicaset_key("f"))
+        assert rs["status"]["replicas"] == 0  # a parked container is not a pod
+
+        await put_rs(env.store, "f", 1)
+        await env.settle()
+        assert list(env.runtime.containers) == [cid] and env.runtime.paused == set()
+        pods, _ = await env.store.list(objects.PODS_PREFIX)
+        assert len(pods) == 1 and pods[0]["status"]["ready"] is True
+
+
+async def test_parked_containers_are_evicted_on_template_change_and_expiry(
+    tmp_path: Path,
+) -> None:
+    async with running_env(tmp_path, keep_paused=60) as env:
+        await put_rs(env.store, "f", 1)
+        await env.settle()
+        (old,) = env.runtime.containers
+        await put_rs(env.store, "f", 0)
+        await env.settle()
+        # A new template: the parked container is useless and goes; a fresh one starts.
+        await put_rs(env.store, "f", 1, thash="h2", template={**TEMPLATE, "image": "new"})
+        await env.settle()
+        assert old not in env.runtime.containers
+        assert [s.image for s in env.runtime.specs.values()] == ["new"]
+
+    async with running_env(tmp_path / "b", keep_paused=0.5) as env:
+        await put_rs(env.store, "g", 1)
+        await env.settle()
+        await put_rs(env.store, "g", 0)
+        await env.settle()
+        assert len(env.runtime.paused) == 1
+        await asyncio.sleep(1.6)  # older than keep_paused, seen by the 1 s monitor
+        assert env.runtime.containers == {}
+
+
+async def test_failed_pods_are_never_parked(tmp_path: Path) -> None:
+    async with running_env(tmp_path, keep_paused=60) as env:
+        await put_rs(env.store, "f", 1)
+        await env.settle()
+        (cid,) = env.runtime.containers
+        env.runtime.crash(cid)
+        await asyncio.sleep(1.3)
+        await env.settle()
+        assert cid not in env.runtime.containers and env.runtime.paused == set()
