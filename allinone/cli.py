@@ -379,9 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    if argv[:1] == ["loadtest"] or (len(argv) > 2 and argv[2:3] == ["loadtest"]):
-        args, rest = parser.parse_known_args(argv)
-        rest = argv[argv.index("loadtest") + 1:]
+    if "loadtest" in argv[:3]:
+        # Everything after `loadtest` belongs to the runner; a global --server before it
+        # is passed on so `allinone --server URL loadtest` uses that server.
+        i = argv.index("loadtest")
+        args, _ = parser.parse_known_args(argv[:i + 1])
+        rest = argv[i + 1:]
+        if "--server" in argv[:i] and "--server" not in rest:
+            rest = ["--server", args.server, *rest]
         try:
             return cmd_loadtest(args, rest)
         except KeyboardInterrupt:

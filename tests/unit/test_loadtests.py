@@ -202,7 +202,7 @@ def test_split_argv_and_locust_command() -> None:
     assert cmd[:4] == [sys.executable, "-m", "locust", "-f"]
     assert cmd[4].endswith("loadtests/scale_up.py")
     for flag, value in (("--host", "http://127.0.0.1:8080"), ("--tick", "0.5"),
-                        ("--report", "/r/scale_up.json")):
+                        ("--report", "/r/scale_up.json"), ("--max-seconds", "180")):
         assert cmd[cmd.index(flag) + 1] == value
     assert "--headless" in cmd and "--short" in cmd and cmd[-2:] == ["--max-p95-ms", "500"]
 

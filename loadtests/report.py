@@ -1,0 +1,323 @@
+"""Pure helpers of the load tests: statistics, the KPA's expected count, criteria, reports.
+
+Nothing here imports locust, gevent or matplotlib, so the runner (``python -m
+loadtests``), the plotter and the unit tests use it without gevent's monkey-patching.
+The locustfiles fill a report through :mod:`loadtests.common`; this module decides
+what the numbers mean.
+
+Conventions:
+
+- Times in a report are seconds relative to the scenario's ``t0`` (the moment its
+  set-up finished and load could begin); latencies are milliseconds.
+- Percentiles interpolate linearly between closest ranks (numpy's default), so the p50
+  of ``[1, 2, 3, 4]`` is 2.5 and the p95 of one value is that value.
+- A criterion is a :class:`Criterion`: a name, whether it passed, what was measured,
+  the limit, and one sentence a person can read without the code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPORT_VERSION = 1
+
+# The default scaling block of a Function (allinone.objects.DEFAULT_SCALING), repeated
+# so that this module imports nothing from the server package.
+DEFAULT_SCALING: dict[str, float] = {
+    "minScale": 0, "maxScale": 10, "initialScale": 0, "target": 10,
+    "targetUtilizationPercentage": 70, "containerConcurrency": 0, "stableWindowSeconds": 60,
+    "panicWindowPercentage": 10, "panicThresholdPercentage": 200, "maxScaleUpRate": 1000,
+    "maxScaleDownRate": 2, "scaleToZeroGracePeriodSeconds": 30,
+}
+
+# Keys every report has (see :func:`new_report`); the unit tests pin this shape.
+REPORT_KEYS = (
+    "version", "scenario", "passed", "short", "server", "function", "deployed", "scaling",
+    "tick_seconds", "started_at", "duration_s", "params", "criteria", "figures",
+    "requests", "failures", "events", "samples", "timeline", "records", "errors",
+)
+
+EXPECTED_FORMULA = ("expected = min(maxScale, max(minScale, ceil(concurrency / "
+                    "(target x targetUtilizationPercentage / 100))))")
+
+
+# -- statistics ------------------------------------------------------------------------
+
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """The ``q``-th percentile (0-100) with linear interpolation; None for no values."""
+    data = sorted(values)
+    if not data:
+        return None
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile must be between 0 and 100, got {q}")
+    pos = (len(data) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(data) - 1)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def summarize(values: Sequence[float]) -> dict[str, float | int | None]:
+    """count, min, mean, p50, p95, p99 and max of latencies (ms), rounded to 0.001."""
+    def r(x: float | None) -> float | None:
+        return None if x is None else round(x, 3)
+    return {
+        "count": len(values),
+        "min": r(min(values)) if values else None,
+        "mean": r(sum(values) / len(values)) if values else None,
+        "p50": r(percentile(values, 50)),
+        "p95": r(percentile(values, 95)),
+        "p99": r(percentile(values, 99)),
+        "max": r(max(values)) if values else None,
+    }
+
+
+def fmt_ms(x: float | None) -> str:
+    """A latency for people: '-' when missing, 1 decimal below 10 ms, else whole ms."""
+    if x is None:
+        return "-"
+    return f"{x:.1f}" if abs(x) < 10 else f"{x:.0f}"
+
+
+# -- Prometheus text ------------------------------------------------------------------
+
+_METRIC_LINE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)\{(?P<labels>[^}]*)\}\s+'
+                          r'(?P<value>\S+)$')
+
+
+def parse_metric(text: str, metric: str, function: str) -> float | None:
+    """The value of ``metric{function="..."}`` in Prometheus text; None when absent."""
+    want = f'function="{function}"'
+    for line in text.splitlines():
+        m = _METRIC_LINE.match(line)
+        if m and m["name"] == metric and want in m["labels"].split(","):
+            try:
+                return float(m["value"])
+            except ValueError:
+                return None
+    return None
+
+
+# -- the KPA's expected count -------------------------------------------------------
+
+def scaling_with_defaults(scaling: Mapping[str, Any] | None) -> dict[str, float]:
+    return {**DEFAULT_SCALING, **(scaling or {})}
+
+
+def per_pod_target(scaling: Mapping[str, Any] | None) -> float:
+    """Concurrent requests one pod should carry: target x utilization, 10 x 70 % = 7."""
+    s = scaling_with_defaults(scaling)
+    return float(s["target"]) * float(s["targetUtilizationPercentage"]) / 100.0
+
+
+def expected_replicas(concurrency: float, scaling: Mapping[str, Any] | None) -> int:
+    """The pods the KPA settles on for a steady ``concurrency`` (see EXPECTED_FORMULA).
+
+    6 concurrent at target 2 and 100 % -> ceil(6 / 2) = 3; bounded by min/max scale.
+    The 1e-9 rounding matches the KPA, so 1.1 x 10 = 11.000000000000002 is 11, not 12.
+    """
+    s = scaling_with_defaults(scaling)
+    raw = math.ceil(round(concurrency / per_pod_target(s), 9)) if concurrency > 0 else 0
+    return int(min(s["maxScale"], max(s["minScale"], raw)))
+
+
+# -- criteria --------------------------------------------------------------------------
+
+@dataclass
+class Criterion:
+    name: str
+    passed: bool
+    measured: Any
+    limit: Any
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def no_failures(records: Sequence[Sequence[Any]], what: str = "requests") -> Criterion:
+    """Every recorded request succeeded (a record is ``[t, ms, ok, name, error]``)."""
+    failed = [r for r in records if not r[2]]
+    if not records:
+        return Criterion("no failed request", False, 0, 0,
+                         f"no {what} were made, so nothing was shown to work")
+    detail = (f"all {len(records)} {what} succeeded" if not failed else
+              f"{len(failed)} of {len(records)} {what} failed, first: {failed[0][4] or '?'}")
+    return Criterion("no failed request", not failed, len(failed), 0, detail)
+
+
+def first_time(samples: Sequence[Mapping[str, Any]], key: str, pred: Any,
+               after: float = float("-inf")) -> float | None:
+    """The time of the first sample at or after ``after`` whose ``key`` satisfies ``pred``."""
+    for s in samples:
+        v = s.get(key)
+        if s["t"] >= after and v is not None and pred(v):
+            return float(s["t"])
+    return None
+
+
+def reaches_within(samples: Sequence[Mapping[str, Any]], target: int, start: float,
+                   within: float, key: str = "ready") -> Criterion:
+    """``key`` replicas reach ``target`` no later than ``within`` s after ``start``."""
+    t = first_time(samples, key, lambda v: v >= target, after=start)
+    took = None if t is None else round(t - start, 3)
+    ok = took is not None and took <= within
+    if took is None:
+        peak = max((s.get(key) or 0 for s in samples if s["t"] >= start), default=0)
+        detail = f"{key} replicas never reached {target} (peak {peak})"
+    else:
+        detail = f"{key} replicas reached {target} {took:.1f} s after the step (limit {within:g} s)"
+    return Criterion(f"{key} replicas reach {target}", ok, took, within, detail)
+
+
+def at_most(name: str, measured: float | None, limit: float, unit: str, what: str) -> Criterion:
+    """A generic ``measured <= limit``; None (never happened) fails."""
+    ok = measured is not None and measured <= limit
+    shown = "never" if measured is None else f"{measured:.3g} {unit}"
+    return Criterion(name, ok, measured, limit, f"{what}: {shown} (limit {limit:g} {unit})")
+
+
+def latency_threshold(label: str, values: Sequence[float], q: float,
+                      limit_ms: float | None) -> Criterion | None:
+    """An optional latency criterion; None when the threshold is off (0 or None)."""
+    if not limit_ms:
+        return None
+    measured = percentile(values, q)
+    return at_most(f"{label} p{q:g} <= {limit_ms:g} ms", measured, limit_ms, "ms",
+                   f"{label} p{q:g}")
+
+
+# -- time series -----------------------------------------------------------------------
+
+def timeline(records: Sequence[Sequence[Any]], end: float | None = None,
+             bucket: float = 1.0) -> list[dict[str, Any]]:
+    """Per-bucket throughput and latency, bucketed by when each request *finished*.
+
+    A record is ``[t_start, ms, ok, name, error]``. Each row: ``t`` (bucket start),
+    ``rps`` (answers per second), ``fail_rps``, ``p50_ms`` and ``p95_ms`` (None when the
+    bucket had no answer). Buckets run from 0 to ``end`` (default: the last answer).
+    """
+    done = [(r[0] + r[1] / 1000.0, r[1], bool(r[2])) for r in records]
+    last = max((d[0] for d in done), default=0.0)
+    stop = max(end if end is not None else last, last)
+    n = max(1, math.ceil(stop / bucket - 1e-9)) if stop > 0 else 1
+    buckets: list[list[tuple[float, bool]]] = [[] for _ in range(n)]
+    for t_end, ms, ok in done:
+        i = min(n - 1, max(0, int(t_end // bucket)))
+        buckets[i].append((ms, ok))
+    rows = []
+    for i, b in enumerate(buckets):
+        lat = [ms for ms, _ in b]
+        p50, p95 = percentile(lat, 50), percentile(lat, 95)
+        rows.append({
+            "t": round(i * bucket, 3),
+            "rps": round(len(b) / bucket, 3),
+            "fail_rps": round(sum(1 for _, ok in b if not ok) / bucket, 3),
+            "p50_ms": None if p50 is None else round(p50, 3),
+            "p95_ms": None if p95 is None else round(p95, 3),
+        })
+    return rows
+
+
+def request_stats(records: Sequence[Sequence[Any]]) -> dict[str, Any]:
+    """Totals and per-name latency summaries of the recorded requests."""
+    by_name: dict[str, list[Sequence[Any]]] = {}
+    for r in records:
+        by_name.setdefault(str(r[3]), []).append(r)
+    return {
+        "total": len(records),
+        "failures": sum(1 for r in records if not r[2]),
+        "by_name": {
+            name: {**summarize([float(r[1]) for r in rs]),
+                   "failures": sum(1 for r in rs if not r[2])}
+            for name, rs in sorted(by_name.items())
+        },
+    }
+
+
+def failure_summary(records: Sequence[Sequence[Any]], limit: int = 20) -> list[dict[str, Any]]:
+    """Distinct errors with their counts, most frequent first."""
+    counts: dict[tuple[str, str], int] = {}
+    for r in records:
+        if not r[2]:
+            key = (str(r[3]), str(r[4] or "unknown error"))
+            counts[key] = counts.get(key, 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:limit]
+    return [{"name": n, "error": e, "occurrences": c} for (n, e), c in ranked]
+
+
+# -- the report ------------------------------------------------------------------------
+
+@dataclass
+class Report:
+    """One scenario run; :meth:`as_dict` is the JSON written next to the PNG."""
+
+    scenario: str
+    short: bool = False
+    server: str = ""
+    function: str = ""
+    deployed: bool = False
+    scaling: dict[str, Any] = field(default_factory=dict)
+    tick_seconds: float = 2.0
+    started_at: float = 0.0
+    duration_s: float = 0.0
+    params: dict[str, Any] = field(default_factory=dict)
+    criteria: list[Criterion] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    records: list[list[Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.criteria) and not self.errors and all(c.passed for c in self.criteria)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version": REPORT_VERSION,
+            "scenario": self.scenario,
+            "passed": self.passed,
+            "short": self.short,
+            "server": self.server,
+            "function": self.function,
+            "deployed": self.deployed,
+            "scaling": self.scaling,
+            "tick_seconds": self.tick_seconds,
+            "started_at": self.started_at,
+            "duration_s": round(self.duration_s, 3),
+            "params": self.params,
+            "criteria": [c.as_dict() for c in self.criteria],
+            "figures": self.figures,
+            "requests": request_stats(self.records),
+            "failures": failure_summary(self.records),
+            "events": self.events,
+            "samples": self.samples,
+            "timeline": timeline(self.records, end=self.duration_s),
+            "records": self.records,
+            "errors": self.errors,
+        }
+
+
+def write_report(report: Report | Mapping[str, Any], path: Path) -> dict[str, Any]:
+    data = report.as_dict() if isinstance(report, Report) else dict(report)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return data
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    """A report as written by :func:`write_report`; ValueError when it is not one."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    missing = [k for k in REPORT_KEYS if k not in data] if isinstance(data, dict) else ["*"]
+    if missing:
+        raise ValueError(f"{path} is not a load test report (missing {missing})")
+    out: dict[str, Any] = data
+    return out
