@@ -21,21 +21,14 @@ distribution, and the ready replicas over time. Optional ``--max-p50-ms`` /
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import gevent
 import gevent.event
 from locust import events
 
-try:
-    from loadtests.common import FIXTURES, Scenario, ScenarioShape, ScenarioUser
-    from loadtests.report import Criterion, fmt_ms, no_failures, summarize
-except ImportError:  # run from outside the repository: put its root on the path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from loadtests.common import FIXTURES, Scenario, ScenarioShape, ScenarioUser
-    from loadtests.report import Criterion, fmt_ms, no_failures, summarize
+from loadtests.common import FIXTURES, Scenario, ScenarioShape, ScenarioUser
+from loadtests.report import Criterion, fmt_ms, no_failures, summarize
 
 NAME = "burst"
 

@@ -27,35 +27,21 @@ the first tick after the grace period.
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import gevent
 from locust import events
 
-try:
-    from loadtests.common import (
-        FIXTURES,
-        POLL_INTERVAL,
-        Scenario,
-        ScenarioError,
-        ScenarioShape,
-        ScenarioUser,
-    )
-    from loadtests.report import Criterion, at_most, fmt_ms, no_failures, summarize
-except ImportError:  # run from outside the repository: put its root on the path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from loadtests.common import (
-        FIXTURES,
-        POLL_INTERVAL,
-        Scenario,
-        ScenarioError,
-        ScenarioShape,
-        ScenarioUser,
-    )
-    from loadtests.report import Criterion, at_most, fmt_ms, no_failures, summarize
+from loadtests.common import (
+    FIXTURES,
+    POLL_INTERVAL,
+    Scenario,
+    ScenarioError,
+    ScenarioShape,
+    ScenarioUser,
+)
+from loadtests.report import Criterion, at_most, fmt_ms, no_failures, summarize
 
 
 @events.init_command_line_parser.add_listener

@@ -20,40 +20,23 @@ time until the autoscaler *wanted* that count, the peak and the final count.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import gevent
 from locust import events
 
-try:
-    from loadtests.common import FIXTURES, Scenario, ScenarioShape, ScenarioUser
-    from loadtests.report import (
-        EXPECTED_FORMULA,
-        Criterion,
-        expected_replicas,
-        first_time,
-        fmt_ms,
-        no_failures,
-        per_pod_target,
-        reaches_within,
-        summarize,
-    )
-except ImportError:  # run from outside the repository: put its root on the path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from loadtests.common import FIXTURES, Scenario, ScenarioShape, ScenarioUser
-    from loadtests.report import (
-        EXPECTED_FORMULA,
-        Criterion,
-        expected_replicas,
-        first_time,
-        fmt_ms,
-        no_failures,
-        per_pod_target,
-        reaches_within,
-        summarize,
-    )
+from loadtests.common import FIXTURES, Scenario, ScenarioShape, ScenarioUser
+from loadtests.report import (
+    EXPECTED_FORMULA,
+    Criterion,
+    expected_replicas,
+    first_time,
+    fmt_ms,
+    no_failures,
+    per_pod_target,
+    reaches_within,
+    summarize,
+)
 
 
 @events.init_command_line_parser.add_listener

@@ -327,13 +327,16 @@ class ReplicaSetController:
                                               self._pod_object(rec, template))
             await self.runtime.unpause(rec.container_id)
         except Exception as exc:
-            log.warning("pod %s could not be resumed: %s", rec.name, exc)
-            self._pod_failed(rec, f"paused container could not be resumed: {exc}")
-            await self._write_pod(rec)
-            self.enqueue(rec.function)
+            await self._start_failed(rec, f"paused container could not be resumed: {exc}")
             return
         log.info("pod %s resumed from pause", rec.name)
         await self._await_ready(rec)
+
+    async def _start_failed(self, rec: PodRecord, message: str) -> None:
+        log.warning("pod %s: %s", rec.name, message)
+        self._pod_failed(rec, message)
+        await self._write_pod(rec)
+        self.enqueue(rec.function)
 
     async def _remove_parked(self, p: Parked) -> None:
         try:
@@ -443,10 +446,7 @@ class ReplicaSetController:
                 cpus=float(res.get("cpus", 1.0)),
             ))
         except Exception as exc:
-            log.warning("pod %s failed to start: %s", rec.name, exc)
-            self._pod_failed(rec, f"container failed to start: {exc}")
-            await self._write_pod(rec)
-            self.enqueue(rec.function)
+            await self._start_failed(rec, f"container failed to start: {exc}")
             return
         await self._await_ready(rec)
 
