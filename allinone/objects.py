@@ -30,12 +30,6 @@ MAX_NAME = 63
 
 # Phases
 BUILDING, READY, FAILED = "Building", "Ready", "Failed"
-POD_PENDING, POD_RUNNING, POD_TERMINATING, POD_FAILED = (
-    "Pending",
-    "Running",
-    "Terminating",
-    "Failed",
-)
 
 
 class ValidationError(ValueError):

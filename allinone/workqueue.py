@@ -34,9 +34,6 @@ class WorkQueue:
         if key not in self._processing:
             self._queue.put_nowait(key)
 
-    def idle(self) -> bool:
-        return not self._dirty and not self._processing
-
     async def _retry(self, key: str, delay: float) -> None:
         await asyncio.sleep(delay)
         self.add(key)

@@ -335,13 +335,3 @@ class Activator:
                     "have run"))
             finally:
                 self._release(r, ep)
-
-    def stats(self, function: str) -> dict[str, Any]:
-        r = self.routes.get(function)
-        if r is None:
-            return {"readyPods": 0, "queued": 0, "inFlight": 0}
-        return {
-            "readyPods": r.ready_count(),
-            "queued": len(r.waiters),
-            "inFlight": sum(e.in_flight for e in r.endpoints.values()),
-        }

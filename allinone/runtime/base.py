@@ -40,7 +40,6 @@ class ContainerInfo:
     function: str
     running: bool  # alive: running, or paused (frozen but holding its port)
     labels: dict[str, str]
-    exit_code: int | None = None
 
 
 class ContainerRuntime(Protocol):

@@ -104,20 +104,12 @@ class DockerRuntime:
         out = []
         for row in rows:
             labels = row.get("Labels") or {}
-            exit_code = None
-            status = row.get("Status", "")
-            if status.startswith("Exited ("):
-                try:
-                    exit_code = int(status.split("(", 1)[1].split(")", 1)[0])
-                except ValueError:
-                    exit_code = None
             out.append(ContainerInfo(
                 id=row["Id"],
                 pod=labels.get(LABEL_POD, ""),
                 function=labels.get(LABEL_FUNCTION, ""),
                 running=row.get("State") in ("running", "paused"),
                 labels=labels,
-                exit_code=exit_code,
             ))
         return out
 

@@ -55,8 +55,8 @@ class MemoryRuntime:
     async def unpause(self, container_id: str) -> None:
         self.paused.discard(container_id)
 
-    def crash(self, container_id: str, exit_code: int = 1) -> None:
+    def crash(self, container_id: str) -> None:
         c = self.containers[container_id]
         self.containers[container_id] = ContainerInfo(
-            c.id, c.pod, c.function, False, c.labels, exit_code
+            c.id, c.pod, c.function, False, c.labels
         )
