@@ -13,9 +13,11 @@ stopped). Two limits, set on ``allinone serve``:
 They act twice:
 
 1. **Admission** (:func:`admit`, at create and update, HTTP 400): a spec is refused
-   when it cannot fit at all: ``maxScale`` above the ceiling; one pod, ``minScale`` or
-   ``initialScale`` pods larger than the budget; or its ``minScale`` pods next to the
-   ``minScale`` pods every other function keeps running.
+   when it cannot fit at all: a ``maxScale`` (``minScale``, ``initialScale``) above the
+   ceiling; one pod, ``minScale`` or ``initialScale`` pods larger than the budget; or
+   its ``minScale`` pods next to the ``minScale`` pods every other function keeps
+   running. A ``maxScale`` the user left out (the default 10) is lowered to the
+   ceiling rather than refused (:func:`with_ceiling`).
 2. **Run time** (:func:`cap_replicas`, where the autoscaler writes desired replicas):
    a scale-up is capped at what fits next to the memory other functions hold now
    (:func:`committed_mib`: per ReplicaSet the larger of its desired and its running
@@ -98,6 +100,27 @@ def _reserved(fn: Obj) -> int:
 _FLAGS = ("the server's operator sets it with `allinone serve --pod-memory-budget MIB`")
 
 
+def max_scale_given(user_spec: object) -> bool:
+    """Whether a user's (partial) spec sets scaling.maxScale itself."""
+    scaling = user_spec.get("scaling") if isinstance(user_spec, Mapping) else None
+    return isinstance(scaling, Mapping) and "maxScale" in scaling
+
+
+def with_ceiling(spec: Obj, limits: Limits, *, max_scale_given: bool) -> Obj:
+    """``spec`` with a maxScale the user did not give lowered to the ceiling.
+
+    The default maxScale (10) is not the user's wish: on a server whose ceiling is
+    lower it becomes the ceiling, instead of refusing every spec that leaves it out.
+    A maxScale the user gave is checked by :func:`admit` and refused if too high.
+    """
+    ceiling = limits.max_pods_per_function
+    if max_scale_given or objects.scaling(spec)["maxScale"] <= ceiling:
+        return spec
+    out = copy.deepcopy(spec)
+    out["scaling"] = {**objects.scaling(spec), "maxScale": ceiling}
+    return out
+
+
 def admit(name: str, spec: Obj, others: Iterable[Obj], limits: Limits) -> None:
     """Refuse (ValidationError) a Function spec that cannot fit this server's limits.
 
@@ -108,11 +131,13 @@ def admit(name: str, spec: Obj, others: Iterable[Obj], limits: Limits) -> None:
     memory = memory_of(spec)
     budget = limits.pod_memory_mib
     ceiling = limits.max_pods_per_function
-    if sc["maxScale"] > ceiling:
-        raise ValidationError(
-            f"spec.scaling.maxScale {sc['maxScale']} is above this server's limit of "
-            f"{ceiling} pods per function: set maxScale to at most {ceiling} (the server's "
-            "operator sets the limit with `allinone serve --max-pods-per-function N`)")
+    for field in ("maxScale", "minScale", "initialScale"):
+        if sc[field] > ceiling:
+            raise ValidationError(
+                f"spec.scaling.{field} {sc[field]} is above this server's limit of "
+                f"{ceiling} pods per function: set {field} to at most {ceiling} (the "
+                "server's operator sets the limit with `allinone serve "
+                "--max-pods-per-function N`)")
     if memory > budget:
         raise ValidationError(
             f"spec.resources.memoryMiB {memory} is more than this server's whole pod memory "
@@ -230,8 +255,11 @@ class PodBudget:
         if new is None or int(new["spec"].get("replicas") or 0) == self._pending.get(name):
             self._pending.pop(name, None)
 
-    def admit(self, name: str, spec: Obj) -> None:
+    def admit(self, name: str, spec: Obj, user_spec: object) -> Obj:
+        """The spec to store (maxScale within the ceiling), or ValidationError."""
+        spec = with_ceiling(spec, self.limits, max_scale_given=max_scale_given(user_spec))
         admit(name, spec, self.functions.items(), self.limits)
+        return spec
 
     def _cap(self, name: str, desired: int, memory: int) -> Cap:
         functions = {f["metadata"]["name"]: f for f in self.functions.items()}

@@ -142,9 +142,10 @@ def make_blueprint() -> Blueprint:
         name = (request.form.get("name") if request.form else None) or ""
         try:
             objects.validate_name(name)
-            spec = objects.normalize_spec(_spec_from(request))
+            user_spec = _spec_from(request)
+            spec = objects.normalize_spec(user_spec)
             if deps.budget is not None:
-                deps.budget.admit(name, spec)
+                spec = deps.budget.admit(name, spec, user_spec)
         except ValidationError as exc:
             raise ApiError(400, "BadRequest", str(exc)) from exc
         src = _source_from(request)
@@ -210,7 +211,7 @@ def make_blueprint() -> Blueprint:
             try:
                 spec = objects.normalize_spec(user_spec, base=current)
                 if deps.budget is not None:
-                    deps.budget.admit(name, spec)
+                    spec = deps.budget.admit(name, spec, user_spec)
             except ValidationError as exc:
                 raise ApiError(400, "BadRequest", str(exc)) from exc
             if src is not None:

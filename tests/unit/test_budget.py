@@ -20,6 +20,8 @@ from allinone.budget import (
     committed_mib,
     default_pod_memory_mib,
     limits_for,
+    max_scale_given,
+    with_ceiling,
 )
 from allinone.builder.reconciler import replicaset_for
 from allinone.informer import Informer
@@ -43,6 +45,11 @@ ADMIT_CASES = [
     ("maxScale at the ceiling", {"scaling": {"maxScale": 10}}, [], None),
     ("maxScale over the ceiling", {"scaling": {"maxScale": 11}}, [],
      ["maxScale 11", "limit of 10 pods per function", "--max-pods-per-function"]),
+    ("minScale over the ceiling", {"scaling": {"minScale": 11, "maxScale": 11},
+                                   "resources": mem(16)}, [],
+     ["maxScale 11"]),
+    ("initialScale over the ceiling", {"scaling": {"initialScale": 11, "maxScale": 11},
+                                       "resources": mem(16)}, [], ["maxScale 11"]),
     ("minScale fits exactly", {"scaling": {"minScale": 4}, "resources": mem(256)}, [], None),
     ("minScale over", {"scaling": {"minScale": 5}, "resources": mem(256)}, [],
      ["minScale 5 x resources.memoryMiB 256 = 1280 MiB", "budget of 1024 MiB",
@@ -82,6 +89,35 @@ def test_admit(spec: dict[str, Any], others: list[dict[str, Any]],
         admit("me", full, others, LIMITS)
     for word in words:
         assert word in str(info.value), str(info.value)
+
+
+WIDE = Limits(pod_memory_mib=1 << 20, max_pods_per_function=4)
+
+
+@pytest.mark.parametrize(("user", "stored_max", "error"), [
+    ({}, 4, None),  # the default 10 is not the user's wish: lowered to the ceiling
+    ({"scaling": {"minScale": 1}}, 4, None),
+    ({"scaling": {"maxScale": 3}}, 3, None),
+    ({"scaling": {"maxScale": 4}}, 4, None),
+    ({"scaling": {"maxScale": 10}}, None, "maxScale 10 is above"),  # given: refused
+    ({"scaling": {"minScale": 6}}, None, "minScale 6 is above"),
+    ({"scaling": {"initialScale": 5}}, None, "initialScale 5 is above"),
+])
+def test_ceiling_lowers_a_default_max_scale_and_refuses_a_given_one(
+        user: dict[str, Any], stored_max: int | None, error: str | None) -> None:
+    spec = with_ceiling(normalize_spec(user), WIDE, max_scale_given=max_scale_given(user))
+    if error is None:
+        admit("me", spec, [], WIDE)
+        assert spec["scaling"]["maxScale"] == stored_max
+        return
+    with pytest.raises(ValidationError, match=error):
+        admit("me", spec, [], WIDE)
+
+
+def test_max_scale_given() -> None:
+    assert max_scale_given({"scaling": {"maxScale": 3}})
+    assert not max_scale_given({"scaling": {"minScale": 3}})
+    assert not max_scale_given(None) and not max_scale_given({"scaling": 3})
 
 
 def rs(name: str, replicas: int, running: int | None = None,
@@ -247,8 +283,9 @@ async def test_initial_replicas_fit_next_to_others(world: World) -> None:
 async def test_admit_sees_other_functions(world: World) -> None:
     await world.add("a", scaling={"minScale": 3}, resources=mem(256))
     await world.settle()
+    user = {"scaling": {"minScale": 2}, "resources": mem(256)}
     with pytest.raises(ValidationError, match="next to the 768 MiB"):
-        world.budget.admit("b", normalize_spec({"scaling": {"minScale": 2},
-                                                "resources": mem(256)}))
-    world.budget.admit("a", normalize_spec({"scaling": {"minScale": 4},
-                                            "resources": mem(256)}))
+        world.budget.admit("b", normalize_spec(user), user)
+    user = {"scaling": {"minScale": 4}, "resources": mem(256)}
+    spec = world.budget.admit("a", normalize_spec(user), user)
+    assert spec["scaling"]["maxScale"] == LIMITS.max_pods_per_function
