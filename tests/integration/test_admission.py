@@ -155,6 +155,37 @@ def test_no_wheel_fails_the_build_and_runs_no_package_code(
 
 
 # ---------------------------------------------------------------------------
+# names, handler and env
+
+
+ENV_REFUSED = [
+    ("name with a newline", "nl2\n", None, ["DNS-1123"]),
+    ("handler with a newline", "hnl", {"handler": "run\n"}, ["spec.handler"]),
+    ("env key with a newline", "envkey", {"env": {"KEY\n": "v"}},
+     ["not a valid environment variable name"]),
+    ("200 KB env value", "envbig", {"env": {"BIG": "x" * 200_000}},
+     ["spec.env.BIG", "32 KiB"]),
+    ("2 MiB env value", "envhuge", {"env": {"HUGE": "x" * (2 << 20)}}, ["spec.env.HUGE"]),
+    ("env over 64 KiB in all", "envsum", {"env": {f"K{i}": "x" * 30_000 for i in range(3)}},
+     ["64 KiB"]),
+]
+
+
+@pytest.mark.parametrize(("name", "spec", "words"), [c[1:] for c in ENV_REFUSED],
+                         ids=[c[0] for c in ENV_REFUSED])
+def test_names_handlers_env_full_match_and_env_is_bounded(
+        locked: ServerProcess, name: str, spec: dict[str, object] | None,
+        words: list[str]) -> None:
+    r = create(locked, name, ADD, "add.py", spec)
+    assert r.status_code == 400, r.text[:300]
+    message = r.json()["error"]["message"]
+    for word in words:
+        assert word in message, message
+    listed = locked.http.get(locked.url + "/api/v1/functions").json()["items"]
+    assert name not in {f["metadata"]["name"] for f in listed}
+
+
+# ---------------------------------------------------------------------------
 # the pod budget
 
 
