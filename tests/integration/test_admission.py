@@ -154,6 +154,39 @@ def test_no_wheel_fails_the_build_and_runs_no_package_code(
     marker.unlink()
 
 
+async def test_pip_gets_a_minimal_environment_and_a_timeout(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A stand-in for the interpreter: records the environment it got, starts a child
+    # that would outlive it, and hangs. No Docker is needed to reach pip.
+    from allinone.builder.builder import Builder, BuildError
+
+    monkeypatch.setenv("ALLINONE_SECRET_FOR_TEST", "do-not-leak")
+    monkeypatch.setenv("PIP_INDEX_URL", "https://mirror.invalid/simple")
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/sh\nenv > {tmp_path}/env.txt\npwd > {tmp_path}/cwd.txt\n"
+                    f"sleep 300 &\necho $! > {tmp_path}/child.pid\nwait\n")
+    fake.chmod(0o755)
+    builder = Builder("unused", "127.0.0.1:9", tmp_path / "work", client=lambda: None,
+                      pip_python=str(fake), pip_timeout=2)
+    with pytest.raises(BuildError, match="took longer than 2 s"):
+        await builder._deps(b"six\n")
+    env = dict(line.split("=", 1) for line in (tmp_path / "env.txt").read_text().splitlines()
+               if "=" in line)
+    assert "ALLINONE_SECRET_FOR_TEST" not in env
+    assert env["PIP_INDEX_URL"] == "https://mirror.invalid/simple"
+    assert env["LANG"] == "C.UTF-8" and env["HOME"].startswith(str(tmp_path / "work"))
+    allowed = {"PATH", "HOME", "LANG", "PWD", "SHLVL", "_"}  # the last three: the shell's
+    assert {k for k in env if not k.startswith("PIP_") and not k.upper().endswith("_PROXY")
+            and k not in ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE")} <= allowed
+    assert (tmp_path / "cwd.txt").read_text().strip().startswith(str(tmp_path / "work"))
+    child = int((tmp_path / "child.pid").read_text())
+    wait_for(lambda: not Path(f"/proc/{child}").exists()
+             or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2], 10,
+             "pip's child to be killed with it")
+    # Nothing half-made is left: no deps directory, no scratch directory.
+    assert list((tmp_path / "work" / "deps").iterdir()) == []
+
+
 # ---------------------------------------------------------------------------
 # names, handler and env
 
