@@ -77,7 +77,7 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
-from allinone.builder.validate import ValidatedSource, parse_requirements
+from allinone.builder.validate import ValidatedSource, parse_requirements, requirement_lines
 from allinone.objects import ValidationError, validate_name
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,6 @@ MANIFEST_TYPES = ", ".join([
 ])
 # Function files get fixed metadata so equal sources give byte-identical contexts.
 _FILE_MODE, _DIR_MODE, _MTIME = 0o644, 0o755, 1_700_000_000
-_REQ_NAME_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
 class BuildError(Exception):
@@ -596,18 +595,17 @@ def pip_failure_message(output: str, requirements: bytes, pip_log: str = "") -> 
     missing = _NOT_FOUND_RE.search(" ".join(errors))
     missing_project = canonicalize_name(missing.group(1)) if missing is not None else None
     culprit = None
-    for number, raw in enumerate(requirements.decode(errors="replace").splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        match = _REQ_NAME_RE.match(line)
-        if match is None:
-            continue
-        name = canonicalize_name(match.group(1))
+    try:
+        listed = requirement_lines(requirements)
+    except ValidationError:
+        listed = []  # validated before pip ran; nothing to name if it somehow is not
+    for number, line, req in listed:
+        name = canonicalize_name(req.name)
         if name == missing_project:
             culprit = (number, line, name)
             break
-        project = re.escape(match.group(1).lower().replace("_", "-"))
         # The name as a whole word: "six" must not match inside "sixty".
-        if re.search(rf"(?<![a-z0-9.-]){project}(?![a-z0-9-])", blob):
+        if re.search(rf"(?<![a-z0-9.-]){re.escape(name)}(?![a-z0-9-])", blob):
             culprit = (number, line, name)
     no_wheel = _without_wheel(pip_log)
     if missing_project is not None and missing_project in no_wheel:

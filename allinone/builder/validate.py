@@ -447,15 +447,11 @@ def requirement_problem(line: str) -> str | Requirement:
     return req
 
 
-def parse_requirements(data: bytes) -> list[Requirement]:
-    """The requirements of a requirements.txt, or ValidationError naming the bad line.
-
-    The builder hands pip ``str(req)`` of these, one per line, never the uploaded bytes:
-    pip then reads exactly what was checked here, whatever its own decoding, comment
-    and continuation rules would have made of the original file.
-    """
+def requirement_lines(data: bytes) -> list[tuple[int, str, Requirement]]:
+    """``(line number, line, Requirement)`` of each requirement in a requirements.txt,
+    or ValidationError naming the first bad line."""
     text = _decode("requirements.txt", data)
-    reqs: list[Requirement] = []
+    out: list[tuple[int, str, Requirement]] = []
     for number, raw in enumerate(text.splitlines(), 1):
         line = _COMMENT_RE.sub("", raw).strip()
         if not line:
@@ -469,5 +465,15 @@ def parse_requirements(data: bytes) -> list[Requirement]:
         if isinstance(result, str):
             shown = line if len(line) <= 120 else line[:117] + "..."
             raise ValidationError(f"requirements.txt line {number}: {shown!r}: {result}")
-        reqs.append(result)
-    return reqs
+        out.append((number, line, result))
+    return out
+
+
+def parse_requirements(data: bytes) -> list[Requirement]:
+    """The requirements of a requirements.txt, or ValidationError naming the bad line.
+
+    The builder hands pip ``str(req)`` of these, one per line, never the uploaded bytes:
+    pip then reads exactly what was checked here, whatever its own decoding, comment
+    and continuation rules would have made of the original file.
+    """
+    return [req for _, _, req in requirement_lines(data)]
