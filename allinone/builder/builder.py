@@ -5,7 +5,8 @@ A build context is assembled in memory (a tar, no temporary directory):
     Dockerfile      imagedata/Dockerfile with {base_image} and {handler} filled in
     shim/shim.py    imagedata/shim.py, the runtime shim
     deps/           requirements.txt installed on the HOST with ``pip --target``
-                    (containers cannot reach the package index), or empty
+                    (containers cannot reach the package index), or empty:
+                    wheels only, so no package code runs on the host
     function/       the validated files: a .py upload as func.py, or the zip's contents
 
 and built with the engine's classic builder through the low-level API, then tagged
@@ -33,6 +34,12 @@ Invariants and why:
 - Every event of ``build`` and ``push`` is checked for ``error``: the engine reports
   failures inside the stream with HTTP 200, and ``push`` never raises for them. A
   failure is a :class:`BuildError` whose message a user can act on.
+- pip installs wheels only (``--only-binary=:all:``): an sdist's setup.py or build
+  backend would run on the host, as the server's user. It reads the requirements as
+  ``packaging`` parsed them (never the uploaded bytes), runs in a scratch directory
+  with a minimal environment (:func:`pip_environment`: no server secrets), in its own
+  process group that is killed at ``pip_timeout``. A project with no fitting wheel
+  fails the build with a message naming it (:func:`pip_failure_message`).
 - The docker SDK is synchronous; each of its calls runs in a worker thread so the
   event loop (and with it the activator) never stalls on a build.
 - pip runs with this process's interpreter, so the base image must have the same
