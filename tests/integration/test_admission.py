@@ -14,6 +14,7 @@ import asyncio
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import tarfile
@@ -333,6 +334,24 @@ def test_management_api_requires_the_token(locked: ServerProcess) -> None:
     assert bare.get(locked.url + "/healthz").status_code == 200
     assert bare.get(locked.url + "/metrics").status_code == 200
     assert locked.http.get(locked.url + "/api/v1/functions/sneak").status_code == 404
+
+
+@pytest.mark.parametrize("path", [
+    "/api/v1/functions", "/%61pi/v1/functions", "//api/v1/functions", "/api//v1/functions",
+    "/api/v1/functions/", "/./api/v1/functions", "/function/../api/v1/functions",
+    "/api/v1/%66unctions", "/API/v1/functions", "/api/v1/functions?token=x",
+])
+def test_no_path_spelling_reaches_the_api_without_the_token(locked: ServerProcess,
+                                                            path: str) -> None:
+    # Raw HTTP, so the client normalises nothing.
+    with socket.create_connection(("127.0.0.1", locked.port), timeout=10) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    status = int(data.split(b" ", 2)[1])
+    assert status in (401, 404), data[:300]
+    assert b'"items"' not in data
 
 
 def test_cli_finds_the_token(locked: ServerProcess, tmp_path: Path) -> None:
