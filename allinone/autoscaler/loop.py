@@ -26,6 +26,7 @@ from typing import Any
 
 from allinone import objects
 from allinone.activator.activator import Activator
+from allinone.activator.stats import Sample
 from allinone.autoscaler.kpa import Decision, KPAState, Observation, decide, initial_state
 from allinone.budget import PodBudget
 from allinone.clock import Clock
@@ -34,6 +35,16 @@ from allinone.metrics import Metrics
 from allinone.store import Conflict, NotFound, Store, StoreError
 
 log = logging.getLogger(__name__)
+
+
+def observation(sample: Sample, ready_pods: int) -> Observation:
+    """What ``decide`` sees from one tracker sample (also the simulator's one rule)."""
+    return Observation(
+        ready_pods=ready_pods,
+        samples=((sample.at, sample.average_concurrency),) if sample.interval > 0 else (),
+        in_flight=sample.in_flight,
+        last_request_at=sample.last_request_at,
+    )
 
 
 class Autoscaler:
@@ -107,12 +118,7 @@ class Autoscaler:
         now = self.clock.now()
         sample = self.activator.route(name).tracker.take(now)
         ready = self.activator.ready_pods(name)
-        obs = Observation(
-            ready_pods=ready,
-            samples=((sample.at, sample.average_concurrency),) if sample.interval > 0 else (),
-            in_flight=sample.in_flight,
-            last_request_at=sample.last_request_at,
-        )
+        obs = observation(sample, ready)
         state = self.states.get(name) or initial_state(scaling, now, ready_pods=ready)
         decision, self.states[name] = decide(scaling, state, obs, now)
         if decision.desired is not None and self.budget is not None:
