@@ -3,6 +3,8 @@
     allinone simulate TRACE [--spec JSON | --specs FILE] [--runtime-model FILE] -o DIR
     allinone simulate TRACE --compare LABEL=JSON [--compare LABEL=JSON ...] -o DIR
     allinone simulate generate SHAPE [--functions N] [--seconds S] [...] -o TRACE.csv
+    allinone simulate calibrate [--server URL] -o MODEL.json
+    allinone simulate --validate TRACE [--spec JSON] [--server URL] -o DIR
 
 A spec is a Function spec as the API takes it (``{"scaling": {...}, "timeoutSeconds":
 60}``), validated by the same rules, plus ``keepPausedSeconds`` (the server's
@@ -16,16 +18,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from allinone import objects
+from allinone.cli import DEFAULT_SERVER
 from allinone.simulator import generate as gen
 from allinone.simulator import model as rmodel
-from allinone.simulator import report
-from allinone.simulator.engine import SimSpec, Simulation
+from allinone.simulator import realrun, report
+from allinone.simulator.engine import TICK_SECONDS, SimSpec, Simulation
 from allinone.simulator.trace import Trace, TraceError, load
 
 
@@ -69,8 +73,8 @@ def specs_from_args(args: argparse.Namespace) -> dict[str, SimSpec]:
 
 def run_once(trace: Trace, specs: dict[str, SimSpec], model: rmodel.RuntimeModel,
              out: Path, *, seed: int, exact: bool, charts: int | None,
-             label: str = "") -> dict[str, Any]:
-    sim = Simulation(trace, specs, model, seed=seed, exact_ticks=exact)
+             label: str = "", tick: float = TICK_SECONDS) -> dict[str, Any]:
+    sim = Simulation(trace, specs, model, seed=seed, exact_ticks=exact, tick=tick)
     wall0, cpu0 = time.perf_counter(), time.process_time()
     results = sim.run()
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
@@ -110,7 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     charts = None if args.charts == "all" else int(args.charts)
     if not args.compare:
         data = run_once(trace, specs_from_args(args), model, out, seed=args.seed,
-                        exact=args.exact_ticks, charts=charts)
+                        exact=args.exact_ticks, charts=charts, tick=args.tick)
         t, r = data["total"], data["run"]
         print(f"{r['invocations']} invocations of {r['functions']} functions over "
               f"{r['trace_seconds']:.0f} s simulated in {r['wall_seconds']:.1f} s "
@@ -129,7 +133,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         specs["*"] = _spec(_json_arg(text, f"--compare {label}"), f"--compare {label}")
         specs = {k: v for k, v in specs.items() if k == "*"}  # one spec for every function
         data = run_once(trace, specs, model, out / label, seed=args.seed,
-                        exact=args.exact_ticks, charts=charts, label=label)
+                        exact=args.exact_ticks, charts=charts, label=label,
+                        tick=args.tick)
         rows.append((label, data["total"]))
         print(f"{label}: simulated in {data['run']['wall_seconds']:.1f} s", file=sys.stderr)
     table = report.comparison_table(rows)
@@ -180,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="allinone simulate",
         description="Replay a trace through allinone's KPA, pod choice and replica planning "
-                    "in virtual time. Also: `allinone simulate generate --help`.")
+                    "in virtual time. Also: `allinone simulate generate --help`, "
+                    "`allinone simulate calibrate --help`.")
     p.add_argument("trace", help="CSV (function,arrival_ms,duration_ms) or an Azure "
                    "Functions 2019 invocations file (HashFunction, 1..1440)")
     p.add_argument("-o", "--output", required=True, metavar="REPORT_DIR")
@@ -196,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="charts for the N busiest functions (default 20; 0 for none)")
     p.add_argument("--exact-ticks", action="store_true",
                    help="tick idle functions at zero too (slower; same results)")
+    p.add_argument("--tick", type=float, default=TICK_SECONDS,
+                   help="autoscaler tick in seconds (the server's --tick; default %(default)s)")
+    p.add_argument("--validate", action="store_true",
+                   help="replay TRACE against the real server (--server) and compare")
+    p.add_argument("--server", default=os.environ.get("ALLINONE_SERVER", DEFAULT_SERVER))
+    p.add_argument("--token", default=os.environ.get("ALLINONE_TOKEN"))
     return p
 
 
@@ -203,9 +215,13 @@ def main(argv: list[str]) -> int:
     try:
         if argv[:1] == ["generate"]:
             return cmd_generate(argv[1:])
+        if argv[:1] == ["calibrate"]:
+            return realrun.main_calibrate(argv[1:])
         args = build_parser().parse_args(argv)
         if args.charts != "all" and not args.charts.isdigit():
             raise SimError(f"--charts takes a number or 'all', got {args.charts!r}")
+        if args.validate:
+            return realrun.main_validate(args)
         return cmd_run(args)
     except (SimError, TraceError, rmodel.ModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
