@@ -4,7 +4,9 @@
   fixture, and measures on the running server: warm latency of a 0 ms request (the
   model's ``activator_overhead_ms``: activator + shim + client, as the validation's
   client sees it) and the cold-start latency of a request at zero (``pod_start_ms`` =
-  cold minus warm minus the poke and sync delays), ``--trials`` times each, medians.
+  cold minus warm minus the poke and sync delays), ``--trials`` times each, medians;
+  and ``PARALLEL_PROBE`` requests at once at zero, each needing its own pod, to see how
+  many container starts the engine makes progress on at once (``parallel_starts``).
   What it did not measure keeps the default and is listed under ``measured.defaults``.
 - ``allinone simulate --validate TRACE --spec JSON [--server URL] -o DIR`` deploys one
   sleep function per trace function with that spec, replays the trace against
@@ -29,6 +31,7 @@ import statistics
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +58,7 @@ MAX_SECONDS = 900.0
 MAX_INVOCATIONS = 20_000
 MAX_PER_SECOND = 50
 POLL_SECONDS = 0.2
+PARALLEL_PROBE = 4  # simultaneous cold starts calibrate makes to see the engine's parallelism
 BOUNDS = {"cold_starts": 0.10, "peak_pods": 0.10, "p50": 0.20}
 
 _COLD = re.compile(r'^allinone_cold_starts_total\{function="([^"]+)"\} ([0-9.e+]+)$', re.M)
@@ -274,19 +278,44 @@ def _invoke(client: Client, name: str) -> float:
     return time.perf_counter() - start
 
 
+def parallel_starts(one_ms: float, all_ms: float, probe: int = 0) -> int:
+    """Container starts in progress at once, from one start taking ``one_ms`` and
+    ``probe`` simultaneous starts all done after ``all_ms``: with k at a time they take
+    ceil(probe / k) x one_ms, so k = probe x one / all, rounded, within 1..probe.
+
+    E.g. one start 100 ms, 4 done after 400 ms -> 1; after 100 ms -> 4; 200 ms -> 2.
+    """
+    probe = probe or PARALLEL_PROBE
+    if one_ms <= 0 or all_ms <= 0:
+        return 1
+    return max(1, min(probe, round(probe * one_ms / all_ms)))
+
+
 def calibrate(server: str, token: str | None, trials: int,
               base: rmodel.RuntimeModel) -> rmodel.RuntimeModel:
     client = _client(server, token)
     name = f"calib-{uuid.uuid4().hex[:6]}"
-    # A short window and grace so the function is back at zero quickly between trials.
-    deploy(client, name, {"scaling": {"stableWindowSeconds": 6,
-                                      "scaleToZeroGracePeriodSeconds": 1}})
+    # A short window and grace so the function is back at zero quickly between trials;
+    # one request per pod and a target of 1, so PARALLEL_PROBE requests at zero ask for
+    # as many pods under every KPA rule set.
+    deploy(client, name, {"scaling": {
+        "stableWindowSeconds": 6, "scaleToZeroGracePeriodSeconds": 1,
+        "containerConcurrency": 1, "target": 1, "targetUtilizationPercentage": 100,
+        "maxScale": PARALLEL_PROBE}})
     try:
-        colds, warms = [], []
+        colds, warms, lasts = [], [], []
         for _ in range(trials):
             _wait_zero(client, name)
             colds.append(_invoke(client, name))
             warms += [_invoke(client, name) for _ in range(10)]
+        for _ in range(trials):
+            # PARALLEL_PROBE requests at zero at once: each needs its own new pod, so the
+            # last answer comes after one start if the engine starts them all at once,
+            # after PARALLEL_PROBE starts if it starts them one after another.
+            _wait_zero(client, name)
+            with ThreadPoolExecutor(PARALLEL_PROBE) as pool:
+                lasts.append(max(pool.map(lambda _: _invoke(client, name),
+                                          range(PARALLEL_PROBE))))
     finally:
         try:
             client.json("DELETE", f"/api/v1/functions/{name}")
@@ -295,15 +324,18 @@ def calibrate(server: str, token: str | None, trials: int,
     warm = statistics.median(warms) * 1000
     cold = statistics.median(colds) * 1000
     pod_start = max(0.0, cold - warm - base.poke_delay_ms - base.sync_delay_ms)
+    last = statistics.median(lasts) * 1000
+    parallel = parallel_starts(pod_start, last - warm - base.poke_delay_ms
+                               - base.sync_delay_ms)
     return rmodel.RuntimeModel(
         pod_start_ms=round(pod_start, 3), unpause_ms=base.unpause_ms,
-        parallel_starts=base.parallel_starts, activator_overhead_ms=round(warm, 3),
+        parallel_starts=parallel, activator_overhead_ms=round(warm, 3),
         poke_delay_ms=base.poke_delay_ms, sync_delay_ms=base.sync_delay_ms,
         measured={"server": server, "trials": trials, "cold_ms_median": round(cold, 3),
-                  "warm_ms_median": round(warm, 3), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                        time.gmtime()),
-                  "defaults": ["unpause_ms", "parallel_starts", "poke_delay_ms",
-                               "sync_delay_ms"]})
+                  "warm_ms_median": round(warm, 3),
+                  f"last_of_{PARALLEL_PROBE}_at_zero_ms_median": round(last, 3),
+                  "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "defaults": ["unpause_ms", "poke_delay_ms", "sync_delay_ms"]})
 
 
 def main_calibrate(argv: list[str]) -> int:

@@ -9,7 +9,7 @@ import pytest
 
 from allinone.cli import main as allinone
 from allinone.simulator import model as rmodel
-from allinone.simulator.realrun import RealRunError, _rel, check_bounds
+from allinone.simulator.realrun import RealRunError, _rel, check_bounds, parallel_starts
 from allinone.simulator.trace import Trace
 
 
@@ -58,6 +58,13 @@ def test_validation_bounds_on_load() -> None:
     check_bounds(Trace.from_rows([("f", 1.0, 0.1)] * 10))
 
 
+@pytest.mark.parametrize(("one", "all_", "k"), [
+    (100, 400, 1), (100, 100, 4), (100, 200, 2), (100, 90, 4), (100, 1000, 1), (0, 50, 1),
+])
+def test_parallel_starts_from_the_probe(one: float, all_: float, k: int) -> None:
+    assert parallel_starts(one, all_, 4) == k
+
+
 def test_relative_error() -> None:
     assert _rel(10, 11) == pytest.approx(0.1)
     assert _rel(0, 0) == 0.0
@@ -87,7 +94,7 @@ def test_generate_then_simulate_writes_summary_and_charts(
 
 def test_compare_mode_prints_a_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     trace = tmp_path / "t.csv"
-    Trace.from_rows([("f", 50.0 * k, 0.1) for k in range(20)]).write_csv(trace)
+    Trace.from_rows([("f", 150.0 * k, 0.1) for k in range(12)]).write_csv(trace)
     out = tmp_path / "cmp"
     assert allinone(["simulate", str(trace), "-o", str(out), "--charts", "0",
                      "--compare", 'grace5={"scaling": {"scaleToZeroGracePeriodSeconds": 5}}',
