@@ -73,8 +73,11 @@ def _client(server: str, token: str | None) -> Client:
 
 
 def deploy(client: Client, name: str, spec: dict[str, Any]) -> None:
+    # A source of its own per deploy: images cached by source hash are then never shared
+    # with another function or another run, whose clean-up could remove them under us.
+    source = SLEEP_SOURCE + f"# {name} {uuid.uuid4().hex}\n".encode()
     body, ctype = multipart({"name": name, "spec": json.dumps(spec)},
-                            {"source": ("func.py", SLEEP_SOURCE)})
+                            {"source": ("func.py", source)})
     fn = client.json("POST", "/api/v1/functions", body, ctype, ok=(201,))
     fn = wait_built(client, name, fn["metadata"]["generation"], quiet=True)
     if fn["status"].get("phase") != "Ready":
