@@ -90,6 +90,7 @@ class _Runner:
         self.spec: Obj = trigger["spec"]
         self.active: dict[asyncio.Task[None], Obj] = {}
         self.changed = asyncio.Event()     # a delivery ended, or files were touched
+        self.ready = asyncio.Event()       # started: caught up with what happened while down
         self.task: asyncio.Task[None] | None = None
 
     # -- life cycle ------------------------------------------------------------------
@@ -263,6 +264,7 @@ class ScheduleRunner(_Runner):
         pending = st.get("pendingScheduleTime")
         state = ScheduleState(last, objects.parse_rfc3339(pending) if pending else None)
         await self.redeliver(records)
+        self.ready.set()
         while True:
             now = clock.wall()
             s = step(schedule, policy, state, now, running=bool(self.active))
@@ -389,6 +391,7 @@ class WatchRunner(_Runner):
             await self.mgr.journal.put_seen(self.trigger, rel, None)
         await self.redeliver(records)
         await self.rescan()
+        self.ready.set()
         next_rescan = clock.now() + RESCAN_SECONDS
         while True:
             if self.rescan_requested or clock.now() >= next_rescan:
