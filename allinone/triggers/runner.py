@@ -368,6 +368,11 @@ class WatchRunner(_Runner):
         await self.mgr.journal.put_seen(self.trigger, rel, now_st)
 
     async def rescan(self) -> None:
+        if not await asyncio.to_thread(self.root.is_dir):
+            # Unmounted or removed: reporting every file as deleted (and as created again
+            # when it is back) would be wrong; the supervisor restarts the runner, which
+            # waits for the folder.
+            raise RuntimeError(f"watch.path {self.root} is gone")
         current = await asyncio.to_thread(fs.scan, self.root, self.patterns, self.recursive)
         for rel, kind, st in fs.diff(self.seen, current):
             await self.emit(rel, kind, st)
