@@ -58,6 +58,7 @@ from allinone.triggers.spec import (
     SEEN_PREFIX,
     TRIGGERS_PREFIX,
     retry_delay,
+    retryable,
     trigger_key,
 )
 
@@ -193,6 +194,8 @@ class _Runner:
                             phase, error = FAILED, _short(f"sink: {exc}")
                     break
                 error = _error_of(answer.status, answer.body)
+                if not retryable(answer.status):
+                    break
                 delay = retry_delay(self.spec.get("retry", {}), attempt)
                 if delay is None:
                     break

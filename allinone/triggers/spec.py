@@ -203,6 +203,17 @@ def normalize(user: object, *, forbidden: list[Path] | None = None,
     return spec
 
 
+# Answers worth another attempt, as Knative Eventing's delivery retries: the target's
+# failures (5xx), not found yet (404, e.g. still deploying), timeout, conflict, too
+# many requests. Anything else (400 bad arguments, 422 a workflow that failed) would
+# fail the same way again.
+RETRYABLE = frozenset({404, 408, 409, 429})
+
+
+def retryable(status: int) -> bool:
+    return status >= 500 or status in RETRYABLE
+
+
 def retry_delay(retry: Obj, attempt: int) -> float | None:
     """Seconds to wait after failed attempt ``attempt`` (1-based), None when no retry is left.
 

@@ -98,7 +98,9 @@ def test_bad_input_is_a_clear_error(images: Path) -> None:
 
 def test_the_large_image_is_over_the_workflow_limit(images: Path) -> None:
     definition = json.loads((ROOT / "imagepipe.json").read_text())
-    limit = definition["States"]["CheckSize"]["Choices"][0]["NumericGreaterThan"]
+    rule = definition["States"]["CheckSize"]["Choices"][0]
+    assert rule["Variable"] == "$.size" and rule["Next"] == "TooLarge"
+    limit = rule["NumericGreaterThan"]
     inspect = load("inspect").run(**event(images / "large.png"))
     assert inspect["bytes"] > limit
     small = load("inspect").run(**event(images / "sunrise.jpg"))
@@ -108,7 +110,7 @@ def test_the_large_image_is_over_the_workflow_limit(images: Path) -> None:
 def test_workflow_definition_names_the_functions_and_states() -> None:
     d = json.loads((ROOT / "imagepipe.json").read_text())
     states = d["States"]
-    assert d["StartAt"] == "Inspect"
+    assert d["StartAt"] == "CheckSize"
     assert states["TooLarge"]["Type"] == "Fail" and "limit" in states["TooLarge"]["Cause"]
     resources = {s["Resource"] for s in states.values() if s["Type"] == "Task"}
     for b in states["Analyse"]["Branches"]:

@@ -15,7 +15,7 @@ from allinone.triggers import files as fs
 from allinone.triggers.debounce import Debouncer
 from allinone.triggers.journal import replay
 from allinone.triggers.sink import SinkError, safe_name, write_result
-from allinone.triggers.spec import normalize, retry_delay
+from allinone.triggers.spec import normalize, retry_delay, retryable
 
 # -- debouncing ------------------------------------------------------------------------
 
@@ -234,3 +234,11 @@ def test_the_server_state_dir_cannot_be_watched(tmp_path: Path) -> None:
 def test_retry_backoff_is_exponential_and_bounded(attempt: int, delay: float | None) -> None:
     assert retry_delay({"maxAttempts": 4, "backoffSeconds": 2}, attempt) == delay
     assert retry_delay({"maxAttempts": 20, "backoffSeconds": 100}, 10) == 300.0
+
+
+@pytest.mark.parametrize("status,again", [
+    (500, True), (503, True), (504, True), (501, True), (404, True), (429, True),
+    (400, False), (422, False), (413, False),
+])
+def test_which_answers_are_retried(status: int, again: bool) -> None:
+    assert retryable(status) is again
