@@ -51,6 +51,39 @@ class NoWorkflows:
                             "wired to triggers yet; target a function instead")
 
 
+class ExecutionStarter(Protocol):
+    """The part of the workflow engine a trigger uses (``WorkflowRunner.start_execution``):
+    the API view of the execution once it has finished; LookupError for no workflow."""
+
+    async def start_execution(self, workflow: str, execution_input: Any, *,
+                              wait: bool) -> dict[str, Any]: ...
+
+
+class EngineWorkflows:
+    """:class:`WorkflowRunner` over the workflow engine: one execution per event.
+
+    A succeeded execution answers 200 with its output (what a sink writes); a failed,
+    timed-out or aborted one answers 422 with its error and cause, which is not retried:
+    the engine has already applied the workflow's own Retry and Catch.
+    """
+
+    def __init__(self, engine: ExecutionStarter) -> None:
+        self.engine = engine
+
+    async def run(self, workflow: str, input: Any) -> Answer:
+        try:
+            view = await self.engine.start_execution(workflow, input, wait=True)
+        except LookupError:
+            return error_answer(404, "NotFound", f"no workflow named {workflow!r}; deploy it "
+                                "with `allinone workflow deploy`")
+        if view.get("status") == "SUCCEEDED":
+            return Answer(200, json.dumps(view.get("output")).encode())
+        return error_answer(
+            422, str(view.get("error") or "ExecutionFailed"),
+            f"execution {view.get('executionId')} of {workflow!r} ended {view.get('status')}: "
+            f"{view.get('cause') or ''}".rstrip(": "))
+
+
 class Targets:
     """Dispatches an event to a trigger's target."""
 

@@ -13,6 +13,7 @@ from allinone.clock import ManualClock
 from allinone.objects import ValidationError
 from allinone.triggers import files as fs
 from allinone.triggers.debounce import Debouncer
+from allinone.triggers.invoker import Answer, EngineWorkflows, MemoryInvoker, Targets
 from allinone.triggers.journal import replay
 from allinone.triggers.sink import SinkError, safe_name, write_result
 from allinone.triggers.spec import normalize, retry_delay, retryable
@@ -242,3 +243,39 @@ def test_retry_backoff_is_exponential_and_bounded(attempt: int, delay: float | N
 ])
 def test_which_answers_are_retried(status: int, again: bool) -> None:
     assert retryable(status) is again
+
+
+class FakeEngine:
+    def __init__(self, view: dict[str, object] | None) -> None:
+        self.view = view
+        self.started: list[tuple[str, object]] = []
+
+    async def start_execution(self, workflow: str, execution_input: object, *,
+                              wait: bool) -> dict[str, object]:
+        assert wait
+        self.started.append((workflow, execution_input))
+        if self.view is None:
+            raise LookupError(workflow)
+        return self.view
+
+
+@pytest.mark.parametrize("view,status,body", [
+    ({"executionId": "e1", "status": "SUCCEEDED", "output": {"labels": ["dark"]}}, 200,
+     {"labels": ["dark"]}),
+    ({"executionId": "e2", "status": "FAILED", "error": "ImageTooLarge", "cause": "too big"},
+     422, {"error": {"code": "ImageTooLarge",
+                     "message": "execution e2 of 'pipe' ended FAILED: too big"}}),
+    ({"executionId": "e3", "status": "TIMED_OUT", "error": "States.Timeout"}, 422,
+     {"error": {"code": "States.Timeout", "message": "execution e3 of 'pipe' ended TIMED_OUT"}}),
+    (None, 404, {"error": {"code": "NotFound", "message": "no workflow named 'pipe'; deploy "
+                           "it with `allinone workflow deploy`"}}),
+])
+async def test_workflow_targets_start_one_execution_per_event(
+        view: dict[str, object] | None, status: int, body: object) -> None:
+    async def no_function(name: str, kwargs: dict[str, object]) -> Answer:
+        raise AssertionError("a workflow target called a function")
+    engine = FakeEngine(view)
+    targets = Targets(MemoryInvoker(no_function), EngineWorkflows(engine))
+    answer = await targets.call({"workflow": "pipe"}, {"name": "a.png"})
+    assert (answer.status, json.loads(answer.body)) == (status, body)
+    assert engine.started == [("pipe", {"name": "a.png"})]
