@@ -494,7 +494,13 @@ class TriggerManager:
         for name, obj in wanted.items():
             if name not in self.runners:
                 cls = ScheduleRunner if "schedule" in obj["spec"] else WatchRunner
-                runner = cls(self, obj)
+                try:
+                    runner = cls(self, obj)
+                except (KeyError, TypeError, ValueError) as exc:
+                    # A malformed object (written by hand or an older version) must not
+                    # stop the other triggers; it is retried when it changes.
+                    log.error("trigger %s has an unusable spec (%r); skipped", name, exc)
+                    continue
                 self.runners[name] = runner
                 runner.start()
 
