@@ -103,10 +103,11 @@ class _Runner:
     async def stop(self) -> None:
         tasks = [t for t in (self.task, *self.active) if t is not None]
         for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(BaseException):
-                await t
+            # Again until done: code outside ours (a library awaiting a lock) may absorb
+            # one cancellation.
+            while not t.done():
+                t.cancel()
+                await asyncio.wait({t}, timeout=1.0)
         self.close()
 
     def close(self) -> None:
@@ -130,6 +131,14 @@ class _Runner:
 
     async def run(self) -> None:
         raise NotImplementedError
+
+    async def pause(self, seconds: float) -> None:
+        """Until ``changed`` is set or ``seconds`` pass. ``asyncio.timeout``, not
+        ``wait_for``: in 3.11 ``wait_for`` can swallow a cancellation that arrives as the
+        event is set, and a stopped runner would then go on."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(seconds, 0.0)):
+                await self.changed.wait()
 
     # -- status ------------------------------------------------------------------------
 
@@ -295,8 +304,7 @@ class ScheduleRunner(_Runner):
             st = new_st
             state = s.state
             self.changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), max(s.wake - clock.wall(), 0.0))
+            await self.pause(s.wake - clock.wall())
 
 
 class WatchRunner(_Runner):
@@ -414,8 +422,7 @@ class WatchRunner(_Runner):
             due = self.debouncer.next_due()
             wake = min(due if due is not None else next_rescan, next_rescan)
             self.changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), max(wake - clock.now(), 0.0))
+            await self.pause(wake - clock.now())
 
 
 class TriggerManager:

@@ -219,3 +219,16 @@ async def test_pending_records_of_a_stopped_delivery_are_delivered_at_start(
     assert [kw for _, kw in env.invoker.calls] == [{"trigger": "t", "scheduledTime": when}]
     assert [r["status"]["phase"] for r in await env.records()] == [SUCCEEDED]
     await env.stop()
+
+
+async def test_a_malformed_trigger_does_not_stop_the_others(
+        make_env: Callable[..., Env]) -> None:
+    env = make_env({"target": {"function": "f"}})
+    bad = objects.new_object("Trigger", "bad", {"target": {"function": "f"}, "watch": {}})
+    await env.store.create(trigger_key("bad"), bad)
+    (env.inbox / "a.png").write_bytes(b"A")
+    await env.create()
+    mgr = await env.start()
+    await env.settle()
+    assert env.names() == [("created", "a.png")]
+    assert "bad" not in mgr.runners
