@@ -148,7 +148,8 @@ def test_restart_neither_loses_nor_duplicates_file_events(tmp_path: Path) -> Non
     outbox.mkdir()
     srv.start()
     try:
-        assert srv.deploy("echo", FIXTURES / "echo.py").status_code == 201
+        assert srv.deploy("echo", FIXTURES / "echo.py", wait=False).status_code == 201
+        srv.wait_phase("echo", "Ready", timeout=600)  # a new registry: the base is pushed
         create(srv, "drop", {"target": {"function": "echo"}, "watch": {"path": str(inbox)},
                              "sink": {"directory": str(outbox)}})
         time.sleep(0.5)
