@@ -22,6 +22,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from allinone import objects
 from allinone.config import DEFAULT_BASE_IMAGE, DEFAULT_STATE_DIR, Settings
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
@@ -106,7 +107,12 @@ SCALING_FLAGS = {
     "panic_threshold": "panicThresholdPercentage", "max_scale_up_rate": "maxScaleUpRate",
     "max_scale_down_rate": "maxScaleDownRate",
     "scale_to_zero_grace": "scaleToZeroGracePeriodSeconds",
+    "scale_to_zero_retention": "scaleToZeroPodRetentionSeconds",
+    "scale_down_delay": "scaleDownDelaySeconds", "activation_scale": "activationScale",
+    "metric": "metric", "target_burst_capacity": "targetBurstCapacity",
 }
+_INT_FLAGS = {"min_scale", "max_scale", "initial_scale", "container_concurrency", "window",
+              "scale_down_delay", "activation_scale"}
 
 
 def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -143,10 +149,12 @@ def add_spec_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus", type=float, help="CPU limit")
     p.add_argument("--env", action="append", metavar="KEY=VALUE")
     for flag, field in SCALING_FLAGS.items():
-        p.add_argument("--" + flag.replace("_", "-"), type=float if flag in {
-            "target", "target_utilization", "window", "panic_window_percentage",
-            "panic_threshold", "max_scale_up_rate", "max_scale_down_rate",
-            "scale_to_zero_grace"} else int, help=f"scaling.{field}")
+        if flag == "metric":
+            p.add_argument("--metric", choices=list(objects.SCALING_METRICS),
+                           help="scaling.metric")
+            continue
+        p.add_argument("--" + flag.replace("_", "-"),
+                       type=int if flag in _INT_FLAGS else float, help=f"scaling.{field}")
 
 
 # -- commands --------------------------------------------------------------------
@@ -248,9 +256,13 @@ def cmd_get(client: Client, args: argparse.Namespace) -> int:
         ("Source", f"{spec['source']['filename']} ({spec['source']['size']} bytes)"),
         ("Replicas", f"desired {st.get('desiredReplicas', 0)}, ready {st.get('readyReplicas', 0)}"
                      f", total {st.get('replicas', 0)}"),
-        ("Concurrency", f"stable {auto.get('stableConcurrency', 0):.2f}, "
+        (auto.get("metric", "concurrency").capitalize(),
+         f"stable {auto.get('stableConcurrency', 0):.2f}, "
                         f"panic {auto.get('panicConcurrency', 0):.2f}"),
         ("Panic mode", "yes" if auto.get("panic") else "no"),
+        ("Burst", f"excess burst capacity {auto.get('excessBurstCapacity', 0)} "
+                  f"(targetBurstCapacity {sc.get('targetBurstCapacity', '-')}; the activator "
+                  "is always in the path)"),
         ("Autoscaler", auto.get("reason", "-")),
         ("Scaling", ", ".join(f"{k}={v}" for k, v in sorted(sc.items()))),
     ]
