@@ -271,6 +271,40 @@ def cmd_get(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(client: Client, args: argparse.Namespace) -> int:
+    """Write functions as Knative Services (see allinone.export.knative)."""
+    from allinone.export import knative, registry
+
+    if bool(args.name) == bool(args.all):
+        raise CliError("give one function NAME, or --all")
+    if args.all:
+        fns = client.json("GET", "/api/v1/functions")["items"]
+    else:
+        fns = [client.json("GET", f"/api/v1/functions/{args.name}")]
+    images: dict[str, str] = {}
+    if args.push_to:
+        for fn in fns:
+            name, image = fn["metadata"]["name"], fn.get("status", {}).get("image")
+            if not image:
+                raise CliError(f"function {name!r} has no built image yet; wait until it is "
+                               "Ready")
+            try:
+                images[name] = registry.copy_image(image, args.push_to, name)
+            except registry.RegistryError as exc:
+                raise CliError(str(exc)) from exc
+            print(f"pushed {images[name]}", file=sys.stderr)
+    try:
+        text = knative.render(fns, images)
+    except knative.ExportError as exc:
+        raise CliError(str(exc)) from exc
+    if args.output_file and args.output_file != "-":
+        Path(args.output_file).write_text(text)
+        print(f"wrote {len(fns)} Service(s) to {args.output_file}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_delete(client: Client, args: argparse.Namespace) -> int:
     client.json("DELETE", f"/api/v1/functions/{args.name}")
     print(f"{args.name} deleted")
@@ -375,6 +409,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p = fn.add_parser("delete", help="delete a function, its pods and image")
     p.add_argument("name")
+    p = fn.add_parser("export", help="write functions as Knative Services (YAML)")
+    p.add_argument("name", nargs="?", help="the function (or --all)")
+    p.add_argument("--all", action="store_true", help="every function, one multi-document YAML")
+    p.add_argument("--format", choices=["knative"], default="knative")
+    p.add_argument("-o", "--output-file", metavar="FILE", help="write here (default stdout)")
+    p.add_argument("--push-to", metavar="HOST[:PORT]/PREFIX",
+                   help="first copy each image to this registry (digest kept) and use it")
 
     p = sub.add_parser("invoke", help="call a function over its HTTP trigger")
     p.add_argument("name")
@@ -412,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         client = Client(args.server)
         if args.command == "function":
             return {"deploy": cmd_deploy, "list": cmd_list, "get": cmd_get,
-                    "delete": cmd_delete}[args.fcommand](client, args)
+                    "delete": cmd_delete, "export": cmd_export}[args.fcommand](client, args)
         if args.command == "invoke":
             return cmd_invoke(client, args)
         if args.command == "logs":
