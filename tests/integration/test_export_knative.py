@@ -102,3 +102,23 @@ def test_export_all_and_errors(server: ServerProcess) -> None:
                           "function", "export", "no-such-fn"], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 1 and "error:" in out.stderr
+
+
+def test_push_without_mount_uploads_every_blob(server: ServerProcess) -> None:
+    # The same registry would mount blobs; mount=False takes the upload path a remote
+    # registry takes, and the digest is still kept.
+    from allinone.export.registry import copy_image
+
+    assert server.deploy("kn-up", FIXTURES / "add.py").status_code == 201
+    source = server.get("kn-up")["status"]["image"]
+    ref = copy_image(source, f"{server.registry}/uploaded", "kn-up", mount=False)
+    assert ref == f"{server.registry}/uploaded/kn-up@{source.split('@')[1]}"
+    tags = requests.get(f"http://{server.registry}/v2/uploaded/kn-up/tags/list", timeout=10)
+    assert tags.json()["tags"] == ["latest"]
+    client = docker.from_env()
+    try:
+        image = client.images.pull(ref)
+        assert ref in image.attrs["RepoDigests"]
+        client.images.remove(ref)  # only the reference this test pulled
+    finally:
+        client.close()
