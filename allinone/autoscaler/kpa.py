@@ -374,8 +374,9 @@ def decide(
     reason = "panic" if in_panic else "stable"
     if poked:
         reason = f"request at zero, {reason}"
-    if spec.scale_down_delay > 0 and state.delay_window and desired > 0:
-        reason += f", max of the last {spec.scale_down_delay:g} s (scale-down delay)"
+    if len(state.delay_window) > 1:
+        # The window's newest count is smaller than its front: the delay holds pods.
+        reason += f", held by the {spec.scale_down_delay:g} s scale-down delay"
 
     # The KPA reconciler: initial scale until reached, then [minScale, maxScale].
     if not reached and desired < initial:
