@@ -133,6 +133,10 @@ def service(fn: Mapping[str, Any], image: str | None = None) -> dict[str, Any]:
     if not image:
         raise ExportError(f"function {name!r} has no built image yet (phase "
                           f"{fn.get('status', {}).get('phase', '?')}); wait for it to be Ready")
+    if not name[:1].isalpha():
+        # Knative names Kubernetes Services after it, and those are DNS-1035 labels.
+        raise ExportError(f"function {name!r}: a Knative Service name must start with a "
+                          "letter (DNS-1035); deploy it under a name like 'fn-" + name + "'")
     env = dict(spec.get("env") or {})
     reserved = sorted(RESERVED_ENV & set(env))
     if reserved:

@@ -111,6 +111,11 @@ def test_reserved_env_is_refused() -> None:
         knative.service(function("add", {"env": {"K_SERVICE": "x"}}))
 
 
+def test_name_starting_with_a_digit_is_refused() -> None:
+    with pytest.raises(knative.ExportError, match="must start with a letter"):
+        knative.service(function("3d", {}))
+
+
 def test_unbuilt_function_is_refused() -> None:
     with pytest.raises(knative.ExportError, match="no built image yet"):
         knative.service(function("add", {}, image=None))
