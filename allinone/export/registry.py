@@ -18,6 +18,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urljoin
 
 import requests
@@ -72,6 +73,21 @@ def _base(host: str) -> str:
     return f"{scheme}://{host}/v2/"
 
 
+class _Sized:
+    """A stream with a known length: requests then sends Content-Length and streams the
+    body, where a bare stream would go out chunked (which registries do not all take)."""
+
+    def __init__(self, raw: Any, length: int) -> None:
+        self.raw, self.length = raw, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self.raw.read(size)
+        return data
+
+
 class _Copier:
     def __init__(self, src: Reference, host: str, repo: str, mount: bool) -> None:
         self.src, self.host, self.repo = src, host, repo
@@ -108,10 +124,9 @@ class _Copier:
             self._check(src, f"reading blob {digest} from {self.src.host}", (200,))
             sep = "&" if "?" in location else "?"
             put = self.http.put(
-                f"{location}{sep}digest={digest}", data=src.raw,
-                headers={"Content-Type": "application/octet-stream",
-                         "Content-Length": src.headers["Content-Length"]},
-                timeout=TIMEOUT)
+                f"{location}{sep}digest={digest}",
+                data=_Sized(src.raw, int(src.headers["Content-Length"])),
+                headers={"Content-Type": "application/octet-stream"}, timeout=TIMEOUT)
         self._check(put, f"uploading blob {digest}", (201,))
 
     def manifest(self, digest: str, tags: tuple[str, ...] = ()) -> None:
