@@ -121,6 +121,11 @@ SCENARIOS: list[tuple[str, dict[str, Any], list[Phase], int, bool]] = [
     # Scale-down rate 1.1 from 50: floor(50 / 1.1) = floor(45.45) = 45.
     ("maxScaleDownRate 1.1 on 50 pods is 45", {"maxScaleDownRate": 1.1, "maxScale": 1000},
      [(60, 1, 50)], 45, False),
+    # Down rate 1.08 on 135 ready: 135 / 1.08 = 124.99999999999999 in float64 -> 124, as
+    # in Go (rounding to 1e-9 first gave 125).
+    ("maxScaleDownRate 1.08 on 135 pods is 124", {"maxScaleDownRate": 1.08,
+                                                  "maxScale": 1000},
+     [(60, 1, 135)], 124, False),
     ("maxScale caps", {}, [(60, 100, 10)], 10, False),
     ("maxScale caps panic too", {}, [(60, 140, 10)], 10, True),
     ("minScale keeps pods without load", {"minScale": 2}, [(60, 0, 2), (60, 0, 2)], 2, False),
