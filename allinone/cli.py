@@ -282,6 +282,10 @@ def cmd_export(client: Client, args: argparse.Namespace) -> int:
     else:
         fns = [client.json("GET", f"/api/v1/functions/{args.name}")]
     images: dict[str, str] = {}
+    try:
+        knative.render(fns)  # refuse before copying anything
+    except knative.ExportError as exc:
+        raise CliError(str(exc)) from exc
     if args.push_to:
         for fn in fns:
             name, image = fn["metadata"]["name"], fn.get("status", {}).get("image")
