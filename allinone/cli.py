@@ -256,7 +256,7 @@ def cmd_get(client: Client, args: argparse.Namespace) -> int:
         ("Source", f"{spec['source']['filename']} ({spec['source']['size']} bytes)"),
         ("Replicas", f"desired {st.get('desiredReplicas', 0)}, ready {st.get('readyReplicas', 0)}"
                      f", total {st.get('replicas', 0)}"),
-        (auto.get("metric", "concurrency").capitalize(),
+        ("Requests/s" if auto.get("metric") == "rps" else "Concurrency",
          f"stable {auto.get('stableConcurrency', 0):.2f}, "
                         f"panic {auto.get('panicConcurrency', 0):.2f}"),
         ("Panic mode", "yes" if auto.get("panic") else "no"),
