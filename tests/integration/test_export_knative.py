@@ -30,8 +30,9 @@ SPEC = {
 
 def export(server: ServerProcess, *args: str) -> str:
     out = subprocess.run(
-        [sys.executable, "-m", "allinone.cli", "--server", server.url, "function", "export",
-         *args], capture_output=True, text=True, timeout=120)
+        [sys.executable, "-m", "allinone.cli", "--server", server.url,
+         f"--token={server.token()}", "function", "export", *args], capture_output=True, text=True,
+        timeout=120)
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -99,9 +100,9 @@ def test_export_all_and_errors(server: ServerProcess) -> None:
     assert "kn-one" in names
     assert "no Knative Serving equivalent" in text
     out = subprocess.run([sys.executable, "-m", "allinone.cli", "--server", server.url,
-                          "function", "export", "no-such-fn"], capture_output=True, text=True,
-                         timeout=60)
-    assert out.returncode == 1 and "error:" in out.stderr
+                          f"--token={server.token()}", "function", "export", "no-such-fn"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "no-such-fn" in out.stderr, out.stderr
 
 
 def test_push_without_mount_uploads_every_blob(server: ServerProcess) -> None:
