@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from typing import Any
 
 import httptools
 
@@ -47,7 +48,7 @@ class _Conn(asyncio.Protocol):
 
     def __init__(self, max_body: int) -> None:
         self.max_body = max_body
-        self.transport: asyncio.Transport | None = None
+        self.transport: Any = None  # asyncio's or uvloop's (not an asyncio.Transport)
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
         self.body: list[bytes] = []
@@ -58,7 +59,6 @@ class _Conn(asyncio.Protocol):
 
     # -- asyncio.Protocol --
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:

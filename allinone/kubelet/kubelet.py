@@ -353,7 +353,12 @@ class Kubelet:
         started = self.clock.now()
         died = self._died.setdefault(rec.container_id, asyncio.Event())
         while rec.phase == PENDING:
-            if await self.probe(address):
+            try:
+                healthy = await self.probe(address)
+            except Exception:  # a probe bug must not leave the pod Pending forever
+                log.exception("probing pod %s failed", rec.name)
+                healthy = False
+            if healthy:
                 if rec.phase != PENDING:
                     break  # terminated while probing
                 rec.phase, rec.ready = RUNNING, True
