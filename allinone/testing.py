@@ -126,7 +126,9 @@ class ServerProcess:
             labels = ["allinone.managed=1", f"allinone.instance={self.instance()}"]
             if function:
                 labels.append(f"allinone.function={function}")
-            return list(client.containers.list(all=all, filters={"label": labels}))
+            # ignore_removed: a pod removed between the list and its inspect is no error.
+            return list(client.containers.list(all=all, filters={"label": labels},
+                                               ignore_removed=True))
         finally:
             client.close()
 
