@@ -36,6 +36,7 @@ All time comes from the injected :class:`~allinone.clock.Clock`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import secrets
@@ -158,6 +159,10 @@ class Kubelet:
         finally:
             for task in list(self._tasks):
                 task.cancel()
+            close = getattr(events, "aclose", None)  # stops Docker's event reader thread
+            if close is not None:
+                with contextlib.suppress(RuntimeError):  # already closing with its task
+                    await close()
 
     async def _watch(self, events: AsyncIterator[ContainerEvent]) -> None:
         async for ev in events:
