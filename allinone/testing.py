@@ -175,7 +175,9 @@ class ServerProcess:
         out: dict[str, Any] = resp.json()
         return out
 
-    def wait_phase(self, name: str, phase: str, timeout: float = 120) -> dict[str, Any]:
+    def wait_phase(self, name: str, phase: str, timeout: float = 300) -> dict[str, Any]:
+        # 300 s: the first build of a fresh server pushes the base image, which takes
+        # two minutes on a 2-core machine busy with other test runs.
         def check() -> dict[str, Any] | None:
             fn = self.get(name)
             st = fn["status"]
