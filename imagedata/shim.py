@@ -18,7 +18,8 @@ in module ``func``; ``pkg.mod.fn`` means ``fn`` in module ``pkg.mod``), and wher
 listen: ``ALLINONE_SOCKET``, the path of a Unix socket (the platform's pods: they have
 no network, the socket is in a per-pod directory the platform mounts), else TCP port
 ``$PORT`` (default 8080) on every interface of the container's own network namespace
-(a Knative export, where the queue-proxy connects over TCP).
+(a Knative export, where the queue-proxy connects over TCP), or ``ALLINONE_PORT`` on
+127.0.0.1 only (a container on the host network).
 
 Why not ``http.server``: in the function image it costs about 20 ms of imports
 (http.client pulls in ssl, email.utils pulls in the email package, datetime, random,
@@ -238,8 +239,13 @@ def make_server(environ):
     path = environ.get("ALLINONE_SOCKET")
     if path:
         return UnixServer(path, Handler), f"unix:{path}"
-    port = int(environ.get("PORT") or environ.get("ALLINONE_PORT") or "8080")
-    return Server(("0.0.0.0", port), Handler), f"0.0.0.0:{port}"
+    # ALLINONE_PORT (a container on the host network, as some tests start one) serves
+    # loopback only; anywhere else (Knative, plain docker run) the runtime sets PORT and
+    # connects from outside the container.
+    own_port = environ.get("ALLINONE_PORT")
+    host = "127.0.0.1" if own_port else "0.0.0.0"
+    port = int(own_port or environ.get("PORT") or "8080")
+    return Server((host, port), Handler), f"{host}:{port}"
 
 
 class Handler(socketserver.StreamRequestHandler):
