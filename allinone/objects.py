@@ -166,11 +166,17 @@ DEFAULT_SPEC: Obj = {
     "timeoutSeconds": 60,
     "resources": {"memoryMiB": 256, "cpus": 1.0},
     "scaling": DEFAULT_SCALING,
+    "network": "none",
 }
+# A pod's network: "none" (no interface but loopback: the default) or "egress" (Docker's
+# default bridge, for functions that call out). The platform reaches a pod only through
+# its Unix socket either way, and listens on loopback only, so egress reaches nothing
+# of the platform.
+NETWORK_MODES = ("none", "egress")
 
-_TOP_FIELDS = {"handler", "env", "timeoutSeconds", "resources", "scaling", "source"}
+_TOP_FIELDS = {"handler", "env", "timeoutSeconds", "resources", "scaling", "source", "network"}
 # Variables the runtime shim owns; a user value would break the pod.
-RESERVED_ENV = {"ALLINONE_HANDLER", "ALLINONE_PORT", "PYTHONPATH"}
+RESERVED_ENV = {"ALLINONE_HANDLER", "ALLINONE_PORT", "ALLINONE_SOCKET", "PYTHONPATH"}
 
 
 def _number(field: str, value: object, kind: type, lo: float, hi: float,
@@ -273,6 +279,13 @@ def normalize_spec(user: object, base: Obj | None = None) -> Obj:
                 "resources.memoryMiB", res["memoryMiB"], int, 16, 65536)
         if "cpus" in res:
             spec["resources"]["cpus"] = _number("resources.cpus", res["cpus"], float, 0.05, 64)
+
+    if "network" in user:
+        if user["network"] not in NETWORK_MODES:
+            raise ValidationError(
+                f"spec.network must be \"none\" (no network: the default) or \"egress\" "
+                f"(outbound connections only), got {json.dumps(user['network'])}")
+        spec["network"] = user["network"]
 
     if "scaling" in user:
         sc = user["scaling"]

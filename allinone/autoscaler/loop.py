@@ -79,18 +79,17 @@ class Autoscaler:
     async def run(self) -> None:
         await self.functions.synced.wait()
         await self.replicasets.synced.wait()
-        loop = asyncio.get_running_loop()
-        next_tick = loop.time()
+        next_tick = self.clock.now()
         while True:
-            timeout = max(next_tick - loop.time(), 0)
+            timeout = max(next_tick - self.clock.now(), 0)
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                await self.clock.wait_for(self._wake.wait(), timeout)
             except TimeoutError:
                 pass
             self._wake.clear()
-            if loop.time() >= next_tick:
+            if self.clock.now() >= next_tick:
                 names = {f["metadata"]["name"] for f in self.functions.items()}
-                next_tick = loop.time() + self.tick_seconds
+                next_tick = self.clock.now() + self.tick_seconds
             else:
                 names = set()
             names |= self._poked
