@@ -39,6 +39,16 @@ class Metrics:
             registry=r)
         self.builds = Counter(
             "allinone_builds", "Image builds by result", ["result"], registry=r)
+        self.workflow_executions = Counter(
+            "allinone_workflow_executions", "Finished workflow executions by status",
+            ["workflow", "status"], registry=r)
+        self.workflow_running = Gauge(
+            "allinone_workflow_executions_running", "Workflow executions running now",
+            ["workflow"], registry=r)
+        self.workflow_duration = Histogram(
+            "allinone_workflow_execution_duration_seconds",
+            "Workflow execution duration, start to stop", ["workflow"],
+            buckets=(*LATENCY_BUCKETS, 120, 300, 900, 3600), registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

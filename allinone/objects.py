@@ -24,6 +24,9 @@ PREFIX = "/allinone"
 FUNCTIONS_PREFIX = f"{PREFIX}/functions/"
 REPLICASETS_PREFIX = f"{PREFIX}/replicasets/{NAMESPACE}/"
 PODS_PREFIX = f"{PREFIX}/pods/{NAMESPACE}/"
+WORKFLOWS_PREFIX = f"{PREFIX}/workflows/"
+EXECUTIONS_PREFIX = f"{PREFIX}/executions/"
+HISTORY_PREFIX = f"{PREFIX}/history/"
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 MAX_NAME = 63
@@ -46,6 +49,14 @@ def replicaset_key(name: str) -> str:
 
 def pod_key(name: str) -> str:
     return f"{PODS_PREFIX}{name}"
+
+
+def workflow_key(name: str) -> str:
+    return f"{WORKFLOWS_PREFIX}{name}"
+
+
+def execution_key(workflow: str, execution_id: str) -> str:
+    return f"{EXECUTIONS_PREFIX}{workflow}/{execution_id}"
 
 
 def now_rfc3339() -> str:

@@ -1,0 +1,373 @@
+"""The workflow runner: durable executions over the interpreter.
+
+Layout in the store (each object Kubernetes-shaped, see :mod:`allinone.objects`):
+
+- ``/allinone/workflows/NAME``: the Workflow (``spec.definition``);
+- ``/allinone/executions/NAME/ID``: an Execution. ``spec`` holds a copy of the
+  definition it started with (so an update of the workflow never changes a running
+  execution) and its input; ``status`` its state (``RUNNING``, ``SUCCEEDED``, ``FAILED``,
+  ``TIMED_OUT``), output or error/cause, dates and the *checkpoint*: the top-level state
+  it last entered, that state's raw input and, in a Wait, when the wait ends;
+- ``/allinone/history/NAME/ID/NNNNNN``: its history, in chunks appended as it runs
+  (appending, not rewriting one growing object, keeps each write small).
+
+Durability (crash-only): before the interpreter runs a top-level state, the events so
+far are appended and the checkpoint written. After a restart, :meth:`WorkflowRunner.run`
+resumes every ``RUNNING`` execution from its checkpoint. The state that was running at
+the crash runs again from its start: a Task in flight is invoked again (at-least-once;
+functions used in workflows should be idempotent), a whole Parallel or Map is re-run,
+retry counts start again. ``TimeoutSeconds`` is measured from the recorded start
+(wall clock), so downtime counts against it. A stop of the server is the same as a
+crash: running executions stay ``RUNNING`` and resume at the next start.
+
+Bounds: at most ``max_executions`` executions per workflow are kept (the oldest
+finished ones are pruned with their history); a history keeps at most
+``MAX_EVENTS`` events (then ``status.historyTruncated``); the input/output inside an
+event is cut to ``EVENT_PAYLOAD_LIMIT`` bytes; the data passed between top-level states
+is bounded by the interpreter's ``MAX_PAYLOAD`` (States.DataLimitExceeded).
+
+Execution IDs sort by start time (hex milliseconds, then random), so a key-ordered list
+is a time-ordered list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from allinone import objects
+from allinone.clock import Clock
+from allinone.metrics import Metrics
+from allinone.store import AlreadyExists, Conflict, NotFound, Obj, Store, StoreError
+from allinone.workflows.errors import DATA_LIMIT, StatesError
+from allinone.workflows.interpreter import (
+    MAX_PAYLOAD,
+    Interpreter,
+    Outcome,
+    Resume,
+    iso,
+)
+from allinone.workflows.invoker import Invoker
+from allinone.workflows.validate import validate
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RUNNING = "RUNNING"
+MAX_EVENTS = 5000
+EVENT_PAYLOAD_LIMIT = 8 * 1024
+FLUSH_EVERY = 100  # events buffered at most between two history writes
+STORE_RETRY_SECONDS = 60.0
+
+
+class WorkflowNotFound(LookupError):
+    pass
+
+
+class ExecutionGone(Exception):
+    """The execution's record was deleted (pruned, or its workflow deleted)."""
+
+
+def history_prefix(workflow: str, execution_id: str) -> str:
+    return f"{objects.HISTORY_PREFIX}{workflow}/{execution_id}/"
+
+
+def new_execution_id(wall: float) -> str:
+    return f"{int(wall * 1000):012x}-{uuid.uuid4().hex[:12]}"
+
+
+def _cut(value: Any) -> Any:
+    text = json.dumps(value)
+    if len(text) <= EVENT_PAYLOAD_LIMIT:
+        return value
+    return {"truncated": True, "bytes": len(text), "preview": text[:1024]}
+
+
+def workflow_object(name: str, definition: Any) -> Obj:
+    """A new Workflow; raises ValidationError (name) or DefinitionError (definition)."""
+    objects.validate_name(name)
+    wf = objects.new_object("Workflow", name, {"definition": validate(definition)})
+    wf["status"] = {"phase": "Ready", "message": ""}
+    return wf
+
+
+def view(execution: Obj, events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """An execution as the API shows it (Step Functions' DescribeExecution fields)."""
+    st = execution["status"]
+    out: dict[str, Any] = {
+        "executionId": execution["metadata"]["name"],
+        "workflow": execution["spec"]["workflow"],
+        "status": st["status"],
+        "input": execution["spec"]["input"],
+        "startDate": st.get("startDate"),
+        "stopDate": st.get("stopDate"),
+    }
+    if st["status"] == "SUCCEEDED":
+        out["output"] = st.get("output")
+    elif st["status"] != RUNNING:
+        out["error"], out["cause"] = st.get("error"), st.get("cause")
+    if st.get("historyTruncated"):
+        out["historyTruncated"] = True
+    if events is not None:
+        out["events"] = events
+    return out
+
+
+class Recorder:
+    """The interpreter's :class:`~allinone.workflows.interpreter.Sink` for one execution."""
+
+    def __init__(self, runner: WorkflowRunner, key: str, execution: Obj) -> None:
+        self.runner = runner
+        self.key = key
+        self.execution = execution
+        self.buffer: list[dict[str, Any]] = []
+        st = execution["status"]
+        self.count = int(st.get("events", 0))
+        self.chunks = int(st.get("chunks", 0))
+
+    async def event(self, event: dict[str, Any]) -> None:
+        if self.count >= MAX_EVENTS:
+            self.execution["status"]["historyTruncated"] = True
+            return
+        for f in ("input", "output"):
+            if f in event:
+                event[f] = _cut(event[f])
+        self.count += 1
+        event["id"] = self.count
+        self.buffer.append(event)
+        if len(self.buffer) >= FLUSH_EVERY:
+            await self.flush()
+
+    async def transition(self, state: str, state_input: Any, wait_until: float | None) -> None:
+        size = len(json.dumps(state_input))
+        if size > MAX_PAYLOAD:
+            raise StatesError(DATA_LIMIT, f"the input of state {state!r} is {size} bytes; the "
+                              f"limit is {MAX_PAYLOAD}")
+        self.execution["status"]["checkpoint"] = {"state": state, "input": state_input,
+                                                  "waitUntil": wait_until}
+        await self.save()
+
+    async def flush(self) -> None:
+        if not self.buffer:
+            return
+        name = self.execution["metadata"]["name"]
+        chunk = objects.new_object("HistoryChunk", f"{name}-{self.chunks + 1:06d}",
+                                   {"events": self.buffer})
+        key = f"{history_prefix(self.execution['spec']['workflow'], name)}{self.chunks + 1:06d}"
+        await self.runner.retrying(lambda: self.runner.store.create(key, chunk))
+        self.chunks += 1
+        self.buffer = []
+
+    async def save(self) -> None:
+        await self.flush()
+        st = self.execution["status"]
+        st["events"], st["chunks"] = self.count, self.chunks
+
+        async def write() -> Obj:
+            return await self.runner.store.update(self.key, self.execution)
+        try:
+            self.execution = await self.runner.retrying(write)
+        except NotFound:
+            raise ExecutionGone(self.key) from None
+
+
+class WorkflowRunner:
+    """Starts, records and resumes executions. One per server."""
+
+    def __init__(self, store: Store, invoker: Invoker, clock: Clock,
+                 metrics: Metrics | None = None, *, max_executions: int = 100) -> None:
+        self.store = store
+        self.invoker = invoker
+        self.clock = clock
+        self.metrics = metrics
+        self.max_executions = max_executions
+        self.running: dict[str, asyncio.Task[Obj]] = {}
+        # workflow -> execution IDs known to exist, oldest first (loaded on first use)
+        self._ids: dict[str, list[str]] = {}
+
+    async def retrying(self, op: Callable[[], Awaitable[T]]) -> T:
+        """A store write, retried while etcd is unavailable (not on NotFound/Conflict)."""
+        delay, waited = 0.1, 0.0
+        while True:
+            try:
+                return await op()
+            except (NotFound, Conflict, AlreadyExists):
+                raise
+            except StoreError as exc:
+                if waited >= STORE_RETRY_SECONDS:
+                    raise
+                log.warning("workflow store write failed (%s); retrying in %.1f s", exc, delay)
+                await self.clock.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 5.0)
+
+    # -- the API others call ----------------------------------------------------------
+
+    async def start_execution(self, workflow: str, execution_input: Any, *,
+                              wait: bool) -> dict[str, Any]:
+        """Start an execution of ``workflow``; the API view of it when it is recorded
+        (``wait=False``) or when it has finished (``wait=True``).
+
+        Raises :class:`WorkflowNotFound`; store errors propagate. With ``wait`` the
+        execution continues when the caller is cancelled (its record says how it ended).
+        """
+        try:
+            wf = await self.store.get(objects.workflow_key(workflow))
+        except NotFound:
+            raise WorkflowNotFound(workflow) from None
+        wall = self.clock.wall()
+        eid = new_execution_id(wall)
+        execution = objects.new_object(
+            "Execution", eid,
+            {"workflow": workflow, "definition": wf["spec"]["definition"],
+             "input": execution_input, "workflowGeneration": wf["metadata"]["generation"]},
+            labels={"workflow": workflow})
+        execution["status"] = {"status": RUNNING, "startDate": iso(wall),
+                               "startWall": wall, "checkpoint": None, "events": 0, "chunks": 0}
+        key = objects.execution_key(workflow, eid)
+        created = await self.store.create(key, execution)
+        await self._remember(workflow, eid)
+        task = self._spawn(key, created, None)
+        if not wait:
+            return view(created)
+        return view(await asyncio.shield(task))
+
+    async def wait(self, workflow: str, execution_id: str) -> dict[str, Any] | None:
+        """The final view of an execution running here, or None when it is not running."""
+        task = self.running.get(objects.execution_key(workflow, execution_id))
+        return None if task is None else view(await asyncio.shield(task))
+
+    async def describe(self, workflow: str, execution_id: str) -> dict[str, Any]:
+        """An execution with its history; raises NotFound."""
+        execution = await self.store.get(objects.execution_key(workflow, execution_id))
+        chunks, _ = await self.store.list(history_prefix(workflow, execution_id))
+        events = [e for c in chunks for e in c["spec"]["events"]]
+        return view(execution, events)
+
+    async def list_executions(self, workflow: str) -> list[dict[str, Any]]:
+        items, _ = await self.store.list(f"{objects.EXECUTIONS_PREFIX}{workflow}/")
+        return [view(e) for e in reversed(items)]
+
+    async def forget_workflow(self, workflow: str) -> None:
+        """Delete a workflow's executions and history (its running ones stop)."""
+        for key, task in list(self.running.items()):
+            if key.startswith(f"{objects.EXECUTIONS_PREFIX}{workflow}/"):
+                task.cancel()
+        items, _ = await self.store.list(f"{objects.EXECUTIONS_PREFIX}{workflow}/")
+        for e in items:
+            await self._delete(workflow, e["metadata"]["name"])
+        self._ids.pop(workflow, None)
+
+    # -- the loop the server runs -----------------------------------------------------
+
+    async def run(self) -> None:
+        """Resume what was running before a restart, then keep the executions' tasks.
+
+        Cancelled at shutdown: running executions stop where they are and stay
+        RUNNING in the store, to be resumed by the next server.
+        """
+        try:
+            await self.retrying(self.resume_all)
+            await asyncio.Event().wait()
+        finally:
+            tasks = list(self.running.values())
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def resume_all(self) -> int:
+        items, _ = await self.store.list(objects.EXECUTIONS_PREFIX)
+        n = 0
+        for e in items:
+            st = e.get("status", {})
+            key = objects.execution_key(e["spec"]["workflow"], e["metadata"]["name"])
+            if st.get("status") != RUNNING or key in self.running:
+                continue
+            cp = st.get("checkpoint") or {"state": e["spec"]["definition"]["StartAt"],
+                                          "input": e["spec"]["input"], "waitUntil": None}
+            log.info("resuming execution %s at state %r", key, cp["state"])
+            self._spawn(key, e, Resume(cp["state"], cp["input"], cp.get("waitUntil")))
+            n += 1
+        return n
+
+    # -- internals --------------------------------------------------------------------
+
+    def _spawn(self, key: str, execution: Obj, resume: Resume | None) -> asyncio.Task[Obj]:
+        task = asyncio.ensure_future(self._execute(key, copy.deepcopy(execution), resume))
+        self.running[key] = task
+        task.add_done_callback(lambda t: self._done(key, t))
+        if self.metrics is not None:
+            self.metrics.workflow_running.labels(execution["spec"]["workflow"]).inc()
+        return task
+
+    def _done(self, key: str, task: asyncio.Task[Obj]) -> None:
+        self.running.pop(key, None)
+        workflow = key[len(objects.EXECUTIONS_PREFIX):].split("/", 1)[0]
+        if self.metrics is not None:
+            self.metrics.workflow_running.labels(workflow).dec()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("execution %s stopped: %r", key, task.exception())
+
+    async def _execute(self, key: str, execution: Obj, resume: Resume | None) -> Obj:
+        spec, st = execution["spec"], execution["status"]
+        rec = Recorder(self, key, execution)
+        if resume is not None:
+            await rec.event({"timestamp": iso(self.clock.wall()), "type": "ExecutionResumed",
+                             "name": resume.state, "input": resume.input})
+        interp = Interpreter(spec["definition"], self.invoker, self.clock, rec,
+                             execution_id=execution["metadata"]["name"],
+                             workflow=spec["workflow"])
+        try:
+            outcome = await interp.run(spec["input"], start_wall=st["startWall"], resume=resume)
+        except ExecutionGone:
+            log.info("execution %s was deleted while it ran; stopped", key)
+            raise
+        return await self._finish(rec, outcome)
+
+    async def _finish(self, rec: Recorder, outcome: Outcome) -> Obj:
+        st = rec.execution["status"]
+        wall = self.clock.wall()
+        st.update(status=outcome.status, stopDate=iso(wall), checkpoint=None)
+        if outcome.status == "SUCCEEDED":
+            st["output"] = outcome.output
+        else:
+            st["error"], st["cause"] = outcome.error, outcome.cause
+        await rec.save()
+        if self.metrics is not None:
+            workflow = rec.execution["spec"]["workflow"]
+            self.metrics.workflow_executions.labels(workflow, outcome.status).inc()
+            self.metrics.workflow_duration.labels(workflow).observe(
+                max(0.0, wall - st["startWall"]))
+        return rec.execution
+
+    async def _remember(self, workflow: str, eid: str) -> None:
+        ids = self._ids.get(workflow)
+        if ids is None:
+            items, _ = await self.store.list(f"{objects.EXECUTIONS_PREFIX}{workflow}/")
+            ids = self._ids[workflow] = [e["metadata"]["name"] for e in items]
+        if eid not in ids:
+            ids.append(eid)
+        excess = len(ids) - self.max_executions
+        for old in list(ids):
+            if excess <= 0:
+                break
+            if objects.execution_key(workflow, old) in self.running:
+                continue  # never prune a running execution
+            await self._delete(workflow, old)
+            ids.remove(old)
+            excess -= 1
+
+    async def _delete(self, workflow: str, eid: str) -> None:
+        chunks, _ = await self.store.list(history_prefix(workflow, eid))
+        with contextlib.suppress(NotFound):
+            await self.store.delete(objects.execution_key(workflow, eid))
+        for c in chunks:
+            with contextlib.suppress(NotFound):
+                await self.store.delete(
+                    f"{history_prefix(workflow, eid)}{c['metadata']['name'].rsplit('-', 1)[-1]}")
