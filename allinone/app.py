@@ -11,6 +11,9 @@ running across a restart of the server and are adopted by the next one.
 :func:`serve` is ``allinone serve``: preflight checks, the embedded etcd and registry
 as supervised child processes (unless pointed at running ones), then Sanic in a single
 process. The child processes are stopped when Sanic returns (SIGINT/SIGTERM).
+
+The workflow runner comes last: it invokes Task states through the activator, and its
+loop resumes the executions a previous server left running.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from sanic.exceptions import SanicException
 from allinone import objects
 from allinone.activator.activator import Activator
 from allinone.apiserver.routes import ApiDeps, ApiError, error_response, make_blueprint
+from allinone.apiserver.workflows import make_workflows_blueprint
 from allinone.autoscaler.loop import Autoscaler
 from allinone.builder.builder import Builder
 from allinone.builder.reconciler import BuildReconciler
@@ -38,6 +42,7 @@ from allinone.metrics import Metrics
 from allinone.runtime.docker import DockerRuntime
 from allinone.store import StoreError, Unavailable
 from allinone.store.etcd import EtcdStore
+from allinone.workflows.runner import WorkflowRunner
 
 log = logging.getLogger("allinone")
 
@@ -77,6 +82,7 @@ def build_app(settings: Settings, name: str = "allinone") -> Sanic[Any, Any]:
     app.config.NOISY_EXCEPTIONS = False
     app.ctx.settings = settings
     app.blueprint(make_blueprint())
+    app.blueprint(make_workflows_blueprint())
     app.error_handler.add(Exception, _on_error)
 
     @app.before_server_start
@@ -103,8 +109,9 @@ def build_app(settings: Settings, name: str = "allinone") -> Sanic[Any, Any]:
             PortAllocator(*settings.pod_port_range), settings.logs_dir,
             keep_paused=settings.keep_paused_seconds)
         app.ctx.store = store
+        app.ctx.workflows = WorkflowRunner(store, activator, clock, metrics)
         app.ctx.loops = [functions.run(), replicasets.run(), controller.run(), reconciler.run(),
-                         autoscaler.run()]
+                         autoscaler.run(), app.ctx.workflows.run()]
         app.ctx.activator = activator
         app.ctx.builder = builder
         app.ctx.runtime = runtime

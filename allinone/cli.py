@@ -371,6 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("logs", help="what the function printed, from its pods")
     p.add_argument("name")
 
+    from allinone import cli_workflows
+
+    cli_workflows.add_parser(sub)
+
     sub.add_parser("loadtest", help="run the locust scenarios (see `allinone loadtest --help`)",
                    add_help=False)
     return parser
@@ -405,6 +409,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_invoke(client, args)
         if args.command == "logs":
             return cmd_logs(client, args)
+        if args.command == "workflow":
+            from allinone import cli_workflows
+
+            return cli_workflows.run(client, args)
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
