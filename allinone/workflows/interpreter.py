@@ -136,12 +136,11 @@ class Interpreter:
             await self._emit("ExecutionStarted", input=execution_input)
         limit = self.definition.get("TimeoutSeconds")
         self.deadline = None if limit is None else start + limit
-        body = self._machine(self.definition, execution_input, ctx, top=True, resume=resume)
         try:
-            if limit is None:
-                output = await body
-            else:
-                output = await self._within(body, start + limit - self.clock.wall())
+            # The deadline is checked at every transition and caps every sleep and
+            # every Task invocation, so no timer runs beside the whole execution.
+            output = await self._machine(self.definition, execution_input, ctx, top=True,
+                                         resume=resume)
         except _TimedOut:
             cause = f"the execution did not finish within TimeoutSeconds ({limit} s)"
             await self._emit("ExecutionTimedOut", error=errors.TIMEOUT, cause=cause)
@@ -156,22 +155,26 @@ class Interpreter:
         await self.sink.event({"timestamp": iso(self.clock.wall()), "type": kind, **fields})
 
     async def _within(self, work: Coroutine[Any, Any, T], seconds: float) -> T:
-        """``work``, or :class:`_TimedOut` when ``seconds`` pass first on the clock."""
+        """``work``, or :class:`_TimedOut` when ``seconds`` pass first on the clock.
+
+        The timer is armed only when the work did not finish in its first step: a clock
+        whose ``sleep`` jumps time forward (ManualClock) must not jump past work that
+        takes no time.
+        """
         task = asyncio.ensure_future(work)
-        if seconds <= 0:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-            raise _TimedOut
-        timer = asyncio.ensure_future(self.clock.sleep(seconds))
-        try:
-            await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            timer.cancel()
-            if not task.done():  # timed out, or we are being cancelled ourselves
+        await asyncio.sleep(0)
+        if not task.done():
+            if seconds <= 0:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            timer = asyncio.ensure_future(self.clock.sleep(max(0.0, seconds)))
+            try:
+                await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                timer.cancel()
+                if not task.done():  # timed out, or we are being cancelled ourselves
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
         if task.cancelled():
             raise _TimedOut
         return task.result()
@@ -378,9 +381,14 @@ class Interpreter:
         await self._emit("TaskScheduled", name=name, resource=resource, input=args,
                          timeoutSeconds=timeout)
         call: Awaitable[Reply] = self.invoker.invoke(resource, body)
+        remaining = None if self.deadline is None else self.deadline - self.clock.wall()
+        execution_bound = remaining is not None and (timeout is None or remaining < timeout)
+        limit = remaining if execution_bound else timeout
         try:
-            reply = await (self._within(_co(call), timeout) if timeout else call)
+            reply = await (self._within(_co(call), limit) if limit is not None else call)
         except _TimedOut:
+            if execution_bound:
+                raise
             cause = f"Task {name!r} did not finish within TimeoutSeconds ({timeout} s)"
             await self._emit("TaskTimedOut", name=name, resource=resource,
                              error=errors.TIMEOUT, cause=cause)
