@@ -130,6 +130,7 @@ class Recorder:
         st = execution["status"]
         self.count = int(st.get("events", 0))
         self.chunks = int(st.get("chunks", 0))
+        self.lock = asyncio.Lock()
 
     async def event(self, event: dict[str, Any]) -> None:
         if self.count >= MAX_EVENTS:
@@ -154,27 +155,31 @@ class Recorder:
         await self.save()
 
     async def flush(self) -> None:
+        """Append the buffered events as the next chunk. Concurrent callers (Map
+        iterations, Parallel branches) each take their own batch and chunk number."""
         if not self.buffer:
             return
-        name = self.execution["metadata"]["name"]
-        chunk = objects.new_object("HistoryChunk", f"{name}-{self.chunks + 1:06d}",
-                                   {"events": self.buffer})
-        key = f"{history_prefix(self.execution['spec']['workflow'], name)}{self.chunks + 1:06d}"
-        await self.runner.retrying(lambda: self.runner.store.create(key, chunk))
+        batch, self.buffer = self.buffer, []
         self.chunks += 1
-        self.buffer = []
+        n = self.chunks
+        name = self.execution["metadata"]["name"]
+        chunk = objects.new_object("HistoryChunk", f"{name}-{n:06d}", {"events": batch})
+        key = f"{history_prefix(self.execution['spec']['workflow'], name)}{n:06d}"
+        await self.runner.retrying(lambda: self.runner.store.create(key, chunk))
 
     async def save(self) -> None:
         await self.flush()
-        st = self.execution["status"]
-        st["events"], st["chunks"] = self.count, self.chunks
+        async with self.lock:  # one CAS update at a time on our own resourceVersion
+            st = self.execution["status"]
+            st["events"], st["chunks"] = self.count, self.chunks
 
-        async def write() -> Obj:
-            return await self.runner.store.update(self.key, self.execution)
-        try:
-            self.execution = await self.runner.retrying(write)
-        except NotFound:
-            raise ExecutionGone(self.key) from None
+            async def write() -> Obj:
+                return await self.runner.store.update(self.key, self.execution)
+            try:
+                stored = await self.runner.retrying(write)
+            except NotFound:
+                raise ExecutionGone(self.key) from None
+            self.execution["metadata"]["resourceVersion"] = stored["metadata"]["resourceVersion"]
 
 
 class WorkflowRunner:
@@ -328,6 +333,10 @@ class WorkflowRunner:
         except ExecutionGone:
             log.info("execution %s was deleted while it ran; stopped", key)
             raise
+        except Exception as exc:  # a bug or a store that stayed down: say so in the record
+            log.exception("execution %s failed inside the engine", key)
+            outcome = Outcome("FAILED", error="States.Runtime",
+                              cause=f"the workflow engine failed: {type(exc).__name__}: {exc}")
         return await self._finish(rec, outcome)
 
     async def _finish(self, rec: Recorder, outcome: Outcome) -> Obj:

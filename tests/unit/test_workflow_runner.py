@@ -132,3 +132,22 @@ async def test_oldest_finished_executions_are_pruned() -> None:
     await runner.forget_workflow("wf")
     assert await runner.list_executions("wf") == []
     assert (await store.list(objects.HISTORY_PREFIX))[0] == []
+
+
+async def test_concurrent_iterations_append_history_in_order() -> None:
+    store, clock = MemoryStore(), ManualClock()
+    await put(store, "fan", {"StartAt": "m", "States": {"m": {
+        "Type": "Map", "End": True, "ItemSelector": {"x.$": "$$.Map.Item.Value"},
+        "ItemProcessor": {"StartAt": "t", "States": {
+            "t": {"Type": "Task", "Resource": "echo", "End": True}}}}}})
+
+    async def echo(x: int) -> int:
+        await asyncio.sleep(0)
+        return x
+
+    runner = WorkflowRunner(store, FakeInvoker({"echo": echo}), clock)
+    out = await runner.start_execution("fan", list(range(60)), wait=True)
+    assert out["output"] == list(range(60))
+    events = (await runner.describe("fan", out["executionId"]))["events"]
+    assert len(events) > 300  # several chunks, flushed while iterations ran
+    assert [e["id"] for e in events] == list(range(1, len(events) + 1))
