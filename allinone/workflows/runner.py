@@ -6,14 +6,16 @@ Layout in the store (each object Kubernetes-shaped, see :mod:`allinone.objects`)
 - ``/allinone/executions/NAME/ID``: an Execution. ``spec`` holds a copy of the
   definition it started with (so an update of the workflow never changes a running
   execution) and its input; ``status`` its state (``RUNNING``, ``SUCCEEDED``, ``FAILED``,
-  ``TIMED_OUT``), output or error/cause, dates and the *checkpoint*: the top-level state
-  it last entered, that state's raw input and, in a Wait, when the wait ends;
+  ``TIMED_OUT``), output or error/cause and dates. Written at the start and at the end;
 - ``/allinone/history/NAME/ID/NNNNNN``: its history, in chunks appended as it runs
-  (appending, not rewriting one growing object, keeps each write small).
+  (appending, not rewriting one growing object, keeps each write small). A chunk
+  written at a top-level transition also holds the *checkpoint*: the state about to
+  run, its raw input and, in a Wait, when the wait ends.
 
-Durability (crash-only): before the interpreter runs a top-level state, the events so
-far are appended and the checkpoint written. After a restart, :meth:`WorkflowRunner.run`
-resumes every ``RUNNING`` execution from its checkpoint. The state that was running at
+Durability (crash-only): before the interpreter runs a top-level state, one write
+appends the events so far with the checkpoint (one etcd write per transition). After
+a restart, :meth:`WorkflowRunner.run`
+resumes every ``RUNNING`` execution from its last checkpoint. The state that was running at
 the crash runs again from its start: a Task in flight is invoked again (at-least-once;
 functions used in workflows should be idempotent), a whole Parallel or Map is re-run,
 retry counts start again. ``TimeoutSeconds`` is measured from the recorded start
@@ -120,17 +122,21 @@ def view(execution: Obj, events: list[dict[str, Any]] | None = None) -> dict[str
 
 
 class Recorder:
-    """The interpreter's :class:`~allinone.workflows.interpreter.Sink` for one execution."""
+    """The interpreter's :class:`~allinone.workflows.interpreter.Sink` for one execution.
 
-    def __init__(self, runner: WorkflowRunner, key: str, execution: Obj) -> None:
+    One store write per top-level transition: a history chunk holding the events since
+    the last one and the checkpoint. The Execution object itself is written only when
+    the execution starts and when it ends.
+    """
+
+    def __init__(self, runner: WorkflowRunner, key: str, execution: Obj, *, events: int = 0,
+                 chunks: int = 0) -> None:
         self.runner = runner
         self.key = key
         self.execution = execution
         self.buffer: list[dict[str, Any]] = []
-        st = execution["status"]
-        self.count = int(st.get("events", 0))
-        self.chunks = int(st.get("chunks", 0))
-        self.lock = asyncio.Lock()
+        self.count = events
+        self.chunks = chunks
 
     async def event(self, event: dict[str, Any]) -> None:
         if self.count >= MAX_EVENTS:
@@ -150,36 +156,34 @@ class Recorder:
         if size > MAX_PAYLOAD:
             raise StatesError(DATA_LIMIT, f"the input of state {state!r} is {size} bytes; the "
                               f"limit is {MAX_PAYLOAD}")
-        self.execution["status"]["checkpoint"] = {"state": state, "input": state_input,
-                                                  "waitUntil": wait_until}
-        await self.save()
+        await self.flush({"state": state, "input": state_input, "waitUntil": wait_until})
 
-    async def flush(self) -> None:
-        """Append the buffered events as the next chunk. Concurrent callers (Map
-        iterations, Parallel branches) each take their own batch and chunk number."""
-        if not self.buffer:
+    async def flush(self, checkpoint: dict[str, Any] | None = None) -> None:
+        """Append the buffered events (and a checkpoint) as the next chunk. Concurrent
+        callers (Map iterations, Parallel branches) each take their own batch and number."""
+        if not self.buffer and checkpoint is None:
             return
         batch, self.buffer = self.buffer, []
         self.chunks += 1
         n = self.chunks
         name = self.execution["metadata"]["name"]
-        chunk = objects.new_object("HistoryChunk", f"{name}-{n:06d}", {"events": batch})
+        spec: dict[str, Any] = {"events": batch}
+        if checkpoint is not None:
+            spec["checkpoint"] = checkpoint
+        chunk = objects.new_object("HistoryChunk", f"{name}-{n:06d}", spec)
         key = f"{history_prefix(self.execution['spec']['workflow'], name)}{n:06d}"
         await self.runner.retrying(lambda: self.runner.store.create(key, chunk))
 
-    async def save(self) -> None:
+    async def finish(self) -> None:
+        """The last events, then the Execution with its outcome."""
         await self.flush()
-        async with self.lock:  # one CAS update at a time on our own resourceVersion
-            st = self.execution["status"]
-            st["events"], st["chunks"] = self.count, self.chunks
 
-            async def write() -> Obj:
-                return await self.runner.store.update(self.key, self.execution)
-            try:
-                stored = await self.runner.retrying(write)
-            except NotFound:
-                raise ExecutionGone(self.key) from None
-            self.execution["metadata"]["resourceVersion"] = stored["metadata"]["resourceVersion"]
+        async def write() -> Obj:
+            return await self.runner.store.update(self.key, self.execution)
+        try:
+            self.execution = await self.runner.retrying(write)
+        except NotFound:
+            raise ExecutionGone(self.key) from None
 
 
 class WorkflowRunner:
@@ -233,8 +237,7 @@ class WorkflowRunner:
             {"workflow": workflow, "definition": wf["spec"]["definition"],
              "input": execution_input, "workflowGeneration": wf["metadata"]["generation"]},
             labels={"workflow": workflow})
-        execution["status"] = {"status": RUNNING, "startDate": iso(wall),
-                               "startWall": wall, "checkpoint": None, "events": 0, "chunks": 0}
+        execution["status"] = {"status": RUNNING, "startDate": iso(wall), "startWall": wall}
         key = objects.execution_key(workflow, eid)
         created = await self.store.create(key, execution)
         await self._remember(workflow, eid)
@@ -290,21 +293,30 @@ class WorkflowRunner:
         items, _ = await self.store.list(objects.EXECUTIONS_PREFIX)
         n = 0
         for e in items:
-            st = e.get("status", {})
-            key = objects.execution_key(e["spec"]["workflow"], e["metadata"]["name"])
-            if st.get("status") != RUNNING or key in self.running:
+            workflow, eid = e["spec"]["workflow"], e["metadata"]["name"]
+            key = objects.execution_key(workflow, eid)
+            if e.get("status", {}).get("status") != RUNNING or key in self.running:
                 continue
-            cp = st.get("checkpoint") or {"state": e["spec"]["definition"]["StartAt"],
-                                          "input": e["spec"]["input"], "waitUntil": None}
+            chunks, _ = await self.store.list(history_prefix(workflow, eid))
+            events = max((ev.get("id", 0) for c in chunks for ev in c["spec"]["events"]),
+                         default=0)
+            numbers = [int(c["metadata"]["name"].rsplit("-", 1)[-1]) for c in chunks]
+            cp = next((c["spec"]["checkpoint"] for c in reversed(chunks)
+                       if "checkpoint" in c["spec"]),
+                      {"state": e["spec"]["definition"]["StartAt"], "input": e["spec"]["input"],
+                       "waitUntil": None})
             log.info("resuming execution %s at state %r", key, cp["state"])
-            self._spawn(key, e, Resume(cp["state"], cp["input"], cp.get("waitUntil")))
+            self._spawn(key, e, Resume(cp["state"], cp["input"], cp.get("waitUntil")),
+                        events=events, chunks=max(numbers, default=0))
             n += 1
         return n
 
     # -- internals --------------------------------------------------------------------
 
-    def _spawn(self, key: str, execution: Obj, resume: Resume | None) -> asyncio.Task[Obj]:
-        task = asyncio.ensure_future(self._execute(key, copy.deepcopy(execution), resume))
+    def _spawn(self, key: str, execution: Obj, resume: Resume | None, *, events: int = 0,
+               chunks: int = 0) -> asyncio.Task[Obj]:
+        task = asyncio.ensure_future(self._execute(key, copy.deepcopy(execution), resume,
+                                                   events, chunks))
         self.running[key] = task
         task.add_done_callback(lambda t: self._done(key, t))
         if self.metrics is not None:
@@ -319,9 +331,10 @@ class WorkflowRunner:
         if not task.cancelled() and task.exception() is not None:
             log.error("execution %s stopped: %r", key, task.exception())
 
-    async def _execute(self, key: str, execution: Obj, resume: Resume | None) -> Obj:
+    async def _execute(self, key: str, execution: Obj, resume: Resume | None, events: int,
+                       chunks: int) -> Obj:
         spec, st = execution["spec"], execution["status"]
-        rec = Recorder(self, key, execution)
+        rec = Recorder(self, key, execution, events=events, chunks=chunks)
         if resume is not None:
             await rec.event({"timestamp": iso(self.clock.wall()), "type": "ExecutionResumed",
                              "name": resume.state, "input": resume.input})
@@ -342,12 +355,12 @@ class WorkflowRunner:
     async def _finish(self, rec: Recorder, outcome: Outcome) -> Obj:
         st = rec.execution["status"]
         wall = self.clock.wall()
-        st.update(status=outcome.status, stopDate=iso(wall), checkpoint=None)
+        st.update(status=outcome.status, stopDate=iso(wall))
         if outcome.status == "SUCCEEDED":
             st["output"] = outcome.output
         else:
             st["error"], st["cause"] = outcome.error, outcome.cause
-        await rec.save()
+        await rec.finish()
         if self.metrics is not None:
             workflow = rec.execution["spec"]["workflow"]
             self.metrics.workflow_executions.labels(workflow, outcome.status).inc()
