@@ -14,7 +14,11 @@ measures, interleaved run by run so that noise hits all alike:
 - ``empty``: a one-``Pass`` workflow (the fixed cost of an execution: create, record,
   finish).
 
-Per Task overhead = (median workflow - median direct) / N. It prints the medians and
+Per Task overhead = (median workflow - median direct) / N, the client's view (the direct
+calls also pay N client round trips, the workflow one). The server's view comes from
+the history of each workflow run: the execution's time minus the time between each
+TaskScheduled and TaskSucceeded, per Task state (the engine: interpreting, one etcd
+write per transition, the events). It prints the medians and
 writes them as JSON (``--json``). A shared 2-core machine is noisy: compare the columns
 of one run.
 """
@@ -48,6 +52,12 @@ def chain(n: int, kind: str) -> dict[str, Any]:
     return {"StartAt": "s0", "States": states}
 
 
+def _ms(timestamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp() * 1000
+
+
 def measure(url: str, n: int, runs: int) -> dict[str, Any]:
     http = requests.Session()
     body = {"k": "v", "n": 1}
@@ -76,9 +86,25 @@ def measure(url: str, n: int, runs: int) -> dict[str, Any]:
             r = http.post(url + "/function/passthrough", json=body)
             assert r.status_code == 200, r.text
 
+    split: list[dict[str, float]] = []
+
     def flow(name: str) -> None:
         r = http.post(url + f"/workflow/{name}", json=body)
         assert r.status_code == 200 and r.json()["status"] == "SUCCEEDED", r.text
+        if name.startswith("tasks-"):
+            split.append(inside(r.json()["executionId"]))
+
+    def inside(eid: str) -> dict[str, float]:
+        """From the history (ms timestamps): the execution's time on the server, and the
+        part of it spent in Task invocations (TaskScheduled -> TaskSucceeded)."""
+        events = http.get(url + f"/api/v1/workflows/tasks-{n}/executions/{eid}").json()[
+            "events"]
+        ts = {e["id"]: _ms(e["timestamp"]) for e in events}
+        total = ts[events[-1]["id"]] - ts[events[0]["id"]]
+        sched = [e for e in events if e["type"] == "TaskScheduled"]
+        done = [e for e in events if e["type"] == "TaskSucceeded"]
+        invoking = sum(ts[b["id"]] - ts[a["id"]] for a, b in zip(sched, done, strict=True))
+        return {"server_ms": total, "invoking_ms": invoking}
 
     cases = {"direct": direct, "workflow": lambda: flow(f"tasks-{n}"),
              "pass": lambda: flow(f"pass-{n}"), "empty": lambda: flow("empty")}
@@ -91,7 +117,12 @@ def measure(url: str, n: int, runs: int) -> dict[str, Any]:
             f()
             times[k].append((time.perf_counter() - t0) * 1000)
     med = {k: statistics.median(v) for k, v in times.items()}
+    split = split[1:]  # the warm-up run
+    server_ms = statistics.median(x["server_ms"] for x in split)
+    invoking_ms = statistics.median(x["invoking_ms"] for x in split)
     return {
+        "server_side_ms": {"execution": server_ms, "in_task_invocations": invoking_ms,
+                           "engine_per_task": round((server_ms - invoking_ms) / n, 2)},
         "tasks": n, "runs": runs,
         "median_ms": {k: round(v, 2) for k, v in med.items()},
         "direct_per_call_ms": round(med["direct"] / n, 2),
@@ -132,7 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  workflow of {args.tasks} Pass states  {m['pass']:8.2f} ms "
           f"({out['pass_state_ms']} ms per state)")
     print(f"  workflow of 1 Pass state    {m['empty']:8.2f} ms (fixed cost of an execution)")
-    print(f"  overhead per Task state: {out['overhead_per_task_ms']} ms")
+    print(f"  overhead per Task state: {out['overhead_per_task_ms']} ms (client view)")
+    sv = out["server_side_ms"]
+    print(f"  server side (history timestamps, ms resolution): execution {sv['execution']} ms, "
+          f"of which Task invocations {sv['in_task_invocations']} ms; engine "
+          f"{sv['engine_per_task']} ms per Task state")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
     return 0
