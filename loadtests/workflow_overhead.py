@@ -108,16 +108,27 @@ def measure(url: str, n: int, runs: int) -> dict[str, Any]:
 
     cases = {"direct": direct, "workflow": lambda: flow(f"tasks-{n}"),
              "pass": lambda: flow(f"pass-{n}"), "empty": lambda: flow("empty")}
+    errors: list[str] = []
+
+    def timed(f: Any) -> float | None:
+        t0 = time.perf_counter()
+        try:
+            f()
+        except AssertionError as exc:  # a failed call: counted and reported, run dropped
+            errors.append(str(exc)[:300])
+            return None
+        return (time.perf_counter() - t0) * 1000
+
     for f in cases.values():  # warm every path once
-        f()
+        timed(f)
+    split.clear()
     times: dict[str, list[float]] = {k: [] for k in cases}
     for _ in range(runs):
         for k, f in cases.items():
-            t0 = time.perf_counter()
-            f()
-            times[k].append((time.perf_counter() - t0) * 1000)
+            ms = timed(f)
+            if ms is not None:
+                times[k].append(ms)
     med = {k: statistics.median(v) for k, v in times.items()}
-    split = split[1:]  # the warm-up run
     server_ms = statistics.median(x["server_ms"] for x in split)
     invoking_ms = statistics.median(x["invoking_ms"] for x in split)
     return {
@@ -130,6 +141,7 @@ def measure(url: str, n: int, runs: int) -> dict[str, Any]:
         "overhead_per_task_ms": round((med["workflow"] - med["direct"]) / n, 2),
         "pass_state_ms": round(med["pass"] / n, 2),
         "execution_fixed_ms": round(med["empty"], 2),
+        "errors": errors,
         "raw_ms": {k: [round(x, 2) for x in v] for k, v in times.items()},
     }
 
@@ -168,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  server side (history timestamps, ms resolution): execution {sv['execution']} ms, "
           f"of which Task invocations {sv['in_task_invocations']} ms; engine "
           f"{sv['engine_per_task']} ms per Task state")
+    if out["errors"]:
+        print(f"  {len(out['errors'])} failed call(s), their runs dropped: {out['errors'][0]}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
     return 0

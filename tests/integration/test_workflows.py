@@ -25,8 +25,11 @@ FUNCS = WF / "functions"
 
 def ensure_functions(srv: ServerProcess, *names: str) -> None:
     for name in names:
-        resp = srv.deploy(name, FUNCS / f"{name}.py")
+        resp = srv.deploy(name, FUNCS / f"{name}.py", wait=False)
         assert resp.status_code in (201, 409), resp.text
+    for name in names:
+        # The first build pushes the base image: minutes on a busy shared machine.
+        srv.wait_phase(name, "Ready", timeout=400)
 
 
 def put_workflow(srv: ServerProcess, name: str, definition: dict[str, Any]) -> None:
