@@ -35,6 +35,7 @@ is a time-ordered list.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import copy
 import json
@@ -199,6 +200,8 @@ class WorkflowRunner:
         self.running: dict[str, asyncio.Task[Obj]] = {}
         # workflow -> execution IDs known to exist, oldest first (loaded on first use)
         self._ids: dict[str, list[str]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._stopped: set[str] = set()  # finished, their tasks not yet gone from running
 
     async def retrying(self, op: Callable[[], Awaitable[T]]) -> T:
         """A store write, retried while etcd is unavailable (not on NotFound/Conflict)."""
@@ -240,8 +243,11 @@ class WorkflowRunner:
         execution["status"] = {"status": RUNNING, "startDate": iso(wall), "startWall": wall}
         key = objects.execution_key(workflow, eid)
         created = await self.store.create(key, execution)
-        await self._remember(workflow, eid)
         task = self._spawn(key, created, None)
+        try:
+            await self._remember(workflow, eid)
+        except StoreError as exc:  # pruning is housekeeping: never fail a start for it
+            log.warning("could not prune the executions of %s: %s", workflow, exc)
         if not wait:
             return view(created)
         return view(await asyncio.shield(task))
@@ -325,6 +331,7 @@ class WorkflowRunner:
 
     def _done(self, key: str, task: asyncio.Task[Obj]) -> None:
         self.running.pop(key, None)
+        self._stopped.discard(key)
         workflow = key[len(objects.EXECUTIONS_PREFIX):].split("/", 1)[0]
         if self.metrics is not None:
             self.metrics.workflow_running.labels(workflow).dec()
@@ -361,6 +368,12 @@ class WorkflowRunner:
         else:
             st["error"], st["cause"] = outcome.error, outcome.cause
         await rec.finish()
+        self._stopped.add(rec.key)
+        try:
+            await self._remember(rec.execution["spec"]["workflow"],
+                                 rec.execution["metadata"]["name"])
+        except StoreError as exc:
+            log.warning("could not prune executions: %s", exc)
         if self.metrics is not None:
             workflow = rec.execution["spec"]["workflow"]
             self.metrics.workflow_executions.labels(workflow, outcome.status).inc()
@@ -369,21 +382,36 @@ class WorkflowRunner:
         return rec.execution
 
     async def _remember(self, workflow: str, eid: str) -> None:
-        ids = self._ids.get(workflow)
-        if ids is None:
-            items, _ = await self.store.list(f"{objects.EXECUTIONS_PREFIX}{workflow}/")
-            ids = self._ids[workflow] = [e["metadata"]["name"] for e in items]
-        if eid not in ids:
-            ids.append(eid)
-        excess = len(ids) - self.max_executions
-        for old in list(ids):
-            if excess <= 0:
-                break
-            if objects.execution_key(workflow, old) in self.running:
-                continue  # never prune a running execution
-            await self._delete(workflow, old)
-            ids.remove(old)
-            excess -= 1
+        """Note execution ``eid`` and prune the oldest finished ones beyond the bound;
+        called when an execution starts and when it ends (a finished one whose task is
+        not yet gone from :attr:`running` is in ``_stopped``).
+
+        Victims leave the in-memory list before any await, so concurrent starts never
+        pick the same one; a failed delete is logged (the next start tries others).
+        """
+        async with self._locks.setdefault(workflow, asyncio.Lock()):
+            ids = self._ids.get(workflow)
+            if ids is None:
+                items, _ = await self.store.list(f"{objects.EXECUTIONS_PREFIX}{workflow}/")
+                ids = self._ids[workflow] = [e["metadata"]["name"] for e in items]
+            if eid not in ids:
+                bisect.insort(ids, eid)
+            victims = []
+            excess = len(ids) - self.max_executions
+            for old in list(ids):
+                if excess <= 0:
+                    break
+                key = objects.execution_key(workflow, old)
+                if old == eid or (key in self.running and key not in self._stopped):
+                    continue  # never prune a running one, nor the one starting or ending
+                ids.remove(old)
+                victims.append(old)
+                excess -= 1
+        for old in victims:
+            try:
+                await self._delete(workflow, old)
+            except StoreError as exc:
+                log.warning("could not prune execution %s/%s: %s", workflow, old, exc)
 
     async def _delete(self, workflow: str, eid: str) -> None:
         chunks, _ = await self.store.list(history_prefix(workflow, eid))

@@ -151,3 +151,16 @@ async def test_concurrent_iterations_append_history_in_order() -> None:
     events = (await runner.describe("fan", out["executionId"]))["events"]
     assert len(events) > 300  # several chunks, flushed while iterations ran
     assert [e["id"] for e in events] == list(range(1, len(events) + 1))
+
+
+async def test_concurrent_starts_prune_each_old_execution_once() -> None:
+    store, clock = MemoryStore(), ManualClock()
+    await put(store, "wf", {"StartAt": "p", "States": {"p": {"Type": "Pass", "End": True}}})
+    runner = WorkflowRunner(store, FakeInvoker({}), clock, max_executions=3)
+    for i in range(3):
+        clock.advance(1)
+        await runner.start_execution("wf", {"i": i}, wait=True)
+    outs = await asyncio.gather(*(runner.start_execution("wf", {"i": i}, wait=True)
+                                  for i in range(10)))
+    assert all(o["status"] == "SUCCEEDED" for o in outs)
+    assert len(await runner.list_executions("wf")) == 3
