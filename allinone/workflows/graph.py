@@ -13,7 +13,7 @@ machines is highlighted in each.
 
 from __future__ import annotations
 
-import itertools
+from dataclasses import dataclass, field
 from typing import Any
 
 import graphviz
@@ -27,35 +27,49 @@ _SHAPES = {"Task": ("box", "rounded"), "Pass": ("box", "dashed"),
 HIGHLIGHT, FAILED = "#1a7f37", "#cf222e"
 
 
-def path_of(events: list[dict[str, Any]]) -> tuple[set[str], set[tuple[str, str]], str | None]:
-    """(states entered, transitions taken as name pairs, state it failed in) of a history."""
-    entered: list[str] = []
-    failed = None
-    for e in events:
-        t = e.get("type", "")
-        if t.endswith("StateEntered") and "name" in e:
-            entered.append(e["name"])
-        if t in ("TaskFailed", "TaskTimedOut", "ParallelStateFailed", "MapStateFailed",
-                 "FailStateEntered", "ChoiceStateEntered") and "name" in e:
-            failed = e["name"]
-        elif t in ("TaskCaught", "TaskRetried", "ChoiceStateExited"):
-            failed = None
+@dataclass
+class Trace:
+    """What a history says about the path: states entered and when each entered/left."""
+
+    entered: dict[str, list[int]] = field(default_factory=dict)
+    left: dict[str, list[int]] = field(default_factory=dict)
+    failed: str | None = None
+
+    def took(self, a: str, b: str) -> bool:
+        """Was ``b`` entered after ``a`` was left (the transition a -> b taken)?"""
+        return any(j > i for i in self.left.get(a, ()) for j in self.entered.get(b, ()))
+
+
+def path_of(events: list[dict[str, Any]]) -> Trace:
+    t = Trace()
+    for i, e in enumerate(events):
+        kind, name = e.get("type", ""), e.get("name")
+        if name is None:
+            continue
+        if kind.endswith("StateEntered"):
+            t.entered.setdefault(name, []).append(i)
+        elif kind.endswith("StateExited") or kind == "TaskCaught":
+            t.left.setdefault(name, []).append(i)
+        if kind in ("TaskFailed", "TaskTimedOut", "ParallelStateFailed", "MapStateFailed",
+                    "FailStateEntered", "ChoiceStateEntered"):
+            t.failed = name
+        elif kind in ("TaskCaught", "TaskRetried", "ChoiceStateExited"):
+            t.failed = None
     if not events or events[-1].get("type") not in ("ExecutionFailed", "ExecutionTimedOut"):
-        failed = None
-    edges = {(a, b) for a, b in itertools.pairwise(entered)}
-    return set(entered), edges, failed
+        t.failed = None
+    return t
 
 
 def render(definition: dict[str, Any], title: str = "",
            events: list[dict[str, Any]] | None = None) -> graphviz.Digraph:
-    entered, taken, failed = path_of(events or [])
+    trace = path_of(events or [])
     g = graphviz.Digraph(name=title or "workflow", graph_attr={
         "rankdir": "TB", "fontname": "Helvetica", "label": title, "labelloc": "t"},
         node_attr={"fontname": "Helvetica", "fontsize": "11"},
         edge_attr={"fontname": "Helvetica", "fontsize": "9"})
     g.node("__start", "", shape="circle", style="filled", fillcolor="black", width="0.2")
     g.node("__end", "", shape="doublecircle", style="filled", fillcolor="black", width="0.15")
-    start = _machine(g, definition, "", entered, taken, failed, "__end")
+    start = _machine(g, definition, "", trace, "__end")
     g.edge("__start", start, color=HIGHLIGHT if events else "black",
            penwidth="2.5" if events else "1")
     return g
@@ -65,15 +79,15 @@ def _id(prefix: str, name: str) -> str:
     return f"{prefix}/{name}"
 
 
-def _machine(g: graphviz.Digraph, m: dict[str, Any], prefix: str, entered: set[str],
-             taken: set[tuple[str, str]], failed: str | None, end: str) -> str:
+def _machine(g: graphviz.Digraph, m: dict[str, Any], prefix: str, trace: Trace,
+             end: str) -> str:
     states: dict[str, Any] = m["States"]
     for name, st in states.items():
         kind = st["Type"]
         shape, style = _SHAPES.get(kind, ("box", ""))
         attrs = {"shape": shape, "style": style}
-        if name in entered:
-            colour = FAILED if name == failed else HIGHLIGHT
+        if name in trace.entered:
+            colour = FAILED if name == trace.failed else HIGHLIGHT
             attrs.update(color=colour, penwidth="2.5", fontcolor=colour)
         label = f"{name}\\n{kind}" + (f": {st['Resource']}" if kind == "Task" else "")
         node = _id(prefix, name)
@@ -87,17 +101,18 @@ def _machine(g: graphviz.Digraph, m: dict[str, Any], prefix: str, entered: set[s
                     sub_prefix = f"{node}/{i}"
                     join = f"{sub_prefix}/__join"
                     c.node(join, "", shape="point", width="0.05")
-                    first = _machine(c, sub, sub_prefix, entered, taken, failed, join)
+                    first = _machine(c, sub, sub_prefix, trace, join)
                     c.edge(node, first, style="dotted",
                            label=f"branch {i}" if kind == "Parallel" else "each item")
         else:
             g.node(node, label, **attrs)
         for target, label, dashed in _edges(st):
-            on_path = (name, target) in taken
+            on_path = trace.took(name, target)
             g.edge(node, _id(prefix, target), label=label, style="dashed" if dashed else "solid",
                    color=HIGHLIGHT if on_path else "black", penwidth="2.5" if on_path else "1")
         if st.get("End") or kind == "Succeed":
-            g.edge(node, end, color=HIGHLIGHT if name in entered and name != failed else "black")
+            done = name in trace.left or (kind == "Succeed" and name in trace.entered)
+            g.edge(node, end, color=HIGHLIGHT if done else "black")
     return _id(prefix, m["StartAt"])
 
 

@@ -74,7 +74,9 @@ def validate(definition: object) -> dict[str, Any]:
 
 def _machine(m: dict[str, Any], prefix: str, allowed: set[str], count: list[int]) -> None:
     where = prefix.rstrip(".") or "definition"
-    _unknown(m, allowed, where)
+    _unknown(m, allowed, where if prefix else "")
+    if "Comment" in m and not isinstance(m["Comment"], str):
+        raise _fail(f"{prefix}Comment", f"must be a string, got {_js(m['Comment'])}")
     for f in ("StartAt", "States"):
         if f not in m:
             raise _fail(f"{prefix}{f}", "is required")
@@ -172,6 +174,8 @@ def _state(state: object, path: str, states: dict[str, Any], count: list[int]) -
     if kind not in FIELDS:
         raise _fail(f"{path}.Type", f"must be one of {', '.join(FIELDS)}, got {_js(kind)}")
     _unknown(state, FIELDS[kind], path)
+    if "Comment" in state and not isinstance(state["Comment"], str):
+        raise _fail(f"{path}.Comment", f"must be a string, got {_js(state['Comment'])}")
     for f in ("InputPath", "OutputPath"):
         if f in state:
             _path(state[f], f"{path}.{f}", reference=False, nullable=True)

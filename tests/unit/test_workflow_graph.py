@@ -37,10 +37,11 @@ def test_execution_path_is_highlighted() -> None:
               {"type": "TaskCaught", "name": "big"},
               {"type": "FailStateEntered", "name": "oops"},
               {"type": "ExecutionFailed"}]
-    entered, taken, failed = path_of(events)
-    assert entered == {"check", "big", "oops"}
-    assert taken == {("check", "big"), ("big", "oops")}
-    assert failed == "oops"
+    trace = path_of(events)
+    assert set(trace.entered) == {"check", "big", "oops"}
+    assert trace.took("check", "big") and trace.took("big", "oops")
+    assert not trace.took("check", "small") and not trace.took("oops", "big")
+    assert trace.failed == "oops"
     src = render(D, "demo", events).source
     assert f'"/check" -> "/big" [label="$.n NumericGreaterThan 10" color="{HIGHLIGHT}"' in src
     assert '"/check" -> "/small" [label=Default color=black' in src

@@ -114,6 +114,8 @@ CASES = [
     ("execution-timeout", bad(["TimeoutSeconds"], 0), "TimeoutSeconds: must be a whole number"),
     ("not-object", [], "definition: must be a JSON object"),
     ("fail-error-type", bad(["States", "failed", "Error"], 3), "States.failed.Error: must be"),
+    ("comment-type", bad(["States", "work", "Comment"], 3), "States.work.Comment: must be"),
+    ("top-comment-type", bad(["Comment"], ["x"]), "Comment: must be a string"),
     ("resultpath-context", bad(["States", "work", "ResultPath"], "$$.x"),
      "States.work.ResultPath"),
 ]
