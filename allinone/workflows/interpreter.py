@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import random
 import re
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -352,7 +353,8 @@ class Interpreter:
             data = (render_template(state["Parameters"], eff, ctx, "Parameters")
                     if "Parameters" in state else eff)
             await self._emit("ParallelStateStarted", name=name)
-            out = await self._all([self._machine(b, data, _outer(ctx), top=False)
+            out = await self._all([functools.partial(self._machine, b, data, _outer(ctx),
+                                                     top=False)
                                    for b in state["Branches"]], 0)
             self._bounded(out, name)
             await self._emit("ParallelStateSucceeded", name=name)
@@ -432,22 +434,23 @@ class Interpreter:
             await self._emit("MapIterationSucceeded", name=name, index=index)
             return out
 
-        out = await self._all([one(i, v) for i, v in enumerate(items)],
+        out = await self._all([functools.partial(one, i, v) for i, v in enumerate(items)],
                               int(state.get("MaxConcurrency", 0)))
         self._bounded(out, name)
         await self._emit("MapStateSucceeded", name=name)
         return out
 
-    async def _all(self, works: list[Coroutine[Any, Any, Any]], limit: int) -> list[Any]:
+    async def _all(self, works: list[Callable[[], Coroutine[Any, Any, Any]]],
+                   limit: int) -> list[Any]:
         """Run all, at most ``limit`` at once (0: no limit); the first failure cancels
-        the rest and is raised."""
+        the rest and is raised. Each work is created only when it may start."""
         sem = asyncio.Semaphore(limit) if limit > 0 else None
 
-        async def gated(work: Coroutine[Any, Any, Any]) -> Any:
+        async def gated(work: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
             if sem is None:
-                return await work
+                return await work()
             async with sem:
-                return await work
+                return await work()
 
         tasks = [asyncio.ensure_future(gated(w)) for w in works]
         if not tasks:
