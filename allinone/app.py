@@ -12,6 +12,9 @@ adopted by the next one.
 :func:`serve` is ``allinone serve``: preflight checks, the embedded etcd and registry
 as supervised child processes (unless pointed at running ones), then Sanic in a single
 process. The child processes are stopped when Sanic returns (SIGINT/SIGTERM).
+
+The workflow runner comes last: it invokes Task states through the activator, and its
+loop resumes the executions a previous server left running.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from allinone.activator.activator import Activator
 from allinone.apiserver.auth import protect
 from allinone.apiserver.routes import ApiDeps, ApiError, error_response, make_blueprint
 from allinone.apiserver.triggers import make_trigger_blueprint
+from allinone.apiserver.workflows import make_workflows_blueprint
 from allinone.autoscaler.loop import Autoscaler
 from allinone.budget import PodBudget, limits_for
 from allinone.builder.builder import Builder
@@ -43,8 +47,9 @@ from allinone.metrics import Metrics
 from allinone.runtime.docker import DockerRuntime
 from allinone.store import StoreError, Unavailable
 from allinone.store.etcd import EtcdStore
-from allinone.triggers.invoker import Targets
+from allinone.triggers.invoker import EngineWorkflows, Targets
 from allinone.triggers.runner import TriggerManager
+from allinone.workflows.runner import WorkflowRunner
 
 log = logging.getLogger("allinone")
 
@@ -86,6 +91,7 @@ def build_app(settings: Settings, name: str = "allinone") -> Sanic[Any, Any]:
     protect(app, settings)
     app.blueprint(make_blueprint())
     app.blueprint(make_trigger_blueprint())
+    app.blueprint(make_workflows_blueprint())
     app.error_handler.add(Exception, _on_error)
 
     @app.before_server_start
@@ -113,10 +119,12 @@ def build_app(settings: Settings, name: str = "allinone") -> Sanic[Any, Any]:
         kubelet = Kubelet(store, runtime, activator, clock, settings.pods_dir, settings.logs_dir,
                           keep_paused=settings.keep_paused_seconds)
         controller = ReplicaSetController(store, replicasets, kubelet, clock)
-        triggers = TriggerManager(store, clock, Targets(activator), metrics)
+        app.ctx.workflows = WorkflowRunner(store, activator, clock, metrics)
+        triggers = TriggerManager(
+            store, clock, Targets(activator, EngineWorkflows(app.ctx.workflows)), metrics)
         app.ctx.store = store
         app.ctx.loops = [functions.run(), replicasets.run(), controller.run(), reconciler.run(),
-                         autoscaler.run(), triggers.run()]
+                         autoscaler.run(), triggers.run(), app.ctx.workflows.run()]
         app.ctx.activator = activator
         app.ctx.builder = builder
         app.ctx.runtime = runtime

@@ -602,6 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
 
     add_trigger_parser(sub)
+    from allinone import cli_workflows
+
+    cli_workflows.add_parser(sub)
 
     sub.add_parser("loadtest", help="run the locust scenarios (see `allinone loadtest --help`)",
                    add_help=False)
@@ -640,6 +643,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_logs(client, args)
         if args.command == "trigger":
             return cmd_trigger(client, args)
+        if args.command == "workflow":
+            from allinone import cli_workflows
+
+            return cli_workflows.run(client, args)
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -25,6 +25,9 @@ PREFIX = "/allinone"
 FUNCTIONS_PREFIX = f"{PREFIX}/functions/"
 REPLICASETS_PREFIX = f"{PREFIX}/replicasets/{NAMESPACE}/"
 PODS_PREFIX = f"{PREFIX}/pods/{NAMESPACE}/"
+WORKFLOWS_PREFIX = f"{PREFIX}/workflows/"
+EXECUTIONS_PREFIX = f"{PREFIX}/executions/"
+HISTORY_PREFIX = f"{PREFIX}/history/"
 
 # Every pattern here is applied with ``fullmatch``: ``$`` also matches before a final
 # newline, and a function named "nl2\n" once got in and could never be deleted.
@@ -58,6 +61,14 @@ def replicaset_key(name: str) -> str:
 
 def pod_key(name: str) -> str:
     return f"{PODS_PREFIX}{name}"
+
+
+def workflow_key(name: str) -> str:
+    return f"{WORKFLOWS_PREFIX}{name}"
+
+
+def execution_key(workflow: str, execution_id: str) -> str:
+    return f"{EXECUTIONS_PREFIX}{workflow}/{execution_id}"
 
 
 def now_rfc3339() -> str:
