@@ -3,14 +3,18 @@
 ``build_app(settings)`` returns a Sanic app. At ``before_server_start`` it connects to
 etcd and builds, in dependency order: informers (Functions, ReplicaSets) -> activator
 (data plane) -> autoscaler (reads the activator, writes ReplicaSets) -> build
-reconciler (writes templates and Function status) -> ReplicaSet controller (runs pods,
-feeds the activator). At ``after_server_start`` the long-running loops start as Sanic
-tasks; at ``before_server_stop`` they are cancelled and connections closed. Pods keep
-running across a restart of the server and are adopted by the next one.
+reconciler (writes templates and Function status) -> kubelet (runs pods, feeds the
+activator) -> ReplicaSet controller (decides pods). At ``after_server_start`` the
+long-running loops start as Sanic tasks; at ``before_server_stop`` they are cancelled
+and connections closed. Pods keep running across a restart of the server and are
+adopted by the next one.
 
 :func:`serve` is ``allinone serve``: preflight checks, the embedded etcd and registry
 as supervised child processes (unless pointed at running ones), then Sanic in a single
 process. The child processes are stopped when Sanic returns (SIGINT/SIGTERM).
+
+The workflow runner comes last: it invokes Task states through the activator, and its
+loop resumes the executions a previous server left running.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from allinone import objects
 from allinone.activator.activator import Activator
 from allinone.apiserver.auth import protect
 from allinone.apiserver.routes import ApiDeps, ApiError, error_response, make_blueprint
+from allinone.apiserver.triggers import make_trigger_blueprint
+from allinone.apiserver.workflows import make_workflows_blueprint
 from allinone.autoscaler.loop import Autoscaler
 from allinone.budget import PodBudget, limits_for
 from allinone.builder.builder import Builder
@@ -34,12 +40,16 @@ from allinone.builder.reconciler import BuildReconciler
 from allinone.builder.sources import SourceStore
 from allinone.clock import SystemClock
 from allinone.config import Settings
-from allinone.controller.replicaset import PortAllocator, ReplicaSetController
+from allinone.controller.replicaset import ReplicaSetController
 from allinone.informer import Informer
+from allinone.kubelet.kubelet import Kubelet
 from allinone.metrics import Metrics
 from allinone.runtime.docker import DockerRuntime
 from allinone.store import StoreError, Unavailable
 from allinone.store.etcd import EtcdStore
+from allinone.triggers.invoker import EngineWorkflows, Targets
+from allinone.triggers.runner import TriggerManager
+from allinone.workflows.runner import WorkflowRunner
 
 log = logging.getLogger("allinone")
 
@@ -80,6 +90,8 @@ def build_app(settings: Settings, name: str = "allinone") -> Sanic[Any, Any]:
     app.ctx.settings = settings
     protect(app, settings)
     app.blueprint(make_blueprint())
+    app.blueprint(make_trigger_blueprint())
+    app.blueprint(make_workflows_blueprint())
     app.error_handler.add(Exception, _on_error)
 
     @app.before_server_start
@@ -104,13 +116,15 @@ def build_app(settings: Settings, name: str = "allinone") -> Sanic[Any, Any]:
                                      max_upload=settings.max_upload_bytes,
                                      max_unzipped=settings.max_unzipped_bytes)
         runtime = DockerRuntime(settings.instance)
-        controller = ReplicaSetController(
-            store, runtime, replicasets, activator, clock,
-            PortAllocator(*settings.pod_port_range), settings.logs_dir,
-            keep_paused=settings.keep_paused_seconds)
+        kubelet = Kubelet(store, runtime, activator, clock, settings.pods_dir, settings.logs_dir,
+                          keep_paused=settings.keep_paused_seconds)
+        controller = ReplicaSetController(store, replicasets, kubelet, clock)
+        app.ctx.workflows = WorkflowRunner(store, activator, clock, metrics)
+        triggers = TriggerManager(
+            store, clock, Targets(activator, EngineWorkflows(app.ctx.workflows)), metrics)
         app.ctx.store = store
         app.ctx.loops = [functions.run(), replicasets.run(), controller.run(), reconciler.run(),
-                         autoscaler.run()]
+                         autoscaler.run(), triggers.run(), app.ctx.workflows.run()]
         app.ctx.activator = activator
         app.ctx.builder = builder
         app.ctx.runtime = runtime
@@ -118,7 +132,7 @@ def build_app(settings: Settings, name: str = "allinone") -> Sanic[Any, Any]:
         app.ctx.deps = ApiDeps(
             settings=settings, store=store, sources=sources, functions=functions,
             activator=activator, metrics=metrics, autoscaler_status=autoscaler.status,
-            live_logs=controller.live_logs, budget=budget)
+            live_logs=kubelet.live_logs, budget=budget)
 
     @app.after_server_start
     async def start_loops(app: Sanic[Any, Any]) -> None:

@@ -137,7 +137,9 @@ class ServerProcess:
             labels = ["allinone.managed=1", f"allinone.instance={self.instance()}"]
             if function:
                 labels.append(f"allinone.function={function}")
-            return list(client.containers.list(all=all, filters={"label": labels}))
+            # ignore_removed: a pod removed between the list and its inspect is no error.
+            return list(client.containers.list(all=all, filters={"label": labels},
+                                               ignore_removed=True))
         finally:
             client.close()
 
@@ -173,7 +175,9 @@ class ServerProcess:
         out: dict[str, Any] = resp.json()
         return out
 
-    def wait_phase(self, name: str, phase: str, timeout: float = 120) -> dict[str, Any]:
+    def wait_phase(self, name: str, phase: str, timeout: float = 300) -> dict[str, Any]:
+        # 300 s: the first build of a fresh server pushes the base image, which takes
+        # two minutes on a 2-core machine busy with other test runs.
         def check() -> dict[str, Any] | None:
             fn = self.get(name)
             st = fn["status"]

@@ -13,12 +13,16 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from allinone.clock import Clock, SystemClock
+
 log = logging.getLogger(__name__)
 
 
 class WorkQueue:
-    def __init__(self, name: str, sync: Callable[[str], Awaitable[None]], workers: int = 2) -> None:
+    def __init__(self, name: str, sync: Callable[[str], Awaitable[None]], workers: int = 2,
+                 clock: Clock | None = None) -> None:
         self.name = name
+        self.clock: Clock = clock or SystemClock()
         self.sync = sync
         self.workers = workers
         self._queue: asyncio.Queue[str] = asyncio.Queue()
@@ -35,7 +39,7 @@ class WorkQueue:
             self._queue.put_nowait(key)
 
     async def _retry(self, key: str, delay: float) -> None:
-        await asyncio.sleep(delay)
+        await self.clock.sleep(delay)
         self.add(key)
 
     async def _worker(self) -> None:

@@ -3,8 +3,9 @@
 Every tick (2 s by default) and at once when the activator pokes a function (a request
 arrived and no pod is ready), for each function:
 
-1. take the activator's time-weighted concurrency sample (held requests included) and
-   its count of ready pods;
+1. take the activator's sample (time-weighted concurrency and requests per second,
+   held requests included) and its count of ready pods; the KPA picks the one
+   ``spec.scaling.metric`` names;
 2. ``decide`` with the function's ``spec.scaling`` and the remembered state;
 3. cap the count at what fits the pod memory budget and the per-function ceiling
    (:class:`~allinone.budget.PodBudget`, which also records ``status.capped``);
@@ -39,9 +40,12 @@ log = logging.getLogger(__name__)
 
 def observation(sample: Sample, ready_pods: int) -> Observation:
     """What ``decide`` sees from one tracker sample (also the simulator's one rule)."""
+    # Requests per second: the requests the activator started in the interval.
+    rps = sample.requests_started / sample.interval if sample.interval > 0 else 0.0
     return Observation(
         ready_pods=ready_pods,
-        samples=((sample.at, sample.average_concurrency),) if sample.interval > 0 else (),
+        samples=(((sample.at, sample.average_concurrency, rps),)
+                 if sample.interval > 0 else ()),
         in_flight=sample.in_flight,
         last_request_at=sample.last_request_at,
     )
@@ -83,23 +87,23 @@ class Autoscaler:
             return {"desired": None, "stableConcurrency": 0.0, "panicConcurrency": 0.0,
                     "panic": False, "reason": "no decision yet"}
         return {"desired": d.desired, "stableConcurrency": d.stable_concurrency,
-                "panicConcurrency": d.panic_concurrency, "panic": d.panic, "reason": d.reason}
+                "panicConcurrency": d.panic_concurrency, "panic": d.panic, "reason": d.reason,
+                "metric": d.metric, "excessBurstCapacity": d.excess_burst_capacity}
 
     async def run(self) -> None:
         await self.functions.synced.wait()
         await self.replicasets.synced.wait()
-        loop = asyncio.get_running_loop()
-        next_tick = loop.time()
+        next_tick = self.clock.now()
         while True:
-            timeout = max(next_tick - loop.time(), 0)
+            timeout = max(next_tick - self.clock.now(), 0)
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                await self.clock.wait_for(self._wake.wait(), timeout)
             except TimeoutError:
                 pass
             self._wake.clear()
-            if loop.time() >= next_tick:
+            if self.clock.now() >= next_tick:
                 names = {f["metadata"]["name"] for f in self.functions.items()}
-                next_tick = loop.time() + self.tick_seconds
+                next_tick = self.clock.now() + self.tick_seconds
             else:
                 names = set()
             names |= self._poked
@@ -128,6 +132,7 @@ class Autoscaler:
                     decision, desired=cap.replicas, reason=f"{decision.reason}; {cap.message}")
         self.decisions[name] = decision
         self.metrics.panic.labels(name).set(1 if decision.panic else 0)
+        self.metrics.excess_burst_capacity.labels(name).set(decision.excess_burst_capacity)
         if decision.desired is not None:
             self.metrics.desired_replicas.labels(name).set(decision.desired)
             await self._set_replicas(name, decision)

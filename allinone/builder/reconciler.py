@@ -50,6 +50,8 @@ def pod_template(fn: Obj, image: str) -> tuple[Obj, str]:
         "env": dict(spec.get("env") or {}),
         "resources": dict(spec.get("resources") or {}),
     }
+    if spec.get("network", "none") != "none":  # absent by default: older hashes stay valid
+        template["network"] = spec["network"]
     thash = objects.template_hash(template)
     template["timeoutSeconds"] = spec.get("timeoutSeconds", 60)
     template["generation"] = fn["metadata"]["generation"]
