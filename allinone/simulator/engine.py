@@ -26,9 +26,10 @@ call). The rules mirrored: a request with no free slot waits FIFO in the functio
 bounded queue (``queue_limit``; beyond it 503 at once) up to ``timeoutSeconds`` (then
 504); a pod becoming Ready wakes every waiter, a finished request wakes one; a request
 finding no ready pod pokes the autoscaler. Cold start = no ready pod when the request
-arrived (the activator's ``cold_starts`` metric). Paused-pod retention (the controller's
-parking) is mirrored the same way: a drained, ready pod of the current template is
-parked for ``keep_paused`` seconds and the next create resumes the most recent one.
+arrived (the activator's ``cold_starts`` metric). Paused-pod retention (the kubelet's
+parking, inside its async stop/start) is mirrored the same way: a drained, ready pod of
+the current template is parked for ``keep_paused`` seconds and the next create resumes
+the most recent one.
 
 Invariants:
 
@@ -417,7 +418,7 @@ class Simulation:
         if pod.phase != PENDING or f.pods.get(pod.name) is not pod:
             return  # removed before it became ready
         pod.phase, pod.ready = RUNNING, True
-        ep = Endpoint(pod=pod.name, address="127.0.0.1:1")
+        ep = Endpoint(pod=pod.name, address="simulated")  # nothing is ever sent to it
         pod.endpoint = ep
         f.endpoints[pod.name] = ep
         f.eps = list(f.endpoints.values())
