@@ -305,7 +305,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         etcd_port=args.etcd_port, registry_port=args.registry_port,
                         etcd_url=args.etcd, registry=args.registry,
                         autoscaler_tick_seconds=args.tick, base_image=args.base_image,
-                        keep_paused_seconds=args.keep_paused)
+                        keep_paused_seconds=args.keep_paused,
+                        drain_seconds=args.drain_seconds)
     try:
         serve(settings)
     except PreflightError as exc:
@@ -345,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep a scaled-down pod paused this long, so the next scale-up "
                         "resumes it (~20 ms) instead of starting a container (~110 ms); "
                         "0 (default) removes it at once")
+    p.add_argument("--drain-seconds", type=float, default=30.0, metavar="SECONDS",
+                   help="on SIGTERM, let in-flight invocations finish for at most this long")
     p.add_argument("--base-image", default=base_image)
     p.add_argument("--quiet", action="store_true", help="log warnings only")
 
