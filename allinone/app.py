@@ -130,8 +130,6 @@ def build_app(settings: Settings, name: str = "allinone", *,
             PortAllocator(*settings.pod_port_range), settings.logs_dir,
             keep_paused=settings.keep_paused_seconds)
         app.ctx.store = store
-        app.ctx.loops = [functions.run(), replicasets.run(), controller.run(), reconciler.run(),
-                         autoscaler.run()]
         app.ctx.activator = activator
         app.ctx.builder = builder
         app.ctx.runtime = runtime
@@ -160,9 +158,14 @@ def build_app(settings: Settings, name: str = "allinone", *,
 
     @app.after_server_start
     async def start_loops(app: Sanic[Any, Any]) -> None:
+        # Plain asyncio tasks, not Sanic's add_task: Sanic cancels its tasks as soon as
+        # a stop signal arrives, and the loops must keep running while requests drain
+        # (a held request may be waiting for the pod the controller is starting).
+        loop = asyncio.get_running_loop()
         for name, coro in app.ctx.loops.items():
-            app.ctx.tasks[name] = app.add_task(coro, name=f"allinone-{name}")
-        app.add_task(_warm(app.ctx.builder), name="allinone-warm-builder")
+            app.ctx.tasks[name] = loop.create_task(coro, name=f"allinone-{name}")
+        app.ctx.tasks["warm-builder"] = loop.create_task(_warm(app.ctx.builder),
+                                                         name="allinone-warm-builder")
         log.info("allinone serving on http://%s:%s (instance %s)", settings.host, settings.port,
                  settings.instance)
 
@@ -181,11 +184,10 @@ def build_app(settings: Settings, name: str = "allinone", *,
         else:
             log.info("shutdown: in-flight invocations drained in %.2f s",
                      time.monotonic() - started)
-        for name in app.ctx.loops:  # 3
-            try:
-                await app.cancel_task(f"allinone-{name}", raise_exception=False)
-            except Exception:  # already finished
-                pass
+        tasks: dict[str, asyncio.Task[Any]] = app.ctx.tasks  # 3
+        for task in tasks.values():
+            task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
         await activator.close()  # 4
         await app.ctx.store.close()
         app.ctx.runtime.close()
@@ -271,6 +273,8 @@ class Readiness:
         components["informers"] = {"state": "ready" if synced else "starting"}
         loops = {}
         for name, task in self.tasks.items():
+            if name == "warm-builder":
+                continue  # a one-off, not a loop
             if not task.done():
                 loops[name] = "running"
             elif task.cancelled():

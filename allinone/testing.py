@@ -95,7 +95,9 @@ class ServerProcess:
                                      + self.log_tail())
             try:
                 return self.http.get(self.url + "/healthz", timeout=1).status_code == 200
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # Timeout: serve listens before its start-up is done (it owns its socket),
+                # so an early connection waits in the backlog.
                 return False
         wait_for(up, timeout, "allinone serve to answer /healthz")
 
