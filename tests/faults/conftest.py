@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from allinone.services.process import read_pidfile
-from allinone.testing import ServerProcess
+from allinone.testing import ServerProcess, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +26,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv = ServerProcess(Path(tmp_path_factory.mktemp("faults")) / "state")
     srv.start()
     try:
+        # The base image's ~250 MB go to the fresh registry first (minutes on a loaded
+        # machine); builds wait for that push, so tests start after it.
+        wait_for(lambda: registry_tags(srv, "allinone-base/python") == ["latest"], 600,
+                 "the base image push")
         yield srv
     finally:
         srv.stop()
@@ -32,6 +37,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         # A test may have SIGKILLed serve: stop what it left (etcd, registry).
         from allinone.services.process import stop_leftovers
         stop_leftovers(srv.state_dir / "run")
+
+
+def registry_tags(server: ServerProcess, repo: str) -> list[str] | None:
+    """Tags of ``repo`` in the server's registry; None while it does not answer (it is
+    stopped for a second while its garbage is collected)."""
+    try:
+        resp = requests.get(f"http://{server.registry}/v2/{repo}/tags/list", timeout=5)
+    except requests.ConnectionError:
+        return None
+    if resp.status_code == 404:
+        return []
+    tags: list[str] = resp.json().get("tags") or []
+    return tags
 
 
 def child_pid(server: ServerProcess, name: str) -> int:
