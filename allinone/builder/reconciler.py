@@ -181,16 +181,18 @@ class BuildReconciler:
             keep.add(str(((rs.get("spec") or {}).get("template") or {}).get("image", "")))
         except NotFound:
             return  # deleted meanwhile: the deletion's sync removes everything
-        keep |= {str(p["spec"].get("image", "")) for p in await self._pods_of(name)}
-        digests = frozenset(ref.rpartition("@")[2] for ref in keep if "@" in ref)
-        if not digests:
+        current = _digests(keep)
+        if not current:
             return  # nothing built yet: nothing to tell old from new by
+        in_use = _digests({str(p["spec"].get("image", "")) for p in await self._pods_of(name)})
         try:
-            done = await self.builder.prune(name, digests)
+            done = await self.builder.prune(name, current | in_use)
         except BuildError as exc:
             log.warning("removing old images of %s failed (%s); trying again later", name, exc)
             done = False
-        if not done:
+        if not done or in_use - current:
+            # Pods of an earlier generation still run (draining): their image goes
+            # once they are gone, at a later pass.
             self.queue.add_after(name, self.gc_interval)
 
     async def _set_template(self, name: str, fn: Obj, template: Obj, thash: str) -> bool:
@@ -266,6 +268,11 @@ class BuildReconciler:
         # Archives are content-addressed and may be shared by functions with equal source.
         if sha and sha not in {f["spec"]["source"]["sha256"] for f in self.functions.items()}:
             self.sources.delete(sha)
+
+
+def _digests(images: set[str]) -> frozenset[str]:
+    """The sha256:... digests of image references REPO@DIGEST (others are ignored)."""
+    return frozenset(ref.rpartition("@")[2] for ref in images if "@" in ref)
 
 
 def replicaset_for(fn: Obj) -> Obj:
