@@ -4,8 +4,9 @@
 etcd and builds, in dependency order: informers (Functions, ReplicaSets) -> activator
 (data plane) -> autoscaler (reads the activator, writes ReplicaSets) -> build
 reconciler (writes templates and Function status) -> ReplicaSet controller (runs pods,
-feeds the activator). At ``after_server_start`` the long-running loops start as Sanic
-tasks. Pods keep running across a restart of the server and are adopted by the next one.
+feeds the activator). At ``after_server_start`` the long-running loops start as asyncio
+tasks (ours, not Sanic's: see the shutdown order). Pods keep running across a restart
+of the server and are adopted by the next one.
 
 Start order of ``allinone serve`` (:func:`serve`):
 
@@ -44,8 +45,10 @@ from sanic.exceptions import SanicException
 
 from allinone import objects
 from allinone.activator.activator import Activator
+from allinone.apiserver.auth import protect
 from allinone.apiserver.routes import ApiDeps, ApiError, error_response, make_blueprint
 from allinone.autoscaler.loop import Autoscaler
+from allinone.budget import PodBudget, limits_for
 from allinone.builder.builder import Builder
 from allinone.builder.reconciler import BuildReconciler
 from allinone.builder.sources import SourceStore
@@ -102,6 +105,7 @@ def build_app(settings: Settings, name: str = "allinone", *,
     app.config.KEEP_ALIVE_TIMEOUT = 75
     app.config.NOISY_EXCEPTIONS = False
     app.ctx.settings = settings
+    protect(app, settings)
     app.blueprint(make_blueprint())
     app.error_handler.add(Exception, _on_error)
 
@@ -114,8 +118,11 @@ def build_app(settings: Settings, name: str = "allinone", *,
         replicasets = Informer(store, objects.REPLICASETS_PREFIX, objects.check_replicaset)
         activator = Activator(functions, clock, metrics, queue_limit=settings.queue_limit)
         await activator.start()
+        budget = PodBudget(limits_for(settings.pod_memory_budget_mib,
+                                      settings.max_pods_per_function),
+                           store, functions, replicasets)
         autoscaler = Autoscaler(store, functions, replicasets, activator, clock, metrics,
-                                tick_seconds=settings.autoscaler_tick_seconds)
+                                tick_seconds=settings.autoscaler_tick_seconds, budget=budget)
         activator.poke = autoscaler.poke
         sources = SourceStore(settings.sources_dir)
         builder = Builder(base_image=settings.base_image, registry=settings.registry_address,
@@ -145,16 +152,12 @@ def build_app(settings: Settings, name: str = "allinone", *,
                 loops["registry-gc"] = registry_gc(supervisor, builder)
         app.ctx.loops = loops
         app.ctx.tasks = {}
-        app.ctx.activator = activator
-        app.ctx.builder = builder
-        app.ctx.runtime = runtime
-        app.ctx.controller = controller
         readiness = Readiness(settings, store, supervisor, app.ctx.tasks,
                               [functions, replicasets])
         app.ctx.deps = ApiDeps(
             settings=settings, store=store, sources=sources, functions=functions,
             activator=activator, metrics=metrics, autoscaler_status=autoscaler.status,
-            live_logs=controller.live_logs, readiness=readiness.check)
+            live_logs=controller.live_logs, budget=budget, readiness=readiness.check)
 
     @app.after_server_start
     async def start_loops(app: Sanic[Any, Any]) -> None:
@@ -168,6 +171,9 @@ def build_app(settings: Settings, name: str = "allinone", *,
                                                          name="allinone-warm-builder")
         log.info("allinone serving on http://%s:%s (instance %s)", settings.host, settings.port,
                  settings.instance)
+        limits = app.ctx.deps.budget.limits
+        log.info("pod memory budget %d MiB, at most %d pods per function",
+                 limits.pod_memory_mib, limits.max_pods_per_function)
 
     @app.before_server_stop
     async def stop_components(app: Sanic[Any, Any]) -> None:
