@@ -25,7 +25,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from allinone import auth
+from allinone import auth, objects
 from allinone.budget import DEFAULT_BUDGET_SHARE, DEFAULT_MAX_PODS_PER_FUNCTION
 from allinone.config import DEFAULT_BASE_IMAGE, DEFAULT_STATE_DIR, Settings
 
@@ -125,7 +125,12 @@ SCALING_FLAGS = {
     "panic_threshold": "panicThresholdPercentage", "max_scale_up_rate": "maxScaleUpRate",
     "max_scale_down_rate": "maxScaleDownRate",
     "scale_to_zero_grace": "scaleToZeroGracePeriodSeconds",
+    "scale_to_zero_retention": "scaleToZeroPodRetentionSeconds",
+    "scale_down_delay": "scaleDownDelaySeconds", "activation_scale": "activationScale",
+    "metric": "metric", "target_burst_capacity": "targetBurstCapacity",
 }
+_INT_FLAGS = {"min_scale", "max_scale", "initial_scale", "container_concurrency", "window",
+              "scale_down_delay", "activation_scale"}
 
 
 def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -162,10 +167,12 @@ def add_spec_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus", type=float, help="CPU limit")
     p.add_argument("--env", action="append", metavar="KEY=VALUE")
     for flag, field in SCALING_FLAGS.items():
-        p.add_argument("--" + flag.replace("_", "-"), type=float if flag in {
-            "target", "target_utilization", "window", "panic_window_percentage",
-            "panic_threshold", "max_scale_up_rate", "max_scale_down_rate",
-            "scale_to_zero_grace"} else int, help=f"scaling.{field}")
+        if flag == "metric":
+            p.add_argument("--metric", choices=list(objects.SCALING_METRICS),
+                           help="scaling.metric")
+            continue
+        p.add_argument("--" + flag.replace("_", "-"),
+                       type=int if flag in _INT_FLAGS else float, help=f"scaling.{field}")
 
 
 # -- commands --------------------------------------------------------------------
@@ -267,15 +274,57 @@ def cmd_get(client: Client, args: argparse.Namespace) -> int:
         ("Source", f"{spec['source']['filename']} ({spec['source']['size']} bytes)"),
         ("Replicas", f"desired {st.get('desiredReplicas', 0)}, ready {st.get('readyReplicas', 0)}"
                      f", total {st.get('replicas', 0)}"),
-        ("Concurrency", f"stable {auto.get('stableConcurrency', 0):.2f}, "
+        ("Requests/s" if auto.get("metric") == "rps" else "Concurrency",
+         f"stable {auto.get('stableConcurrency', 0):.2f}, "
                         f"panic {auto.get('panicConcurrency', 0):.2f}"),
         ("Panic mode", "yes" if auto.get("panic") else "no"),
+        ("Burst", f"excess burst capacity {auto.get('excessBurstCapacity', 0)} "
+                  f"(targetBurstCapacity {sc.get('targetBurstCapacity', '-')}; the activator "
+                  "is always in the path)"),
         ("Autoscaler", auto.get("reason", "-")),
         ("Capped", (st.get("capped") or {}).get("message") or "no"),
         ("Scaling", ", ".join(f"{k}={v}" for k, v in sorted(sc.items()))),
     ]
     for k, v in lines:
         print(f"{k + ':':<13}{v}")
+    return 0
+
+
+def cmd_export(client: Client, args: argparse.Namespace) -> int:
+    """Write functions as Knative Services (see allinone.export.knative)."""
+    from allinone.export import knative, registry
+
+    if bool(args.name) == bool(args.all):
+        raise CliError("give one function NAME, or --all")
+    if args.all:
+        fns = client.json("GET", "/api/v1/functions")["items"]
+    else:
+        fns = [client.json("GET", f"/api/v1/functions/{args.name}")]
+    images: dict[str, str] = {}
+    try:
+        knative.render(fns)  # refuse before copying anything
+    except knative.ExportError as exc:
+        raise CliError(str(exc)) from exc
+    if args.push_to:
+        for fn in fns:
+            name, image = fn["metadata"]["name"], fn.get("status", {}).get("image")
+            if not image:
+                raise CliError(f"function {name!r} has no built image yet; wait until it is "
+                               "Ready")
+            try:
+                images[name] = registry.copy_image(image, args.push_to, name)
+            except registry.RegistryError as exc:
+                raise CliError(str(exc)) from exc
+            print(f"pushed {images[name]}", file=sys.stderr)
+    try:
+        text = knative.render(fns, images)
+    except knative.ExportError as exc:
+        raise CliError(str(exc)) from exc
+    if args.output_file and args.output_file != "-":
+        Path(args.output_file).write_text(text)
+        print(f"wrote {len(fns)} Service(s) to {args.output_file}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -412,6 +461,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p = fn.add_parser("delete", help="delete a function, its pods and image")
     p.add_argument("name")
+    p = fn.add_parser("export", help="write functions as Knative Services (YAML)")
+    p.add_argument("name", nargs="?", help="the function (or --all)")
+    p.add_argument("--all", action="store_true", help="every function, one multi-document YAML")
+    p.add_argument("--format", choices=["knative"], default="knative")
+    p.add_argument("-o", "--output-file", metavar="FILE", help="write here (default stdout)")
+    p.add_argument("--push-to", metavar="HOST[:PORT]/PREFIX",
+                   help="first copy each image to this registry (digest kept) and use it")
 
     p = sub.add_parser("invoke", help="call a function over its HTTP trigger")
     p.add_argument("name")
@@ -450,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
                                                          DEFAULT_STATE_DIR))
         if args.command == "function":
             return {"deploy": cmd_deploy, "list": cmd_list, "get": cmd_get,
-                    "delete": cmd_delete}[args.fcommand](client, args)
+                    "delete": cmd_delete, "export": cmd_export}[args.fcommand](client, args)
         if args.command == "invoke":
             return cmd_invoke(client, args)
         if args.command == "logs":

@@ -37,6 +37,11 @@ class Metrics:
         self.panic = Gauge(
             "allinone_panic_mode", "1 while the autoscaler is in panic mode", ["function"],
             registry=r)
+        self.excess_burst_capacity = Gauge(
+            "allinone_excess_burst_capacity",
+            "Knative's excess burst capacity: ready x target - targetBurstCapacity - panic "
+            "value (the activator is always in the path here; reported only)",
+            ["function"], registry=r)
         self.builds = Counter(
             "allinone_builds", "Image builds by result", ["result"], registry=r)
 
@@ -46,7 +51,8 @@ class Metrics:
     def forget(self, function: str) -> None:
         """Drop a deleted function's series so /metrics does not grow forever."""
         for metric in (self.latency, self.cold_starts, self.cold_start_latency,
-                       self.desired_replicas, self.ready_replicas, self.queue_depth, self.panic):
+                       self.desired_replicas, self.ready_replicas, self.queue_depth, self.panic,
+                       self.excess_burst_capacity):
             try:
                 metric.remove(function)
             except KeyError:
