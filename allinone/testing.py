@@ -97,7 +97,9 @@ class ServerProcess:
                                      + self.log_tail())
             try:
                 return self.http.get(self.url + "/healthz", timeout=1).status_code == 200
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # Timeout: serve listens before its start-up is done (it owns its socket),
+                # so an early connection waits in the backlog.
                 return False
         wait_for(up, timeout, "allinone serve to answer /healthz")
         # The server made its API token at start; send it (ignored where not required).
