@@ -25,8 +25,10 @@ from sanic.exceptions import SanicException
 
 from allinone import objects
 from allinone.activator.activator import Activator
+from allinone.apiserver.auth import protect
 from allinone.apiserver.routes import ApiDeps, ApiError, error_response, make_blueprint
 from allinone.autoscaler.loop import Autoscaler
+from allinone.budget import PodBudget, limits_for
 from allinone.builder.builder import Builder
 from allinone.builder.reconciler import BuildReconciler
 from allinone.builder.sources import SourceStore
@@ -76,6 +78,7 @@ def build_app(settings: Settings, name: str = "allinone") -> Sanic[Any, Any]:
     app.config.KEEP_ALIVE_TIMEOUT = 75
     app.config.NOISY_EXCEPTIONS = False
     app.ctx.settings = settings
+    protect(app, settings)
     app.blueprint(make_blueprint())
     app.error_handler.add(Exception, _on_error)
 
@@ -88,8 +91,11 @@ def build_app(settings: Settings, name: str = "allinone") -> Sanic[Any, Any]:
         replicasets = Informer(store, objects.REPLICASETS_PREFIX)
         activator = Activator(functions, clock, metrics, queue_limit=settings.queue_limit)
         await activator.start()
+        budget = PodBudget(limits_for(settings.pod_memory_budget_mib,
+                                      settings.max_pods_per_function),
+                           store, functions, replicasets)
         autoscaler = Autoscaler(store, functions, replicasets, activator, clock, metrics,
-                                tick_seconds=settings.autoscaler_tick_seconds)
+                                tick_seconds=settings.autoscaler_tick_seconds, budget=budget)
         activator.poke = autoscaler.poke
         sources = SourceStore(settings.sources_dir)
         builder = Builder(base_image=settings.base_image, registry=settings.registry_address,
@@ -112,7 +118,7 @@ def build_app(settings: Settings, name: str = "allinone") -> Sanic[Any, Any]:
         app.ctx.deps = ApiDeps(
             settings=settings, store=store, sources=sources, functions=functions,
             activator=activator, metrics=metrics, autoscaler_status=autoscaler.status,
-            live_logs=controller.live_logs)
+            live_logs=controller.live_logs, budget=budget)
 
     @app.after_server_start
     async def start_loops(app: Sanic[Any, Any]) -> None:
@@ -121,6 +127,9 @@ def build_app(settings: Settings, name: str = "allinone") -> Sanic[Any, Any]:
         app.add_task(_warm(app.ctx.builder), name="allinone-warm-builder")
         log.info("allinone serving on http://%s:%s (instance %s)", settings.host, settings.port,
                  settings.instance)
+        limits = app.ctx.deps.budget.limits
+        log.info("pod memory budget %d MiB, at most %d pods per function",
+                 limits.pod_memory_mib, limits.max_pods_per_function)
 
     @app.before_server_stop
     async def stop_components(app: Sanic[Any, Any]) -> None:

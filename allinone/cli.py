@@ -4,7 +4,9 @@
 HTTP API (standard library only, so the client starts fast). Errors are printed as one
 readable line on stderr with a non-zero exit status; ``-o json`` prints the API's JSON
 for scripts. The server is ``--server``, else ``$ALLINONE_SERVER``, else
-``http://127.0.0.1:8080``.
+``http://127.0.0.1:8080``. The management API's bearer token is ``--token``, else
+``$ALLINONE_TOKEN``, else, for a server on a loopback address, the token file of the
+state directory (``$ALLINONE_STATE_DIR``); see :mod:`allinone.auth`.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ import os
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
 
+from allinone import auth
+from allinone.budget import DEFAULT_BUDGET_SHARE, DEFAULT_MAX_PODS_PER_FUNCTION
 from allinone.config import DEFAULT_BASE_IMAGE, DEFAULT_STATE_DIR, Settings
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
@@ -34,15 +39,18 @@ class CliError(Exception):
 # -- HTTP client --------------------------------------------------------------------
 
 class Client:
-    def __init__(self, server: str, timeout: float = 120.0) -> None:
+    def __init__(self, server: str, timeout: float = 120.0, token: str | None = None) -> None:
         self.server = server.rstrip("/")
         self.timeout = timeout
+        self.token = token
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 content_type: str | None = None) -> tuple[int, bytes]:
         req = urllib.request.Request(self.server + path, data=body, method=method)
         if content_type:
             req.add_header("Content-Type", content_type)
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 return resp.status, resp.read()
@@ -64,6 +72,17 @@ class Client:
             err = data.get("error", {}) if isinstance(data, dict) else {}
             raise CliError(f"{err.get('message') or raw[:300]!s} (HTTP {status})")
         return data
+
+
+def client_token(server: str, given: str | None, state_dir: Path) -> str | None:
+    """The token to send: given (--token / $ALLINONE_TOKEN), else the local token file
+    when the server is on this machine's loopback (never sent anywhere else)."""
+    if given:
+        return given
+    host = urllib.parse.urlsplit(server).hostname or ""
+    if auth.is_loopback(host):
+        return auth.read_token(state_dir.expanduser() / auth.TOKEN_FILENAME)
+    return None
 
 
 def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
@@ -252,6 +271,7 @@ def cmd_get(client: Client, args: argparse.Namespace) -> int:
                         f"panic {auto.get('panicConcurrency', 0):.2f}"),
         ("Panic mode", "yes" if auto.get("panic") else "no"),
         ("Autoscaler", auto.get("reason", "-")),
+        ("Capped", (st.get("capped") or {}).get("message") or "no"),
         ("Scaling", ", ".join(f"{k}={v}" for k, v in sorted(sc.items()))),
     ]
     for k, v in lines:
@@ -305,7 +325,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         etcd_port=args.etcd_port, registry_port=args.registry_port,
                         etcd_url=args.etcd, registry=args.registry,
                         autoscaler_tick_seconds=args.tick, base_image=args.base_image,
-                        keep_paused_seconds=args.keep_paused)
+                        keep_paused_seconds=args.keep_paused,
+                        pod_memory_budget_mib=args.pod_memory_budget,
+                        max_pods_per_function=args.max_pods_per_function,
+                        require_token=args.require_token)
     try:
         serve(settings)
     except PreflightError as exc:
@@ -322,10 +345,23 @@ def cmd_loadtest(args: argparse.Namespace, rest: list[str]) -> int:
     return code
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="allinone", description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", default=os.environ.get("ALLINONE_SERVER", DEFAULT_SERVER),
                         help="API address (default $ALLINONE_SERVER or %(default)s)")
+    parser.add_argument("--token", default=os.environ.get("ALLINONE_TOKEN"),
+                        help="the management API's bearer token (default $ALLINONE_TOKEN, "
+                             "else the state directory's token file for a loopback server)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     base_image = os.environ.get("ALLINONE_BASE_IMAGE", DEFAULT_BASE_IMAGE)
@@ -345,6 +381,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep a scaled-down pod paused this long, so the next scale-up "
                         "resumes it (~20 ms) instead of starting a container (~110 ms); "
                         "0 (default) removes it at once")
+    p.add_argument("--pod-memory-budget", type=_positive_int, metavar="MIB",
+                   help="the most memory (sum of memoryMiB) all pods together may take "
+                        f"(default {int(DEFAULT_BUDGET_SHARE * 100)} %% of this host's memory)")
+    p.add_argument("--max-pods-per-function", type=_positive_int, metavar="N",
+                   default=DEFAULT_MAX_PODS_PER_FUNCTION,
+                   help="the most pods one function may run; a larger maxScale is refused "
+                        "(default %(default)s)")
+    p.add_argument("--require-token", action="store_true",
+                   help="require the bearer token (STATE_DIR/token) on /api/ even on a "
+                        "loopback --host (always required on any other host)")
     p.add_argument("--base-image", default=base_image)
     p.add_argument("--quiet", action="store_true", help="log warnings only")
 
@@ -397,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_setup(args)
         if args.command == "serve":
             return cmd_serve(args)
-        client = Client(args.server)
+        client = Client(args.server, token=client_token(args.server, args.token,
+                                                         DEFAULT_STATE_DIR))
         if args.command == "function":
             return {"deploy": cmd_deploy, "list": cmd_list, "get": cmd_get,
                     "delete": cmd_delete}[args.fcommand](client, args)

@@ -13,6 +13,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from allinone.auth import TOKEN_FILENAME
+from allinone.budget import DEFAULT_MAX_PODS_PER_FUNCTION
+
 DEFAULT_STATE_DIR = Path(os.environ.get("ALLINONE_STATE_DIR", "~/.local/share/allinone"))
 DEFAULT_BASE_IMAGE = "allinone/python-base:bookworm"
 # A pullable alternative the setup uses when Docker Hub is reachable.
@@ -39,6 +42,13 @@ class Settings:
     max_unzipped_bytes: int = 200 * 1024 * 1024
     # Requests held per function while it scales from zero or waits for a free slot.
     queue_limit: int = 10_000
+    # Admission limits (allinone/budget.py): the sum of memoryMiB over all pods (None:
+    # a share of the host's memory) and the most pods one function may run.
+    pod_memory_budget_mib: int | None = None
+    max_pods_per_function: int = DEFAULT_MAX_PODS_PER_FUNCTION
+    # Require the bearer token on /api/ even on a loopback host (always required on any
+    # other host; allinone/auth.py).
+    require_token: bool = False
 
     @property
     def instance(self) -> str:
@@ -60,3 +70,7 @@ class Settings:
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    @property
+    def token_path(self) -> Path:
+        return self.state_dir / TOKEN_FILENAME

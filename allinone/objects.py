@@ -25,8 +25,19 @@ FUNCTIONS_PREFIX = f"{PREFIX}/functions/"
 REPLICASETS_PREFIX = f"{PREFIX}/replicasets/{NAMESPACE}/"
 PODS_PREFIX = f"{PREFIX}/pods/{NAMESPACE}/"
 
-NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Every pattern here is applied with ``fullmatch``: ``$`` also matches before a final
+# newline, and a function named "nl2\n" once got in and could never be deleted.
+NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 MAX_NAME = 63
+# A module or function name; a handler is one or more of them joined with dots.
+IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+HANDLER_RE = re.compile(rf"(?:{IDENT}\.)*{IDENT}")
+ENV_KEY_RE = re.compile(IDENT)
+# Bounds on spec.env, in UTF-8 bytes: a 200 KB value crash-looped the pod (the engine
+# and the kernel take it, the shim's exec did not) and 2 MiB reached etcd's request
+# limit as a raw gRPC error. Real configuration is far smaller.
+MAX_ENV_VALUE_BYTES = 32 * 1024
+MAX_ENV_TOTAL_BYTES = 64 * 1024
 
 # Phases
 BUILDING, READY, FAILED = "Building", "Ready", "Failed"
@@ -76,8 +87,9 @@ def validate_name(name: object) -> str:
     if not isinstance(name, str) or not name:
         raise ValidationError("name is required: give the function a DNS-1123 name like 'add'")
     if len(name) > MAX_NAME:
-        raise ValidationError(f"name {name!r} is {len(name)} characters long; at most {MAX_NAME}")
-    if not NAME_RE.match(name):
+        raise ValidationError(f"name {name[:MAX_NAME]!r}... is {len(name)} characters long; "
+                              f"at most {MAX_NAME}")
+    if not NAME_RE.fullmatch(name):
         raise ValidationError(
             f"name {name!r} is not a DNS-1123 label: use lower-case letters, digits and '-', "
             "starting and ending with a letter or digit"
@@ -128,8 +140,6 @@ DEFAULT_SPEC: Obj = {
 }
 
 _TOP_FIELDS = {"handler", "env", "timeoutSeconds", "resources", "scaling", "source"}
-_HANDLER_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*\.)*[A-Za-z_][A-Za-z0-9_]*$")
-_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Variables the runtime shim owns; a user value would break the pod.
 RESERVED_ENV = {"ALLINONE_HANDLER", "ALLINONE_PORT", "PYTHONPATH"}
 
@@ -142,6 +152,39 @@ def _number(field: str, value: object, kind: type, lo: float, hi: float) -> int 
     if not lo <= value <= hi:
         raise ValidationError(f"spec.{field} must be between {lo:g} and {hi:g}, got {value}")
     return int(value) if kind is int else float(value)
+
+
+def _check_env(env: dict[Any, Any]) -> None:
+    total = 0
+    for k, v in env.items():
+        if not isinstance(k, str) or not ENV_KEY_RE.fullmatch(k):
+            raise ValidationError(
+                f"spec.env key {k!r} is not a valid environment variable name: use letters, "
+                "digits and '_', not starting with a digit")
+        if k in RESERVED_ENV:
+            raise ValidationError(
+                f"spec.env.{k} is reserved by the runtime; choose another name")
+        if not isinstance(v, str):
+            raise ValidationError(f"spec.env.{k} must be a string, got {json.dumps(v)}")
+        if "\0" in v:
+            raise ValidationError(f"spec.env.{k} contains a NUL character, which an "
+                                  "environment variable cannot hold; remove it")
+        try:
+            size = len(v.encode("utf-8"))
+        except UnicodeEncodeError:  # a lone surrogate from a JSON "\ud800" escape
+            raise ValidationError(f"spec.env.{k} is not valid Unicode text; remove the "
+                                  "unpaired surrogate escape") from None
+        if size > MAX_ENV_VALUE_BYTES:
+            raise ValidationError(
+                f"spec.env.{k} is {size} bytes; a value may be at most "
+                f"{MAX_ENV_VALUE_BYTES} bytes ({MAX_ENV_VALUE_BYTES // 1024} KiB): put large "
+                "data in the function's source or fetch it at run time")
+        total += len(k) + 1 + size
+    if total > MAX_ENV_TOTAL_BYTES:
+        raise ValidationError(
+            f"spec.env is {total} bytes in all; the limit is {MAX_ENV_TOTAL_BYTES} bytes "
+            f"({MAX_ENV_TOTAL_BYTES // 1024} KiB) for all keys and values together: move "
+            "large values into the function's source")
 
 
 def normalize_spec(user: object, base: Obj | None = None) -> Obj:
@@ -166,7 +209,7 @@ def normalize_spec(user: object, base: Obj | None = None) -> Obj:
 
     if "handler" in user:
         h = user["handler"]
-        if not isinstance(h, str) or not _HANDLER_RE.match(h):
+        if not isinstance(h, str) or not HANDLER_RE.fullmatch(h):
             raise ValidationError(
                 "spec.handler must be a Python name such as 'run' or 'module.function', "
                 f"got {json.dumps(h)}"
@@ -177,15 +220,7 @@ def normalize_spec(user: object, base: Obj | None = None) -> Obj:
         env = user["env"]
         if not isinstance(env, dict):
             raise ValidationError('spec.env must be an object of strings, e.g. {"KEY": "value"}')
-        for k, v in env.items():
-            if not _ENV_RE.match(k):
-                raise ValidationError(
-                    f"spec.env key {k!r} is not a valid environment variable name")
-            if k in RESERVED_ENV:
-                raise ValidationError(
-                    f"spec.env.{k} is reserved by the runtime; choose another name")
-            if not isinstance(v, str):
-                raise ValidationError(f"spec.env.{k} must be a string, got {json.dumps(v)}")
+        _check_env(env)
         spec["env"] = dict(env)
 
     if "timeoutSeconds" in user:

@@ -60,8 +60,10 @@ def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float
 
 class ServerProcess:
     def __init__(self, state_dir: Path, tick: float = 0.5,
-                 extra_args: tuple[str, ...] = ()) -> None:
+                 extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
         self.extra_args = extra_args
+        # Added to (or overriding) this process's environment for the server.
+        self.env = dict(env or {})
         self.state_dir = state_dir
         self.port = free_port()
         self.etcd_port = free_port(pair=True)
@@ -84,7 +86,7 @@ class ServerProcess:
              "--port", str(self.port), "--etcd-port", str(self.etcd_port),
              "--registry-port", str(self.registry_port), "--tick", str(self.tick),
              *self.extra_args],
-            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ},
+            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **self.env},
         )
         log.close()
 
@@ -98,6 +100,15 @@ class ServerProcess:
             except requests.ConnectionError:
                 return False
         wait_for(up, timeout, "allinone serve to answer /healthz")
+        # The server made its API token at start; send it (ignored where not required).
+        self.http.headers["Authorization"] = f"Bearer {self.token()}"
+
+    def token(self) -> str:
+        from allinone.auth import TOKEN_FILENAME, read_token
+        token = read_token(self.state_dir / TOKEN_FILENAME)
+        if token is None:
+            raise AssertionError(f"the server wrote no token to {self.state_dir}")
+        return token
 
     def stop(self) -> None:
         if self.proc is None:

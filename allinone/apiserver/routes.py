@@ -30,6 +30,7 @@ from sanic.response import raw, text
 
 from allinone import objects
 from allinone.activator.activator import Activator
+from allinone.budget import PodBudget
 from allinone.builder.reconciler import replicaset_for
 from allinone.builder.sources import SourceStore
 from allinone.builder.validate import TooLarge, validate_source
@@ -64,6 +65,8 @@ class ApiDeps:
     autoscaler_status: Callable[[str], dict[str, Any]]
     # function name -> what its live pods printed
     live_logs: Callable[[str], Awaitable[str]]
+    # Admission limits (pod memory budget, pods per function); None: no limits.
+    budget: PodBudget | None = None
 
 
 def _source_from(request: Request) -> tuple[str, bytes] | None:
@@ -139,7 +142,10 @@ def make_blueprint() -> Blueprint:
         name = (request.form.get("name") if request.form else None) or ""
         try:
             objects.validate_name(name)
-            spec = objects.normalize_spec(_spec_from(request))
+            user_spec = _spec_from(request)
+            spec = objects.normalize_spec(user_spec)
+            if deps.budget is not None:
+                spec = deps.budget.admit(name, spec, user_spec)
         except ValidationError as exc:
             raise ApiError(400, "BadRequest", str(exc)) from exc
         src = _source_from(request)
@@ -161,6 +167,8 @@ def make_blueprint() -> Blueprint:
                            "with PUT (`allinone function deploy --update`) or delete it") from None
         rs_key = objects.replicaset_key(name)
         rs = replicaset_for(created)
+        if deps.budget is not None:  # initialScale, as far as it fits next to the others
+            rs["spec"]["replicas"] = deps.budget.initial_replicas(name, spec)
         try:
             await store.create(rs_key, rs)
         except AlreadyExists:
@@ -202,6 +210,8 @@ def make_blueprint() -> Blueprint:
             current = {k: v for k, v in fn["spec"].items() if k != "source"}
             try:
                 spec = objects.normalize_spec(user_spec, base=current)
+                if deps.budget is not None:
+                    spec = deps.budget.admit(name, spec, user_spec)
             except ValidationError as exc:
                 raise ApiError(400, "BadRequest", str(exc)) from exc
             if src is not None:

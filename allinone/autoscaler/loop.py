@@ -6,7 +6,9 @@ arrived and no pod is ready), for each function:
 1. take the activator's time-weighted concurrency sample (held requests included) and
    its count of ready pods;
 2. ``decide`` with the function's ``spec.scaling`` and the remembered state;
-3. write ``spec.replicas`` of the ReplicaSet when, and only when, it differs (a CAS on
+3. cap the count at what fits the pod memory budget and the per-function ceiling
+   (:class:`~allinone.budget.PodBudget`, which also records ``status.capped``);
+4. write ``spec.replicas`` of the ReplicaSet when, and only when, it differs (a CAS on
    the cached object's resourceVersion; on conflict, re-read and try again).
 
 Decisions are kept for ``allinone function get`` and ``/metrics``. State is in memory
@@ -18,12 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import logging
 from typing import Any
 
 from allinone import objects
 from allinone.activator.activator import Activator
 from allinone.autoscaler.kpa import Decision, KPAState, Observation, decide, initial_state
+from allinone.budget import PodBudget
 from allinone.clock import Clock
 from allinone.informer import Informer
 from allinone.metrics import Metrics
@@ -35,7 +39,7 @@ log = logging.getLogger(__name__)
 class Autoscaler:
     def __init__(self, store: Store, functions: Informer, replicasets: Informer,
                  activator: Activator, clock: Clock, metrics: Metrics,
-                 tick_seconds: float = 2.0) -> None:
+                 tick_seconds: float = 2.0, budget: PodBudget | None = None) -> None:
         self.store = store
         self.functions = functions
         self.replicasets = replicasets
@@ -43,6 +47,7 @@ class Autoscaler:
         self.clock = clock
         self.metrics = metrics
         self.tick_seconds = tick_seconds
+        self.budget = budget
         self.states: dict[str, KPAState] = {}
         self.decisions: dict[str, Decision] = {}
         self._poked: set[str] = set()
@@ -110,6 +115,11 @@ class Autoscaler:
         )
         state = self.states.get(name) or initial_state(scaling, now, ready_pods=ready)
         decision, self.states[name] = decide(scaling, state, obs, now)
+        if decision.desired is not None and self.budget is not None:
+            cap = await self.budget.cap(name, fn, decision.desired)
+            if cap.capped:
+                decision = dataclasses.replace(
+                    decision, desired=cap.replicas, reason=f"{decision.reason}; {cap.message}")
         self.decisions[name] = decision
         self.metrics.panic.labels(name).set(1 if decision.panic else 0)
         if decision.desired is not None:

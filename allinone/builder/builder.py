@@ -5,7 +5,8 @@ A build context is assembled in memory (a tar, no temporary directory):
     Dockerfile      imagedata/Dockerfile with {base_image} and {handler} filled in
     shim/shim.py    imagedata/shim.py, the runtime shim
     deps/           requirements.txt installed on the HOST with ``pip --target``
-                    (containers cannot reach the package index), or empty
+                    (containers cannot reach the package index), or empty:
+                    wheels only, so no package code runs on the host
     function/       the validated files: a .py upload as func.py, or the zip's contents
 
 and built with the engine's classic builder through the low-level API, then tagged
@@ -33,6 +34,12 @@ Invariants and why:
 - Every event of ``build`` and ``push`` is checked for ``error``: the engine reports
   failures inside the stream with HTTP 200, and ``push`` never raises for them. A
   failure is a :class:`BuildError` whose message a user can act on.
+- pip installs wheels only (``--only-binary=:all:``): an sdist's setup.py or build
+  backend would run on the host, as the server's user. It reads the requirements as
+  ``packaging`` parsed them (never the uploaded bytes), runs in a scratch directory
+  with a minimal environment (:func:`pip_environment`: no server secrets), in its own
+  process group that is killed at ``pip_timeout``. A project with no fitting wheel
+  fails the build with a message naming it (:func:`pip_failure_message`).
 - The docker SDK is synchronous; each of its calls runs in a worker thread so the
   event loop (and with it the activator) never stalls on a build.
 - pip runs with this process's interpreter, so the base image must have the same
@@ -49,13 +56,16 @@ uploads the ~250 MB base layer once, about 9 s.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
 import logging
 import os
+import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -63,7 +73,7 @@ import tempfile
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,9 +82,10 @@ import aiohttp
 import docker
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
-from allinone.builder.validate import ValidatedSource
-from allinone.objects import validate_name
+from allinone.builder.validate import ValidatedSource, parse_requirements, requirement_lines
+from allinone.objects import ValidationError, validate_name
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +106,6 @@ MANIFEST_TYPES = ", ".join([
 ])
 # Function files get fixed metadata so equal sources give byte-identical contexts.
 _FILE_MODE, _DIR_MODE, _MTIME = 0o644, 0o755, 1_700_000_000
-_REQ_NAME_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
 class BuildError(Exception):
@@ -409,7 +419,8 @@ class Builder:
     async def _deps(self, requirements: bytes) -> Path:
         """The directory of installed requirements, from cache or a fresh pip run."""
         key = hashlib.sha256(
-            requirements + b"\0" + sys.implementation.cache_tag.encode()
+            requirements + b"\0" + sys.implementation.cache_tag.encode() + b"\0"
+            + PIP_MODE.encode()
         ).hexdigest()[:24]
         root = self.work_dir / "deps"
         final = root / key
@@ -421,10 +432,8 @@ class Builder:
             root.mkdir(parents=True, exist_ok=True)
             scratch = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root))
             try:
-                req_file = scratch / "requirements.txt"
-                req_file.write_bytes(requirements)
                 target = scratch / "site"
-                output = await self._pip(req_file, target, requirements)
+                output = await self._pip(scratch, target, requirements)
                 log.debug("pip installed requirements %s: %s", key, output[-200:])
                 target.mkdir(exist_ok=True)  # requirements.txt with only comments
                 try:
@@ -436,38 +445,153 @@ class Builder:
                 shutil.rmtree(scratch, ignore_errors=True)
         return final
 
-    async def _pip(self, req_file: Path, target: Path, requirements: bytes) -> str:
+    async def _pip(self, scratch: Path, target: Path, requirements: bytes) -> str:
+        # pip reads the requirements as packaging parsed them, one canonical line each,
+        # never the uploaded bytes (see validate.parse_requirements).
+        try:
+            reqs = parse_requirements(requirements)
+        except ValidationError as exc:
+            raise BuildError(str(exc)) from None
+        req_file = scratch / "requirements.txt"
+        req_file.write_text("".join(f"{r}\n" for r in reqs), encoding="utf-8")
+        home = scratch / "home"
+        home.mkdir()
+        pip_log = scratch / "pip.log"
         cmd = [
             self.pip_python, "-m", "pip", "install", "--target", str(target),
             "--requirement", str(req_file), "--no-input", "--disable-pip-version-check",
-            "--no-warn-script-location", "--progress-bar", "off", "--prefer-binary",
+            "--no-warn-script-location", "--progress-bar", "off",
+            # Wheels only: an sdist would run its setup.py or build backend here, on the
+            # host, as this server's user. No wheel for a package fails the build.
+            "--only-binary=:all:",
+            # The console shows only the last error; the debug log says why each
+            # candidate file was skipped (pip_failure_message reads it).
+            "--log", str(pip_log),
         ]
-        # PIP_USER or PIP_TARGET in the server's environment would clash with --target.
-        env = {k: v for k, v in os.environ.items() if k not in ("PIP_USER", "PIP_TARGET")}
+        env = pip_environment(os.environ, home=home, cache_dir=self.work_dir / "pip-cache",
+                              user_config=_user_pip_config(os.environ))
         proc = await asyncio.create_subprocess_exec(
             *cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env=env,
+            env=env, cwd=scratch, start_new_session=True,
         )
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), self.pip_timeout)
         except TimeoutError:
-            proc.kill()
+            _kill_group(proc)
             await proc.wait()
             raise BuildError(f"installing requirements.txt took longer than "
-                             f"{self.pip_timeout:.0f} s; pin versions that have wheels, or "
-                             "drop large packages") from None
+                             f"{self.pip_timeout:.0f} s; pin fewer or smaller packages") from None
+        except BaseException:  # cancelled (the server stops): leave no pip behind
+            _kill_group(proc)
+            raise
         text = out.decode(errors="replace")
         if proc.returncode != 0:
-            raise BuildError(pip_failure_message(text, requirements))
+            raise BuildError(pip_failure_message(text, requirements, _tail(pip_log)))
         return text
 
 
-def pip_failure_message(output: str, requirements: bytes) -> str:
+# Part of the deps cache key: how pip was told to install. Directories installed under
+# an older mode (sdists allowed) are not reused.
+PIP_MODE = "only-binary"
+# Variables of the server's environment that pip may see; everything else (etcd and
+# registry addresses, tokens, the user's shell) is left out. Upper-cased names.
+_PIP_ENV_EXACT = frozenset({"SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+                            "PIP_CONFIG_FILE"})
+# PIP_* settings that would change what --target/--only-binary ask for, or where pip
+# reads requirements from.
+_PIP_ENV_DROPPED = frozenset({
+    "PIP_USER", "PIP_TARGET", "PIP_PREFIX", "PIP_ROOT", "PIP_SRC", "PIP_EDITABLE",
+    "PIP_REQUIREMENT", "PIP_NO_BINARY", "PIP_ONLY_BINARY", "PIP_PREFER_BINARY",
+    "PIP_NO_BUILD_ISOLATION", "PIP_REQUIRE_VIRTUALENV", "PIP_LOG", "PIP_LOG_FILE",
+    "PIP_PYTHON", "PIP_ISOLATED",
+})
+
+
+def pip_environment(environ: Mapping[str, str], *, home: Path, cache_dir: Path,
+                    user_config: Path | None = None) -> dict[str, str]:
+    """The whole environment of the build's pip: nothing of the server's but what pip
+    needs to reach the package index (PIP_* settings, proxies, CA certificates).
+
+    HOME is a scratch directory, so pip reads no dotfiles of the server's user but its
+    pip configuration, passed as PIP_CONFIG_FILE (``user_config``) unless one is set.
+    """
+    env = {
+        "PATH": environ.get("PATH", os.defpath),
+        "HOME": str(home),
+        # pip decodes files and prints with the locale: make it UTF-8 whatever the server's.
+        "LANG": "C.UTF-8",
+        "PIP_CACHE_DIR": str(cache_dir),
+    }
+    for key, value in environ.items():
+        upper = key.upper()
+        if upper.startswith("PIP_"):
+            if upper not in _PIP_ENV_DROPPED:
+                env[key] = value
+        elif upper.endswith("_PROXY") or upper in _PIP_ENV_EXACT:
+            env[key] = value
+    if user_config is not None and not any(k.upper() == "PIP_CONFIG_FILE" for k in env):
+        env["PIP_CONFIG_FILE"] = str(user_config)
+    return env
+
+
+def _user_pip_config(environ: Mapping[str, str]) -> Path | None:
+    """The server user's own pip.conf, which pip would not find under a scratch HOME."""
+    xdg = environ.get("XDG_CONFIG_HOME") or os.path.join(environ.get("HOME", "~"), ".config")
+    for candidate in (Path(xdg) / "pip" / "pip.conf",
+                      Path(environ.get("HOME", "~")) / ".pip" / "pip.conf"):
+        candidate = candidate.expanduser()
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _tail(path: Path, limit: int = 2 * 1024 * 1024) -> str:
+    """The last ``limit`` bytes of pip's debug log (it may be long), or ''."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(f.tell() - limit, 0))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+# pip's debug log, one line per candidate file it left out (index/package_finder.py).
+_NO_SOURCES_RE = re.compile(r"Skipping link: No sources permitted for ([A-Za-z0-9._-]+)")
+_BAD_TAGS_RE = re.compile(r"Skipping link: none of the wheel's tags \(([^)]*)\) are "
+                          r"compatible[^:]*: (\S+)")
+_NOT_FOUND_RE = re.compile(r"No matching distribution found for ([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def _without_wheel(pip_log: str) -> dict[str, str]:
+    """Projects pip skipped for want of a fitting wheel: canonical name -> what it found."""
+    found: dict[str, str] = {}
+    for match in _NO_SOURCES_RE.finditer(pip_log):
+        found.setdefault(canonicalize_name(match.group(1)), "only a source distribution")
+    for match in _BAD_TAGS_RE.finditer(pip_log):
+        filename = match.group(2).split("#", 1)[0].rsplit("/", 1)[-1]
+        try:
+            name = parse_wheel_filename(filename)[0]
+        except InvalidWheelFilename:
+            continue
+        found[name] = f"wheels for other platforms only (e.g. {match.group(1)})"
+    return found
+
+
+def pip_failure_message(output: str, requirements: bytes, pip_log: str = "") -> str:
     """A one-line explanation of a failed ``pip install -r``, naming the requirement.
 
     pip ends its output with the most specific error, e.g.
     ``ERROR: No matching distribution found for nosuchpkg``; that line is quoted, and
-    the requirements.txt line whose project name appears in it is named.
+    the requirements.txt line whose project name appears in it is named. When pip's
+    debug log shows it skipped that project's files for want of a wheel, the message
+    says a wheel is needed: with ``--only-binary`` pip reports a project that has only
+    an sdist exactly as one that does not exist.
     """
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith("ERROR:")]
@@ -475,18 +599,38 @@ def pip_failure_message(output: str, requirements: bytes) -> str:
     quote = (errors or meaningful or ["pip failed without output"])[-1]
     quote = quote.removeprefix("ERROR:").strip()
     blob = " ".join(errors or meaningful[-5:]).lower().replace("_", "-")
+    missing = _NOT_FOUND_RE.search(" ".join(errors))
+    missing_project = canonicalize_name(missing.group(1)) if missing is not None else None
     culprit = None
-    for number, raw in enumerate(requirements.decode(errors="replace").splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        match = _REQ_NAME_RE.match(line)
-        if match is None:
-            continue
-        project = re.escape(match.group(1).lower().replace("_", "-"))
+    try:
+        listed = requirement_lines(requirements)
+    except ValidationError:
+        listed = []  # validated before pip ran; nothing to name if it somehow is not
+    for number, line, req in listed:
+        name = canonicalize_name(req.name)
+        if name == missing_project:
+            culprit = (number, line, name)
+            break
         # The name as a whole word: "six" must not match inside "sixty".
-        if re.search(rf"(?<![a-z0-9.-]){project}(?![a-z0-9-])", blob):
-            culprit = (number, line)
+        if re.search(rf"(?<![a-z0-9.-]){re.escape(name)}(?![a-z0-9-])", blob):
+            culprit = (number, line, name)
+    no_wheel = _without_wheel(pip_log)
+    if missing_project is not None and missing_project in no_wheel:
+        project = missing_project
+        if culprit is None:
+            what = f"package {project!r} (needed by your requirements)"
+        elif culprit[2] == project:
+            what = f"requirement {culprit[1]!r} (requirements.txt line {culprit[0]})"
+        else:  # a dependency of the line pip named
+            what = (f"package {project!r} (needed by {culprit[1]!r}, requirements.txt line "
+                    f"{culprit[0]})")
+        return (f"{what} has no wheel for this server (CPython "
+                f"{sys.version_info.major}.{sys.version_info.minor} on Linux "
+                f"{platform.machine()}): the package index has {no_wheel[project]}. A wheel "
+                "is needed: builds install wheels only, so that no package code runs on the "
+                "server. Pin a version of it that publishes a wheel, or use another package.")
     if culprit is not None:
-        number, line = culprit
+        number, line, _ = culprit
         return (f"requirement {line!r} (requirements.txt line {number}) could not be "
                 f"installed: {quote}. Check the package name and version.")
     return f"installing requirements.txt failed: {quote}"

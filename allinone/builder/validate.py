@@ -21,9 +21,13 @@ What is checked, in order, so the first message a user sees is the most basic pr
 4. the handler: ``run`` means ``run`` in ``func.py`` (the single uploaded file is stored
    under that name), ``pkg.mod.fn`` means ``fn`` in ``pkg/mod.py`` (or
    ``pkg/mod/__init__.py``) of a zip; its module exists and binds the name at top level;
-5. ``requirements.txt`` at the zip root, when present, is UTF-8 and lists requirements
-   only: pip options (``-r``, ``--index-url``...) and local paths are refused, because
-   the builder runs pip on the host.
+5. ``requirements.txt`` at the zip root, when present, is UTF-8 and lists plain
+   requirement specifiers only (a name, extras, version specifiers, an environment
+   marker), each parsed by ``packaging``'s PEP 508 parser. Refused, with the line number
+   and what to do instead: pip options (``-r``, ``-i``, ``--index-url``, ``-f``, ``-e``
+   ...), direct references (``name @ URL``), URLs, VCS links, local paths and archive
+   names, and ``${VAR}`` (pip expands it from its environment). pip runs on the host, so
+   every way of pointing it at code other than a package index's wheels is closed here.
 
 Invariant: a returned ``ValidatedSource.files`` maps normalised relative POSIX paths
 (no ``.``/``..`` parts, no leading ``/``) to their bytes; the builder writes them under
@@ -43,20 +47,22 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Literal
 
-from allinone.objects import ValidationError
+from packaging.requirements import InvalidRequirement, Requirement
+
+from allinone.objects import HANDLER_RE, ValidationError
 
 # A zip with more entries than this is almost surely not a function (or is hostile: a
 # million empty entries cost memory and time in the central directory walk).
 MAX_ENTRIES = 10_000
 # Read zip entries in 64 KiB steps so the inflated-bytes count stops a bomb early.
 _CHUNK = 64 * 1024
-# Module or function name; a handler is one or more of these joined with dots.
-_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
-_HANDLER_RE = re.compile(rf"^(?:{_IDENT}\.)*{_IDENT}$")
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
-# A requirement line starts with a project name (PEP 508); anything else is an option,
-# a path or a URL.
-_REQUIREMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*")
+# pip's own comment rule (req_file.py COMMENT_RE): '#' at the start or after blanks.
+_COMMENT_RE = re.compile(r"(^|\s+)#.*$")
+# pip treats a "name" ending like this as a local archive file, not a project name.
+_ARCHIVE_SUFFIXES = (".whl", ".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz",
+                     ".tar.xz", ".txz", ".tar.lz", ".tlz", ".tar.lzma")
+_VCS_PREFIXES = ("git+", "hg+", "svn+", "bzr+")
 # Single-file uploads are stored under this name; handler "run" looks here.
 DEFAULT_MODULE = "func"
 
@@ -103,7 +109,7 @@ def validate_source(
             f"{_mib(max_upload)}: remove data files or large dependencies from it "
             "(list packages in requirements.txt instead of vendoring them)"
         )
-    if not isinstance(handler, str) or not _HANDLER_RE.match(handler):
+    if not isinstance(handler, str) or not HANDLER_RE.fullmatch(handler):
         raise ValidationError(
             f"handler {handler!r} is not a Python name: use 'run' (function run in the "
             "uploaded .py file) or 'module.function' (in a zip)"
@@ -128,7 +134,7 @@ def validate_source(
         _check_handler(files, trees, handler, {})
         requirements = files.get("requirements.txt")
         if requirements is not None:
-            _check_requirements(requirements)
+            parse_requirements(requirements)
         return ValidatedSource("zip", sha, len(data), base, files, requirements)
     raise ValidationError(
         f"{base!r} is neither a .py file nor a .zip: upload one Python file (handler 'run' "
@@ -400,20 +406,78 @@ def _top_level_bindings(body: list[ast.stmt]) -> tuple[set[str], bool]:
 # requirements.txt
 
 
-def _check_requirements(data: bytes) -> None:
+_INSTEAD_PUBLISH = ("list the package by name and version from the package index instead "
+                    "(e.g. 'humanize==4.9.0'), or put its modules into the zip next to your "
+                    "code")
+
+
+def requirement_problem(line: str) -> str | Requirement:
+    """Why one requirements.txt line (comment removed) is refused, or its Requirement.
+
+    Pure, for the table tests. The order matters only for the message: the most
+    specific description of what the line is comes first.
+    """
+    if line.startswith("-"):
+        option = line.split()[0].split("=", 1)[0]
+        if option in ("-e", "--editable"):
+            return (f"editable install {option!r} is not supported (it installs from a "
+                    f"local path or a VCS checkout): {_INSTEAD_PUBLISH}")
+        return (f"pip option {option!r} is not supported: list package requirements only, "
+                "one per line (e.g. 'humanize==4.9.0'); the package index is set by the "
+                "server's administrator (PIP_INDEX_URL), not by a function")
+    if "${" in line:
+        return ("'${...}' is not supported: pip would expand it from its environment; "
+                "write the value out")
+    if line.lower().startswith(_VCS_PREFIXES):
+        return f"VCS links are not supported: {_INSTEAD_PUBLISH}"
+    if "://" in line.split(";", 1)[0] and "@" not in line.split("://", 1)[0]:
+        return f"URLs are not supported: {_INSTEAD_PUBLISH}"
+    if (line.startswith((".", "/", "~")) or "\\" in line or _DRIVE_RE.match(line)
+            or ("/" in line.split(";", 1)[0] and "@" not in line)):
+        return f"local paths are not supported: {_INSTEAD_PUBLISH}"
+    try:
+        req = Requirement(line)
+    except InvalidRequirement as exc:
+        detail = str(exc).splitlines()[0]
+        return (f"not a requirement specifier ({detail}): write one requirement per line as "
+                "NAME[extras] VERSION-SPECIFIERS ; MARKER, e.g. "
+                "\"humanize>=4,<5; python_version >= '3.8'\"")
+    if req.url is not None:
+        return (f"direct reference '{req.name} @ {req.url}' is not supported: "
+                f"{_INSTEAD_PUBLISH}")
+    if req.name.lower().endswith(_ARCHIVE_SUFFIXES):
+        return (f"{req.name!r} names an archive file, which pip would install from a local "
+                f"path: {_INSTEAD_PUBLISH}")
+    return req
+
+
+def requirement_lines(data: bytes) -> list[tuple[int, str, Requirement]]:
+    """``(line number, line, Requirement)`` of each requirement in a requirements.txt,
+    or ValidationError naming the first bad line."""
     text = _decode("requirements.txt", data)
+    out: list[tuple[int, str, Requirement]] = []
     for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.split(" #", 1)[0].strip()
-        if not line or line.startswith("#"):
+        line = _COMMENT_RE.sub("", raw).strip()
+        if not line:
             continue
-        if line.startswith("-"):
-            option = line.split()[0]
+        if raw.rstrip().endswith("\\"):
+            # pip joins a line ending in a backslash with the next one.
             raise ValidationError(
-                f"requirements.txt line {number}: pip option {option!r} is not supported; "
-                "list package requirements only, one per line (e.g. 'humanize==4.9.0')"
-            )
-        if not _REQUIREMENT_RE.match(line) or "file:" in line:
-            raise ValidationError(
-                f"requirements.txt line {number}: {line!r} is not a package requirement; "
-                "local paths and URLs are not supported: list packages by name and version"
-            )
+                f"requirements.txt line {number}: a line continuation ('\\' at the end) is "
+                "not supported; put each requirement on one line")
+        result = requirement_problem(line)
+        if isinstance(result, str):
+            shown = line if len(line) <= 120 else line[:117] + "..."
+            raise ValidationError(f"requirements.txt line {number}: {shown!r}: {result}")
+        out.append((number, line, result))
+    return out
+
+
+def parse_requirements(data: bytes) -> list[Requirement]:
+    """The requirements of a requirements.txt, or ValidationError naming the bad line.
+
+    The builder hands pip ``str(req)`` of these, one per line, never the uploaded bytes:
+    pip then reads exactly what was checked here, whatever its own decoding, comment
+    and continuation rules would have made of the original file.
+    """
+    return [req for _, _, req in requirement_lines(data)]

@@ -12,7 +12,14 @@ from typing import IO
 
 import pytest
 
-from allinone.builder.validate import TooLarge, ValidatedSource, _mib, validate_source
+from allinone.builder.validate import (
+    TooLarge,
+    ValidatedSource,
+    _mib,
+    parse_requirements,
+    requirement_problem,
+    validate_source,
+)
 from allinone.objects import ValidationError
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
@@ -576,19 +583,92 @@ def test_hint_for_default_module_only() -> None:
 # requirements.txt
 
 
-@pytest.mark.parametrize("line,problem", [
-    ("-r /etc/passwd", "pip option '-r'"),
-    ("--index-url http://127.0.0.1/simple", "pip option '--index-url'"),
-    ("-e .", "pip option '-e'"),
-    ("./localpkg", "not a package requirement"),
-    ("/abs/path.whl", "not a package requirement"),
-    ("pkg @ file:///etc/x", "not a package requirement"),
-])
-def test_requirements_options_and_paths_refused(line: str, problem: str) -> None:
+REFUSED_REQUIREMENTS = [
+    # (line, words the message must contain) -- every form pip could take code from
+    # other than a package index's wheels, and every option line.
+    ("-r /etc/passwd", ["pip option '-r'"]),
+    ("--requirement=other.txt", ["pip option '--requirement'"]),
+    ("-c constraints.txt", ["pip option '-c'"]),
+    ("--constraint c.txt", ["pip option '--constraint'"]),
+    ("-i http://127.0.0.1:9/simple", ["pip option '-i'", "PIP_INDEX_URL"]),
+    ("--index-url http://127.0.0.1:9/simple", ["pip option '--index-url'"]),
+    ("--extra-index-url=http://127.0.0.1:9/simple", ["pip option '--extra-index-url'"]),
+    ("-f ./wheels", ["pip option '-f'"]),
+    ("--find-links http://127.0.0.1:9/", ["pip option '--find-links'"]),
+    ("--trusted-host 127.0.0.1", ["pip option '--trusted-host'"]),
+    ("--no-index", ["pip option '--no-index'"]),
+    ("--pre", ["pip option '--pre'"]),
+    ("--no-binary :all:", ["pip option '--no-binary'"]),
+    ("--only-binary=:none:", ["pip option '--only-binary'"]),
+    ("-e .", ["editable install '-e'"]),
+    ("--editable git+https://127.0.0.1:9/x.git#egg=x", ["editable install '--editable'"]),
+    ("evilpkg @ http://127.0.0.1:9/evilpkg-1.0.tar.gz", ["direct reference", "evilpkg @"]),
+    ("pkg @ file:///etc/x", ["direct reference"]),
+    ("pkg@https://127.0.0.1:9/pkg-1.0-py3-none-any.whl", ["direct reference"]),
+    ("pkg[extra] @ https://127.0.0.1:9/p.zip ; python_version > '3'", ["direct reference"]),
+    ("http://127.0.0.1:9/evilpkg-1.0.tar.gz", ["URLs are not supported"]),
+    ("https://127.0.0.1:9/six-1.0-py3-none-any.whl", ["URLs are not supported"]),
+    ("file:///tmp/evilpkg-1.0.tar.gz", ["URLs are not supported"]),
+    ("git+https://127.0.0.1:9/x/y.git", ["VCS links"]),
+    ("git+ssh://git@127.0.0.1/x/y.git#egg=y", ["VCS links"]),
+    ("hg+https://127.0.0.1:9/y", ["VCS links"]),
+    ("svn+svn://127.0.0.1/y", ["VCS links"]),
+    ("bzr+lp:y", ["VCS links"]),
+    ("./localpkg", ["local paths"]),
+    ("../up", ["local paths"]),
+    ("/abs/path.whl", ["local paths"]),
+    ("~/pkg", ["local paths"]),
+    ("pkgs/evil", ["local paths"]),
+    ("C:\\pkgs\\evil", ["local paths"]),
+    ("evilpkg-1.0.tar.gz", ["archive file"]),
+    ("evil.whl", ["archive file"]),
+    ("Evil.ZIP", ["archive file"]),
+    ("six==${VERSION}", ["'${...}'", "environment"]),
+    ("six ==", ["not a requirement specifier"]),
+    ("six; os_name = 'posix'", ["not a requirement specifier"]),
+    ("six --hash=sha256:00", ["not a requirement specifier"]),
+    ("six#egg=six", ["not a requirement specifier"]),
+    ("six \\", ["line continuation"]),
+]
+
+
+@pytest.mark.parametrize(("line", "words"), REFUSED_REQUIREMENTS,
+                         ids=[c[0] for c in REFUSED_REQUIREMENTS])
+def test_requirement_forms_refused_naming_the_line(line: str, words: list[str]) -> None:
     data = make_zip({"func.py": b"def run(): pass\n",
-                     "requirements.txt": f"# deps\nsix\n{line}\n".encode()})
-    message = rejected(problem, "f.zip", data)
-    assert "line 3" in message
+                     "requirements.txt": f"# deps\n\nsix  # pinned below\n{line}\nsix\n"
+                     .encode()})
+    message = rejected("requirements.txt line 4: ", "f.zip", data)
+    for word in words:
+        assert word in message, message
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("six", "six"),
+    ("six==1.17.0", "six==1.17.0"),
+    ("A_b.c[x]", "A_b.c[x]"),
+    ("humanize>=4,<5; python_version >= '3.8'", 'humanize<5,>=4; python_version >= "3.8"'),
+    ("requests[socks,security] ~= 2.31", "requests[security,socks]~=2.31"),
+    ("six===1.0", "six===1.0"),
+    ("numpy ; platform_machine == 'x86_64'", 'numpy; platform_machine == "x86_64"'),
+])
+def test_plain_specifiers_accepted_as_packaging_reads_them(line: str, expected: str) -> None:
+    result = requirement_problem(line)
+    assert not isinstance(result, str), result
+    assert str(result) == expected
+
+
+def test_parse_requirements_skips_comments_and_blanks() -> None:
+    text = b"# top\n\n  \nsix==1.17.0  # pinned\n\t# indented comment\nhumanize\n"
+    assert [str(r) for r in parse_requirements(text)] == ["six==1.17.0", "humanize"]
+
+
+def test_long_line_is_shortened_in_the_message() -> None:
+    line = "x" * 300 + " @ http://127.0.0.1:9/x.whl"
+    with pytest.raises(ValidationError) as info:
+        parse_requirements(line.encode())
+    assert "requirements.txt line 1" in str(info.value)
+    assert len(str(info.value)) < 700
 
 
 def test_requirements_not_utf8() -> None:
