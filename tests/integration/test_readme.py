@@ -24,6 +24,10 @@ from allinone.testing import FIXTURES, ServerProcess, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
+# The first build of a fresh server also pushes the base image to its registry: on a
+# busy 2-core machine that alone can take minutes.
+FIRST_BUILD = 300.0
+
 README_METRICS = {
     # sample name: the labels it carries
     "allinone_invocations_total": {"function", "code"},
@@ -55,7 +59,8 @@ def value(snapshot: dict[tuple[str, frozenset[tuple[str, str]]], float], name: s
 
 
 def test_metrics_names_and_the_cold_start_count(server: ServerProcess) -> None:
-    assert server.deploy("rm-metrics", FIXTURES / "add.py").status_code == 201
+    assert server.deploy("rm-metrics", FIXTURES / "add.py", wait=False).status_code == 201
+    server.wait_phase("rm-metrics", "Ready", timeout=FIRST_BUILD)
     wait_for(lambda: server.get("rm-metrics")["status"].get("readyReplicas") == 0, 30,
              "no ready pod before the first call")
     before = samples(server)
@@ -181,7 +186,8 @@ def test_serve_uses_running_etcd_and_registry(tmp_path: Path) -> None:
                             extra_args=("--etcd", etcd.url, "--registry", registry.address))
         srv.start()
         try:
-            assert srv.deploy("rm-ext", FIXTURES / "add.py").status_code == 201
+            assert srv.deploy("rm-ext", FIXTURES / "add.py", wait=False).status_code == 201
+            srv.wait_phase("rm-ext", "Ready", timeout=FIRST_BUILD)
             assert srv.invoke("rm-ext", {"x": 4, "y": 4}).json() == 8
             # The image went to the registry we started, not to an embedded one.
             srv_registry = srv.registry_port
