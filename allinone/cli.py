@@ -25,7 +25,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from allinone import auth
+from allinone import auth, objects
 from allinone.budget import DEFAULT_BUDGET_SHARE, DEFAULT_MAX_PODS_PER_FUNCTION
 from allinone.config import DEFAULT_BASE_IMAGE, DEFAULT_STATE_DIR, Settings
 
@@ -125,7 +125,12 @@ SCALING_FLAGS = {
     "panic_threshold": "panicThresholdPercentage", "max_scale_up_rate": "maxScaleUpRate",
     "max_scale_down_rate": "maxScaleDownRate",
     "scale_to_zero_grace": "scaleToZeroGracePeriodSeconds",
+    "scale_to_zero_retention": "scaleToZeroPodRetentionSeconds",
+    "scale_down_delay": "scaleDownDelaySeconds", "activation_scale": "activationScale",
+    "metric": "metric", "target_burst_capacity": "targetBurstCapacity",
 }
+_INT_FLAGS = {"min_scale", "max_scale", "initial_scale", "container_concurrency", "window",
+              "scale_down_delay", "activation_scale"}
 
 
 def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -162,10 +167,12 @@ def add_spec_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus", type=float, help="CPU limit")
     p.add_argument("--env", action="append", metavar="KEY=VALUE")
     for flag, field in SCALING_FLAGS.items():
-        p.add_argument("--" + flag.replace("_", "-"), type=float if flag in {
-            "target", "target_utilization", "window", "panic_window_percentage",
-            "panic_threshold", "max_scale_up_rate", "max_scale_down_rate",
-            "scale_to_zero_grace"} else int, help=f"scaling.{field}")
+        if flag == "metric":
+            p.add_argument("--metric", choices=list(objects.SCALING_METRICS),
+                           help="scaling.metric")
+            continue
+        p.add_argument("--" + flag.replace("_", "-"),
+                       type=int if flag in _INT_FLAGS else float, help=f"scaling.{field}")
 
 
 # -- commands --------------------------------------------------------------------
@@ -267,15 +274,57 @@ def cmd_get(client: Client, args: argparse.Namespace) -> int:
         ("Source", f"{spec['source']['filename']} ({spec['source']['size']} bytes)"),
         ("Replicas", f"desired {st.get('desiredReplicas', 0)}, ready {st.get('readyReplicas', 0)}"
                      f", total {st.get('replicas', 0)}"),
-        ("Concurrency", f"stable {auto.get('stableConcurrency', 0):.2f}, "
+        ("Requests/s" if auto.get("metric") == "rps" else "Concurrency",
+         f"stable {auto.get('stableConcurrency', 0):.2f}, "
                         f"panic {auto.get('panicConcurrency', 0):.2f}"),
         ("Panic mode", "yes" if auto.get("panic") else "no"),
+        ("Burst", f"excess burst capacity {auto.get('excessBurstCapacity', 0)} "
+                  f"(targetBurstCapacity {sc.get('targetBurstCapacity', '-')}; the activator "
+                  "is always in the path)"),
         ("Autoscaler", auto.get("reason", "-")),
         ("Capped", (st.get("capped") or {}).get("message") or "no"),
         ("Scaling", ", ".join(f"{k}={v}" for k, v in sorted(sc.items()))),
     ]
     for k, v in lines:
         print(f"{k + ':':<13}{v}")
+    return 0
+
+
+def cmd_export(client: Client, args: argparse.Namespace) -> int:
+    """Write functions as Knative Services (see allinone.export.knative)."""
+    from allinone.export import knative, registry
+
+    if bool(args.name) == bool(args.all):
+        raise CliError("give one function NAME, or --all")
+    if args.all:
+        fns = client.json("GET", "/api/v1/functions")["items"]
+    else:
+        fns = [client.json("GET", f"/api/v1/functions/{args.name}")]
+    images: dict[str, str] = {}
+    try:
+        knative.render(fns)  # refuse before copying anything
+    except knative.ExportError as exc:
+        raise CliError(str(exc)) from exc
+    if args.push_to:
+        for fn in fns:
+            name, image = fn["metadata"]["name"], fn.get("status", {}).get("image")
+            if not image:
+                raise CliError(f"function {name!r} has no built image yet; wait until it is "
+                               "Ready")
+            try:
+                images[name] = registry.copy_image(image, args.push_to, name)
+            except registry.RegistryError as exc:
+                raise CliError(str(exc)) from exc
+            print(f"pushed {images[name]}", file=sys.stderr)
+    try:
+        text = knative.render(fns, images)
+    except knative.ExportError as exc:
+        raise CliError(str(exc)) from exc
+    if args.output_file and args.output_file != "-":
+        Path(args.output_file).write_text(text)
+        print(f"wrote {len(fns)} Service(s) to {args.output_file}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -305,6 +354,134 @@ def cmd_logs(client: Client, args: argparse.Namespace) -> int:
         client.json("GET", f"/api/v1/functions/{args.name}")  # raises the readable error
     sys.stdout.write(raw.decode(errors="replace"))
     return 0
+
+
+# -- triggers ----------------------------------------------------------------------
+
+def trigger_spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    spec: dict[str, Any] = json.loads(args.spec) if args.spec else {}
+    if not isinstance(spec, dict):
+        raise CliError("--spec must be a JSON object")
+    if args.function:
+        spec["target"] = {"function": args.function}
+    elif args.workflow:
+        spec["target"] = {"workflow": args.workflow}
+    if args.schedule:
+        spec["schedule"] = args.schedule
+        for flag, field in (("timezone", "timezone"), ("concurrency_policy", "concurrencyPolicy"),
+                            ("starting_deadline", "startingDeadlineSeconds")):
+            if getattr(args, flag) is not None:
+                spec[field] = getattr(args, flag)
+    if args.watch:
+        watch = spec.setdefault("watch", {})
+        watch["path"] = str(Path(args.watch).expanduser().resolve())
+        if args.pattern:
+            watch["patterns"] = args.pattern
+        if args.event:
+            watch["events"] = args.event
+        if args.recursive:
+            watch["recursive"] = True
+        if args.max_content_bytes is not None:
+            watch["maxContentBytes"] = args.max_content_bytes
+    if args.sink:
+        spec["sink"] = {"directory": str(Path(args.sink).expanduser().resolve())}
+    if args.max_attempts is not None or args.backoff is not None:
+        retry = spec.setdefault("retry", {})
+        if args.max_attempts is not None:
+            retry["maxAttempts"] = args.max_attempts
+        if args.backoff is not None:
+            retry["backoffSeconds"] = args.backoff
+    return spec
+
+
+def cmd_trigger(client: Client, args: argparse.Namespace) -> int:
+    sub = args.tcommand
+    if sub == "create":
+        body = json.dumps({"name": args.name, "spec": trigger_spec_from_args(args)}).encode()
+        if args.update:
+            data = client.json("PUT", f"/api/v1/triggers/{args.name}",
+                               json.dumps({"spec": trigger_spec_from_args(args)}).encode(),
+                               "application/json")
+        else:
+            data = client.json("POST", "/api/v1/triggers", body, "application/json")
+        if args.output == "json":
+            out_json(data)
+        else:
+            print(f"trigger {args.name} {'updated' if args.update else 'created'}")
+        return 0
+    if sub == "list":
+        data = client.json("GET", "/api/v1/triggers")
+        if args.output == "json":
+            out_json(data)
+            return 0
+        rows = [("NAME", "SOURCE", "TARGET", "FIRES", "FAILURES", "MISSED", "LAST")]
+        for t in data["items"]:
+            spec, st = t["spec"], t.get("status", {})
+            source = spec.get("schedule") or f"watch {spec.get('watch', {}).get('path')}"
+            kind, target = next(iter(spec["target"].items()))
+            rows.append((t["metadata"]["name"], source, f"{kind}/{target}",
+                         str(st.get("fires", 0)), str(st.get("failures", 0)),
+                         str(st.get("missed", 0)), st.get("lastStatus") or "-"))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        return 0
+    if sub == "get":
+        out_json(client.json("GET", f"/api/v1/triggers/{args.name}"))
+        return 0
+    if sub == "delete":
+        client.json("DELETE", f"/api/v1/triggers/{args.name}")
+        print(f"trigger {args.name} deleted")
+        return 0
+    data = client.json("GET", f"/api/v1/triggers/{args.name}/events?limit={args.limit}")
+    if args.output == "json":
+        out_json(data)
+        return 0
+    for e in data["items"]:
+        inp = ", ".join(f"{k}={v}" for k, v in e["input"].items())
+        lat = f"{e['latencySeconds'] * 1000:.0f} ms" if e.get("latencySeconds") else "-"
+        print(f"{e['time']}  {e['status']:<9}  {lat:>8}  {inp}"
+              + (f"  error: {e['error']}" if e.get("error") else ""))
+    return 0
+
+
+def add_trigger_parser(sub: Any) -> None:
+    tr = sub.add_parser("trigger", help="schedules and file watches that call a function or "
+                        "a workflow").add_subparsers(dest="tcommand", required=True)
+    p = tr.add_parser("create", help="create a trigger (or --update it)")
+    p.add_argument("name")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--function", help="call this function with each event")
+    target.add_argument("--workflow", help="start this workflow with each event")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--schedule", help="cron expression ('*/5 * * * *') or '@every 10s'")
+    source.add_argument("--watch", metavar="DIR", help="watch this folder (on the server)")
+    p.add_argument("--timezone", help="IANA zone of the schedule (default UTC)")
+    p.add_argument("--concurrency-policy", choices=["Allow", "Forbid", "Replace"])
+    p.add_argument("--starting-deadline", type=float, metavar="SECONDS",
+                   help="skip a missed time older than this")
+    p.add_argument("--pattern", action="append", help="file-name pattern, e.g. '*.png' "
+                   "(repeatable; default '*')")
+    p.add_argument("--event", action="append", choices=["created", "modified", "deleted"],
+                   help="events to deliver (repeatable; default created and modified)")
+    p.add_argument("--recursive", action="store_true", help="watch sub-folders too")
+    p.add_argument("--max-content-bytes", type=int, help="send files up to this size")
+    p.add_argument("--sink", metavar="DIR", help="write results (and result files) here")
+    p.add_argument("--max-attempts", type=int, help="delivery attempts (default 3)")
+    p.add_argument("--backoff", type=float, metavar="SECONDS", help="first retry delay")
+    p.add_argument("--spec", help="the spec as JSON (flags override it)")
+    p.add_argument("--update", action="store_true", help="replace the spec of an existing one")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p = tr.add_parser("list", help="list triggers")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p = tr.add_parser("get", help="show one trigger as JSON")
+    p.add_argument("name")
+    p = tr.add_parser("delete", help="delete a trigger; it stops firing")
+    p.add_argument("name")
+    p = tr.add_parser("events", help="the last deliveries of a trigger")
+    p.add_argument("name")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
@@ -409,6 +586,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p = fn.add_parser("delete", help="delete a function, its pods and image")
     p.add_argument("name")
+    p = fn.add_parser("export", help="write functions as Knative Services (YAML)")
+    p.add_argument("name", nargs="?", help="the function (or --all)")
+    p.add_argument("--all", action="store_true", help="every function, one multi-document YAML")
+    p.add_argument("--format", choices=["knative"], default="knative")
+    p.add_argument("-o", "--output-file", metavar="FILE", help="write here (default stdout)")
+    p.add_argument("--push-to", metavar="HOST[:PORT]/PREFIX",
+                   help="first copy each image to this registry (digest kept) and use it")
 
     p = sub.add_parser("invoke", help="call a function over its HTTP trigger")
     p.add_argument("name")
@@ -416,6 +600,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("logs", help="what the function printed, from its pods")
     p.add_argument("name")
+
+    add_trigger_parser(sub)
 
     sub.add_parser("loadtest", help="run the locust scenarios (see `allinone loadtest --help`)",
                    add_help=False)
@@ -447,11 +633,13 @@ def main(argv: list[str] | None = None) -> int:
                                                          DEFAULT_STATE_DIR))
         if args.command == "function":
             return {"deploy": cmd_deploy, "list": cmd_list, "get": cmd_get,
-                    "delete": cmd_delete}[args.fcommand](client, args)
+                    "delete": cmd_delete, "export": cmd_export}[args.fcommand](client, args)
         if args.command == "invoke":
             return cmd_invoke(client, args)
         if args.command == "logs":
             return cmd_logs(client, args)
+        if args.command == "trigger":
+            return cmd_trigger(client, args)
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

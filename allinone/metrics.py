@@ -37,8 +37,24 @@ class Metrics:
         self.panic = Gauge(
             "allinone_panic_mode", "1 while the autoscaler is in panic mode", ["function"],
             registry=r)
+        self.excess_burst_capacity = Gauge(
+            "allinone_excess_burst_capacity",
+            "Knative's excess burst capacity: ready x target - targetBurstCapacity - panic "
+            "value (the activator is always in the path here; reported only)",
+            ["function"], registry=r)
         self.builds = Counter(
             "allinone_builds", "Image builds by result", ["result"], registry=r)
+        self.trigger_fires = Counter(
+            "allinone_trigger_fires", "Events a trigger fired", ["trigger"], registry=r)
+        self.trigger_failures = Counter(
+            "allinone_trigger_failures", "Deliveries that failed after their retries",
+            ["trigger"], registry=r)
+        self.trigger_missed = Counter(
+            "allinone_trigger_missed", "Scheduled times skipped (deadline, superseded)",
+            ["trigger"], registry=r)
+        self.trigger_latency = Histogram(
+            "allinone_trigger_delivery_seconds", "From an event's firing to its delivery's end",
+            ["trigger"], buckets=LATENCY_BUCKETS, registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -46,8 +62,17 @@ class Metrics:
     def forget(self, function: str) -> None:
         """Drop a deleted function's series so /metrics does not grow forever."""
         for metric in (self.latency, self.cold_starts, self.cold_start_latency,
-                       self.desired_replicas, self.ready_replicas, self.queue_depth, self.panic):
+                       self.desired_replicas, self.ready_replicas, self.queue_depth, self.panic,
+                       self.excess_burst_capacity):
             try:
                 metric.remove(function)
+            except KeyError:
+                pass
+
+    def forget_trigger(self, trigger: str) -> None:
+        for metric in (self.trigger_fires, self.trigger_failures, self.trigger_missed,
+                       self.trigger_latency):
+            try:
+                metric.remove(trigger)
             except KeyError:
                 pass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import re
 import uuid
 from datetime import UTC, datetime
@@ -63,6 +64,16 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def rfc3339(wall: float) -> str:
+    """Seconds since the epoch as RFC 3339 UTC with milliseconds."""
+    return datetime.fromtimestamp(wall, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_rfc3339(text: str) -> float:
+    """Seconds since the epoch of an RFC 3339 time (as written by the two functions above)."""
+    return datetime.fromisoformat(text).timestamp()
+
+
 def new_object(kind: str, name: str, spec: Obj, *, namespace: str | None = None,
                labels: dict[str, str] | None = None) -> Obj:
     """A fresh object; the store fills ``resourceVersion`` when it is written."""
@@ -100,10 +111,11 @@ def validate_name(name: object) -> str:
 # ---------------------------------------------------------------------------
 # Function spec
 
-DEFAULT_SCALING: dict[str, int | float] = {
+DEFAULT_SCALING: dict[str, int | float | str] = {
     "minScale": 0,
     "maxScale": 10,
     "initialScale": 0,
+    "metric": "concurrency",
     "target": 10,
     "targetUtilizationPercentage": 70,
     "containerConcurrency": 0,
@@ -113,23 +125,40 @@ DEFAULT_SCALING: dict[str, int | float] = {
     "maxScaleUpRate": 1000,
     "maxScaleDownRate": 2,
     "scaleToZeroGracePeriodSeconds": 30,
+    "scaleToZeroPodRetentionSeconds": 0,
+    "scaleDownDelaySeconds": 0,
+    "activationScale": 1,
+    "targetBurstCapacity": 211,
 }
 
-# (type, minimum, maximum) of every scaling field; bounds are inclusive.
-_SCALING_BOUNDS: dict[str, tuple[type, float, float]] = {
-    "minScale": (int, 0, 1000),
-    "maxScale": (int, 1, 1000),
-    "initialScale": (int, 0, 1000),
-    "target": (float, 0.01, 100000),
-    "targetUtilizationPercentage": (float, 1, 100),
-    "containerConcurrency": (int, 0, 1000),
-    "stableWindowSeconds": (float, 1, 3600),
-    "panicWindowPercentage": (float, 1, 100),
-    "panicThresholdPercentage": (float, 110, 1000),
-    "maxScaleUpRate": (float, 1.01, 100000),
-    "maxScaleDownRate": (float, 1.01, 100000),
-    "scaleToZeroGracePeriodSeconds": (float, 0, 3600),
+# The scaling metrics (Knative's autoscaling.knative.dev/metric values for the KPA).
+SCALING_METRICS = ("concurrency", "rps")
+
+# (type, minimum, maximum, minimum exclusive) of every numeric scaling field, inclusive
+# unless marked. The ranges are Knative's (annotation_validation.go and the
+# config-autoscaler checks): window 6 s-1 h in whole seconds, panic window 1-100 %,
+# panic threshold 110-1000 %, utilization 1-100 %, target >= 0.01, rates > 1, grace > 0,
+# delay and retention 0-1 h, target burst capacity >= 0 or -1. Where Knative has no
+# upper bound one machine needs one (scale counts, target, grace, burst capacity).
+_SCALING_BOUNDS: dict[str, tuple[type, float, float, bool]] = {
+    "minScale": (int, 0, 1000, False),
+    "maxScale": (int, 1, 1000, False),
+    "initialScale": (int, 0, 1000, False),
+    "target": (float, 0.01, 1e6, False),
+    "targetUtilizationPercentage": (float, 1, 100, False),
+    "containerConcurrency": (int, 0, 1000, False),
+    "stableWindowSeconds": (int, 6, 3600, False),
+    "panicWindowPercentage": (float, 1, 100, False),
+    "panicThresholdPercentage": (float, 110, 1000, False),
+    "maxScaleUpRate": (float, 1, 1e6, True),
+    "maxScaleDownRate": (float, 1, 1e6, True),
+    "scaleToZeroGracePeriodSeconds": (float, 0, 3600, True),
+    "scaleToZeroPodRetentionSeconds": (float, 0, 3600, False),
+    "scaleDownDelaySeconds": (int, 0, 3600, False),
+    "activationScale": (int, 1, 1000, False),
+    "targetBurstCapacity": (float, -1, 1e6, False),
 }
+_SCALING_FIELDS = {*_SCALING_BOUNDS, "metric"}
 
 DEFAULT_SPEC: Obj = {
     "handler": "run",
@@ -144,11 +173,16 @@ _TOP_FIELDS = {"handler", "env", "timeoutSeconds", "resources", "scaling", "sour
 RESERVED_ENV = {"ALLINONE_HANDLER", "ALLINONE_PORT", "PYTHONPATH"}
 
 
-def _number(field: str, value: object, kind: type, lo: float, hi: float) -> int | float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+def _number(field: str, value: object, kind: type, lo: float, hi: float,
+            lo_exclusive: bool = False) -> int | float:
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value)):
         raise ValidationError(f"spec.{field} must be a number, got {json.dumps(value)}")
     if kind is int and not float(value).is_integer():
         raise ValidationError(f"spec.{field} must be a whole number, got {value}")
+    if lo_exclusive and not lo < value <= hi:
+        raise ValidationError(
+            f"spec.{field} must be greater than {lo:g} and at most {hi:g}, got {value}")
     if not lo <= value <= hi:
         raise ValidationError(f"spec.{field} must be between {lo:g} and {hi:g}, got {value}")
     return int(value) if kind is int else float(value)
@@ -244,17 +278,33 @@ def normalize_spec(user: object, base: Obj | None = None) -> Obj:
         sc = user["scaling"]
         if not isinstance(sc, dict):
             raise ValidationError('spec.scaling must be an object, e.g. {"maxScale": 5}')
-        extra = set(sc) - set(_SCALING_BOUNDS)
+        extra = set(sc) - _SCALING_FIELDS
         if extra:
             raise ValidationError(
                 f"spec.scaling has unknown field(s) {sorted(extra)}; "
-                f"known: {sorted(_SCALING_BOUNDS)}"
+                f"known: {sorted(_SCALING_FIELDS)}"
             )
         for k, v in sc.items():
-            kind, lo, hi = _SCALING_BOUNDS[k]
-            spec["scaling"][k] = _number(f"scaling.{k}", v, kind, lo, hi)
+            if k == "metric":
+                if v not in SCALING_METRICS:
+                    raise ValidationError(
+                        f"spec.scaling.metric must be one of {list(SCALING_METRICS)}, "
+                        f"got {json.dumps(v)}")
+                spec["scaling"][k] = v
+                continue
+            kind, lo, hi, lo_exclusive = _SCALING_BOUNDS[k]
+            spec["scaling"][k] = _number(f"scaling.{k}", v, kind, lo, hi, lo_exclusive)
 
-    s = spec["scaling"]
+    s = spec["scaling"] = scaling(spec)
+    tbc = s["targetBurstCapacity"]
+    if tbc < 0 and tbc != -1:
+        raise ValidationError(
+            f"spec.scaling.targetBurstCapacity must be at least 0, or -1 for unlimited, got {tbc}")
+    act = s["activationScale"]
+    if act != 1 and not max(2, s["minScale"]) <= act <= s["maxScale"]:
+        raise ValidationError(
+            f"spec.scaling.activationScale must be 1 (off) or between max(2, minScale) = "
+            f"{max(2, s['minScale'])} and maxScale {s['maxScale']}, got {act}")
     if s["minScale"] > s["maxScale"]:
         raise ValidationError(
             f"spec.scaling.minScale ({s['minScale']}) must not exceed maxScale ({s['maxScale']})"

@@ -339,7 +339,11 @@ class Handler(socketserver.StreamRequestHandler):
 
 def main():
     handler_spec = os.environ.get("ALLINONE_HANDLER", "run")
-    port = int(os.environ.get("ALLINONE_PORT", "8080"))
+    # Under allinone ALLINONE_PORT is set and only loopback is served; anywhere else
+    # (Knative, plain docker run) the runtime sets PORT and connects from outside.
+    own_port = os.environ.get("ALLINONE_PORT")
+    host = "127.0.0.1" if own_port else "0.0.0.0"
+    port = int(own_port or os.environ.get("PORT", "8080"))
     try:
         handler = load_handler(handler_spec)
     except BaseException:  # report any import failure, then exit
@@ -362,11 +366,11 @@ def main():
 
     Handler.invoke = Invoker(handler, handler_spec.rpartition(".")[2])
     try:
-        server = Server(("127.0.0.1", port), Handler)
+        server = Server((host, port), Handler)
     except OSError as exc:
-        print(f"allinone shim: cannot listen on 127.0.0.1:{port}: {exc}", file=sys.stderr)
+        print(f"allinone shim: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         sys.exit(1)
-    print(f"allinone shim: serving {handler_spec} on 127.0.0.1:{port}", file=sys.stderr,
+    print(f"allinone shim: serving {handler_spec} on {host}:{port}", file=sys.stderr,
           flush=True)
     with server:
         server.serve_forever()

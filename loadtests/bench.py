@@ -431,7 +431,7 @@ def bench_cold_start(api: Api, server_port: int, trials: int, tick: float) -> di
 
     name = "bench-cold"
     spec = {"scaling": {"maxScale": 1, "scaleToZeroGracePeriodSeconds": 1,
-                        "stableWindowSeconds": 2}}
+                        "stableWindowSeconds": 6}}
     fn = api.deploy(name, FIXTURES / "add.py", spec)
     image, handler = fn["status"]["image"], fn["spec"].get("handler", "run")
     client = docker.from_env()
@@ -500,7 +500,7 @@ def bench_paused(api: Api, server_port: int, trials: int, tick: float) -> dict[s
 
     name = "bench-paused"
     spec = {"scaling": {"maxScale": 1, "scaleToZeroGracePeriodSeconds": 1,
-                        "stableWindowSeconds": 2}}
+                        "stableWindowSeconds": 6}}
     fn = api.deploy(name, FIXTURES / "add.py", spec)
     image, handler = fn["status"]["image"], fn["spec"].get("handler", "run")
     client = docker.from_env()

@@ -106,13 +106,17 @@ class ScaleToZero(Scenario):
     def evaluate(self) -> list[Criterion]:
         rep, p = self.report, self.p
         out = [no_failures(rep.records)]
+        # Knative's rule: the stable window must empty (desired 0), then the last pod is
+        # kept for the grace period.
         grace = float(self.scaling.get("scaleToZeroGracePeriodSeconds", 30))
-        limit = round(grace + 2 * self.tick + POLL_INTERVAL, 3)
+        window = float(self.scaling.get("stableWindowSeconds", 60))
+        limit = round(window + grace + 2 * self.tick + POLL_INTERVAL, 3)
         last, zero = p.get("last_answer_t"), p.get("zero_t")
         took = None if last is None or zero is None else round(zero - last, 3)
-        out.append(at_most(f"zero within grace + 2 ticks ({limit:g} s)", took, limit, "s",
-                           f"ready replicas reached 0 after the last answer (grace {grace:g} "
-                           f"s + 2 x tick {self.tick:g} s + {POLL_INTERVAL:g} s polling)"))
+        out.append(at_most(f"zero within window + grace + 2 ticks ({limit:g} s)", took, limit,
+                           "s", f"ready replicas reached 0 after the last answer (window "
+                           f"{window:g} s + grace {grace:g} s + 2 x tick {self.tick:g} s + "
+                           f"{POLL_INTERVAL:g} s polling)"))
         nxt = p.get("next_request")
         if nxt is None:
             out.append(Criterion("next request succeeds", False, None, True,

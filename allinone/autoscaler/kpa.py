@@ -1,64 +1,68 @@
-"""The Knative Pod Autoscaler (KPA) decision, as a pure function.
+"""The Knative Pod Autoscaler (KPA) decision, as pure functions.
 
-``decide(scaling, state, obs, now)`` turns what the activator saw into a desired pod
-count and returns the next :class:`KPAState`; it never mutates its inputs, never reads a
-clock and never does I/O, so every rule below is tested by moving a float. It follows
-Knative Serving's ``pkg/autoscaler/scaling/autoscaler.go`` (``Scale``), plus the parts
-of the KPA reconciler that apply initial scale, scale-to-zero and min/max bounds.
+Two layers, both pure (no clock, no I/O, inputs never mutated; time is passed in):
 
-Worked numbers with the defaults (target 10, utilization 70 %, stable window 60 s,
-panic window 10 % = 6 s, panic threshold 200 %, max up rate 1000, max down rate 2,
+- :func:`scale` is Knative Serving's ``pkg/autoscaler/scaling/autoscaler.go``
+  (``autoscaler.Scale``) step for step, in plain float64 arithmetic like Go's: given the
+  observed stable and panic values of the metric and the ready pods, it returns the
+  desired count and the excess burst capacity, and keeps panic mode and the scale-down
+  delay window. Knative's own ``autoscaler_test.go`` runs against it as data
+  (tests/unit/test_kpa_knative.py).
+- :func:`decide` is what the loop calls: it turns the activator's samples into the
+  stable and panic window values, calls :func:`scale`, then applies the KPA
+  reconciler's part (``pkg/reconciler/autoscaling/kpa``): initial scale, min/max bounds,
+  and scale to zero with the Active/Inactive condition, the grace period and the last
+  pod retention.
+
+Worked numbers with allinone's defaults (target 10, utilization 70 %, stable window
+60 s, panic window 10 % = 6 s, panic threshold 200 %, max up rate 1000, max down rate 2,
 grace 30 s):
 
-- **Target per pod** = target x utilization = 10 x 70 % = 7 concurrent requests.
-- **Stable**: 40 requests in flight on average over the last 60 s -> ceil(40 / 7) = 6.
-- **Rate limits** relative to ready pods (at least 1, as Knative does, so scaling from
-  zero is never stuck): with 4 ready, at most ceil(1000 x 4) = 4000 and at least
-  floor(4 / 2) = 2. With 100 ready and almost no load the next count is 50, not 1.
-- **Panic**: the 6 s panic window averages 70 while 2 pods are ready: ceil(70 / 7) = 10
-  and 10 / 2 = 5 >= 200 % -> panic. While panicking the count is the largest of the
-  stable count, the panic count and every count decided since panic began (Knative's
-  ``maxPanicPods``): panic never scales down. Every tick still over the threshold
-  restarts the clock (Knative's ``panicTime``); panic ends at the first tick more than a
-  stable window (60 s) after the last one over it.
-- **Scale to zero**: when nothing is in flight and the last request started or finished
-  at least the grace period ago (30 s; never-used functions count from creation), the
-  target is 0, still rate limited like any scale-down: 4 ready -> floor(4 / 2) = 2 ->
-  1 -> 0, so it is always from 1 pod that the last one goes, as in Knative. Until the
-  grace has passed a function that has (or wanted) a pod keeps at least 1.
-- **Request at zero**: 1 request held by the activator with 0 ready pods gives 1 at
-  once. The held requests count as the panic window's concurrency (the samples lag by
-  up to a tick): 50 held -> ceil(50 / 7) = 8 and 8 / 1 >= 200 % -> panic, 8 pods.
-- **Bounds** last: [minScale, maxScale]. ``initialScale`` is a floor until that many
-  pods have been Ready once (Knative's "scale target initialized"); 3 pods at creation
-  with no traffic then drop by the normal rules: floor(3 / 2) = 1, and 0 after grace.
-- **No data**: no sample ever, nothing in flight, no request ever -> ``desired`` None
-  ("leave replicas alone", Knative's invalid scale result), unless minScale or a pending
-  initialScale asks for pods.
+- **Target per pod** (Knative's ``TargetValue``) = target x utilization = 10 x 0.7 = 7;
+  with ``containerConcurrency`` set and the concurrency metric, the target is first
+  capped by it (Knative's ``ResolveMetricTarget``): cc 2 -> 2 x 0.7 = 1.4.
+- **Stable**: 40 in flight on average over 60 s -> ceil(40 / 7) = 6.
+- **Rate limits** relative to ready pods (at least 1): 4 ready -> at most
+  ceil(1000 x 4) = 4000, at least floor(4 / 2) = 2. Rate 1.1 on 50 ready:
+  ceil(1.1 x 50) = ceil(55.00000000000001) = 56, exactly as Go computes it.
+- **Activation scale** 3: any non-zero count (stable or panic) below 3 becomes 3.
+- **Panic**: ceil(panic value / 7) / ready >= 200 % starts panic and every tick over it
+  moves ``panic_time`` to now; in panic the count is the largest of the stable count, the
+  panic count and every count since panic began (never down). Panic ends on the first
+  tick not over the threshold after ``panic_time + stable window``; then the count
+  follows the stable window again.
+- **Scale-down delay** 60 s: the count is the maximum of the counts decided in the
+  last 60 s (2 s buckets, Knative's ``max.TimeWindow``).
+- **Scale to zero**: desired 0 comes only from the stable value reaching 0 and the
+  scale-down rate allowing it (4 ready -> 2 -> 1 -> 0). A function that has been Active
+  for less than a stable window keeps 1 pod; then it becomes Inactive and its pods are
+  kept for max(grace, scaleToZeroPodRetentionSeconds) more; then 0. With the defaults
+  the last pod goes about 60 s (window empties) + 30 s (grace) after the last request.
+- **Request at zero**: with no ready pod, the requests the activator holds are the
+  freshest value there is (Knative's activator "pokes" the autoscaler with them): both
+  windows read at least the held count. 50 held -> ceil(50 / 7) = 8, 8 / 1 >= 200 % ->
+  panic, 8 pods.
+- **Bounds** last: [minScale, maxScale]; ``initialScale`` is a floor until that many
+  pods have been Ready once (Knative's "scale target initialized").
+- **No data** (no sample ever, nothing held): ``desired`` None, "leave replicas alone"
+  (Knative's invalid scale result), unless minScale or a pending initialScale asks.
 
-Windows. A sample ``(t, c)`` is the time-weighted average concurrency over the interval
-that ends at ``t`` and starts at the previous sample's timestamp (the activator's
-:class:`~allinone.activator.stats.ConcurrencyTracker` produces exactly that; the very
-first sample is taken to cover 1 s, Knative's bucket width). A window average is the
-time-weighted mean of the parts of those intervals that lie inside ``(now - window,
-now]``. With one sample per second this is Knative's per-second bucket average,
-including its partial-window rule: 6 s of data in a 60 s window average over those 6 s,
-and seconds after the last sample are left out rather than counted as 0. Samples not
-newer than the last one recorded are ignored (they cover no time).
+Windows. A sample ``(t, concurrency[, rps])`` covers the interval from the previous
+sample to ``t`` (the first one covers 1 s, Knative's bucket width). A window value is the
+time-weighted mean over the covered part of ``(now - window, now]``: with one sample a
+second this is Knative's per-second bucket average, including its partial-window rule.
 
-Deviations from Knative, and why:
+Where this differs from Knative, and why:
 
-- Scale to zero is decided by the activator's exact idle time (grace period since the
-  last request) rather than by "stable average is 0, then the activator has been in the
-  path for the grace period": every request goes through our activator, so its idle
-  clock is the truth and zero comes after 30 s instead of 60 + 30 s. Going idle ends
-  panic mode: nothing has arrived for the grace period, so there is no surge to guard.
-- The held-requests floor on the panic window at zero stands in for the activator's
-  immediate "poke" stat that Knative sends when a request arrives at zero.
-- Rates and divisions are rounded to 1e-9 before ceil/floor, so float noise such as
-  1.1 x 10 = 11.000000000000002 does not add a pod.
-- Knative's scale-down delay, activation scale, target burst capacity and RPS metric
-  are not part of our spec and are left out.
+- The activator is always in the request path here (Knative's target burst capacity
+  -1); ``targetBurstCapacity`` changes no routing, its excess burst capacity is computed
+  and reported only.
+- Knative may drop the last pod as soon as it is Inactive when the activator has already
+  been in the path for the grace period; here the last pod is always kept the grace
+  period after the function goes Inactive (the conservative branch of Knative's check).
+- A function that never became Ready goes to 0 once nothing wants it, instead of being
+  held "Activating" for Knative's progress deadline (600 s + 30 s); the controller
+  retries its pods meanwhile.
 """
 
 from __future__ import annotations
@@ -72,23 +76,54 @@ from allinone.objects import DEFAULT_SCALING
 
 # The time covered by the first sample ever seen: Knative's bucket granularity (1 s).
 FIRST_SAMPLE_SECONDS = 1.0
+# Knative's autoscaler tick and the bucket width of its scale-down delay window.
+TICK_SECONDS = 2
+# Knative's TargetMin: the smallest target per pod it computes with.
+TARGET_MIN = 0.01
 
-# Window averages are rounded to 6 digits (Knative's precision) and pod arithmetic to 9,
-# so that 7.0000000001 / 7 is 1 pod, not 2.
-_AVERAGE_DIGITS = 6
-_ARITHMETIC_DIGITS = 9
+CONCURRENCY, RPS = "concurrency", "rps"
+
+
+@dataclass(frozen=True)
+class DeciderSpec:
+    """Knative's ``DeciderSpec``: the part of the scaling spec :func:`scale` reads.
+
+    ``target_value`` is per pod after utilization; ``total_value`` before it (the pod's
+    full capacity, used by the excess burst capacity). ``panic_threshold`` is a fraction
+    (200 % -> 2.0). ``scale_down_delay``/``stable_window`` are seconds.
+    """
+
+    target_value: float
+    total_value: float
+    target_burst_capacity: float
+    panic_threshold: float
+    max_scale_up_rate: float
+    max_scale_down_rate: float
+    stable_window: float
+    scale_down_delay: float = 0.0
+    activation_scale: int = 0
+    reachable: bool = True
+
+
+@dataclass(frozen=True)
+class ScaleResult:
+    """Knative's ``ScaleResult``; ``valid`` False means "no data, change nothing"."""
+
+    desired: int
+    excess_burst_capacity: int
+    valid: bool
 
 
 @dataclass(frozen=True)
 class Observation:
     """What the activator and the pod lister saw since the previous decide.
 
-    ``samples`` are ``(timestamp, average concurrency over the interval ending there)``,
-    oldest first or in any order; concurrency includes requests held while at zero.
+    ``samples`` are ``(timestamp, average concurrency[, requests per second])`` over
+    the interval ending there, in any order; requests held at zero count.
     """
 
     ready_pods: int
-    samples: tuple[tuple[float, float], ...] = ()
+    samples: tuple[tuple[float, ...], ...] = ()
     in_flight: int = 0
     last_request_at: float | None = None
 
@@ -97,130 +132,196 @@ class Observation:
 class KPAState:
     """Everything the KPA remembers between decisions (JSON-friendly).
 
-    ``samples`` are ``(start, end, concurrency)`` intervals that still overlap the stable
-    window; ``last_sample_at`` is where the next sample's interval starts.
-    ``panic_time``/``max_panic_pods`` are Knative's ``panicTime``/``maxPanicPods``.
+    ``samples``: ``(start, end, concurrency, rps)`` intervals that still overlap the
+    stable window. ``panic_time``/``max_panic_pods``/``delay_window`` are Knative's
+    ``panicTime``/``maxPanicPods``/``delayWindow`` (``(2 s bucket, max count)``,
+    values descending). ``active_since``/``inactive_since`` are the PodAutoscaler's
+    Active condition: Active since, Inactive since; both None while activating.
     """
 
     created_at: float
-    samples: tuple[tuple[float, float, float], ...] = ()
+    samples: tuple[tuple[float, float, float, float], ...] = ()
     last_sample_at: float | None = None
     panic_time: float | None = None
     max_panic_pods: int = 0
+    delay_window: tuple[tuple[int, int], ...] = ()
     last_desired: int | None = None
     initial_scale_reached: bool = False
+    active_since: float | None = None
+    inactive_since: float | None = None
 
 
 @dataclass(frozen=True)
 class Decision:
-    """One decision. ``desired`` None means "no data yet: leave replicas alone"."""
+    """One decision. ``desired`` None means "no data yet: leave replicas alone".
+
+    ``stable_concurrency``/``panic_concurrency`` are the window values of ``metric``
+    (requests per second when it is ``rps``).
+    """
 
     desired: int | None
     stable_concurrency: float
     panic_concurrency: float
     panic: bool
     reason: str
+    excess_burst_capacity: int = 0
+    metric: str = CONCURRENCY
 
 
-@dataclass(frozen=True)
-class _Params:
-    min_scale: int
-    max_scale: int
-    initial_scale: int
-    per_pod: float
-    stable_window: float
-    panic_window: float
-    panic_threshold: float
-    max_up_rate: float
-    max_down_rate: float
-    grace: float
-
-
-def _params(scaling: Mapping[str, Any]) -> _Params:
+def decider_spec(scaling: Mapping[str, Any]) -> DeciderSpec:
+    """Knative's ``MakeDecider`` + ``ResolveMetricTarget`` for a Function's scaling."""
     s = {**DEFAULT_SCALING, **scaling}
-    stable_window = float(s["stableWindowSeconds"])
-    return _Params(
-        min_scale=int(s["minScale"]),
-        max_scale=int(s["maxScale"]),
-        initial_scale=int(s["initialScale"]),
-        # 10 x 70 / 100 = 7 requests per pod.
-        per_pod=float(s["target"]) * float(s["targetUtilizationPercentage"]) / 100.0,
-        stable_window=stable_window,
-        # 60 s x 10 / 100 = 6 s.
-        panic_window=stable_window * float(s["panicWindowPercentage"]) / 100.0,
-        # 200 % -> 2.0: panic when the panic window wants twice the ready pods.
+    total = float(s["target"])
+    cc = int(s["containerConcurrency"])
+    if s["metric"] == CONCURRENCY and cc != 0:
+        # Never aim above what a pod accepts.
+        total = min(total, float(cc))
+    utilization = float(s["targetUtilizationPercentage"]) / 100.0
+    activation = int(s["activationScale"])
+    return DeciderSpec(
+        target_value=max(TARGET_MIN, total * utilization),
+        total_value=total,
+        target_burst_capacity=float(s["targetBurstCapacity"]),
         panic_threshold=float(s["panicThresholdPercentage"]) / 100.0,
-        max_up_rate=float(s["maxScaleUpRate"]),
-        max_down_rate=float(s["maxScaleDownRate"]),
-        grace=float(s["scaleToZeroGracePeriodSeconds"]),
+        max_scale_up_rate=float(s["maxScaleUpRate"]),
+        max_scale_down_rate=float(s["maxScaleDownRate"]),
+        stable_window=float(s["stableWindowSeconds"]),
+        scale_down_delay=float(s["scaleDownDelaySeconds"]),
+        activation_scale=activation if activation > 1 else 0,
     )
-
-
-def _ceil(x: float) -> int:
-    return math.ceil(round(x, _ARITHMETIC_DIGITS))
-
-
-def _floor(x: float) -> int:
-    return math.floor(round(x, _ARITHMETIC_DIGITS))
 
 
 def initial_state(scaling: Mapping[str, Any], now: float, *, ready_pods: int = 0) -> KPAState:
     """The state of a freshly created (or restarted) autoscaler.
 
-    As in Knative, an autoscaler that starts while more than one pod is ready starts in
-    panic mode with ``max_panic_pods`` = those pods: a restart loses the metric history,
-    and without this the first partial window would scale a loaded function down.
+    As in Knative's ``newAutoscaler``: with more than one pod ready it starts in panic
+    mode (a restart loses the metric history, and a partial window must not scale a
+    loaded function down); ``max_panic_pods`` is the ready count either way. Ready pods
+    make the function Active from now.
     """
-    p = _params(scaling)
-    panic = ready_pods > 1
-    return KPAState(
-        created_at=now,
-        panic_time=now if panic else None,
-        max_panic_pods=ready_pods if panic else 0,
-        initial_scale_reached=ready_pods >= p.initial_scale,
+    p = {**DEFAULT_SCALING, **scaling}
+    return replace(
+        new_scaler_state(now, ready_pods),
+        initial_scale_reached=ready_pods >= int(p["initialScale"]),
+        active_since=now if ready_pods > 0 else None,
+    )
+
+
+def new_scaler_state(now: float, ready_pods: int) -> KPAState:
+    """Knative's ``newAutoscaler``: in panic from ``now`` when more than 1 pod is ready."""
+    return KPAState(created_at=now, panic_time=now if ready_pods > 1 else None,
+                    max_panic_pods=ready_pods)
+
+
+def _delayed(window: tuple[tuple[int, int], ...], now: float, delay: float,
+             desired: int) -> tuple[int, tuple[tuple[int, int], ...]]:
+    """Record ``desired`` in the max-over-time window; the window's maximum.
+
+    Knative's ``max.TimeWindow``: ceil(delay / 2 s) buckets indexed by whole seconds // 2;
+    a count is forgotten once its bucket is that many buckets old. Only the descending
+    maxima are kept, as there: a smaller, older count can never be the maximum again.
+    """
+    buckets = math.ceil(delay / TICK_SECONDS)
+    index = math.floor(now) // TICK_SECONDS
+    kept = [(i, v) for i, v in window if index - i < buckets and v > desired]
+    same = [v for i, v in window if i == index]
+    value = max([desired, *same])
+    kept = [(i, v) for i, v in kept if i != index and v > value]
+    kept.append((index, value))
+    return kept[0][1], tuple(kept)
+
+
+def scale(spec: DeciderSpec, state: KPAState, ready_pods: int, stable: float | None,
+          panic: float | None, now: float) -> tuple[ScaleResult, KPAState]:
+    """Knative's ``autoscaler.Scale``: one step, in Go's float64 arithmetic.
+
+    ``stable``/``panic`` are the observed window values of the metric (None: no data,
+    Knative's ``ErrNoData`` -> an invalid result and no state change).
+    """
+    if stable is None or panic is None:
+        return ScaleResult(0, 0, False), state
+    # Rate limits count at least one pod, so scaling from zero is never stuck.
+    ready = max(1.0, float(ready_pods))
+    max_up = math.ceil(spec.max_scale_up_rate * ready)
+    max_down = math.floor(ready / spec.max_scale_down_rate) if spec.reachable else 0
+
+    dspc = math.ceil(stable / spec.target_value)
+    dppc = math.ceil(panic / spec.target_value)
+    stable_pods = int(min(max(dspc, max_down), max_up))
+    panic_pods = int(min(max(dppc, max_down), max_up))
+    if spec.activation_scale > 1:
+        if dspc > 0 and spec.activation_scale > stable_pods:
+            stable_pods = spec.activation_scale
+        if dppc > 0 and spec.activation_scale > panic_pods:
+            panic_pods = spec.activation_scale
+
+    over = dppc / ready >= spec.panic_threshold
+    panic_time, max_panic = state.panic_time, state.max_panic_pods
+    if over:
+        panic_time = now  # begin, or extend, panic
+    elif panic_time is not None and panic_time + spec.stable_window < now:
+        # The surge has made its way into the stable window.
+        panic_time, max_panic = None, 0
+
+    desired = stable_pods
+    if panic_time is not None:
+        desired = max(desired, panic_pods)
+        max_panic = max(max_panic, desired)  # panic only ever scales up
+        desired = max_panic
+
+    window = state.delay_window
+    if spec.reachable and spec.scale_down_delay > 0:
+        desired, window = _delayed(window, now, spec.scale_down_delay, desired)
+
+    # Excess burst capacity: spare capacity beyond the panic value and the burst to
+    # absorb; negative means the burst does not fit (Knative then keeps the activator
+    # in the path). -1 means "always in the path", 0 "never".
+    if spec.target_burst_capacity == 0:
+        ebc = 0.0
+    elif spec.target_burst_capacity > 0:
+        total = float(ready_pods) * spec.total_value
+        ebc = math.floor(total - spec.target_burst_capacity - panic)
+    else:
+        ebc = -1.0
+    return (
+        ScaleResult(desired, int(ebc), True),
+        replace(state, panic_time=panic_time, max_panic_pods=max_panic, delay_window=window),
     )
 
 
 def _record(
-    state: KPAState, new: Iterable[tuple[float, float]], now: float, keep: float
-) -> tuple[tuple[tuple[float, float, float], ...], float | None]:
+    state: KPAState, new: Iterable[tuple[float, ...]], now: float, keep: float
+) -> tuple[tuple[tuple[float, float, float, float], ...], float | None]:
     """Append new samples as intervals and drop those wholly older than ``keep`` s."""
     intervals = list(state.samples)
     last = state.last_sample_at
-    for at, value in sorted(new):
+    for sample in sorted(new):
+        at, concurrency = sample[0], sample[1]
+        rps = sample[2] if len(sample) > 2 else 0.0
         if last is not None and at <= last:
             continue  # covers no time; the tracker never produces it
         start = last if last is not None else at - FIRST_SAMPLE_SECONDS
-        intervals.append((start, at, max(0.0, value)))
+        intervals.append((start, at, max(0.0, concurrency), max(0.0, rps)))
         last = at
     horizon = now - keep
     return tuple(iv for iv in intervals if iv[1] > horizon), last
 
 
-def _window_average(
-    intervals: Iterable[tuple[float, float, float]], now: float, window: float
-) -> float:
-    """Time-weighted mean over the covered part of ``(now - window, now]``.
+def _window_average(intervals: Iterable[tuple[float, float, float, float]], now: float,
+                    window: float, column: int) -> float:
+    """Time-weighted mean of ``column`` over the covered part of ``(now - window, now]``.
 
-    E.g. window 6 s, samples of 20 for 4 s then 60 for 2 s: (4 x 20 + 2 x 60) / 6 = 33.3.
-    Only 2 s covered (a fresh function): the mean of those 2 s, not divided by 6.
+    E.g. window 6 s, 20 for 4 s then 60 for 2 s: (4 x 20 + 2 x 60) / 6 = 33.3. Only 2 s
+    covered (a fresh function): the mean of those 2 s, not divided by 6.
     """
     lo = now - window
     covered = area = 0.0
-    for start, end, value in intervals:
-        overlap = min(end, now) - max(start, lo)
+    for iv in intervals:
+        overlap = min(iv[1], now) - max(iv[0], lo)
         if overlap > 0:
             covered += overlap
-            area += overlap * value
-    return round(area / covered, _AVERAGE_DIGITS) if covered > 0 else 0.0
-
-
-def _bounded(desired: int, p: _Params, reason: str) -> tuple[int, str]:
-    if desired < p.min_scale:
-        return p.min_scale, f"{reason}, raised to minScale {p.min_scale}"
-    if desired > p.max_scale:
-        return p.max_scale, f"{reason}, capped at maxScale {p.max_scale}"
-    return desired, reason
+            area += overlap * iv[column]
+    return area / covered if covered > 0 else 0.0
 
 
 def decide(
@@ -231,90 +332,94 @@ def decide(
     ``scaling`` is the Function's ``spec.scaling`` (missing fields take the defaults of
     :data:`allinone.objects.DEFAULT_SCALING`). See the module docstring for the rules.
     """
-    p = _params(scaling)
-    intervals, last_sample_at = _record(state, obs.samples, now, p.stable_window)
-    reached = state.initial_scale_reached or obs.ready_pods >= p.initial_scale
+    s = {**DEFAULT_SCALING, **scaling}
+    spec = decider_spec(s)
+    metric = str(s["metric"])
+    min_scale, max_scale = int(s["minScale"]), int(s["maxScale"])
+    initial = int(s["initialScale"])
+    intervals, last_sample_at = _record(state, obs.samples, now, spec.stable_window)
+    reached = state.initial_scale_reached or obs.ready_pods >= initial
     state = replace(
         state, samples=intervals, last_sample_at=last_sample_at, initial_scale_reached=reached
     )
+    panicking = state.panic_time is not None
 
-    # No data: Knative's ErrNoData -> invalid scale result -> replicas left alone. Only
-    # minScale and a pending initialScale still ask for pods.
-    if last_sample_at is None and obs.in_flight == 0 and obs.last_request_at is None:
-        floor = max(p.min_scale, 0 if reached else p.initial_scale)
+    if last_sample_at is None and obs.in_flight == 0:
+        # Knative's ErrNoData: replicas left alone; only minScale and a pending
+        # initialScale still ask for pods.
+        floor = max(min_scale, 0 if reached else initial)
         if floor == 0:
-            return Decision(None, 0.0, 0.0, state.panic_time is not None, "no data"), state
-        wanted = min(floor, p.max_scale)
-        why = "minScale, no data yet" if floor == p.min_scale else "initial scale, no data yet"
-        return (
-            Decision(wanted, 0.0, 0.0, state.panic_time is not None, why),
-            replace(state, last_desired=wanted),
-        )
+            return Decision(None, 0.0, 0.0, panicking, "no data", metric=metric), state
+        wanted = min(floor, max_scale)
+        why = "minScale, no data yet" if floor == min_scale else "initial scale, no data yet"
+        return (Decision(wanted, 0.0, 0.0, panicking, why, metric=metric),
+                replace(state, last_desired=wanted))
 
-    stable_avg = _window_average(intervals, now, p.stable_window)
-    panic_avg = _window_average(intervals, now, p.panic_window)
-    if obs.ready_pods == 0 and obs.in_flight > 0:
-        # Held requests at zero are the freshest number there is (Knative's activator
-        # pokes the autoscaler with them): 50 held -> panic window of at least 50.
-        panic_avg = max(panic_avg, float(obs.in_flight))
+    column = 3 if metric == RPS else 2
+    stable = _window_average(intervals, now, spec.stable_window, column)
+    # Knative rounds the panic window to whole seconds (half away from zero), at least 1:
+    # 60 s x 10 % = 6 s; 6 s x 25 % = 1.5 s -> 2 s.
+    panic_window = max(1.0, math.floor(
+        spec.stable_window * float(s["panicWindowPercentage"]) / 100.0 + 0.5))
+    panic = _window_average(intervals, now, panic_window, column)
+    poked = obs.ready_pods == 0 and obs.in_flight > 0
+    if poked:
+        # The activator's poke: the held requests are the freshest value at zero.
+        stable = max(stable, float(obs.in_flight))
+        panic = max(panic, float(obs.in_flight))
 
-    # Desired pods per window: 40 on average at 7 per pod -> ceil(40 / 7) = 6.
-    dspc = _ceil(stable_avg / p.per_pod)
-    dppc = _ceil(panic_avg / p.per_pod)
+    result, state = scale(spec, state, obs.ready_pods, stable, panic, now)
+    desired = result.desired
+    in_panic = state.panic_time is not None
+    reason = "panic" if in_panic else "stable"
+    if poked:
+        reason = f"request at zero, {reason}"
+    if len(state.delay_window) > 1:
+        # The window's newest count is smaller than its front: the delay holds pods.
+        reason += f", held by the {spec.scale_down_delay:g} s scale-down delay"
 
-    # Rate limits count at least 1 ready pod, so from zero up to ceil(1000 x 1) = 1000.
-    ready = max(1, obs.ready_pods)
-    max_up = _ceil(p.max_up_rate * ready)
-    max_down = _floor(ready / p.max_down_rate)
-    stable_pods = min(max(dspc, max_down), max_up)
-    panic_pods = min(max(dppc, max_down), max_up)
+    # The KPA reconciler: initial scale until reached, then [minScale, maxScale].
+    if not reached and desired < initial:
+        desired, reason = initial, "initial scale"
+    if desired < min_scale:
+        desired, reason = min_scale, f"{reason}, raised to minScale {min_scale}"
+    elif desired > max_scale:
+        desired, reason = max_scale, f"{reason}, capped at maxScale {max_scale}"
 
-    # Panic begins, or is extended, on every tick over the threshold; it ends at the
-    # first tick under it more than a stable window after the last tick over it.
-    over = dppc / ready >= p.panic_threshold
-    panic_time, max_panic = state.panic_time, state.max_panic_pods
-    if over:
-        panic_time = now
-    elif panic_time is not None and panic_time + p.stable_window < now:
-        panic_time, max_panic = None, 0
-
-    if panic_time is not None:
-        # Provision for the larger window; never below what panic already asked for.
-        raw = max(dspc, dppc)
-        desired = max(stable_pods, panic_pods, max_panic)
-        max_panic = desired
-        reason = "panic"
+    # Scale to zero (Knative's handleScaleToZero) and the Active condition.
+    want = desired
+    active_since, inactive_since = state.active_since, state.inactive_since
+    if desired == 0:
+        held = state.last_desired if state.last_desired is not None else obs.ready_pods
+        if inactive_since is None and active_since is not None:
+            if now - active_since < spec.stable_window:
+                desired = want = 1
+                reason = "holding 1 pod: Active for less than a stable window"
+            else:
+                inactive_since = now
+                desired = held
+                reason = "Inactive: pods kept for the grace period"
+        elif inactive_since is not None:
+            keep = max(float(s["scaleToZeroGracePeriodSeconds"]),
+                       float(s["scaleToZeroPodRetentionSeconds"]))
+            if now - inactive_since < keep:
+                desired = held
+                reason = f"Inactive: pods kept until {keep:g} s after going Inactive"
+            else:
+                reason = "scale to zero"
+        else:
+            reason = "scale to zero"  # never Active: nothing to keep
+    if want == 0:
+        active_since, inactive_since = None, (inactive_since if inactive_since is not None
+                                              else now)
+    elif obs.ready_pods >= 1:
+        active_since, inactive_since = (active_since if active_since is not None
+                                        else now), None
     else:
-        raw = dspc
-        desired = stable_pods
-        reason = "stable"
-    if raw > max_up and desired == max_up:
-        reason += f", scale-up rate limited to {max_up}"
-    elif raw < max_down and desired == max_down:
-        reason += f", scale-down rate limited to {max_down}"
-
-    idle_since = obs.last_request_at if obs.last_request_at is not None else state.created_at
-    if obs.in_flight == 0 and now - idle_since >= p.grace:
-        # Idle for the grace period: head for 0 at the scale-down rate, 4 -> 2 -> 1 -> 0.
-        panic_time, max_panic = None, 0
-        desired = max_down
-        reason = (
-            "scale to zero after grace"
-            if desired == 0
-            else f"idle after grace, scale-down rate limited to {max_down}"
-        )
-    elif desired == 0 and (obs.ready_pods > 0 or (state.last_desired or 0) > 0):
-        desired = 1
-        reason = "holding 1 pod until the grace period passes"
-    if obs.in_flight > 0 and desired < 1:
-        desired = 1
-        reason = "request at zero"
-    if not reached and desired < p.initial_scale:
-        desired = p.initial_scale
-        reason = "initial scale"
-
-    desired, reason = _bounded(desired, p, reason)
+        active_since, inactive_since = None, None  # activating
     return (
-        Decision(desired, stable_avg, panic_avg, panic_time is not None, reason),
-        replace(state, panic_time=panic_time, max_panic_pods=max_panic, last_desired=desired),
+        Decision(desired, stable, panic, in_panic, reason, result.excess_burst_capacity,
+                 metric),
+        replace(state, last_desired=desired, active_since=active_since,
+                inactive_since=inactive_since),
     )

@@ -3,8 +3,9 @@
 Every tick (2 s by default) and at once when the activator pokes a function (a request
 arrived and no pod is ready), for each function:
 
-1. take the activator's time-weighted concurrency sample (held requests included) and
-   its count of ready pods;
+1. take the activator's sample (time-weighted concurrency and requests per second,
+   held requests included) and its count of ready pods; the KPA picks the one
+   ``spec.scaling.metric`` names;
 2. ``decide`` with the function's ``spec.scaling`` and the remembered state;
 3. cap the count at what fits the pod memory budget and the per-function ceiling
    (:class:`~allinone.budget.PodBudget`, which also records ``status.capped``);
@@ -72,7 +73,8 @@ class Autoscaler:
             return {"desired": None, "stableConcurrency": 0.0, "panicConcurrency": 0.0,
                     "panic": False, "reason": "no decision yet"}
         return {"desired": d.desired, "stableConcurrency": d.stable_concurrency,
-                "panicConcurrency": d.panic_concurrency, "panic": d.panic, "reason": d.reason}
+                "panicConcurrency": d.panic_concurrency, "panic": d.panic, "reason": d.reason,
+                "metric": d.metric, "excessBurstCapacity": d.excess_burst_capacity}
 
     async def run(self) -> None:
         await self.functions.synced.wait()
@@ -107,9 +109,12 @@ class Autoscaler:
         now = self.clock.now()
         sample = self.activator.route(name).tracker.take(now)
         ready = self.activator.ready_pods(name)
+        # Requests per second: the requests the activator started in the interval.
+        rps = sample.requests_started / sample.interval if sample.interval > 0 else 0.0
         obs = Observation(
             ready_pods=ready,
-            samples=((sample.at, sample.average_concurrency),) if sample.interval > 0 else (),
+            samples=(((sample.at, sample.average_concurrency, rps),)
+                     if sample.interval > 0 else ()),
             in_flight=sample.in_flight,
             last_request_at=sample.last_request_at,
         )
@@ -122,6 +127,7 @@ class Autoscaler:
                     decision, desired=cap.replicas, reason=f"{decision.reason}; {cap.message}")
         self.decisions[name] = decision
         self.metrics.panic.labels(name).set(1 if decision.panic else 0)
+        self.metrics.excess_burst_capacity.labels(name).set(decision.excess_burst_capacity)
         if decision.desired is not None:
             self.metrics.desired_replicas.labels(name).set(decision.desired)
             await self._set_replicas(name, decision)

@@ -109,11 +109,23 @@ SCENARIOS: list[tuple[str, dict[str, Any], list[Phase], int, bool]] = [
     ("maxScaleUpRate 1.1 still grows", {"maxScaleUpRate": 1.1, "target": 1,
                                         "targetUtilizationPercentage": 100},
      [(60, 3, 2)], 3, False),
-    # Rate 1.1 on 10 ready, need 50: ceil(1.1 x 10) = 11, not 12 from float noise; the
-    # panic window wants 50 / 10 = 500 %, panic is rate limited the same way.
+    # Rate 1.1 on 10 ready, need 50: ceil(1.1 x 10) = 11 (1.1 x 10 is exactly 11.0 in
+    # float64); the panic window wants 50 / 10 = 500 %, rate limited the same way.
     ("maxScaleUpRate 1.1 on 10 pods", {"maxScaleUpRate": 1.1, "maxScale": 100},
      [(60, 350, 10)], 11, True),
     # 100 needs ceil(100 / 7) = 15 (15 / 10 < 200 %, no panic), capped at 10.
+    # Rate 1.1 on 50 ready: Go's float64 gives 1.1 x 50 = 55.00000000000001 -> 56 (not
+    # 55: no rounding before ceil). The panic window wants 700 / 7 / 50 = 200 %: panic.
+    ("maxScaleUpRate 1.1 on 50 pods is 56", {"maxScaleUpRate": 1.1, "maxScale": 1000},
+     [(60, 700, 50)], 56, True),
+    # Scale-down rate 1.1 from 50: floor(50 / 1.1) = floor(45.45) = 45.
+    ("maxScaleDownRate 1.1 on 50 pods is 45", {"maxScaleDownRate": 1.1, "maxScale": 1000},
+     [(60, 1, 50)], 45, False),
+    # Down rate 1.08 on 135 ready: 135 / 1.08 = 124.99999999999999 in float64 -> 124, as
+    # in Go (rounding to 1e-9 first gave 125).
+    ("maxScaleDownRate 1.08 on 135 pods is 124", {"maxScaleDownRate": 1.08,
+                                                  "maxScale": 1000},
+     [(60, 1, 135)], 124, False),
     ("maxScale caps", {}, [(60, 100, 10)], 10, False),
     ("maxScale caps panic too", {}, [(60, 140, 10)], 10, True),
     ("minScale keeps pods without load", {"minScale": 2}, [(60, 0, 2), (60, 0, 2)], 2, False),
@@ -260,89 +272,185 @@ def test_restart_with_pods_starts_in_panic() -> None:
 
 @pytest.mark.parametrize(("ready", "in_panic"), [(0, False), (1, False), (2, True)])
 def test_initial_state_panics_only_above_one_pod(ready: int, in_panic: bool) -> None:
+    # Knative's newAutoscaler: maxPanicPods is the ready count either way.
     state = initial_state(DEFAULT_SCALING, T0, ready_pods=ready)
     assert (state.panic_time is not None) is in_panic
-    assert state.max_panic_pods == (ready if in_panic else 0)
+    assert state.max_panic_pods == ready
 
 
-# --- scale to zero ------------------------------------------------------------------
+# --- scale to zero, the Knative way -------------------------------------------------
 
 
-def test_grace_period_before_zero() -> None:
+def test_zero_when_the_stable_window_empties_then_the_grace_period() -> None:
     sim = Sim(ready=1)
-    sim.feed(10, 1)
-    last_request = sim.now
-    d = sim.feed(29, 0)  # 29 s idle < 30 s grace
+    sim.feed(10, 1)  # load until T0 + 10; Active since T0 + 1
+    d = sim.feed(59, 0)  # T0 + 69: the last load second is still in the 60 s window
+    assert d.desired == 1 and d.stable_concurrency > 0
+    d = sim.feed(1, 0)  # T0 + 70: the window is empty -> desired 0 -> Inactive, pod kept
+    assert (d.desired, d.reason) == (1, "Inactive: pods kept for the grace period")
+    assert sim.state.inactive_since == T0 + 70
+    d = sim.feed(29, 0)
     assert d.desired == 1
-    d = sim.feed(1, 0)  # 30 s idle
-    assert sim.now - last_request == 30
-    assert (d.desired, d.reason) == (0, "scale to zero after grace")
+    d = sim.feed(1, 0)  # 30 s grace after going Inactive
+    assert (d.desired, d.reason, sim.now) == (0, "scale to zero", T0 + 100)
+
+
+def test_sparse_short_requests_keep_one_pod() -> None:
+    # The case: grace 4 s, one 100 ms request every 5 s. The stable average never
+    # reaches 0, so Knative keeps the pod: no cold start per request.
+    sim = Sim({"scaleToZeroGracePeriodSeconds": 4}, ready=1)
+    for _ in range(60):  # 5 minutes
+        sim.feed(1, 0.1)
+        sim.feed(4, 0)
+    assert all(d.desired == 1 for d in sim.history)
+
+
+def test_pod_retention_outlasts_the_grace_period() -> None:
+    sim = Sim({"scaleToZeroPodRetentionSeconds": 90}, ready=1)
+    sim.feed(10, 1)
+    sim.feed(60, 0)  # T0 + 70: Inactive
+    assert sim.state.inactive_since == T0 + 70
+    assert sim.feed(89, 0).desired == 1  # past the 30 s grace, inside the 90 s retention
+    d = sim.feed(1, 0)
+    assert (d.desired, sim.now) == (0, T0 + 160)
+
+
+def test_active_for_less_than_a_stable_window_keeps_one_pod() -> None:
+    # A request at zero whose pod became Ready late: the window empties at T0 + 61 but the
+    # function has been Active only since T0 + 50, so 1 pod stays until T0 + 110 (Active
+    # for a stable window), then the grace period: 0 at T0 + 140.
+    sim = Sim()
+    sim.feed(1, 1, ready=0)
+    sim.feed(48, 0)
+    sim.feed(1, 0, ready=1)
+    assert sim.state.active_since == T0 + 50
+    d = sim.feed(11, 0)  # T0 + 61
+    assert (d.desired, d.reason) == (1, "holding 1 pod: Active for less than a stable window")
+    d = sim.feed(49, 0)  # T0 + 110
+    assert (d.desired, sim.state.inactive_since) == (1, T0 + 110)
+    assert sim.feed(29, 0).desired == 1
+    assert sim.feed(1, 0).desired == 0
 
 
 def test_in_flight_request_blocks_zero() -> None:
-    # A 40 s request started at the last recorded request time: nothing new arrives,
-    # but it is still in flight, so no scale to zero.
+    # A request in flight keeps the window above 0 however long it runs.
     sim = Sim(ready=1)
-    sim.feed(1, 1)
-    d = sim.feed(40, 0, in_flight=1)
+    d = sim.feed(200, 1, in_flight=1)
     assert d.desired == 1
 
 
-def test_holds_one_pod_until_grace_even_when_the_window_is_empty() -> None:
-    # Grace longer than the stable window: the stable average is 0 before grace ends.
-    sim = Sim({"stableWindowSeconds": 10, "scaleToZeroGracePeriodSeconds": 120}, ready=1)
-    sim.feed(5, 3)
-    d = sim.feed(60, 0)
-    assert d.stable_concurrency == 0.0
-    assert (d.desired, d.reason) == (1, "holding 1 pod until the grace period passes")
-    d = sim.feed(60, 0)  # 120 s idle
-    assert d.desired == 0
-
-
 def test_zero_is_rate_limited_from_many_pods() -> None:
-    # Idle after grace with 4 ready: 4 -> floor(4 / 2) = 2 -> 1 -> 0.
+    # 4 ready, the load stops: the stable average decays, the count may at most halve per
+    # step: 4 -> 2 -> 1 -> 0 (then Inactive, the grace period, and 0).
     sim = Sim(ready=4)
     sim.feed(60, 45)  # ceil(45 / 7) = 7 on 4 ready: 7 / 4 < 200 %, no panic
-    d = sim.feed(29, 0)
-    # The stable window still sees load: 31 x 45 / 60 = 23.25 -> ceil(23.25 / 7) = 4.
-    assert d.desired == 4
-    d = sim.feed(1, 0)
-    assert (d.desired, d.panic) == (2, False)
-    assert d.reason == "idle after grace, scale-down rate limited to 2"
+    d = sim.feed(60, 0)
+    assert (d.desired, d.panic, d.stable_concurrency) == (2, False, 0.0)
     assert sim.feed(1, 0, ready=2).desired == 1
-    assert sim.feed(1, 0, ready=1).desired == 0
+    d = sim.feed(1, 0, ready=1)  # floor(1 / 2) = 0: Inactive now, the last pod kept
+    assert (d.desired, sim.state.inactive_since) == (1, sim.now)
+    assert sim.feed(30, 0).desired == 0
 
 
-def test_idle_after_grace_ends_panic() -> None:
+def test_panic_holds_until_a_stable_window_after_it_began_even_when_idle() -> None:
+    # Knative: going idle does not end panic; panic_time + stable window does, and then
+    # the count follows the stable average (at most halved per step).
     sim = Sim()
     sim.feed(60, 10, ready=2)
     sim.feed(6, 70)
-    assert sim.history[-1].panic
-    sim.feed(29, 0, ready=10)
-    assert sim.history[-1].desired == 10 and sim.history[-1].panic
+    last_over = sim.state.panic_time
+    assert last_over == sim.now
+    sim.feed(60, 0, ready=10)
+    assert all(d.panic and d.desired == 10 for d in sim.history[-60:])
     d = sim.feed(1, 0)
+    assert sim.now == last_over + 61
     assert (d.panic, d.desired) == (False, 5)
 
 
 def test_min_scale_floors_scale_to_zero() -> None:
     sim = Sim({"minScale": 1}, ready=1)
     sim.feed(5, 3)
-    d = sim.feed(100, 0)
-    assert (d.desired, d.reason) == (1, "scale to zero after grace, raised to minScale 1")
+    d = sim.feed(200, 0)
+    assert (d.desired, d.reason) == (1, "stable, raised to minScale 1")
 
 
-def test_never_used_function_counts_grace_from_creation() -> None:
+def test_initial_scale_pods_go_the_knative_way() -> None:
     # initialScale 2: held until 2 pods were Ready once, then the normal rules.
     sim = Sim({"initialScale": 2})
     assert sim.tick().desired == 2  # no data yet
     d = sim.feed(3, 0, ready=1)
     assert (d.desired, d.reason) == (2, "initial scale")
     d = sim.feed(1, 0, ready=2)
-    assert d.desired == 1  # reached; floor(2 / 2) = 1 and grace from creation not over
-    d = sim.feed(25, 0, ready=1)
-    assert sim.now - T0 == 29 and d.desired == 1
-    d = sim.feed(1, 0)
-    assert (d.desired, d.reason) == (0, "scale to zero after grace")
+    assert d.desired == 1  # reached; floor(2 / 2) = 1
+    d = sim.feed(1, 0, ready=1)  # desired 0, Active since T0 + 1 for less than 60 s
+    assert d.desired == 1
+    sim.feed(56, 0)
+    assert sim.state.inactive_since == T0 + 61
+    assert sim.feed(29, 0).desired == 1
+    assert sim.feed(1, 0).desired == 0
+
+
+# --- knobs --------------------------------------------------------------------------
+
+
+def test_scale_down_delay_holds_the_maximum() -> None:
+    # scaleDownDelaySeconds 30: each count is the max of the counts without the delay in
+    # the last 30 s, in Knative's 2 s buckets (15 buckets: this one and the 14 before).
+    plain = Sim({"maxScaleDownRate": 10}, ready=6)
+    delayed = Sim({"scaleDownDelaySeconds": 30, "maxScaleDownRate": 10}, ready=6)
+    for sim in (plain, delayed):
+        sim.feed(60, 40)  # ceil(40 / 7) = 6
+        sim.feed(100, 7)  # the stable value decays to 7 -> 1 pod
+    by_bucket: dict[int, int] = {}
+    for i, d in enumerate(plain.history):
+        bucket = int(T0 + 1 + i) // 2
+        by_bucket[bucket] = max(by_bucket.get(bucket, 0), d.desired or 0)
+        want = max(v for b, v in by_bucket.items() if bucket - b < 15)
+        assert delayed.history[i].desired == want, i
+    assert plain.history[-1].desired == delayed.history[-1].desired == 1
+    first = [next(i for i, d in enumerate(s.history) if d.desired == 1)
+             for s in (plain, delayed)]
+    assert first[1] - first[0] >= 28
+
+
+def test_activation_scale_raises_every_nonzero_count() -> None:
+    sim = Sim({"activationScale": 3})
+    sim.last_request_at = sim.now
+    assert sim.tick(in_flight=1).desired == 3  # from zero
+    d = sim.feed(60, 1, ready=3)  # 1 in flight needs 1 pod: still 3
+    assert d.desired == 3
+    sim.feed(200, 0, follow=True)
+    # While the window still sees load the count is 3; once it reads 0 the rate limit
+    # (floor(3 / 2) = 1) and scale to zero apply, which the activation scale leaves alone.
+    counts = [d.desired for d in sim.history[-200:]]
+    assert set(counts) == {3, 1, 0} and counts[-1] == 0
+
+
+def test_rps_metric_scales_on_requests_per_second() -> None:
+    # target 10 rps at 70 %: 7 rps per pod; 40 rps -> ceil(40 / 7) = 6 pods, whatever
+    # the concurrency.
+    sim = Sim({"metric": "rps"}, ready=6)
+    for _ in range(60):
+        sim.now += 1.0
+        obs = Observation(6, ((sim.now, 0.5, 40.0),), 1, sim.now)
+        d, sim.state = decide(sim.scaling, sim.state, obs, sim.now)
+    assert (d.desired, d.metric, d.stable_concurrency) == (6, "rps", 40.0)
+
+
+@pytest.mark.parametrize(("tbc", "want"), [(211, math.floor(4 * 10 - 211 - 20)),
+                                           (0, 0), (-1, -1), (5, 4 * 10 - 5 - 20)])
+def test_excess_burst_capacity(tbc: float, want: int) -> None:
+    # Knative: floor(ready x target - targetBurstCapacity - panic value); 0 and -1 as is.
+    sim = Sim({"targetBurstCapacity": tbc}, ready=4)
+    d = sim.feed(10, 20)
+    assert d.excess_burst_capacity == want
+
+
+def test_container_concurrency_caps_the_target() -> None:
+    # Knative's ResolveMetricTarget: target 10 but cc 2 -> 2 x 70 % = 1.4 per pod;
+    # 7 in flight -> ceil(7 / 1.4) = 5.
+    sim = Sim({"containerConcurrency": 2}, ready=5)
+    assert sim.feed(60, 7).desired == 5
 
 
 # --- from zero, no data, bounds ------------------------------------------------------
@@ -351,12 +459,12 @@ def test_never_used_function_counts_grace_from_creation() -> None:
 def test_request_at_zero_gives_one_pod_at_once() -> None:
     sim = Sim(ready=1)
     sim.feed(5, 1)
-    sim.feed(70, 0)  # past the grace, and the stable window holds only zeros
+    sim.feed(100, 0)  # the window empties, Inactive, the grace period passes
     assert sim.feed(1, 0, ready=0).desired == 0
     # A request arrives and is held: the activator decides immediately, no time passes.
     sim.last_request_at = sim.now
     d = sim.tick(in_flight=1)
-    assert (d.desired, d.reason) == (1, "request at zero")
+    assert (d.desired, d.reason) == (1, "request at zero, stable")
 
 
 def test_burst_at_zero_scales_to_what_is_held() -> None:

@@ -1,0 +1,1 @@
+"""Export functions to other platforms: :mod:`.knative` (pure) and :mod:`.registry` (I/O)."""
