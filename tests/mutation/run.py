@@ -13,6 +13,7 @@ has no results at all (a core that silently stopped being mutated would otherwis
 
     python tests/mutation/run.py            # what tox -e mutation runs
     python tests/mutation/run.py --no-run   # only re-read the last run's results
+    python tests/mutation/run.py --only allinone/controller/planning.py   # one core
     cd .mutation && mutmut show NAME        # the diff of one surviving mutant
 """
 
@@ -120,8 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=ROOT / ".mutation")
     ap.add_argument("--no-run", action="store_true", help="only read the last results")
     ap.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--only", action="append", metavar="PATH",
+                    help="mutate and check only this core (repeatable), e.g. after changing it")
     args = ap.parse_args(argv)
     cores = load_cores()
+    if args.only:
+        unknown = set(args.only) - {c.path for c in cores}
+        if unknown:
+            ap.error(f"not in {CORES.name}: {', '.join(sorted(unknown))}")
+        cores = [c for c in cores if c.path in args.only]
     if not args.no_run:
         prepare(args.work, cores)
         cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)]
