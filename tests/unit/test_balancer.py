@@ -6,7 +6,6 @@ import random
 from collections import Counter
 
 import pytest
-from yarl import URL
 
 from allinone.activator.balancer import P2C_ABOVE, Endpoint, pick
 
@@ -119,10 +118,6 @@ def test_many_pods_skip_full_and_draining() -> None:
     endpoints[0].draining = True
     for _ in range(200):
         assert pick(endpoints, 10, rng) is endpoints[-1]
-
-
-def test_endpoint_url_is_the_pods_address() -> None:
-    assert Endpoint("p0", "127.0.0.1:9000").url == URL("http://127.0.0.1:9000/")
 
 
 def test_eight_candidates_still_get_the_least_loaded() -> None:

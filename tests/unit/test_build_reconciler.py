@@ -40,8 +40,12 @@ class FakeBuilder:
         return BuildResult(image=f"127.0.0.1:5000/allinone/{name}@{digest}", digest=digest,
                            cached=cached, seconds=0.25)
 
-    async def delete_image(self, name: str) -> None:
+    async def delete_image(self, name: str) -> bool:
         self.deleted.append(name)
+        return True
+
+    async def prune(self, name: str, keep: frozenset[str]) -> bool:
+        return True
 
 
 class World:
