@@ -94,3 +94,22 @@ class ContainerRuntime(Protocol):
         ...
 
     async def unpause(self, container_id: str) -> None: ...
+
+    async def exit_reason(self, container_id: str) -> str:
+        """How the container ended, in words for a user (:func:`describe_exit`); ''
+        while it runs or when it is gone."""
+        ...
+
+
+def describe_exit(exit_code: int, oom_killed: bool, memory_bytes: int) -> str:
+    """Why a container ended, in words that say what to fix."""
+    if oom_killed:
+        limit = f"{memory_bytes // (1024 * 1024)} MiB" if memory_bytes > 0 else "its limit"
+        return (f"the function ran out of memory: it was killed for using more than its "
+                f"memory limit of {limit} (OOMKilled); use less memory or raise "
+                "spec.resources.memoryMiB")
+    if exit_code == 137:
+        return "its container was killed (SIGKILL, exit code 137)"
+    if exit_code > 128:
+        return f"its container was killed by signal {exit_code - 128} (exit code {exit_code})"
+    return f"its container exited with code {exit_code}"

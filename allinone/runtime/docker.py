@@ -38,6 +38,7 @@ from allinone.runtime.base import (
     ContainerEvent,
     ContainerInfo,
     ContainerSpec,
+    describe_exit,
 )
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,20 @@ class DockerRuntime:
 
     async def unpause(self, container_id: str) -> None:
         await asyncio.to_thread(self._api.unpause, container_id)
+
+    async def exit_reason(self, container_id: str) -> str:
+        return await asyncio.to_thread(self._exit_reason, container_id)
+
+    def _exit_reason(self, container_id: str) -> str:
+        try:
+            info = self._api.inspect_container(container_id)
+        except (NotFound, APIError):
+            return ""
+        state = info.get("State") or {}
+        if state.get("Running") or state.get("Paused"):
+            return ""
+        return describe_exit(int(state.get("ExitCode") or 0), bool(state.get("OOMKilled")),
+                             int((info.get("HostConfig") or {}).get("Memory") or 0))
 
     async def logs(self, container_id: str, tail: int = 1000) -> str:
         return await asyncio.to_thread(self._logs, container_id, tail)
