@@ -49,6 +49,7 @@ from allinone.clock import Clock
 from allinone.informer import Informer
 from allinone.metrics import Metrics
 from allinone.podclient import ConnectError, PodClient, PodError
+from allinone.runtime.base import POD_MAX_CONNECTIONS
 from allinone.store import Obj
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,8 @@ class Activator:
     def pod_ready(self, function: str, pod: str, address: str) -> None:
         r = self.route(function)
         old, wake = r.throttler.add(Endpoint(pod=pod, address=address, in_flight=0,
-                                             draining=False, client=PodClient(address)))
+                                             draining=False,
+                                             client=PodClient(address, POD_MAX_CONNECTIONS)))
         if old is not None and old.client is not None:
             old.client.close()
         self.metrics.ready_replicas.labels(function).set(r.ready_count())

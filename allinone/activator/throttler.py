@@ -11,8 +11,10 @@ back with :meth:`Throttler.release`.
 One :class:`Throttler` per function. Invariants:
 
 - ``in_flight`` of an endpoint is the number of :meth:`acquire` calls not yet
-  :meth:`release`\\ d; with ``containerConcurrency`` N > 0 it never exceeds N
-  (:func:`~allinone.activator.balancer.pick`).
+  :meth:`release`\\ d; it never exceeds ``containerConcurrency`` (when > 0) nor
+  ``pod_capacity`` (the connections a pod's shim serves at once,
+  :data:`~allinone.runtime.base.POD_MAX_CONNECTIONS`): "unlimited" concurrency still
+  has a bound per pod, and a request over it waits here for a slot or a new pod.
 - A draining endpoint gets no new request; it is *drained* when its ``in_flight`` is 0
   (:meth:`release` reports that moment once).
 - The queue never holds more than ``queue_limit`` tickets; :meth:`enqueue` refuses the
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from allinone.activator.balancer import Endpoint, pick
+from allinone.runtime.base import POD_MAX_CONNECTIONS
 
 T = TypeVar("T")
 
@@ -44,8 +47,10 @@ class StartFailure:
 
 
 class Throttler(Generic[T]):
-    def __init__(self, queue_limit: int, rng: random.Random | None = None) -> None:
+    def __init__(self, queue_limit: int, rng: random.Random | None = None,
+                 pod_capacity: int = POD_MAX_CONNECTIONS) -> None:
         self.queue_limit = queue_limit
+        self.pod_capacity = pod_capacity
         self.rng = rng or random.Random()
         self.endpoints: dict[str, Endpoint] = {}
         # Waiting tickets in arrival order, with the clock time each gives up.
@@ -96,7 +101,9 @@ class Throttler(Generic[T]):
         has a free slot. ``excluded`` pods (which refused this request) are skipped."""
         candidates = list(self.endpoints.values()) if not excluded else [
             e for e in self.endpoints.values() if e.pod not in excluded]
-        ep = pick(candidates, container_concurrency, self.rng)
+        cc = container_concurrency
+        limit = min(cc, self.pod_capacity) if cc > 0 else self.pod_capacity
+        ep = pick(candidates, limit, self.rng)
         if ep is not None:
             ep.in_flight += 1
         return ep

@@ -32,6 +32,12 @@ SOCKET_NAME = "http.sock"
 POD_USER = "65534:65534"
 
 
+# Connections (so handler threads) a pod serves at once: the shim accepts no more
+# (ALLINONE_MAX_CONNECTIONS), the activator sends no more. Below the pids limit, which
+# also counts the shim's main thread and whatever threads the function starts.
+POD_MAX_CONNECTIONS = 200
+
+
 @dataclass(frozen=True)
 class ContainerSpec:
     pod: str

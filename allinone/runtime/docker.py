@@ -33,6 +33,7 @@ from allinone.runtime.base import (
     LABEL_INSTANCE,
     LABEL_MANAGED,
     LABEL_POD,
+    POD_MAX_CONNECTIONS,
     POD_SOCKET_DIR,
     SOCKET_NAME,
     ContainerEvent,
@@ -71,7 +72,8 @@ def host_config_kwargs(spec: ContainerSpec) -> dict[str, Any]:
 
 def container_env(spec: ContainerSpec) -> dict[str, str]:
     # HOME on the tmpfs: libraries that cache under ~ find a writable place.
-    return {**spec.env, "ALLINONE_SOCKET": f"{POD_SOCKET_DIR}/{SOCKET_NAME}", "HOME": "/tmp"}
+    return {**spec.env, "ALLINONE_SOCKET": f"{POD_SOCKET_DIR}/{SOCKET_NAME}", "HOME": "/tmp",
+            "ALLINONE_MAX_CONNECTIONS": str(POD_MAX_CONNECTIONS)}
 
 
 class DockerRuntime:

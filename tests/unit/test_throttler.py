@@ -38,10 +38,19 @@ def test_container_concurrency_bounds_what_is_handed_out(cc: int, pods: int,
     assert all(e.in_flight == cc for e in t.endpoints.values())
 
 
-def test_unlimited_concurrency_never_refuses_a_ready_pod() -> None:
-    t = throttler("a", "b")
-    assert all(t.acquire(0) is not None for _ in range(1000))
-    assert sorted(e.in_flight for e in t.endpoints.values()) == [500, 500]
+@pytest.mark.parametrize(("cc", "capacity", "per_pod"), [
+    (0, 200, 200),    # "unlimited" is bounded by what a pod's shim serves at once
+    (500, 200, 200),  # so is a containerConcurrency above it
+    (50, 200, 50),
+    (0, 7, 7),
+])
+def test_pod_capacity_bounds_every_pod(cc: int, capacity: int, per_pod: int) -> None:
+    t: Throttler[str] = Throttler(3, random.Random(1), pod_capacity=capacity)
+    for p in ("a", "b"):
+        t.add(Endpoint(p, f"/{p}"))
+    got = [t.acquire(cc) for _ in range(2 * per_pod + 10)]
+    assert sum(1 for g in got if g is not None) == 2 * per_pod
+    assert [e.in_flight for e in t.endpoints.values()] == [per_pod, per_pod]
 
 
 def test_least_in_flight_wins() -> None:
