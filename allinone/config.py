@@ -40,6 +40,9 @@ class Settings:
     max_unzipped_bytes: int = 200 * 1024 * 1024
     # Requests held per function while it scales from zero or waits for a free slot.
     queue_limit: int = 10_000
+    # On SIGTERM, how long in-flight invocations may take to finish before shutdown
+    # goes on without them.
+    drain_seconds: float = 30.0
     # Admission limits (allinone/budget.py): the sum of memoryMiB over all pods (None:
     # a share of the host's memory) and the most pods one function may run.
     pod_memory_budget_mib: int | None = None

@@ -341,6 +341,45 @@ def normalize_spec(user: object, base: Obj | None = None) -> Obj:
     return spec
 
 
+# ---------------------------------------------------------------------------
+# Shape checks of stored objects
+#
+# etcd may hold an object no current code path writes (an older version's, a hand
+# edit, a bug). Loops check the shape first and skip what fails, with the key and the
+# reason in the log, so one bad object never stops a loop (see allinone.informer).
+
+
+def _field(obj: object, path: str, kind: type | tuple[type, ...]) -> None:
+    value = obj
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise ValueError(f"{path} is missing")
+        value = value[part]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        want = getattr(kind, "__name__", str(kind))
+        raise ValueError(f"{path} is {type(value).__name__}, not {want}")
+
+
+def check_function(obj: Obj) -> None:
+    """ValueError saying what is wrong when ``obj`` is not a usable Function."""
+    _field(obj, "metadata.name", str)
+    _field(obj, "metadata.generation", int)
+    _field(obj, "spec", dict)
+    _field(obj, "spec.source.sha256", str)
+    _field(obj, "spec.source.filename", str)
+    _field(obj, "status", dict)
+    for key in ("scaling", "resources", "env"):
+        if key in obj["spec"] and not isinstance(obj["spec"][key], dict):
+            raise ValueError(f"spec.{key} is not an object")
+
+
+def check_replicaset(obj: Obj) -> None:
+    """ValueError saying what is wrong when ``obj`` is not a usable ReplicaSet."""
+    _field(obj, "metadata.name", str)
+    _field(obj, "spec", dict)
+    _field(obj, "spec.replicas", int)
+
+
 def scaling(spec: Obj) -> Obj:
     """The scaling block with defaults filled in (for objects written by older versions)."""
     return {**DEFAULT_SCALING, **spec.get("scaling", {})}

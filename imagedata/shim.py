@@ -129,6 +129,12 @@ class Invoker:
                 args = json.loads(raw)
             except (ValueError, UnicodeDecodeError) as exc:
                 return 400, error_body("BadRequest", f"the request body is not valid JSON: {exc}")
+            except RecursionError:
+                # The decoder recurses per level: a deeply nested body must not kill the pod.
+                return 400, error_body(
+                    "BadRequest", "the request body is nested too deeply to decode (JSON "
+                    f"arrays and objects nest at most about {sys.getrecursionlimit()} "
+                    "levels deep here); flatten it")
         else:
             args = {}
         if not isinstance(args, dict):

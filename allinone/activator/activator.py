@@ -133,6 +133,22 @@ class Activator:
     async def start(self) -> None:
         """Nothing to open: each pod's client is made when the pod turns ready."""
 
+    def in_flight(self) -> int:
+        """Invocations inside the activator: on a pod, or held waiting for one."""
+        return sum(ep.in_flight for r in self.routes.values() for ep in r.endpoints.values()) \
+            + sum(len(r.waiters) for r in self.routes.values())
+
+    async def drain_all(self, timeout: float, poll: float = 0.05) -> int:
+        """Wait until nothing is in flight, at most ``timeout`` s; returns what is left.
+
+        Shutdown calls it after the listening socket is closed (see app.py)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # Polled: in-flight counts change on many paths, and this runs once, at shutdown.
+        while (left := self.in_flight()) and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(poll)
+        return left
+
     async def close(self) -> None:
         for r in self.routes.values():
             for ep in r.endpoints.values():

@@ -52,6 +52,8 @@ class Autoscaler:
         self.states: dict[str, KPAState] = {}
         self.decisions: dict[str, Decision] = {}
         self._poked: set[str] = set()
+        # function -> the last unexpected error scaling it (logged once per reason)
+        self._broken: dict[str, str] = {}
         self._wake = asyncio.Event()
         functions.add_handler(self._on_function)
 
@@ -95,10 +97,18 @@ class Autoscaler:
             names |= self._poked
             self._poked.clear()
             for name in sorted(names):
+                # One function's trouble is its own: the others keep scaling.
                 try:
                     await self.scale(name)
                 except (StoreError, OSError) as exc:
                     log.warning("autoscaling %s failed: %s", name, exc)
+                except Exception as exc:
+                    reason = f"{type(exc).__name__}: {exc}"
+                    if self._broken.get(name) != reason:  # once, not every tick
+                        log.exception("autoscaling %s failed; skipped until it changes", name)
+                    self._broken[name] = reason
+                else:
+                    self._broken.pop(name, None)
 
     async def scale(self, name: str) -> Decision | None:
         fn = self.functions.get(name)
