@@ -136,7 +136,7 @@ class Activator:
     def in_flight(self) -> int:
         """Invocations inside the activator: on a pod, or held waiting for one."""
         return sum(ep.in_flight for r in self.routes.values() for ep in r.endpoints.values()) \
-            + sum(len(r.waiters) for r in self.routes.values())
+            + sum(r.throttler.queued() for r in self.routes.values())
 
     async def drain_all(self, timeout: float, poll: float = 0.05) -> int:
         """Wait until nothing is in flight, at most ``timeout`` s; returns what is left.
