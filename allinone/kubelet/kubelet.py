@@ -10,15 +10,21 @@ kubelet makes each one real and reports on it, as Kubernetes' kubelet does:
   :data:`PROBE_INTERVAL`, while watching the container through the runtime's event
   stream (a ``die`` ends the wait at once; no container listing per pending pod).
   Ready -> the data plane is told first (``pod_ready``), then etcd.
-- **liveness**: the same event stream fails a Running pod whose container dies; a
-  container list every :data:`SAFETY_LIST_INTERVAL` catches events lost while the
-  stream reconnected.
+- **liveness**: the same event stream fails a Running pod whose container dies, with
+  the runtime's words for why (exit code, ``OOMKilled`` and the memory limit), which
+  the data plane puts in the error of the requests that were on it; a container list
+  every :data:`SAFETY_LIST_INTERVAL` catches events lost while the stream reconnected.
+- **retire** (:meth:`Kubelet.retire`): a pod whose container lives but must not serve
+  again (a handler outlived ``timeoutSeconds`` and may spin forever) is marked Failed
+  without crash backoff; the controller drains and removes it and starts another.
 - **crash backoff**: consecutive failures of a function's pods delay its next pod
   (0.5 s doubling to :data:`CRASH_BACKOFF_MAX`); the controller asks
   :meth:`Kubelet.start_delay` before it creates one.
 - **stop** (:meth:`Kubelet.stop`): drain through the data plane, then park (paused
-  pods, below) or remove the container, keep what it printed in ``logs/FUNCTION.log``
-  (``allinone logs``), and remove its socket directory.
+  pods, below) or remove the container (a pod deleted while Docker was still creating
+  its container has it removed by :meth:`Kubelet.start` as soon as Docker answers),
+  keep what it printed in ``logs/FUNCTION.log`` (``allinone logs``), and remove its
+  socket directory.
 - **adoption** after a restart: containers matching Pod objects are probed again;
   other containers and socket directories are removed.
 
