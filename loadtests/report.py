@@ -25,16 +25,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPORT_VERSION = 1
+from allinone.objects import DEFAULT_SCALING
 
-# The default scaling block of a Function (allinone.objects.DEFAULT_SCALING), repeated
-# so that this module imports nothing from the server package.
-DEFAULT_SCALING: dict[str, float] = {
-    "minScale": 0, "maxScale": 10, "initialScale": 0, "target": 10,
-    "targetUtilizationPercentage": 70, "containerConcurrency": 0, "stableWindowSeconds": 60,
-    "panicWindowPercentage": 10, "panicThresholdPercentage": 200, "maxScaleUpRate": 1000,
-    "maxScaleDownRate": 2, "scaleToZeroGracePeriodSeconds": 30,
-}
+REPORT_VERSION = 1
 
 # Keys every report has (see :func:`new_report`); the unit tests pin this shape.
 REPORT_KEYS = (
@@ -105,7 +98,7 @@ def parse_metric(text: str, metric: str, function: str) -> float | None:
 
 # -- the KPA's expected count -------------------------------------------------------
 
-def scaling_with_defaults(scaling: Mapping[str, Any] | None) -> dict[str, float]:
+def scaling_with_defaults(scaling: Mapping[str, Any] | None) -> dict[str, Any]:
     return {**DEFAULT_SCALING, **(scaling or {})}
 
 

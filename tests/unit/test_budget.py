@@ -23,9 +23,8 @@ from allinone.budget import (
     max_scale_given,
     with_ceiling,
 )
-from allinone.builder.reconciler import replicaset_for
 from allinone.informer import Informer
-from allinone.objects import ValidationError, normalize_spec
+from allinone.objects import ValidationError, normalize_spec, replicaset_for
 from allinone.store.memory import MemoryStore
 
 LIMITS = Limits(pod_memory_mib=1024, max_pods_per_function=10)
