@@ -1,7 +1,7 @@
 """The ``allinone`` command line.
 
-``setup`` and ``serve`` run the platform; the other commands are a thin client of the
-HTTP API (standard library only, so the client starts fast). Errors are printed as one
+``setup`` and ``serve`` run the platform; the other commands are a thin layer over
+:mod:`allinone.client`, the API's one Python client. Errors are printed as one
 readable line on stderr with a non-zero exit status; ``-o json`` prints the API's JSON
 for scripts. The server is ``--server``, else ``$ALLINONE_SERVER``, else
 ``http://127.0.0.1:8080``. The management API's bearer token is ``--token``, else
@@ -12,107 +12,28 @@ state directory (``$ALLINONE_STATE_DIR``); see :mod:`allinone.auth`.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-import uuid
-import zipfile
 from pathlib import Path
 from typing import Any
 
-from allinone import auth, objects
+from allinone import objects
 from allinone.budget import DEFAULT_BUDGET_SHARE, DEFAULT_MAX_PODS_PER_FUNCTION
+from allinone.client import (
+    DEFAULT_SERVER,
+    ApiError,
+    Client,
+    error_from,
+    read_source,
+    token_for,
+)
 from allinone.config import DEFAULT_BASE_IMAGE, DEFAULT_STATE_DIR, Settings
-
-DEFAULT_SERVER = "http://127.0.0.1:8080"
 
 
 class CliError(Exception):
     pass
-
-
-# -- HTTP client --------------------------------------------------------------------
-
-class Client:
-    def __init__(self, server: str, timeout: float = 120.0, token: str | None = None) -> None:
-        self.server = server.rstrip("/")
-        self.timeout = timeout
-        self.token = token
-
-    def request(self, method: str, path: str, body: bytes | None = None,
-                content_type: str | None = None) -> tuple[int, bytes]:
-        req = urllib.request.Request(self.server + path, data=body, method=method)
-        if content_type:
-            req.add_header("Content-Type", content_type)
-        if self.token:
-            req.add_header("Authorization", f"Bearer {self.token}")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise CliError(f"cannot reach allinone at {self.server} ({reason}): is `allinone "
-                           "serve` running? (set --server or ALLINONE_SERVER)") from None
-
-    def json(self, method: str, path: str, body: bytes | None = None,
-             content_type: str | None = None, ok: tuple[int, ...] = (200, 201)) -> Any:
-        status, raw = self.request(method, path, body, content_type)
-        try:
-            data = json.loads(raw) if raw else {}
-        except json.JSONDecodeError:
-            data = {"error": {"message": raw.decode(errors="replace")[:300]}}
-        if status not in ok:
-            err = data.get("error", {}) if isinstance(data, dict) else {}
-            raise CliError(f"{err.get('message') or raw[:300]!s} (HTTP {status})")
-        return data
-
-
-def client_token(server: str, given: str | None, state_dir: Path) -> str | None:
-    """The token to send: given (--token / $ALLINONE_TOKEN), else the local token file
-    when the server is on this machine's loopback (never sent anywhere else)."""
-    if given:
-        return given
-    host = urllib.parse.urlsplit(server).hostname or ""
-    if auth.is_loopback(host):
-        return auth.read_token(state_dir.expanduser() / auth.TOKEN_FILENAME)
-    return None
-
-
-def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    out = io.BytesIO()
-    for name, value in fields.items():
-        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode())
-        out.write(value.encode() + b"\r\n")
-    for name, (filename, data) in files.items():
-        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
-                  f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
-                  .encode())
-        out.write(data + b"\r\n")
-    out.write(f"--{boundary}--\r\n".encode())
-    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
-
-
-def read_source(path: str) -> tuple[str, bytes]:
-    """A file as is; a directory zipped in memory (entries relative to it)."""
-    p = Path(path)
-    if p.is_dir():
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and "__pycache__" not in f.parts:
-                    zf.write(f, f.relative_to(p).as_posix())
-        return p.name + ".zip", buf.getvalue()
-    if not p.is_file():
-        raise CliError(f"no such file: {path}")
-    return p.name, p.read_bytes()
 
 
 # -- spec flags ------------------------------------------------------------------
@@ -181,52 +102,32 @@ def out_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True))
 
 
-def wait_built(client: Client, name: str, generation: int, quiet: bool,
-               timeout: float = 600.0) -> dict[str, Any]:
-    start = time.monotonic()
-    shown = False
-    while True:
-        fn: dict[str, Any] = client.json("GET", f"/api/v1/functions/{name}")
-        st = fn.get("status", {})
-        if st.get("observedGeneration") == generation and st.get("phase") in ("Ready", "Failed"):
-            if shown:
-                print(file=sys.stderr)
-            return fn
-        if time.monotonic() - start > timeout:
-            raise CliError(f"{name} is still building after {timeout:.0f} s")
-        if not quiet:
-            print(("building " if not shown else "") + ".", end="", file=sys.stderr, flush=True)
-            shown = True
-        time.sleep(0.1)
-
-
 def cmd_deploy(client: Client, args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
-    fields = {"name": args.name}
-    if spec:
-        fields["spec"] = json.dumps(spec)
-    files = {}
-    if args.file:
-        files["source"] = read_source(args.file)
-    status, _ = client.request("GET", f"/api/v1/functions/{args.name}")
-    if status == 404:
-        if not files:
-            raise CliError("--file is required to deploy a new function")
-        body, ctype = multipart(fields, files)
-        fn = client.json("POST", "/api/v1/functions", body, ctype)
-    else:
-        fields.pop("name")
-        body, ctype = multipart(fields, files)
-        fn = client.json("PUT", f"/api/v1/functions/{args.name}", body, ctype)
+    source = read_source(args.file) if args.file else None
+    if source is None and client.find(args.name) is None:
+        raise CliError("--file is required to deploy a new function")
+    quiet = args.output == "json"
+    fn = client.deploy(args.name, source, spec or None, wait=False)
     if not args.no_wait:
         t0 = time.monotonic()
-        fn = wait_built(client, args.name, fn["metadata"]["generation"], args.output == "json")
-        if args.output != "json":
+        dots: list[int] = []
+
+        def progress(_: dict[str, Any]) -> None:
+            if not quiet:
+                print(("building " if not dots else "") + ".", end="", file=sys.stderr,
+                      flush=True)
+                dots.append(1)
+        fn = client.wait_built(args.name, fn["metadata"]["generation"], 600.0,
+                               on_poll=progress)
+        if dots:
+            print(file=sys.stderr)
+        if not quiet:
             st = fn["status"]
-            if st["phase"] == "Failed":
+            if st["phase"] == objects.FAILED:
                 raise CliError(f"build of {args.name} failed: {st.get('message')}")
             print(f"{args.name} is Ready in {time.monotonic() - t0:.2f} s: {st.get('image')}")
-    if args.output == "json":
+    if quiet:
         out_json(fn)
     return 0
 
@@ -241,12 +142,12 @@ def _age(ts: str) -> str:
 
 
 def cmd_list(client: Client, args: argparse.Namespace) -> int:
-    data = client.json("GET", "/api/v1/functions")
+    items = client.functions()
     if args.output == "json":
-        out_json(data)
+        out_json({"items": items})
         return 0
     rows = [("NAME", "PHASE", "READY", "DESIRED", "AGE")]
-    for fn in data["items"]:
+    for fn in items:
         st = fn.get("status", {})
         rows.append((fn["metadata"]["name"], st.get("phase", "?"), str(st.get("readyReplicas", 0)),
                      str(st.get("desiredReplicas", 0)), _age(fn["metadata"]["creationTimestamp"])))
@@ -257,7 +158,7 @@ def cmd_list(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_get(client: Client, args: argparse.Namespace) -> int:
-    fn = client.json("GET", f"/api/v1/functions/{args.name}")
+    fn = client.get(args.name)
     if args.output == "json":
         out_json(fn)
         return 0
@@ -297,9 +198,9 @@ def cmd_export(client: Client, args: argparse.Namespace) -> int:
     if bool(args.name) == bool(args.all):
         raise CliError("give one function NAME, or --all")
     if args.all:
-        fns = client.json("GET", "/api/v1/functions")["items"]
+        fns = client.functions()
     else:
-        fns = [client.json("GET", f"/api/v1/functions/{args.name}")]
+        fns = [client.get(args.name)]
     images: dict[str, str] = {}
     try:
         knative.render(fns)  # refuse before copying anything
@@ -329,30 +230,22 @@ def cmd_export(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_delete(client: Client, args: argparse.Namespace) -> int:
-    client.json("DELETE", f"/api/v1/functions/{args.name}")
+    client.delete(args.name)
     print(f"{args.name} deleted")
     return 0
 
 
 def cmd_invoke(client: Client, args: argparse.Namespace) -> int:
     data = args.data if args.data is not None else "{}"
-    status, raw = client.request("POST", f"/function/{args.name}", data.encode(),
-                                 "application/json")
-    if status != 200:
-        try:
-            msg = json.loads(raw)["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            msg = raw.decode(errors="replace")[:300]
-        raise CliError(f"{msg} (HTTP {status})")
-    print(raw.decode())
+    resp = client.invoke(args.name, data=data.encode())
+    if not resp.ok:
+        raise error_from(resp)
+    print(resp.text)
     return 0
 
 
 def cmd_logs(client: Client, args: argparse.Namespace) -> int:
-    status, raw = client.request("GET", f"/api/v1/functions/{args.name}/logs")
-    if status != 200:
-        client.json("GET", f"/api/v1/functions/{args.name}")  # raises the readable error
-    sys.stdout.write(raw.decode(errors="replace"))
+    sys.stdout.write(client.logs(args.name))
     return 0
 
 
@@ -499,8 +392,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_setup(args)
         if args.command == "serve":
             return cmd_serve(args)
-        client = Client(args.server, token=client_token(args.server, args.token,
-                                                         DEFAULT_STATE_DIR))
+        client = Client(args.server, token=token_for(args.server, args.token,
+                                                     DEFAULT_STATE_DIR))
         if args.command == "function":
             return {"deploy": cmd_deploy, "list": cmd_list, "get": cmd_get,
                     "delete": cmd_delete, "export": cmd_export}[args.fcommand](client, args)
@@ -508,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_invoke(client, args)
         if args.command == "logs":
             return cmd_logs(client, args)
-    except CliError as exc:
+    except (CliError, ApiError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

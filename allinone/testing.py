@@ -1,4 +1,4 @@
-"""A real ``allinone serve`` in a subprocess, and a small client for it.
+"""A real ``allinone serve`` in a subprocess, spoken to through :mod:`allinone.client`.
 
 Used by the integration tests and by ``python -m loadtests`` when it starts its own
 server.
@@ -12,19 +12,19 @@ leaves pods behind for the next one.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import docker
 import requests
+
+from allinone.client import Client, Timeout, Unreachable, poll
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
@@ -48,14 +48,11 @@ def free_port(pair: bool = False) -> int:
 
 
 def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+    """Poll ``cond`` until true (the client's one wait loop); AssertionError on time-out."""
+    try:
+        return poll(cond, timeout, what, interval)
+    except Timeout as exc:
+        raise AssertionError(str(exc)) from None
 
 
 class ServerProcess:
@@ -72,7 +69,12 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = state_dir / "serve.log"
         self.url = f"http://127.0.0.1:{self.port}"
-        self.http = requests.Session()
+        self.client = Client(self.url)
+
+    @property
+    def http(self) -> requests.Session:
+        """The client's session (with the token), for tests of the raw HTTP contract."""
+        return self.client.session
 
     @property
     def registry(self) -> str:
@@ -96,12 +98,12 @@ class ServerProcess:
                 raise AssertionError(f"allinone serve exited {self.proc.returncode}:\n"
                                      + self.log_tail())
             try:
-                return self.http.get(self.url + "/healthz", timeout=1).status_code == 200
-            except requests.ConnectionError:
+                return self.client.request("GET", "/healthz", timeout=1).status_code == 200
+            except Unreachable:
                 return False
         wait_for(up, timeout, "allinone serve to answer /healthz")
         # The server made its API token at start; send it (ignored where not required).
-        self.http.headers["Authorization"] = f"Bearer {self.token()}"
+        self.client = Client(self.url, token=self.token())
 
     def token(self) -> str:
         from allinone.auth import TOKEN_FILENAME, read_token
@@ -148,61 +150,45 @@ class ServerProcess:
             except docker.errors.NotFound:
                 pass
 
-    # -- API helpers ------------------------------------------------------------
+    # -- API helpers (thin: the client does the work) ----------------------------------
 
     def deploy(self, name: str, path: Path, spec: dict[str, Any] | None = None,
                wait: bool = True, filename: str | None = None) -> requests.Response:
-        data = {"name": name}
-        if spec is not None:
-            data["spec"] = json.dumps(spec)
-        resp = self.http.post(self.url + "/api/v1/functions", data=data,
-                              files={"source": (filename or path.name, path.read_bytes())})
+        resp = self.client.raw_create(name, (filename or path.name, path.read_bytes()), spec)
         if wait and resp.status_code == 201:
             self.wait_phase(name, "Ready")
         return resp
 
     def update(self, name: str, path: Path | None = None,
                spec: dict[str, Any] | None = None) -> requests.Response:
-        data = {"spec": json.dumps(spec)} if spec is not None else {}
-        files = {"source": (path.name, path.read_bytes())} if path else None
-        return self.http.put(self.url + f"/api/v1/functions/{name}", data=data, files=files)
+        return self.client.raw_update(name, (path.name, path.read_bytes()) if path else None,
+                                      spec)
 
     def get(self, name: str) -> dict[str, Any]:
-        resp = self.http.get(self.url + f"/api/v1/functions/{name}")
-        resp.raise_for_status()
-        out: dict[str, Any] = resp.json()
-        return out
+        return self.client.get(name)
 
     def wait_phase(self, name: str, phase: str, timeout: float = 120) -> dict[str, Any]:
-        def check() -> dict[str, Any] | None:
-            fn = self.get(name)
-            st = fn["status"]
-            if st.get("phase") == "Failed" and phase != "Failed":
-                raise AssertionError(f"{name} failed to build: {st.get('message')}")
-            ok = st.get("phase") == phase and st.get("observedGeneration") == \
-                fn["metadata"]["generation"]
-            return fn if ok else None
-        result: dict[str, Any] = wait_for(check, timeout, f"{name} to be {phase}")
-        return result
+        """The function once its latest generation is ``phase`` (Ready or Failed)."""
+        try:
+            fn = self.client.wait_built(name, timeout=timeout)
+        except Timeout as exc:
+            raise AssertionError(str(exc)) from None
+        if fn["status"]["phase"] != phase:
+            raise AssertionError(f"{name} is {fn['status']['phase']}, not {phase}: "
+                                 f"{fn['status'].get('message')}")
+        return fn
 
     def invoke(self, name: str, body: Any, timeout: float = 120) -> requests.Response:
-        return self.http.post(self.url + f"/function/{name}", json=body, timeout=timeout)
+        return self.client.invoke(name, body, timeout=timeout)
 
     def replicaset(self, name: str) -> dict[str, Any]:
-        resp = self.http.get(self.url + f"/api/v1/namespaces/serverless/replicasets/{name}")
-        resp.raise_for_status()
-        out: dict[str, Any] = resp.json()
-        return out
+        return self.client.replicaset(name)
 
     def pods(self, name: str) -> list[dict[str, Any]]:
-        resp = self.http.get(self.url + "/api/v1/namespaces/serverless/pods",
-                             params={"function": name})
-        resp.raise_for_status()
-        items: list[dict[str, Any]] = resp.json()["items"]
-        return items
+        return self.client.pods(name)
 
     def delete(self, name: str) -> requests.Response:
-        return self.http.delete(self.url + f"/api/v1/functions/{name}")
+        return self.client.request("DELETE", f"/api/v1/functions/{name}")
 
     def registry_tags(self, name: str) -> list[str]:
         resp = requests.get(f"http://{self.registry}/v2/allinone/{name}/tags/list", timeout=5)
