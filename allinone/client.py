@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 import urllib.parse
 import zipfile
@@ -96,6 +97,23 @@ def error_from(resp: requests.Response) -> ApiError:
         message, code = resp.text[:300], ""
     return _BY_STATUS.get(resp.status_code, ApiError)(message or resp.reason or "error",
                                                        resp.status_code, code)
+
+
+_METRIC_LINE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)\{(?P<labels>[^}]*)\}\s+'
+                          r'(?P<value>\S+)$')
+
+
+def parse_metric(text: str, metric: str, function: str) -> float | None:
+    """The value of ``metric{function="..."}`` in Prometheus text; None when absent."""
+    want = f'function="{function}"'
+    for line in text.splitlines():
+        m = _METRIC_LINE.match(line)
+        if m and m["name"] == metric and want in m["labels"].split(","):
+            try:
+                return float(m["value"])
+            except ValueError:
+                return None
+    return None
 
 
 def token_for(server: str, given: str | None, state_dir: Path) -> str | None:
@@ -252,6 +270,16 @@ class Client:
 
     def metrics(self) -> str:
         return self.checked("GET", "/metrics").text
+
+    def metric(self, metric: str, function: str, absent: float | None = 0.0) -> float | None:
+        """One sample of ``metric{function=...}``; ``absent`` for a series not exported
+        yet (counters and histograms appear at their first observation); None when
+        /metrics cannot be read."""
+        try:
+            value = parse_metric(self.metrics(), metric, function)
+        except ApiError:
+            return None
+        return absent if value is None else value
 
     # -- invoking ---------------------------------------------------------------------
 

@@ -58,9 +58,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from loadtests.report import parse_metric, percentile
+from allinone.client import Client, poll
+from allinone.testing import free_port
+from loadtests.report import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
@@ -81,92 +81,7 @@ def log(msg: str) -> None:
 
 
 def stats(values: list[float]) -> dict[str, float | int | None]:
-    def r(x: float | None) -> float | None:
-        return None if x is None else round(x, 4)
-    return {"n": len(values), "min": r(min(values)) if values else None,
-            "p50": r(percentile(values, 50)), "p90": r(percentile(values, 90)),
-            "p99": r(percentile(values, 99)), "max": r(max(values)) if values else None,
-            "mean": r(sum(values) / len(values)) if values else None}
-
-
-# -- the API ---------------------------------------------------------------------------
-
-class Api:
-    def __init__(self, base: str) -> None:
-        self.base = base.rstrip("/")
-        self.http = requests.Session()
-        self.http.trust_env = False
-
-    def get(self, name: str) -> dict[str, Any]:
-        resp = self.http.get(f"{self.base}/api/v1/functions/{name}", timeout=10)
-        resp.raise_for_status()
-        out: dict[str, Any] = resp.json()
-        return out
-
-    def create(self, name: str, filename: str, data: bytes, spec: dict[str, Any]) -> float:
-        """POST the function; returns the perf_counter time just before the request."""
-        t = time.perf_counter()
-        resp = self.http.post(f"{self.base}/api/v1/functions",
-                              data={"name": name, "spec": json.dumps(spec)},
-                              files={"source": (filename, data)}, timeout=60)
-        if resp.status_code != 201:
-            raise RuntimeError(f"deploying {name}: HTTP {resp.status_code} {resp.text[:300]}")
-        return t
-
-    def wait_ready(self, name: str, timeout: float = 300, interval: float = 0.01) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            fn = self.get(name)
-            st = fn["status"]
-            if st.get("observedGeneration") == fn["metadata"]["generation"]:
-                if st.get("phase") == "Ready":
-                    return fn
-                if st.get("phase") == "Failed":
-                    raise RuntimeError(f"{name} failed to build: {st.get('message')}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} not Ready after {timeout} s")
-            time.sleep(interval)
-
-    def deploy(self, name: str, path: Path, spec: dict[str, Any]) -> dict[str, Any]:
-        self.create(name, path.name, path.read_bytes(), spec)
-        return self.wait_ready(name)
-
-    def pods(self, name: str) -> list[dict[str, Any]]:
-        resp = self.http.get(f"{self.base}/api/v1/namespaces/serverless/pods",
-                             params={"function": name}, timeout=10)
-        resp.raise_for_status()
-        items: list[dict[str, Any]] = resp.json()["items"]
-        return items
-
-    def delete(self, name: str) -> None:
-        self.http.delete(f"{self.base}/api/v1/functions/{name}", timeout=10)
-
-    def metric(self, metric: str, function: str) -> float:
-        text = self.http.get(f"{self.base}/metrics", timeout=10).text
-        value = parse_metric(text, metric, function)
-        return 0.0 if value is None else value
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-def ready_pod_port(api: Api, name: str) -> int:
-    def find() -> int | None:
-        for pod in api.pods(name):
-            st = pod.get("status", {})
-            if st.get("ready") and st.get("phase") == "Running":
-                return int(st["port"])
-        return None
-    port: int = wait_for(find, 120, f"a ready pod of {name}")
-    return port
+    return summarize(values, (50, 90, 99), 4)
 
 
 # -- 1. warm latency -------------------------------------------------------------------
@@ -385,13 +300,6 @@ def healthz_until_200(port: int, timeout: float = 30.0) -> float:
     raise RuntimeError(f"nothing answered /healthz on port {port} within {timeout} s")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def docker_run_cli(image: str, handler: str) -> float:
     """``docker run -d --network host`` of the function image to the first 200 (ms)."""
     port, name = free_port(), f"allinone-bench-{uuid.uuid4().hex[:8]}"
@@ -426,33 +334,28 @@ def docker_api_start(client: Any, image: str, handler: str) -> float:
     return (ready - t) * 1000
 
 
-def bench_cold_start(api: Api, server_port: int, trials: int, tick: float) -> dict[str, Any]:
+def bench_cold_start(api: Client, server_port: int, trials: int, tick: float) -> dict[str, Any]:
     import docker
 
     name = "bench-cold"
     spec = {"scaling": {"maxScale": 1, "scaleToZeroGracePeriodSeconds": 1,
                         "stableWindowSeconds": 6}}
     fn = api.deploy(name, FIXTURES / "add.py", spec)
-    image, handler = fn["status"]["image"], fn["spec"].get("handler", "run")
+    image, handler = fn["status"]["image"], fn["spec"]["handler"]
     client = docker.from_env()
-
-    def at_zero() -> bool:
-        st = api.get(name)["status"]
-        return not st.get("readyReplicas") and not st.get("desiredReplicas") \
-            and not api.pods(name)
 
     rows = []
     try:
         for i in range(trials):
-            wait_for(at_zero, 60 + 10 * tick, f"{name} at zero")
-            s0 = api.metric("allinone_cold_start_latency_seconds_sum", name)
+            api.wait_replicas(name, 0, 0, 60 + 10 * tick, interval=0.02, no_pods=True)
+            s0 = float(api.metric("allinone_cold_start_latency_seconds_sum", name) or 0)
             caller = Caller(server_port, f"/function/{name}")
             try:
                 cold = caller.call()
                 warm = caller.call()
             finally:
                 caller.close()
-            s1 = api.metric("allinone_cold_start_latency_seconds_sum", name)
+            s1 = float(api.metric("allinone_cold_start_latency_seconds_sum", name) or 0)
             cli = docker_run_cli(image, handler)
             sdk = docker_api_start(client, image, handler)
             rows.append({"trial": i + 1, "activator_cold_ms": round(cold, 3),
@@ -463,7 +366,7 @@ def bench_cold_start(api: Api, server_port: int, trials: int, tick: float) -> di
                 f"ms, docker API {sdk:.0f} ms")
     finally:
         client.close()
-        api.delete(name)
+        api.delete(name, missing_ok=True)
     col = {k: stats([float(r[k]) for r in rows]) for k in
            ("activator_cold_ms", "warm_call_ms", "activator_server_ms", "docker_run_cli_ms",
             "docker_api_ms")}
@@ -494,7 +397,7 @@ def bare_unpause_floor(client: Any, image: str, handler: str, trials: int) -> li
     return out
 
 
-def bench_paused(api: Api, server_port: int, trials: int, tick: float) -> dict[str, Any]:
+def bench_paused(api: Client, server_port: int, trials: int, tick: float) -> dict[str, Any]:
     """Scale-from-zero when the server keeps scaled-down pods paused (--keep-paused)."""
     import docker
 
@@ -502,7 +405,7 @@ def bench_paused(api: Api, server_port: int, trials: int, tick: float) -> dict[s
     spec = {"scaling": {"maxScale": 1, "scaleToZeroGracePeriodSeconds": 1,
                         "stableWindowSeconds": 6}}
     fn = api.deploy(name, FIXTURES / "add.py", spec)
-    image, handler = fn["status"]["image"], fn["spec"].get("handler", "run")
+    image, handler = fn["status"]["image"], fn["spec"]["handler"]
     client = docker.from_env()
 
     def parked() -> bool:
@@ -516,7 +419,7 @@ def bench_paused(api: Api, server_port: int, trials: int, tick: float) -> dict[s
     try:
         Caller(server_port, f"/function/{name}").call()  # the first pod, to be paused
         for i in range(trials):
-            wait_for(parked, 60 + 10 * tick, f"{name} at zero with its container paused")
+            poll(parked, 60 + 10 * tick, f"{name} at zero with its container paused")
             caller = Caller(server_port, f"/function/{name}")
             try:
                 resumed = caller.call()
@@ -527,7 +430,7 @@ def bench_paused(api: Api, server_port: int, trials: int, tick: float) -> dict[s
         floor = bare_unpause_floor(client, image, handler, trials)
     finally:
         client.close()
-        api.delete(name)
+        api.delete(name, missing_ok=True)
     return {"trials": rows, "image": image,
             "activator_resume_ms": stats([float(r["activator_resume_ms"]) for r in rows]),
             "docker_unpause_ms": stats(floor)}
@@ -545,7 +448,7 @@ def one_kb_function(tag: str) -> bytes:
     return (body + "#" * (1023 - len(body)) + "\n").encode()
 
 
-def bench_deploy(api: Api, n: int) -> dict[str, Any]:
+def bench_deploy(api: Client, n: int) -> dict[str, Any]:
     first: list[float] = []
     cached: list[float] = []
     build_s: list[float] = []
@@ -556,15 +459,16 @@ def bench_deploy(api: Api, n: int) -> dict[str, Any]:
             for kind, out in (("first", first), ("cached", cached)):
                 name = f"bench-deploy-{kind}-{i}-{uuid.uuid4().hex[:4]}"
                 names.append(name)
-                t = api.create(name, "func.py", src, {})
-                fn = api.wait_ready(name)
+                t = time.perf_counter()
+                api.create(name, ("func.py", src), {})
+                fn = api.wait_ready(name, interval=0.01)
                 out.append(time.perf_counter() - t)
                 if kind == "first":
                     build_s.append(float(fn["status"].get("buildSeconds") or 0))
             log(f"deploy {i + 1}/{n}: first build {first[-1]:.3f} s, cached {cached[-1]:.3f} s")
     finally:
         for name in names:
-            api.delete(name)
+            api.delete(name, missing_ok=True)
     return {"source_bytes": 1024, "first_build_s": stats(first),
             "cached_rebuild_s": stats(cached), "server_build_seconds": stats(build_s),
             "poll_interval_s": 0.01}
@@ -612,7 +516,7 @@ def table(res: dict[str, Any]) -> str:
                          f">= {TARGETS['activator_throughput_rps']:.0f} req/s via activator"))
     c = res.get("cold_start")
     if c:
-        n = c["activator_cold_ms"]["n"]
+        n = c["activator_cold_ms"]["count"]
         for key, label, target in (
                 ("activator_cold_ms", "cold start via activator", f"p50 <= "
                  f"{TARGETS['cold_start_p50_ms']:.0f} ms"),
@@ -634,7 +538,7 @@ def table(res: dict[str, Any]) -> str:
                  "p50 <= 40 ms"),
                 ("docker_unpause_ms", "docker unpause to first 200", "floor ~15-25 ms")):
             s = pz[key]
-            rows.append((f"{label} ({s['n']} trials)",
+            rows.append((f"{label} ({s['count']} trials)",
                          f"p50 {s['p50']:.1f} / p90 {s['p90']:.1f} / max {s['max']:.1f} ms",
                          "", target))
     dp = res.get("deploy")
@@ -642,7 +546,7 @@ def table(res: dict[str, Any]) -> str:
         for key, label in (("first_build_s", "deploy to Ready, 1 KB, first build"),
                            ("cached_rebuild_s", "deploy to Ready, 1 KB, cached rebuild")):
             s = dp[key]
-            rows.append((f"{label} ({s['n']})",
+            rows.append((f"{label} ({s['count']})",
                          f"p50 {s['p50']:.3f} s (min {s['min']:.3f}, max {s['max']:.3f})",
                          "", f"<= {TARGETS['deploy_to_ready_s']:g} s"))
     widths = [max(len(r[i]) for r in [("figure", "measured", "", "target"), *rows])
@@ -663,7 +567,7 @@ def run_paused_part(args: argparse.Namespace, tmp: str | None,
     if args.paused_server:
         url = args.paused_server.rstrip("/")
         log(f"paused: {args.trials} trials on {url}")
-        return bench_paused(Api(url), int(url.rsplit(":", 1)[1]), args.trials, tick)
+        return bench_paused(Client(url), int(url.rsplit(":", 1)[1]), args.trials, tick)
     from allinone.testing import ServerProcess
     assert tmp is not None
     server = ServerProcess(Path(tmp) / "state-paused", extra_args=("--keep-paused", "300"))
@@ -671,7 +575,7 @@ def run_paused_part(args: argparse.Namespace, tmp: str | None,
     server.start()
     try:
         log(f"paused: {args.trials} trials, then bare docker unpause")
-        return bench_paused(Api(server.url), server.port, args.trials, server.tick)
+        return bench_paused(Client(server.url), server.port, args.trials, server.tick)
     finally:
         server.stop()
         server.cleanup_containers()
@@ -717,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             server = None  # only the paused part, which starts its own
     server_port = int(url.rsplit(":", 1)[1])
-    api = Api(url)
+    api = Client(url)
     res: dict[str, Any] = {"command": " ".join(["python -m loadtests.bench", *(argv or
                                                                                sys.argv[1:])]),
                            "server": url, "tick_seconds": tick, "machine": machine(),
@@ -729,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
             api.deploy("bench-warm", FIXTURES / "add.py",
                        {"scaling": {"minScale": 1, "maxScale": 1}})
             res["first_deploy_on_this_registry_s"] = round(time.perf_counter() - t, 3)
-            pod_port = ready_pod_port(api, "bench-warm")
+            pod_port = api.ready_pod_port("bench-warm")
             if "warm" in parts:
                 log(f"warm latency: {args.requests} sequential requests each, direct to pod "
                     f"port {pod_port} and through the activator")
@@ -739,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
                 res["throughput"] = bench_throughput(server_port, "bench-warm", pod_port,
                                                      args.concurrency, args.duration,
                                                      not args.no_wrk)
-            api.delete("bench-warm")
+            api.delete("bench-warm", missing_ok=True)
         if "cold" in parts:
             log(f"cold start: {args.trials} trials, interleaved with bare docker starts")
             res["cold_start"] = bench_cold_start(api, server_port, args.trials, tick)

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,19 +51,13 @@ from typing import Any
 
 import gevent
 import gevent.event
-import requests
 from locust import HttpUser, LoadTestShape, constant, events, task
 from locust.clients import HttpSession
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
-from loadtests.report import (
-    Criterion,
-    Report,
-    latency_threshold,
-    parse_metric,
-    write_report,
-)
+from allinone.client import ApiError, Client, error_from
+from loadtests.report import Criterion, Report, latency_threshold, write_report
 
 log = logging.getLogger("loadtests")
 
@@ -101,98 +96,6 @@ def _add_options(parser: Any) -> None:
                         help="fail when the scenario's key latency p95 exceeds MS (0: off)")
 
 
-# -- the HTTP API ------------------------------------------------------------------
-
-class Api:
-    """The few API calls the scenarios need, with readable errors."""
-
-    def __init__(self, base: str, timeout: float = 10.0) -> None:
-        self.base = base.rstrip("/")
-        self.timeout = timeout
-        self.http = requests.Session()
-        self.http.trust_env = False  # 127.0.0.1 only: never through a proxy
-
-    def _url(self, path: str) -> str:
-        return self.base + path
-
-    @staticmethod
-    def _error(resp: requests.Response) -> str:
-        try:
-            return str(resp.json()["error"]["message"])
-        except (ValueError, KeyError, TypeError):
-            return resp.text[:300]
-
-    def function(self, name: str) -> dict[str, Any] | None:
-        resp = self.http.get(self._url(f"/api/v1/functions/{name}"), timeout=self.timeout)
-        if resp.status_code == 404:
-            return None
-        if resp.status_code != 200:
-            raise ScenarioError(f"GET function {name}: HTTP {resp.status_code}: "
-                                f"{self._error(resp)}")
-        out: dict[str, Any] = resp.json()
-        return out
-
-    def deploy(self, name: str, source: Path, spec: dict[str, Any]) -> dict[str, Any]:
-        """Create the function, or update it to this source and spec when it exists."""
-        data = {"spec": json.dumps(spec)}
-        files = {"source": (source.name, source.read_bytes())}
-        if self.function(name) is None:
-            resp = self.http.post(self._url("/api/v1/functions"), data={"name": name, **data},
-                                  files=files, timeout=60)
-        else:
-            resp = self.http.put(self._url(f"/api/v1/functions/{name}"), data=data,
-                                 files=files, timeout=60)
-        if resp.status_code not in (200, 201):
-            raise ScenarioError(f"deploying {name} from {source.name}: HTTP "
-                                f"{resp.status_code}: {self._error(resp)}")
-        out: dict[str, Any] = resp.json()
-        return out
-
-    def wait_ready(self, name: str, timeout: float = 300.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            fn = self.function(name)
-            if fn is None:
-                raise ScenarioError(f"function {name} disappeared while building")
-            st = fn.get("status", {})
-            current = st.get("observedGeneration") == fn["metadata"]["generation"]
-            if current and st.get("phase") == "Ready":
-                return fn
-            if current and st.get("phase") == "Failed":
-                raise ScenarioError(f"function {name} failed to build: {st.get('message')}")
-            if time.monotonic() > deadline:
-                raise ScenarioError(f"function {name} not Ready after {timeout:.0f} s "
-                                    f"(phase {st.get('phase')})")
-            gevent.sleep(POLL_INTERVAL)
-
-    def pods(self, name: str) -> list[dict[str, Any]]:
-        resp = self.http.get(self._url("/api/v1/namespaces/serverless/pods"),
-                             params={"function": name}, timeout=self.timeout)
-        resp.raise_for_status()
-        items: list[dict[str, Any]] = resp.json()["items"]
-        return items
-
-    def delete(self, name: str) -> None:
-        resp = self.http.delete(self._url(f"/api/v1/functions/{name}"), timeout=self.timeout)
-        if resp.status_code not in (200, 404):
-            raise ScenarioError(f"deleting {name}: HTTP {resp.status_code}: {self._error(resp)}")
-
-    def metric(self, metric: str, function: str, absent: float | None = 0.0) -> float | None:
-        """One sample of ``GET /metrics`` for a function, e.g. a histogram's ``_sum``.
-
-        ``absent`` is the value of a series not (yet) exported: 0 for counters and
-        histograms, which appear at their first observation. None when /metrics fails.
-        """
-        try:
-            resp = self.http.get(self._url("/metrics"), timeout=self.timeout)
-        except requests.RequestException:
-            return None
-        if resp.status_code != 200:
-            return None
-        value = parse_metric(resp.text, metric, function)
-        return absent if value is None else value
-
-
 # -- the scenario ------------------------------------------------------------------
 
 class Scenario:
@@ -207,7 +110,7 @@ class Scenario:
     def __init__(self) -> None:
         self.env: Environment | None = None
         self.opts: Any = None
-        self.api: Api | None = None
+        self.api: Client | None = None
         self.function = ""
         self.fn: dict[str, Any] = {}
         self.report = Report(self.name)
@@ -271,7 +174,7 @@ class Scenario:
 
     @property
     def request_timeout(self) -> float:
-        return float(self.fn.get("spec", {}).get("timeoutSeconds", 60)) + 30.0
+        return float(self.fn["spec"]["timeoutSeconds"]) + 30.0
 
     def now(self) -> float:
         """Seconds since t0 (set-up finished)."""
@@ -299,7 +202,7 @@ class Scenario:
         """The function's status now; after t0 it is also kept as a sample (``by: driver``)."""
         assert self.api is not None
         sent = time.time()
-        fn = self.api.function(self.function)
+        fn = self.api.find(self.function)
         if fn is None:
             raise ScenarioError(f"function {self.function} was deleted during the scenario")
         st: dict[str, Any] = fn.get("status", {})
@@ -369,7 +272,7 @@ class Scenario:
                 except ValueError:
                     resp.failure("HTTP 200 with a body that is not JSON")
                     return False, ms, resp.text[:200]
-            msg = f"HTTP {resp.status_code}: {Api._error(resp) if resp.content else resp.reason}"
+            msg = f"HTTP {resp.status_code}: {error_from(resp).message}"
             if resp.status_code == 0:
                 msg = f"no answer: {resp.error!r}"
             resp.failure(msg)
@@ -421,15 +324,13 @@ class Scenario:
             except ValueError as exc:
                 raise ScenarioError(f"--body must be a JSON object ({exc})") from None
             rep.params["body"] = json.loads(self.body_bytes)
-            self.api = Api(rep.server)
+            self.api = Client(rep.server, token=os.environ.get("ALLINONE_TOKEN"), timeout=60)
             self.session = HttpSession(rep.server, environment.events.request, None)
             self.session.trust_env = False
             self._deploy()
             self.prepare()
-        except (ScenarioError, requests.RequestException) as exc:
+        except (ScenarioError, ApiError) as exc:
             why = str(exc)
-            if isinstance(exc, requests.ConnectionError):
-                why = f"cannot reach allinone at {rep.server}: is `allinone serve` running there?"
             rep.errors.append(f"set-up failed: {why}")
             log.error("[%s] set-up failed: %s", self.name, why)
             self.finished.set()
@@ -444,8 +345,7 @@ class Scenario:
         rep = self.report
         given = getattr(self.opts, "function", "") or ""
         if given:
-            fn = self.api.function(given)
-            if fn is None:
+            if self.api.find(given) is None:
                 raise ScenarioError(f"--function {given}: no such function on {rep.server}")
             self.function = given
             self.fn = self.api.wait_ready(given)
@@ -453,8 +353,7 @@ class Scenario:
             self.function = "lt-" + self.name.replace("_", "-")
             t = time.monotonic()
             log.info("[%s] deploying %s as %s", self.name, self.fixture.name, self.function)
-            self.api.deploy(self.function, self.fixture, self.spec)
-            self.fn = self.api.wait_ready(self.function)
+            self.fn = self.api.deploy(self.function, self.fixture, self.spec)
             rep.deployed = True
             rep.figures["deploy_to_ready_s"] = round(time.monotonic() - t, 3)
         rep.function = self.function
@@ -480,9 +379,9 @@ class Scenario:
         while True:
             t = time.time()
             try:
-                fn = self.api.function(self.function)
+                fn = self.api.find(self.function)
                 self._sample(t, (fn or {}).get("status", {}), "sampler")
-            except (requests.RequestException, ScenarioError, ValueError):
+            except (ApiError, ValueError):
                 self.sample_errors += 1
             next_t += SAMPLE_INTERVAL
             gevent.sleep(max(0.0, next_t - time.time()))
@@ -527,8 +426,8 @@ class Scenario:
             rep.figures["sample_errors"] = self.sample_errors
         if rep.deployed and not getattr(self.opts, "keep", False) and self.api is not None:
             try:
-                self.api.delete(self.function)
-            except (ScenarioError, requests.RequestException) as exc:
+                self.api.delete(self.function, missing_ok=True)
+            except ApiError as exc:
                 log.warning("[%s] could not delete %s: %s", self.name, self.function, exc)
         out = Path(getattr(self.opts, "report", "") or REPORT_DIR / f"{self.name}.json")
         write_report(rep, out)

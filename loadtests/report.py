@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,17 +54,16 @@ def percentile(values: Iterable[float], q: float) -> float | None:
     return data[lo] + (data[hi] - data[lo]) * (pos - lo)
 
 
-def summarize(values: Sequence[float]) -> dict[str, float | int | None]:
-    """count, min, mean, p50, p95, p99 and max of latencies (ms), rounded to 0.001."""
+def summarize(values: Sequence[float], qs: Sequence[int] = (50, 95, 99),
+              digits: int = 3) -> dict[str, float | int | None]:
+    """count, min, mean, the ``qs`` percentiles (``pNN``) and max, rounded to ``digits``."""
     def r(x: float | None) -> float | None:
-        return None if x is None else round(x, 3)
+        return None if x is None else round(x, digits)
     return {
         "count": len(values),
         "min": r(min(values)) if values else None,
         "mean": r(sum(values) / len(values)) if values else None,
-        "p50": r(percentile(values, 50)),
-        "p95": r(percentile(values, 95)),
-        "p99": r(percentile(values, 99)),
+        **{f"p{q}": r(percentile(values, q)) for q in qs},
         "max": r(max(values)) if values else None,
     }
 
@@ -75,25 +73,6 @@ def fmt_ms(x: float | None) -> str:
     if x is None:
         return "-"
     return f"{x:.1f}" if abs(x) < 10 else f"{x:.0f}"
-
-
-# -- Prometheus text ------------------------------------------------------------------
-
-_METRIC_LINE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)\{(?P<labels>[^}]*)\}\s+'
-                          r'(?P<value>\S+)$')
-
-
-def parse_metric(text: str, metric: str, function: str) -> float | None:
-    """The value of ``metric{function="..."}`` in Prometheus text; None when absent."""
-    want = f'function="{function}"'
-    for line in text.splitlines():
-        m = _METRIC_LINE.match(line)
-        if m and m["name"] == metric and want in m["labels"].split(","):
-            try:
-                return float(m["value"])
-            except ValueError:
-                return None
-    return None
 
 
 # -- the KPA's expected count -------------------------------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from allinone.client import parse_metric
 from loadtests import report as r
 from loadtests.__main__ import SCENARIOS, locust_command, split_argv
 
@@ -148,9 +149,9 @@ def test_parse_metric() -> None:
             'allinone_cold_start_latency_seconds_sum{function="a"} 0.372\n'
             'allinone_cold_start_latency_seconds_sum{function="ab"} 9\n'
             'allinone_cold_starts_total{function="ab"} 2.0\n')
-    assert r.parse_metric(text, "allinone_cold_start_latency_seconds_sum", "a") == 0.372
-    assert r.parse_metric(text, "allinone_cold_start_latency_seconds_sum", "ab") == 9.0
-    assert r.parse_metric(text, "allinone_cold_starts_total", "a") is None
+    assert parse_metric(text, "allinone_cold_start_latency_seconds_sum", "a") == 0.372
+    assert parse_metric(text, "allinone_cold_start_latency_seconds_sum", "ab") == 9.0
+    assert parse_metric(text, "allinone_cold_starts_total", "a") is None
 
 
 # -- the report ------------------------------------------------------------------------

@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from allinone.testing import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 SHIM = ROOT / "imagedata" / "shim.py"
 FIXTURES = ROOT / "fixtures"
@@ -37,11 +39,6 @@ EXTRA_MODULES = {
     "broken.py": "import json\nraise RuntimeError('cannot start: missing config')\n",
 }
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
