@@ -27,6 +27,7 @@ from allinone import objects
 from allinone.activator.activator import Activator
 from allinone.apiserver.auth import protect
 from allinone.apiserver.routes import ApiDeps, ApiError, error_response, make_blueprint
+from allinone.apiserver.triggers import make_trigger_blueprint
 from allinone.autoscaler.loop import Autoscaler
 from allinone.budget import PodBudget, limits_for
 from allinone.builder.builder import Builder
@@ -40,6 +41,8 @@ from allinone.metrics import Metrics
 from allinone.runtime.docker import DockerRuntime
 from allinone.store import StoreError, Unavailable
 from allinone.store.etcd import EtcdStore
+from allinone.triggers.invoker import Targets
+from allinone.triggers.runner import TriggerManager
 
 log = logging.getLogger("allinone")
 
@@ -80,6 +83,7 @@ def build_app(settings: Settings, name: str = "allinone") -> Sanic[Any, Any]:
     app.ctx.settings = settings
     protect(app, settings)
     app.blueprint(make_blueprint())
+    app.blueprint(make_trigger_blueprint())
     app.error_handler.add(Exception, _on_error)
 
     @app.before_server_start
@@ -108,9 +112,10 @@ def build_app(settings: Settings, name: str = "allinone") -> Sanic[Any, Any]:
             store, runtime, replicasets, activator, clock,
             PortAllocator(*settings.pod_port_range), settings.logs_dir,
             keep_paused=settings.keep_paused_seconds)
+        triggers = TriggerManager(store, clock, Targets(activator), metrics)
         app.ctx.store = store
         app.ctx.loops = [functions.run(), replicasets.run(), controller.run(), reconciler.run(),
-                         autoscaler.run()]
+                         autoscaler.run(), triggers.run()]
         app.ctx.activator = activator
         app.ctx.builder = builder
         app.ctx.runtime = runtime

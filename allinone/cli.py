@@ -249,6 +249,129 @@ def cmd_logs(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+# -- triggers ----------------------------------------------------------------------
+
+def trigger_spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    spec: dict[str, Any] = json.loads(args.spec) if args.spec else {}
+    if not isinstance(spec, dict):
+        raise CliError("--spec must be a JSON object")
+    if args.function:
+        spec["target"] = {"function": args.function}
+    elif args.workflow:
+        spec["target"] = {"workflow": args.workflow}
+    if args.schedule:
+        spec["schedule"] = args.schedule
+        for flag, field in (("timezone", "timezone"), ("concurrency_policy", "concurrencyPolicy"),
+                            ("starting_deadline", "startingDeadlineSeconds")):
+            if getattr(args, flag) is not None:
+                spec[field] = getattr(args, flag)
+    if args.watch:
+        watch = spec.setdefault("watch", {})
+        watch["path"] = str(Path(args.watch).expanduser().resolve())
+        if args.pattern:
+            watch["patterns"] = args.pattern
+        if args.event:
+            watch["events"] = args.event
+        if args.recursive:
+            watch["recursive"] = True
+        if args.max_content_bytes is not None:
+            watch["maxContentBytes"] = args.max_content_bytes
+    if args.sink:
+        spec["sink"] = {"directory": str(Path(args.sink).expanduser().resolve())}
+    if args.max_attempts is not None or args.backoff is not None:
+        retry = spec.setdefault("retry", {})
+        if args.max_attempts is not None:
+            retry["maxAttempts"] = args.max_attempts
+        if args.backoff is not None:
+            retry["backoffSeconds"] = args.backoff
+    return spec
+
+
+def cmd_trigger(client: Client, args: argparse.Namespace) -> int:
+    sub = args.tcommand
+    if sub == "create":
+        spec = trigger_spec_from_args(args)
+        data = (client.update_trigger if args.update else client.create_trigger)(args.name, spec)
+        if args.output == "json":
+            out_json(data)
+        else:
+            print(f"trigger {args.name} {'updated' if args.update else 'created'}")
+        return 0
+    if sub == "list":
+        items = client.triggers()
+        if args.output == "json":
+            out_json({"items": items})
+            return 0
+        rows = [("NAME", "SOURCE", "TARGET", "FIRES", "FAILURES", "MISSED", "LAST")]
+        for t in items:
+            spec, st = t["spec"], t.get("status", {})
+            source = spec.get("schedule") or f"watch {spec.get('watch', {}).get('path')}"
+            kind, target = next(iter(spec["target"].items()))
+            rows.append((t["metadata"]["name"], source, f"{kind}/{target}",
+                         str(st.get("fires", 0)), str(st.get("failures", 0)),
+                         str(st.get("missed", 0)), st.get("lastStatus") or "-"))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        return 0
+    if sub == "get":
+        out_json(client.trigger(args.name))
+        return 0
+    if sub == "delete":
+        client.delete_trigger(args.name)
+        print(f"trigger {args.name} deleted")
+        return 0
+    events = client.trigger_events(args.name, args.limit)
+    if args.output == "json":
+        out_json({"items": events})
+        return 0
+    for e in events:
+        inp = ", ".join(f"{k}={v}" for k, v in e["input"].items())
+        lat = f"{e['latencySeconds'] * 1000:.0f} ms" if e.get("latencySeconds") else "-"
+        print(f"{e['time']}  {e['status']:<9}  {lat:>8}  {inp}"
+              + (f"  error: {e['error']}" if e.get("error") else ""))
+    return 0
+
+
+def add_trigger_parser(sub: Any) -> None:
+    tr = sub.add_parser("trigger", help="schedules and file watches that call a function or "
+                        "a workflow").add_subparsers(dest="tcommand", required=True)
+    p = tr.add_parser("create", help="create a trigger (or --update it)")
+    p.add_argument("name")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--function", help="call this function with each event")
+    target.add_argument("--workflow", help="start this workflow with each event")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--schedule", help="cron expression ('*/5 * * * *') or '@every 10s'")
+    source.add_argument("--watch", metavar="DIR", help="watch this folder (on the server)")
+    p.add_argument("--timezone", help="IANA zone of the schedule (default UTC)")
+    p.add_argument("--concurrency-policy", choices=["Allow", "Forbid", "Replace"])
+    p.add_argument("--starting-deadline", type=float, metavar="SECONDS",
+                   help="skip a missed time older than this")
+    p.add_argument("--pattern", action="append", help="file-name pattern, e.g. '*.png' "
+                   "(repeatable; default '*')")
+    p.add_argument("--event", action="append", choices=["created", "modified", "deleted"],
+                   help="events to deliver (repeatable; default created and modified)")
+    p.add_argument("--recursive", action="store_true", help="watch sub-folders too")
+    p.add_argument("--max-content-bytes", type=int, help="send files up to this size")
+    p.add_argument("--sink", metavar="DIR", help="write results (and result files) here")
+    p.add_argument("--max-attempts", type=int, help="delivery attempts (default 3)")
+    p.add_argument("--backoff", type=float, metavar="SECONDS", help="first retry delay")
+    p.add_argument("--spec", help="the spec as JSON (flags override it)")
+    p.add_argument("--update", action="store_true", help="replace the spec of an existing one")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p = tr.add_parser("list", help="list triggers")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p = tr.add_parser("get", help="show one trigger as JSON")
+    p.add_argument("name")
+    p = tr.add_parser("delete", help="delete a trigger; it stops firing")
+    p.add_argument("name")
+    p = tr.add_parser("events", help="the last deliveries of a trigger")
+    p.add_argument("name")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+
+
 def cmd_setup(args: argparse.Namespace) -> int:
     from allinone.install import run_setup
 
@@ -366,6 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("logs", help="what the function printed, from its pods")
     p.add_argument("name")
 
+    add_trigger_parser(sub)
+
     sub.add_parser("loadtest", help="run the locust scenarios (see `allinone loadtest --help`)",
                    add_help=False)
     return parser
@@ -401,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_invoke(client, args)
         if args.command == "logs":
             return cmd_logs(client, args)
+        if args.command == "trigger":
+            return cmd_trigger(client, args)
     except (CliError, ApiError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -281,6 +281,42 @@ class Client:
             return None
         return absent if value is None else value
 
+    # -- triggers ---------------------------------------------------------------------
+
+    def raw_create_trigger(self, name: str, spec: dict[str, Any]) -> requests.Response:
+        return self.request("POST", f"{API}/triggers", json={"name": name, "spec": spec})
+
+    def create_trigger(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        resp = self.raw_create_trigger(name, spec)
+        if not resp.ok:
+            raise error_from(resp)
+        out: dict[str, Any] = resp.json()
+        return out
+
+    def update_trigger(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = self.json("PUT", f"{API}/triggers/{name}", json={"spec": spec})
+        return out
+
+    def trigger(self, name: str) -> dict[str, Any]:
+        out: dict[str, Any] = self.json("GET", f"{API}/triggers/{name}")
+        return out
+
+    def triggers(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.json("GET", f"{API}/triggers")["items"]
+        return items
+
+    def delete_trigger(self, name: str, missing_ok: bool = False) -> None:
+        try:
+            self.checked("DELETE", f"{API}/triggers/{name}")
+        except NotFound:
+            if not missing_ok:
+                raise
+
+    def trigger_events(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.json("GET", f"{API}/triggers/{name}/events",
+                                                params={"limit": limit})["items"]
+        return items
+
     # -- invoking ---------------------------------------------------------------------
 
     def invoke(self, name: str, body: Any = None, *, data: bytes | None = None,

@@ -44,6 +44,17 @@ class Metrics:
             ["function"], registry=r)
         self.builds = Counter(
             "allinone_builds", "Image builds by result", ["result"], registry=r)
+        self.trigger_fires = Counter(
+            "allinone_trigger_fires", "Events a trigger fired", ["trigger"], registry=r)
+        self.trigger_failures = Counter(
+            "allinone_trigger_failures", "Deliveries that failed after their retries",
+            ["trigger"], registry=r)
+        self.trigger_missed = Counter(
+            "allinone_trigger_missed", "Scheduled times skipped (deadline, superseded)",
+            ["trigger"], registry=r)
+        self.trigger_latency = Histogram(
+            "allinone_trigger_delivery_seconds", "From an event's firing to its delivery's end",
+            ["trigger"], buckets=LATENCY_BUCKETS, registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -55,5 +66,13 @@ class Metrics:
                        self.excess_burst_capacity):
             try:
                 metric.remove(function)
+            except KeyError:
+                pass
+
+    def forget_trigger(self, trigger: str) -> None:
+        for metric in (self.trigger_fires, self.trigger_failures, self.trigger_missed,
+                       self.trigger_latency):
+            try:
+                metric.remove(trigger)
             except KeyError:
                 pass

@@ -64,6 +64,16 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def rfc3339(wall: float) -> str:
+    """Seconds since the epoch as RFC 3339 UTC with milliseconds."""
+    return datetime.fromtimestamp(wall, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_rfc3339(text: str) -> float:
+    """Seconds since the epoch of an RFC 3339 time (as written by the two functions above)."""
+    return datetime.fromisoformat(text).timestamp()
+
+
 def new_object(kind: str, name: str, spec: Obj, *, namespace: str | None = None,
                labels: dict[str, str] | None = None) -> Obj:
     """A fresh object; the store fills ``resourceVersion`` when it is written."""
