@@ -40,7 +40,6 @@ of one run, quote medians, and run it twice before believing a difference.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import http.client
 import json
@@ -60,6 +59,7 @@ from typing import Any
 
 from allinone.client import Client, poll
 from allinone.testing import free_port
+from loadtests.loadgen import measure
 from loadtests.report import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,89 +136,9 @@ def bench_warm_latency(server_port: int, function: str, pod_port: int,
 
 # -- 2. throughput -----------------------------------------------------------------
 
-class _LoadConn(asyncio.Protocol):
-    """One keep-alive connection of the load generator: send, read the whole answer, repeat."""
-
-    def __init__(self, request: bytes, stop_at: float, out: dict[str, Any],
-                 done: asyncio.Future[None]) -> None:
-        self.request, self.stop_at, self.out, self.done = request, stop_at, out, done
-        self.buf = b""
-        self.t = 0.0
-        self.transport: Any = None  # asyncio's or uvloop's transport
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._send()
-
-    def _send(self) -> None:
-        assert self.transport is not None
-        self.t = time.perf_counter()
-        self.transport.write(self.request)
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        while True:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = self.buf[:end].lower()
-            m = re.search(rb"\r\ncontent-length:\s*(\d+)", head)
-            size = int(m.group(1)) if m else 0
-            total = end + 4 + size
-            if len(self.buf) < total:
-                return
-            status = self.buf[9:12]
-            self.buf = self.buf[total:]
-            now = time.perf_counter()
-            if status == b"200":
-                self.out["ok"] += 1
-                self.out["lat"].append((now - self.t) * 1000)
-            else:
-                self.out["errors"] += 1
-            if now >= self.stop_at:
-                assert self.transport is not None
-                self.transport.close()
-                return
-            self._send()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
-            self.done.set_result(None)
-
-
-async def _load(port: int, path: str, conns: int, seconds: float) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: "
-               f"application/json\r\nContent-Length: {len(ADD_BODY)}\r\n\r\n").encode() + ADD_BODY
-    out: dict[str, Any] = {"ok": 0, "errors": 0, "lat": []}
-    t0 = time.perf_counter()
-    stop_at = t0 + seconds
-    dones = []
-    for _ in range(conns):
-        done: asyncio.Future[None] = loop.create_future()
-        await loop.create_connection(lambda d=done: _LoadConn(request, stop_at, out, d),  # type: ignore[misc]
-                                     "127.0.0.1", port)
-        dones.append(done)
-    await asyncio.wait_for(asyncio.gather(*dones), seconds + 30)
-    out["seconds"] = time.perf_counter() - t0
-    return out
-
-
 def python_load(port: int, path: str, conns: int, seconds: float) -> dict[str, Any]:
-    """Closed-loop load with ``conns`` connections; req/s and latency under load."""
-    try:
-        import uvloop
-        runner: Callable[[Any], Any] = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    runner(_load(port, path, conns, 0.5))  # warm-up: connections, pools, the pod's threads
-    out = runner(_load(port, path, conns, seconds))
-    lat = stats(out["lat"])
-    return {"rps": round(out["ok"] / out["seconds"], 1), "errors": out["errors"],
-            "requests": out["ok"], "latency_ms": lat}
+    """Closed-loop load with ``conns`` connections (:mod:`loadtests.loadgen`)."""
+    return measure(f"http://127.0.0.1:{port}{path}", conns, seconds, ADD_BODY)
 
 
 WRK_LUA = ('wrk.method = "POST"\nwrk.body = \'%s\'\n'

@@ -29,7 +29,7 @@ import pytest
 import requests
 
 from allinone.testing import FIXTURES, ServerProcess, wait_for
-from tests.integration.load import run_load
+from loadtests.loadgen import run_load
 
 pytestmark = pytest.mark.integration
 
