@@ -25,7 +25,7 @@ from allinone.client import (
     DEFAULT_SERVER,
     ApiError,
     Client,
-    error_from,
+    ok,
     read_source,
     token_for,
 )
@@ -54,6 +54,13 @@ _INT_FLAGS = {"min_scale", "max_scale", "initial_scale", "container_concurrency"
               "scale_down_delay", "activation_scale"}
 
 
+def fill(spec: dict[str, Any], block: str, **fields: Any) -> None:
+    """Set the given (not None) fields of ``spec[block]``, creating the block if needed."""
+    given = {k: v for k, v in fields.items() if v is not None}
+    if given:
+        spec.setdefault(block, {}).update(given)
+
+
 def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
     spec: dict[str, Any] = json.loads(args.spec) if args.spec else {}
     if not isinstance(spec, dict):
@@ -66,12 +73,7 @@ def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
         spec["handler"] = args.handler
     if args.timeout is not None:
         spec["timeoutSeconds"] = args.timeout
-    if args.memory is not None or args.cpus is not None:
-        res = spec.setdefault("resources", {})
-        if args.memory is not None:
-            res["memoryMiB"] = args.memory
-        if args.cpus is not None:
-            res["cpus"] = args.cpus
+    fill(spec, "resources", memoryMiB=args.memory, cpus=args.cpus)
     for item in args.env or []:
         key, sep, value = item.partition("=")
         if not sep:
@@ -237,10 +239,7 @@ def cmd_delete(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_invoke(client: Client, args: argparse.Namespace) -> int:
     data = args.data if args.data is not None else "{}"
-    resp = client.invoke(args.name, data=data.encode())
-    if not resp.ok:
-        raise error_from(resp)
-    print(resp.text)
+    print(ok(client.invoke(args.name, data=data.encode())).text)
     return 0
 
 
@@ -278,12 +277,7 @@ def trigger_spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
             watch["maxContentBytes"] = args.max_content_bytes
     if args.sink:
         spec["sink"] = {"directory": str(Path(args.sink).expanduser().resolve())}
-    if args.max_attempts is not None or args.backoff is not None:
-        retry = spec.setdefault("retry", {})
-        if args.max_attempts is not None:
-            retry["maxAttempts"] = args.max_attempts
-        if args.backoff is not None:
-            retry["backoffSeconds"] = args.backoff
+    fill(spec, "retry", maxAttempts=args.max_attempts, backoffSeconds=args.backoff)
     return spec
 
 

@@ -116,6 +116,13 @@ def parse_metric(text: str, metric: str, function: str) -> float | None:
     return None
 
 
+def ok(resp: requests.Response) -> requests.Response:
+    """The answer itself when it is a success; its typed error otherwise."""
+    if not resp.ok:
+        raise error_from(resp)
+    return resp
+
+
 def token_for(server: str, given: str | None, state_dir: Path) -> str | None:
     """The token to send: ``given`` (--token / $ALLINONE_TOKEN), else the local token
     file when the server is on this machine's loopback (never sent anywhere else)."""
@@ -185,10 +192,7 @@ class Client:
                               "serve` running? (set --server or ALLINONE_SERVER)") from None
 
     def checked(self, method: str, path: str, **kw: Any) -> requests.Response:
-        resp = self.request(method, path, **kw)
-        if not resp.ok:
-            raise error_from(resp)
-        return resp
+        return ok(self.request(method, path, **kw))
 
     def json(self, method: str, path: str, **kw: Any) -> Any:
         return self.checked(method, path, **kw).json()
@@ -208,18 +212,12 @@ class Client:
 
     def create(self, name: str, source: tuple[str, bytes],
                spec: dict[str, Any] | None = None) -> dict[str, Any]:
-        resp = self.raw_create(name, source, spec)
-        if not resp.ok:
-            raise error_from(resp)
-        out: dict[str, Any] = resp.json()
+        out: dict[str, Any] = ok(self.raw_create(name, source, spec)).json()
         return out
 
     def update(self, name: str, source: tuple[str, bytes] | None = None,
                spec: dict[str, Any] | None = None) -> dict[str, Any]:
-        resp = self.raw_update(name, source, spec)
-        if not resp.ok:
-            raise error_from(resp)
-        out: dict[str, Any] = resp.json()
+        out: dict[str, Any] = ok(self.raw_update(name, source, spec)).json()
         return out
 
     def deploy(self, name: str, source: tuple[str, bytes] | Path | None = None,
@@ -287,10 +285,7 @@ class Client:
         return self.request("POST", f"{API}/triggers", json={"name": name, "spec": spec})
 
     def create_trigger(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-        resp = self.raw_create_trigger(name, spec)
-        if not resp.ok:
-            raise error_from(resp)
-        out: dict[str, Any] = resp.json()
+        out: dict[str, Any] = ok(self.raw_create_trigger(name, spec)).json()
         return out
 
     def update_trigger(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -329,10 +324,7 @@ class Client:
 
     def call(self, name: str, body: Any = None, *, data: bytes | None = None) -> Any:
         """Invoke and return the decoded result; a failed call raises its typed error."""
-        resp = self.invoke(name, body, data=data)
-        if not resp.ok:
-            raise error_from(resp)
-        return resp.json()
+        return ok(self.invoke(name, body, data=data)).json()
 
     # -- waiting ----------------------------------------------------------------------
 

@@ -12,13 +12,17 @@ leaves pods behind for the next one.
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import os
 import signal
 import socket
 import subprocess
 import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import docker
@@ -45,6 +49,24 @@ def free_port(pair: bool = False) -> int:
             except OSError:
                 continue
     raise RuntimeError("no free port pair")
+
+
+def make_zip(entries: dict[str, bytes], *, method: int = zipfile.ZIP_DEFLATED) -> bytes:
+    """A zip archive in memory holding ``entries`` (name -> bytes), as an upload."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", method) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def load_module(path: Path, name: str) -> ModuleType:
+    """Import the Python file at ``path`` as module ``name`` (fixtures are no package)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:

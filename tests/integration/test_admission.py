@@ -20,7 +20,6 @@ import sys
 import tarfile
 import time
 import uuid
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 import pytest
 import requests
 
-from allinone.testing import FIXTURES, ServerProcess, wait_for
+from allinone.testing import FIXTURES, ServerProcess, make_zip, wait_for
 from loadtests.loadgen import run_load
 
 pytestmark = pytest.mark.integration
@@ -38,13 +37,6 @@ CEILING = 4
 ADD = (FIXTURES / "add.py").read_bytes()
 SDIST = f"allinone-evil-{uuid.uuid4().hex[:8]}"
 
-
-def make_zip(entries: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 def make_sdist(links: Path, marker: Path) -> None:

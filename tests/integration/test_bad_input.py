@@ -3,23 +3,14 @@ behind: no Function, no ReplicaSet, no image tag, no container (issue 2)."""
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 
 import pytest
 
-from allinone.testing import FIXTURES, ServerProcess
+from allinone.testing import FIXTURES, ServerProcess, make_zip
 
 pytestmark = pytest.mark.integration
 
-
-def make_zip(entries: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 ADD = (FIXTURES / "add.py").read_bytes()

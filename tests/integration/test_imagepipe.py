@@ -5,7 +5,6 @@ an outbox thumbnail by a file trigger with a sink."""
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 import time
@@ -36,16 +35,6 @@ def pipe(server: ServerProcess) -> ServerProcess:
         server.wait_phase(f"img-{fn}", "Ready", timeout=300)
     return server
 
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    spec = importlib.util.spec_from_file_location("make_images", PIPE / "make_images.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    out = tmp_path_factory.mktemp("images")
-    module.make(out, large=True)
-    return out
 
 
 def call(srv: ServerProcess, fn: str, body: dict[str, Any]) -> dict[str, Any]:
