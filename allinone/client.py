@@ -248,11 +248,12 @@ class Client:
         return items
 
     def delete(self, name: str, missing_ok: bool = False) -> None:
-        try:
-            self.checked("DELETE", f"{API}/functions/{name}")
-        except NotFound:
-            if not missing_ok:
-                raise
+        self._delete(f"{API}/functions/{name}", missing_ok)
+
+    def _delete(self, path: str, missing_ok: bool) -> None:
+        resp = self.request("DELETE", path)
+        if not (missing_ok and resp.status_code == 404):
+            ok(resp)
 
     def logs(self, name: str) -> str:
         return self.checked("GET", f"{API}/functions/{name}/logs").text
@@ -301,11 +302,7 @@ class Client:
         return items
 
     def delete_trigger(self, name: str, missing_ok: bool = False) -> None:
-        try:
-            self.checked("DELETE", f"{API}/triggers/{name}")
-        except NotFound:
-            if not missing_ok:
-                raise
+        self._delete(f"{API}/triggers/{name}", missing_ok)
 
     def trigger_events(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self.json("GET", f"{API}/triggers/{name}/events",

@@ -12,6 +12,8 @@ leaves pods behind for the next one.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.util
 import io
 import os
@@ -20,7 +22,7 @@ import socket
 import subprocess
 import sys
 import zipfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -67,6 +69,18 @@ def load_module(path: Path, name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@contextlib.asynccontextmanager
+async def running(*loops: Coroutine[Any, Any, Any]) -> AsyncIterator[None]:
+    """Run ``loops`` as tasks for the body of the ``async with``; cancel them after."""
+    tasks = [asyncio.ensure_future(c) for c in loops]
+    try:
+        yield
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:

@@ -254,15 +254,19 @@ def docker_api_start(client: Any, image: str, handler: str) -> float:
     return (ready - t) * 1000
 
 
-def bench_cold_start(api: Client, server_port: int, trials: int, tick: float) -> dict[str, Any]:
+def deploy_one_pod(api: Client, name: str) -> tuple[str, str, Any]:
+    """``add.py`` as ``name`` (one pod at most, at zero 1 s after its last request): its
+    image, its handler and a Docker client for the bare runs beside it."""
     import docker
 
+    fn = api.deploy(name, FIXTURES / "add.py", {"scaling": {
+        "maxScale": 1, "scaleToZeroGracePeriodSeconds": 1, "stableWindowSeconds": 6}})
+    return fn["status"]["image"], fn["spec"]["handler"], docker.from_env()
+
+
+def bench_cold_start(api: Client, server_port: int, trials: int, tick: float) -> dict[str, Any]:
     name = "bench-cold"
-    spec = {"scaling": {"maxScale": 1, "scaleToZeroGracePeriodSeconds": 1,
-                        "stableWindowSeconds": 6}}
-    fn = api.deploy(name, FIXTURES / "add.py", spec)
-    image, handler = fn["status"]["image"], fn["spec"]["handler"]
-    client = docker.from_env()
+    image, handler, client = deploy_one_pod(api, name)
 
     rows = []
     try:
@@ -319,14 +323,8 @@ def bare_unpause_floor(client: Any, image: str, handler: str, trials: int) -> li
 
 def bench_paused(api: Client, server_port: int, trials: int, tick: float) -> dict[str, Any]:
     """Scale-from-zero when the server keeps scaled-down pods paused (--keep-paused)."""
-    import docker
-
     name = "bench-paused"
-    spec = {"scaling": {"maxScale": 1, "scaleToZeroGracePeriodSeconds": 1,
-                        "stableWindowSeconds": 6}}
-    fn = api.deploy(name, FIXTURES / "add.py", spec)
-    image, handler = fn["status"]["image"], fn["spec"]["handler"]
-    client = docker.from_env()
+    image, handler, client = deploy_one_pod(api, name)
 
     def parked() -> bool:
         st = api.get(name)["status"]
