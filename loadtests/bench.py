@@ -3,7 +3,7 @@
     python -m loadtests.bench [--server URL --tick S [--paused-server URL]] [--trials 20]
                               [--requests 2000] [--concurrency 32] [--duration 5]
                               [--deploys 5] [--json loadtests/reports/bench.json]
-                              [--no-wrk] [--only warm throughput cold paused deploy]
+                              [--no-wrk] [--only warm throughput cold paused deploy idle]
 
 Without ``--server`` it starts its own ``allinone serve`` (``ServerProcess``: temporary
 state, free ports, tick 0.5 s) and stops it at the end. It measures:
@@ -31,6 +31,9 @@ state, free ports, tick 0.5 s) and stops it at the end. It measures:
 5. **Deploy to Ready** of a 1 KB function: a first build of new source (unique bytes
    each time) and a cached rebuild (the same bytes under a new name), ``--deploys``
    times each, timed from the POST to ``phase: Ready``.
+6. **Idle CPU**: the server process's own CPU (``/proc/PID/stat``; etcd and the
+   registry not counted) over ``--idle-seconds`` with ``--idle-functions`` warm
+   functions (minScale 1) and no traffic.
 
 It prints a table (with DESIGN.md's targets) and writes everything, raw trials
 included, as JSON. Numbers from a shared 2-core machine are noisy: compare the columns
@@ -66,6 +69,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
 ADD_BODY = b'{"x": 1, "y": 2}'
 HEADERS = {"Content-Type": "application/json"}
+PARTS = ("warm", "throughput", "cold", "paused", "deploy", "idle")
 THROUGHPUT_ROUNDS = 3  # runs per path and tool, alternating; the median is reported
 TARGETS = {
     "cold_start_p50_ms": 200.0,
@@ -73,6 +77,7 @@ TARGETS = {
     "added_latency_p50_ms": 0.5,
     "activator_throughput_rps": 5000.0,
     "deploy_to_ready_s": 1.0,
+    "idle_cpu_percent": 1.0,
 }
 
 
@@ -392,6 +397,36 @@ def bench_deploy(api: Client, n: int) -> dict[str, Any]:
             "poll_interval_s": 0.01}
 
 
+# -- 5. idle CPU with warm functions --------------------------------------------------
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of one process so far, not of its children."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_idle(api: Client, pid: int, n: int, seconds: float) -> dict[str, Any]:
+    """The server's own CPU (etcd and the registry are other processes) over ``seconds``
+    with ``n`` warm functions (minScale 1, 64 MiB each) and no traffic."""
+    names = [f"bench-idle-{i}" for i in range(n)]
+    spec = {"scaling": {"minScale": 1, "maxScale": 1}, "resources": {"memoryMiB": 64}}
+    try:
+        for name in names:
+            api.deploy(name, FIXTURES / "add.py", spec, wait=False)
+        for name in names:
+            api.wait_ready(name, timeout=600)
+            api.wait_replicas(name, 1, 1, timeout=600)
+        time.sleep(5.0)  # the last starts' follow-up (probes, status writes) settles
+        c0, t0 = cpu_seconds(pid), time.monotonic()
+        time.sleep(seconds)
+        cpu, wall = cpu_seconds(pid) - c0, time.monotonic() - t0
+    finally:
+        for name in names:
+            api.delete(name, missing_ok=True)
+    return {"functions": n, "seconds": round(wall, 1), "server_cpu_s": round(cpu, 3),
+            "server_cpu_percent": round(100 * cpu / wall, 2)}
+
+
 # -- the run ---------------------------------------------------------------------------
 
 def machine() -> dict[str, Any]:
@@ -467,6 +502,11 @@ def table(res: dict[str, Any]) -> str:
             rows.append((f"{label} ({s['count']})",
                          f"p50 {s['p50']:.3f} s (min {s['min']:.3f}, max {s['max']:.3f})",
                          "", f"<= {TARGETS['deploy_to_ready_s']:g} s"))
+    idle = res.get("idle")
+    if idle:
+        rows.append((f"idle server CPU, {idle['functions']} warm functions, "
+                     f"{idle['seconds']:g} s", f"{idle['server_cpu_percent']:.2f} % of a core",
+                     "", f"< {TARGETS['idle_cpu_percent']:g} %"))
     widths = [max(len(r[i]) for r in [("figure", "measured", "", "target"), *rows])
               for i in range(4)]
     lines = []
@@ -518,10 +558,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--paused-server", metavar="URL",
                    help="with --server: a server started with --keep-paused, for the paused "
                         "part (without --server the bench starts one itself)")
-    p.add_argument("--only", nargs="*", choices=["warm", "throughput", "cold", "paused",
-                                                 "deploy"], help="run only these parts")
+    p.add_argument("--idle-functions", type=int, default=40,
+                   help="warm functions for the idle CPU figure (default 40)")
+    p.add_argument("--idle-seconds", type=float, default=30.0, help="its window (default 30)")
+    p.add_argument("--server-pid", type=int,
+                   help="with --server: its process id, for the idle CPU figure")
+    p.add_argument("--only", nargs="*", choices=PARTS, help="run only these parts")
     args = p.parse_args(argv)
-    parts = set(args.only or ["warm", "throughput", "cold", "paused", "deploy"])
+    parts = set(args.only or PARTS)
 
     server = None
     tmp = None
@@ -568,6 +612,13 @@ def main(argv: list[str] | None = None) -> int:
         if "deploy" in parts:
             log(f"deploy to Ready: {args.deploys} first builds and cached rebuilds")
             res["deploy"] = bench_deploy(api, args.deploys)
+        pid = server.proc.pid if server is not None and server.proc else args.server_pid
+        if "idle" in parts and pid:
+            log(f"idle: {args.idle_functions} warm functions, server CPU over "
+                f"{args.idle_seconds:g} s")
+            res["idle"] = bench_idle(api, pid, args.idle_functions, args.idle_seconds)
+        elif "idle" in parts:
+            log("idle: skipped (give --server-pid PID with --server)")
     finally:
         if server is not None:
             server.stop()
