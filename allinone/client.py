@@ -188,8 +188,12 @@ class Client:
         try:
             return self.session.request(method, self.server + path, **kw)
         except (requests.ConnectionError, requests.Timeout) as exc:
-            raise Unreachable(f"cannot reach allinone at {self.server} ({exc}): is `allinone "
-                              "serve` running? (set --server or ALLINONE_SERVER)") from None
+            # requests' text nests urllib3's; the OS's reason is the part a person needs.
+            m = re.search(r"\[Errno -?\d+\][^'\")]*", str(exc))
+            reason = m.group(0) if m else type(exc).__name__
+            raise Unreachable(f"cannot reach allinone at {self.server} ({reason}): is "
+                              "`allinone serve` running? (set --server or ALLINONE_SERVER)"
+                              ) from None
 
     def checked(self, method: str, path: str, **kw: Any) -> requests.Response:
         return ok(self.request(method, path, **kw))

@@ -251,29 +251,12 @@ class Report:
         return bool(self.criteria) and not self.errors and all(c.passed for c in self.criteria)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "version": REPORT_VERSION,
-            "scenario": self.scenario,
-            "passed": self.passed,
-            "short": self.short,
-            "server": self.server,
-            "function": self.function,
-            "deployed": self.deployed,
-            "scaling": self.scaling,
-            "tick_seconds": self.tick_seconds,
-            "started_at": self.started_at,
-            "duration_s": round(self.duration_s, 3),
-            "params": self.params,
-            "criteria": [c.as_dict() for c in self.criteria],
-            "figures": self.figures,
-            "requests": request_stats(self.records),
-            "failures": failure_summary(self.records),
-            "events": self.events,
-            "samples": self.samples,
-            "timeline": timeline(self.records, end=self.duration_s),
-            "records": self.records,
-            "errors": self.errors,
-        }
+        out = {"version": REPORT_VERSION, **asdict(self), "passed": self.passed,
+               "duration_s": round(self.duration_s, 3),
+               "requests": request_stats(self.records),
+               "failures": failure_summary(self.records),
+               "timeline": timeline(self.records, end=self.duration_s)}
+        return {k: out[k] for k in REPORT_KEYS}
 
 
 def write_report(report: Report | Mapping[str, Any], path: Path) -> dict[str, Any]:
