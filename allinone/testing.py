@@ -30,7 +30,7 @@ from typing import Any
 import docker
 import requests
 
-from allinone.client import Client, Timeout, Unreachable, poll
+from allinone.client import Client, NotFound, Timeout, Unreachable, poll
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
@@ -222,6 +222,14 @@ class ServerProcess:
 
     def pods(self, name: str) -> list[dict[str, Any]]:
         return self.client.pods(name)
+
+    def gone(self, name: str) -> bool:
+        """Neither the function nor its ReplicaSet exists."""
+        try:
+            self.client.replicaset(name)
+        except NotFound:
+            return self.client.find(name) is None
+        return False
 
     def delete(self, name: str) -> requests.Response:
         return self.client.request("DELETE", f"/api/v1/functions/{name}")

@@ -54,9 +54,7 @@ def test_bad_input_is_rejected_and_leaves_nothing(
     for word in words:
         assert word in err["message"], err["message"]
     assert "Traceback" not in r.text
-    assert server.http.get(server.url + f"/api/v1/functions/{name}").status_code == 404
-    assert server.http.get(
-        server.url + f"/api/v1/namespaces/serverless/replicasets/{name}").status_code == 404
+    assert server.gone(name)
     assert server.registry_tags(name) == []
     assert server.containers(name, all=True) == []
 
@@ -75,7 +73,7 @@ def test_too_large_upload_is_413(server: ServerProcess) -> None:
                          files={"source": ("f.py", big)})
     assert r.status_code == 413, r.text[:300]
     assert r.json()["error"]["code"] == "TooLarge"
-    assert server.http.get(server.url + "/api/v1/functions/big").status_code == 404
+    assert server.client.find("big") is None
 
 
 def test_duplicate_is_409_and_keeps_the_original(server: ServerProcess) -> None:
