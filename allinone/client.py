@@ -313,6 +313,47 @@ class Client:
                                                 params={"limit": limit})["items"]
         return items
 
+    # -- workflows --------------------------------------------------------------------
+
+    def deploy_workflow(self, name: str, definition: Any) -> dict[str, Any]:
+        """Create the workflow, or update its definition when it exists."""
+        try:
+            out: dict[str, Any] = self.json("POST", f"{API}/workflows",
+                                            json={"name": name, "definition": definition})
+        except Conflict:
+            out = self.json("PUT", f"{API}/workflows/{name}", json={"definition": definition})
+        return out
+
+    def workflow(self, name: str) -> dict[str, Any]:
+        out: dict[str, Any] = self.json("GET", f"{API}/workflows/{name}")
+        return out
+
+    def workflows(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.json("GET", f"{API}/workflows")["items"]
+        return items
+
+    def delete_workflow(self, name: str, missing_ok: bool = False) -> None:
+        self._delete(f"{API}/workflows/{name}", missing_ok)
+
+    def start_workflow(self, name: str, body: Any = None, *, data: bytes | None = None,
+                       wait: bool = True, timeout: float | None = None) -> requests.Response:
+        """Start an execution: its outcome when ``wait`` (200), else its id (202);
+        the answer unchecked (a failed execution is a 200 too: read its status)."""
+        payload = data if data is not None else json.dumps({} if body is None else body).encode()
+        return self.request("POST", f"/workflow/{name}" + ("" if wait else "?mode=async"),
+                            data=payload, headers={"Content-Type": "application/json"},
+                            timeout=timeout or self.timeout)
+
+    def executions(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.json("GET", f"{API}/workflows/{name}/executions",
+                                                params={"limit": limit})["items"]
+        return items
+
+    def execution(self, name: str, execution_id: str) -> dict[str, Any]:
+        out: dict[str, Any] = self.json("GET",
+                                        f"{API}/workflows/{name}/executions/{execution_id}")
+        return out
+
     # -- invoking ---------------------------------------------------------------------
 
     def invoke(self, name: str, body: Any = None, *, data: bytes | None = None,
@@ -374,13 +415,13 @@ class Client:
                                         interval)
         return out
 
-    def ready_pod_port(self, name: str, timeout: float = 120.0) -> int:
-        """The host port of a ready, running pod of ``name`` (waits for one)."""
-        def find() -> int | None:
+    def ready_pod(self, name: str, timeout: float = 120.0) -> dict[str, Any]:
+        """The status of a ready, running pod of ``name`` (waits for one)."""
+        def find() -> dict[str, Any] | None:
             for pod in self.pods(name):
-                st = pod.get("status", {})
+                st: dict[str, Any] = pod.get("status", {})
                 if st.get("ready") and st.get("phase") == "Running":
-                    return int(st["port"])
+                    return st
             return None
-        port: int = self.wait(find, timeout, f"a ready pod of {name}")
-        return port
+        out: dict[str, Any] = self.wait(find, timeout, f"a ready pod of {name}")
+        return out

@@ -50,7 +50,9 @@ from allinone.config import DEFAULT_BASE_IMAGE, PULLABLE_BASE_IMAGE
 
 Log = Callable[[str], None]
 
-REQUIRED_PACKAGES: tuple[str, ...] = ("docker.io", "etcd-server", "docker-registry", "debootstrap")
+# graphviz: `allinone workflow graph` lays out state machines with its `dot`.
+REQUIRED_PACKAGES: tuple[str, ...] = ("docker.io", "etcd-server", "docker-registry", "debootstrap",
+                                      "graphviz")
 
 # The commands each package provides; on a machine without apt these are what we look
 # for on PATH instead (the registry is called ``registry`` upstream).
@@ -59,6 +61,7 @@ PACKAGE_COMMANDS: dict[str, tuple[str, ...]] = {
     "etcd-server": ("etcd",),
     "docker-registry": ("docker-registry|registry",),
     "debootstrap": ("debootstrap",),
+    "graphviz": ("dot",),
 }
 
 # Services that Debian's packages start on install, and the port each would hold that

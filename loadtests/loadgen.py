@@ -3,9 +3,9 @@
 Used by the benchmark's throughput figure (:func:`measure`) and by the integration
 tests (:func:`run_load`, :func:`burst`). Each connection is one user: it sends the same
 ``POST`` and sends again as soon as the whole answer is in, over one keep-alive
-connection with ``TCP_NODELAY``. Answers are framed by ``Content-Length`` (every
-answer of the server and the pods has one); an answer without it ends its connection
-as a failure rather than hanging it.
+connection (TCP with ``TCP_NODELAY``, or a pod's Unix socket when ``unix`` is given).
+Answers are framed by ``Content-Length`` (every answer of the server and the pods has
+one); an answer without it ends its connection as a failure rather than hanging it.
 
 Invariants: loopback or any address the caller names, nothing else; every run is
 bounded (``duration`` or one request per user, plus ``timeout``), and a request still
@@ -76,7 +76,7 @@ class _User(asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         sock = transport.get_extra_info("socket")
-        if sock is not None:
+        if sock is not None and sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.send()
 
@@ -121,7 +121,7 @@ class _User(asyncio.Protocol):
 
 
 async def _run(url: str, users: int, body: Any, again: Callable[[], bool],
-               timeout: float) -> LoadResult:
+               timeout: float, unix: str | None = None) -> LoadResult:
     u = urlsplit(url)
     host, port = u.hostname or "127.0.0.1", u.port or 80
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -137,7 +137,10 @@ async def _run(url: str, users: int, body: Any, again: Callable[[], bool],
         protos.append(proto)
         t = time.perf_counter()
         try:
-            await loop.create_connection(lambda: proto, host, port)
+            if unix is None:
+                await loop.create_connection(lambda: proto, host, port)
+            else:
+                await loop.create_unix_connection(lambda: proto, unix)
         except OSError as exc:
             result.outcomes.append(Outcome(-1, repr(exc).encode(), t, time.perf_counter() - t))
             return
@@ -154,12 +157,14 @@ async def _run(url: str, users: int, body: Any, again: Callable[[], bool],
 
 
 async def run_load(url: str, concurrency: int, duration: float, body: Any,
-                   stop: asyncio.Event | None = None, timeout: float = 120) -> LoadResult:
+                   stop: asyncio.Event | None = None, timeout: float = 120,
+                   unix: str | None = None) -> LoadResult:
     """``concurrency`` users, each sending its next request when the last one answers,
-    for ``duration`` s or until ``stop`` is set."""
+    for ``duration`` s or until ``stop`` is set (over the Unix socket ``unix`` if given:
+    then ``url`` gives only the path)."""
     deadline = time.monotonic() + duration
     return await _run(url, concurrency, body, lambda: time.monotonic() < deadline and not (
-        stop and stop.is_set()), duration + timeout)
+        stop and stop.is_set()), duration + timeout, unix)
 
 
 async def burst(url: str, n: int, body: Any, timeout: float = 120) -> LoadResult:
@@ -167,7 +172,8 @@ async def burst(url: str, n: int, body: Any, timeout: float = 120) -> LoadResult
     return await _run(url, n, body, lambda: False, timeout)
 
 
-def measure(url: str, conns: int, seconds: float, body: bytes) -> dict[str, Any]:
+def measure(url: str, conns: int, seconds: float, body: bytes,
+            unix: str | None = None) -> dict[str, Any]:
     """The benchmark's throughput run: 0.5 s warm-up, then ``seconds`` of closed-loop
     load on ``conns`` connections (uvloop when installed): req/s, errors, latency (ms)."""
     try:
@@ -175,8 +181,8 @@ def measure(url: str, conns: int, seconds: float, body: bytes) -> dict[str, Any]
         runner: Callable[[Any], LoadResult] = uvloop.run
     except ImportError:
         runner = asyncio.run
-    runner(run_load(url, conns, 0.5, body, timeout=30))  # connections, pools, pod threads
-    res = runner(run_load(url, conns, seconds, body, timeout=30))
+    runner(run_load(url, conns, 0.5, body, timeout=30, unix=unix))  # warm-up
+    res = runner(run_load(url, conns, seconds, body, timeout=30, unix=unix))
     ok = [o.seconds * 1000 for o in res.outcomes if o.status == 200]
     return {"rps": round(len(ok) / res.seconds, 1), "errors": len(res.failures),
             "requests": len(ok), "latency_ms": summarize(ok, (50, 90, 99), 4)}

@@ -86,7 +86,7 @@ class Runner:
         self.finished = gevent.event.Event()
         self.gate = gevent.event.Event()
         self.round = 0
-        self.body = b"{}"
+        self.data = b"{}"
         self.session: HttpSession | None = None
         self.greenlets: list[gevent.Greenlet] = []
         self.quit = False
@@ -178,15 +178,21 @@ class Runner:
         self.in_flight += 1
         t = time.perf_counter()
         try:
-            with session.post(f"/function/{self.function}", data=self.body, name=name,
+            with session.post(self.sc.path.format(function=self.function), data=self.data,
+                              name=name,
                               catch_response=True, timeout=self.request_timeout(),
                               headers={"Content-Type": "application/json"}) as resp:
                 ms = (time.perf_counter() - t) * 1000.0
                 if resp.status_code == 200:
                     try:
-                        return True, ms, resp.json()
+                        out = resp.json()
                     except ValueError:
-                        msg = "HTTP 200 with a body that is not JSON"
+                        out, msg = None, "HTTP 200 with a body that is not JSON"
+                    else:
+                        why = self.sc.check(self, out) if self.sc.check else None
+                        if why is None:
+                            return True, ms, out
+                        msg = why
                 elif resp.status_code == 0:
                     msg = f"no answer: {resp.error!r}"
                 else:
@@ -200,6 +206,9 @@ class Runner:
         self.round += 1
         self.gate.set()
         self.gate = gevent.event.Event()
+
+    def body(self) -> Any:
+        return json.loads(self.data)
 
     def last_answer(self) -> float | None:
         return max((r[0] + r[1] / 1000.0 for r in self.report.records), default=None)
@@ -236,11 +245,13 @@ class Runner:
                     raise ValueError("not an object")
             except ValueError as exc:
                 raise ScenarioError(f"--body must be a JSON object ({exc})") from None
-            self.body, rep.params["body"] = json.dumps(body).encode(), body
+            self.data, rep.params["body"] = json.dumps(body).encode(), body
             self.api = Client(rep.server, token=os.environ.get("ALLINONE_TOKEN"), timeout=60)
             self.session = HttpSession(rep.server, environment.events.request, None)
             self.session.trust_env = False
             self.deploy(opts.function)
+            if sc.setup is not None:
+                sc.setup(self)
             if sc.start == "zero":
                 self.wait_zero()
             elif sc.start == "floor":
@@ -349,6 +360,8 @@ class Runner:
                 rep.errors.append(f"evaluating the criteria failed: {exc}")
         if rep.deployed and not opts.keep:
             try:
+                if self.sc.teardown is not None:
+                    self.sc.teardown(self)
                 self.api.delete(self.function, missing_ok=True)
             except ApiError as exc:
                 log.warning("[%s] could not delete %s: %s", self.sc.name, self.function, exc)

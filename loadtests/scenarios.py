@@ -22,14 +22,20 @@ locust or gevent, so the runner lists the scenarios without gevent's monkey-patc
 - **burst_at_zero**: 100 users wait at a gate; a round opens it at zero and each
   sends one request, which the activator holds while pods start (3 rounds, 1 short).
   Criteria: every request succeeds, every user got an answer in every round.
+- **workflow_load**: ``--wf-users`` users (4) run the workflow ``lt-workflow-load``
+  (Task ``inc`` -> Choice -> a Map of three ``inc`` calls, two at a time -> Pass ->
+  Succeed: 4 invocations through the activator) synchronously, back to back, for 20 s
+  (8 s short). Criteria: every execution answers ``SUCCEEDED`` with the expected output
+  (a failed execution is a 200 too, so the body is checked); at least one ran.
 
 Scenario options (``--trials``, ``--step-users``, ``--within``, ``--load-users``,
-``--rounds``, ``--burst-users``) are given to locust after ``--``; see
+``--rounds``, ``--burst-users``, ``--wf-users``) are given to locust after ``--``; see
 ``loadtests/README.md``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -80,6 +86,7 @@ class Run(Protocol):
     def request_timeout(self) -> float: ...
     def call(self, name: str) -> tuple[bool, float, Any]: ...
     def open_gate(self) -> None: ...
+    def body(self) -> Any: ...
     def last_answer(self) -> float | None: ...
 
 
@@ -105,6 +112,12 @@ class Scenario:
     request_name: str = "invoke"
     options: tuple[Option, ...] = ()
     key_latency: str = ""  # the request name the --max-p50/p95-ms thresholds check
+    path: str = "/function/{function}"  # what the users call
+    # After the deploy: what else the scenario needs (a workflow), and its removal.
+    setup: Callable[[Run], None] | None = None
+    teardown: Callable[[Run], None] | None = None
+    # A 200 whose body is wrong is a failure too: the reason, or None when it is right.
+    check: Callable[[Run, Any], str | None] | None = None
 
 
 def latencies(run: Run, name: str | None = None, after: float = float("-inf"),
@@ -323,6 +336,66 @@ def burst_judge(run: Run) -> list[Criterion]:
                       f"{p['rounds']} rounds)")]
 
 
+# -- workflow_load ---------------------------------------------------------------------
+
+WORKFLOW = "lt-workflow-load"
+
+
+def workflow_definition(function: str) -> dict[str, Any]:
+    task = {"Type": "Task", "Resource": function}
+    return {"StartAt": "first", "TimeoutSeconds": 120, "States": {
+        "first": {**task, "Next": "positive", "ResultSelector": {
+            "n.$": "$.n", "items.$": "States.Array($.n, $.n, $.n)"}},
+        "positive": {"Type": "Choice", "Choices": [
+            {"Variable": "$.n", "NumericGreaterThan": 0, "Next": "fan"}], "Default": "no"},
+        "fan": {"Type": "Map", "ItemsPath": "$.items", "MaxConcurrency": 2,
+                "ItemSelector": {"n.$": "$$.Map.Item.Value"},
+                "ItemProcessor": {"StartAt": "each", "States": {
+                    "each": {**task, "OutputPath": "$.n", "End": True}}},
+                "ResultPath": "$.results", "Next": "shape"},
+        "shape": {"Type": "Pass", "Parameters": {"n.$": "$.n", "results.$": "$.results"},
+                  "Next": "done"},
+        "done": {"Type": "Succeed"},
+        "no": {"Type": "Fail", "Error": "NotPositive"}}}
+
+
+def workflow_check(run: Run, out: Any) -> str | None:
+    n = int(run.body().get("n", 1)) + 1
+    if not isinstance(out, dict) or out.get("status") != "SUCCEEDED":
+        got = out if not isinstance(out, dict) else out.get("status")
+        return f"execution {got}: {out.get('error') if isinstance(out, dict) else ''}"
+    if out.get("output") != {"n": n, "results": [n + 1] * 3}:
+        return f"wrong output {json.dumps(out.get('output'))[:200]}"
+    return None
+
+
+def workflow_drive(run: Run) -> None:
+    p = run.p
+    run.set_users(p["users"])
+    run.sending = True
+    p["start_t"] = run.event(f"{p['users']} users run {WORKFLOW}")
+    run.sleep(p["hold_s"])
+    run.sending = False
+    run.event("load stops")
+    run.wait_until(lambda: run.in_flight == 0, 60, "the last executions")
+
+
+def workflow_judge(run: Run) -> list[Criterion]:
+    p, rep = run.p, run.report
+    lat = summarize(latencies(run))
+    f = rep.figures
+    f.update({"executions": len(rep.records), "execution_latency_ms": lat,
+              "executions_per_s": round(len(rep.records) / p["hold_s"], 2)})
+    f["headline"] = (
+        f"{len(rep.records)} executions of a 4-invocation workflow by {p['users']} users: "
+        f"p50 {fmt_ms(lat['p50'])} ms, p95 {fmt_ms(lat['p95'])} ms, "
+        f"{f['executions_per_s']} executions/s")
+    return [Criterion("executions ran", bool(rep.records), len(rep.records), 1,
+                      "no execution ran" if not rep.records else
+                      f"{len(rep.records)} executions ran"),
+            no_failures(rep.records, "executions")]
+
+
 # -- the table ---------------------------------------------------------------------------
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -368,4 +441,15 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                         "--short)"),
                  Option("--burst-users", int, 100, "users in a burst, one request each "
                         "(default 100)"))),
+    Scenario(
+        "workflow_load", "workflows/functions/inc.py", {"n": 1},
+        {"scaling": {"minScale": 1, "maxScale": 4, "target": 2, "stableWindowSeconds": 10,
+                     "scaleToZeroGracePeriodSeconds": 5}},
+        params=lambda run, short: {"hold_s": 8.0 if short else 20.0,
+                                   "users": run.opt("wf_users", 4), "workflow": WORKFLOW},
+        drive=workflow_drive, judge=workflow_judge, start="", request_name="workflow",
+        path=f"/workflow/{WORKFLOW}", check=workflow_check,
+        setup=lambda run: run.api.deploy_workflow(WORKFLOW, workflow_definition(run.function)),
+        teardown=lambda run: run.api.delete_workflow(WORKFLOW, missing_ok=True),
+        options=(Option("--wf-users", int, 4, "users running the workflow (default 4)"),)),
 )}

@@ -12,7 +12,7 @@ import json
 
 from allinone.store.base import Conflict, Obj, StoreError
 
-__all__ = ["decode_object", "encode_object", "parse_resource_version"]
+__all__ = ["decode_listed", "decode_object", "encode_object", "parse_resource_version"]
 
 
 def encode_object(obj: Obj) -> str:
@@ -43,6 +43,23 @@ def decode_object(value: str | bytes, revision: int) -> Obj:
     if not isinstance(metadata, dict):
         metadata = obj["metadata"] = {}
     metadata["resourceVersion"] = str(revision)
+    return obj
+
+
+def decode_listed(value: str | bytes, revision: int, key: str) -> Obj:
+    """Like :func:`decode_object`, for lists and watches: never raises.
+
+    One malformed value must not make a whole list (or watch) fail, or every consumer
+    of the prefix would stop. The object is named after its key (``metadata.name``
+    when it has none) so consumers can report it; a value that is not a JSON object
+    becomes an object with only metadata and ``malformed``, which shape checks reject.
+    """
+    try:
+        obj = decode_object(value, revision)
+    except StoreError as exc:
+        obj = {"metadata": {"resourceVersion": str(revision)}, "malformed": str(exc)}
+    if not isinstance(obj["metadata"].get("name"), str):
+        obj["metadata"]["name"] = key.rsplit("/", 1)[-1]
     return obj
 
 

@@ -39,7 +39,12 @@ from allinone.store.base import (
     Unavailable,
     WatchEvent,
 )
-from allinone.store.codec import decode_object, encode_object, parse_resource_version
+from allinone.store.codec import (
+    decode_listed,
+    decode_object,
+    encode_object,
+    parse_resource_version,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -63,7 +68,7 @@ class _Change:
     revision: int
 
     def event(self) -> WatchEvent:
-        return WatchEvent(self.type, self.key, decode_object(self.value, self.revision),
+        return WatchEvent(self.type, self.key, decode_listed(self.value, self.revision, self.key),
                           self.revision)
 
 
@@ -122,7 +127,7 @@ class MemoryStore:
     async def list(self, prefix: str) -> tuple[list[Obj], int]:
         self._check_open()
         items = [
-            decode_object(entry.value, entry.mod_revision)
+            decode_listed(entry.value, entry.mod_revision, key)
             for key, entry in sorted(self._data.items())
             if key.startswith(prefix)
         ]

@@ -212,7 +212,8 @@ def test_split_argv_and_locust_command() -> None:
 
 
 def test_every_scenario_is_listed_by_its_name() -> None:
-    assert list(SCENARIOS) == ["cold_start", "scale_up", "scale_to_zero", "burst_at_zero"]
+    assert list(SCENARIOS) == ["cold_start", "scale_up", "scale_to_zero", "burst_at_zero",
+                              "workflow_load"]
     assert all(s.name == n and (ROOT / "fixtures" / s.fixture).is_file()
                for n, s in SCENARIOS.items())
 
