@@ -353,9 +353,9 @@ def add_trigger_parser(sub: Any) -> None:
     p.add_argument("--backoff", type=float, metavar="SECONDS", help="first retry delay")
     p.add_argument("--spec", help="the spec as JSON (flags override it)")
     p.add_argument("--update", action="store_true", help="replace the spec of an existing one")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    output_flag(p)
     p = tr.add_parser("list", help="list triggers")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    output_flag(p)
     p = tr.add_parser("get", help="show one trigger as JSON")
     p.add_argument("name")
     p = tr.add_parser("delete", help="delete a trigger; it stops firing")
@@ -363,7 +363,7 @@ def add_trigger_parser(sub: Any) -> None:
     p = tr.add_parser("events", help="the last deliveries of a trigger")
     p.add_argument("name")
     p.add_argument("--limit", type=int, default=20)
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    output_flag(p)
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
@@ -415,6 +415,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def output_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="allinone", description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", default=os.environ.get("ALLINONE_SERVER", DEFAULT_SERVER),
@@ -462,13 +466,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--file", "-f", help=".py file, .zip, or a directory (zipped)")
     p.add_argument("--no-wait", action="store_true", help="return before the build finishes")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    output_flag(p)
     add_spec_flags(p)
     p = fn.add_parser("list", help="list functions")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    output_flag(p)
     p = fn.add_parser("get", help="show one function")
     p.add_argument("name")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    output_flag(p)
     p = fn.add_parser("delete", help="delete a function, its pods and image")
     p.add_argument("name")
     p = fn.add_parser("export", help="write functions as Knative Services (YAML)")

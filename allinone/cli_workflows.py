@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from allinone.cli import CliError, out_json
+from allinone.cli import CliError, out_json, output_flag
 from allinone.client import Client, ok
 
 
@@ -24,12 +24,12 @@ def add_parser(sub: Any) -> None:
     p = wf.add_parser("deploy", help="create a workflow, or update it when it exists")
     p.add_argument("name")
     p.add_argument("--file", "-f", required=True, help="the state machine, .json or .yaml")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    output_flag(p)
     p = wf.add_parser("list", help="list workflows")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    output_flag(p)
     p = wf.add_parser("get", help="show one workflow and its definition")
     p.add_argument("name")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    output_flag(p)
     p = wf.add_parser("delete", help="delete a workflow and its executions")
     p.add_argument("name")
     p = wf.add_parser("run", help="start an execution and wait for its outcome")
@@ -40,11 +40,11 @@ def add_parser(sub: Any) -> None:
     p = wf.add_parser("executions", help="list a workflow's executions, newest first")
     p.add_argument("name")
     p.add_argument("--limit", type=int, default=50)
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    output_flag(p)
     p = wf.add_parser("execution", help="one execution and its history")
     p.add_argument("name")
     p.add_argument("id")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    output_flag(p)
     p = wf.add_parser("graph", help="draw the state machine (PNG, SVG or Graphviz .dot)")
     p.add_argument("name")
     p.add_argument("-o", "--out", required=True, metavar="FILE",

@@ -201,6 +201,10 @@ class Client:
     def json(self, method: str, path: str, **kw: Any) -> Any:
         return self.checked(method, path, **kw).json()
 
+    def _items(self, path: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.json("GET", path, params=params)["items"]
+        return items
+
     # -- functions --------------------------------------------------------------------
 
     def raw_create(self, name: str, source: tuple[str, bytes],
@@ -248,8 +252,7 @@ class Client:
             return None
 
     def functions(self) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.json("GET", f"{API}/functions")["items"]
-        return items
+        return self._items(f"{API}/functions")
 
     def delete(self, name: str, missing_ok: bool = False) -> None:
         self._delete(f"{API}/functions/{name}", missing_ok)
@@ -267,9 +270,7 @@ class Client:
         return out
 
     def pods(self, name: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.json("GET", f"{NS}/pods",
-                                                params={"function": name})["items"]
-        return items
+        return self._items(f"{NS}/pods", {"function": name})
 
     def metrics(self) -> str:
         return self.checked("GET", "/metrics").text
@@ -302,16 +303,13 @@ class Client:
         return out
 
     def triggers(self) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.json("GET", f"{API}/triggers")["items"]
-        return items
+        return self._items(f"{API}/triggers")
 
     def delete_trigger(self, name: str, missing_ok: bool = False) -> None:
         self._delete(f"{API}/triggers/{name}", missing_ok)
 
     def trigger_events(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.json("GET", f"{API}/triggers/{name}/events",
-                                                params={"limit": limit})["items"]
-        return items
+        return self._items(f"{API}/triggers/{name}/events", {"limit": limit})
 
     # -- workflows --------------------------------------------------------------------
 
@@ -329,8 +327,7 @@ class Client:
         return out
 
     def workflows(self) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.json("GET", f"{API}/workflows")["items"]
-        return items
+        return self._items(f"{API}/workflows")
 
     def delete_workflow(self, name: str, missing_ok: bool = False) -> None:
         self._delete(f"{API}/workflows/{name}", missing_ok)
@@ -345,9 +342,7 @@ class Client:
                             timeout=timeout or self.timeout)
 
     def executions(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.json("GET", f"{API}/workflows/{name}/executions",
-                                                params={"limit": limit})["items"]
-        return items
+        return self._items(f"{API}/workflows/{name}/executions", {"limit": limit})
 
     def execution(self, name: str, execution_id: str) -> dict[str, Any]:
         out: dict[str, Any] = self.json("GET",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import importlib.util
 import io
 import os
@@ -125,6 +126,20 @@ def free_port(pair: bool = False) -> int:
             except OSError:
                 continue
     raise RuntimeError("no free port pair")
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a Unix socket: how the platform reaches a pod."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("pod", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.unix_path)
+        self.sock = s
 
 
 def make_zip(entries: dict[str, bytes], *, method: int = zipfile.ZIP_DEFLATED) -> bytes:

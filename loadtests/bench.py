@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from allinone.client import Client, poll
+from allinone.testing import UnixHTTPConnection
 from loadtests.loadgen import measure
 from loadtests.report import summarize
 
@@ -88,18 +89,6 @@ def log(msg: str) -> None:
 
 def stats(values: list[float]) -> dict[str, float | int | None]:
     return summarize(values, (50, 90, 99), 4)
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("pod", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self.unix_path)
-        self.sock = s
 
 
 def connect(target: Target, timeout: float) -> socket.socket:

@@ -173,15 +173,21 @@ def cold_judge(run: Run) -> list[Criterion]:
 
 # -- scale_up --------------------------------------------------------------------------
 
+def hold(run: Run, users: int, seconds: float, label: str) -> float:
+    """A phase: ``users`` callers back to back for ``seconds``; when it started."""
+    run.set_users(users)
+    run.sending = True
+    start = run.event(label)
+    run.sleep(seconds)
+    run.sending = False
+    return start
+
+
 def step_drive(run: Run) -> None:
     p = run.p
     run.event(f"idle ({p['idle_s']:g} s)")
     run.sleep(p["idle_s"])
-    run.set_users(p["users"])
-    run.sending = True
-    p["step_t"] = run.event(f"step to {p['users']} users")
-    run.sleep(p["hold_s"])
-    run.sending = False
+    p["step_t"] = hold(run, p["users"], p["hold_s"], f"step to {p['users']} users")
     run.event("load stops")
     run.sleep(0.5)
 
@@ -226,11 +232,7 @@ def step_judge(run: Run) -> list[Criterion]:
 
 def zero_drive(run: Run) -> None:
     p = run.p
-    run.set_users(p["users"])
-    run.sending = True
-    run.event(f"load: {p['users']} users")
-    run.sleep(p["load_s"])
-    run.sending = False
+    hold(run, p["users"], p["load_s"], f"load: {p['users']} users")
     run.wait_until(lambda: run.in_flight == 0, run.request_timeout(),
                    "the users' last requests")
     p["last_answer_t"] = last = run.last_answer()
@@ -371,11 +373,7 @@ def workflow_check(run: Run, out: Any) -> str | None:
 
 def workflow_drive(run: Run) -> None:
     p = run.p
-    run.set_users(p["users"])
-    run.sending = True
-    p["start_t"] = run.event(f"{p['users']} users run {WORKFLOW}")
-    run.sleep(p["hold_s"])
-    run.sending = False
+    p["start_t"] = hold(run, p["users"], p["hold_s"], f"{p['users']} users run {WORKFLOW}")
     run.event("load stops")
     run.wait_until(lambda: run.in_flight == 0, 60, "the last executions")
 
