@@ -273,8 +273,7 @@ def test_runner_never_imports_locust() -> None:
 
 
 def test_plot_renders_a_png(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
-    from loadtests.plot import render
+    from loadtests.plot import render  # matplotlib: the unit env installs the load extra
 
     rep = r.Report("scale_up", function="lt-x", duration_s=3.0)
     rep.records = [rec(0.1 * i, 200 + i, i != 7) for i in range(25)]
