@@ -419,6 +419,17 @@ def output_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
 
 
+def command(sub: Any, cmd: str, help: str, *, named: bool = True,
+            output: bool = False) -> argparse.ArgumentParser:
+    """A subcommand, with the object's ``name`` and ``-o text|json`` when asked."""
+    p: argparse.ArgumentParser = sub.add_parser(cmd, help=help)
+    if named:
+        p.add_argument("name")
+    if output:
+        output_flag(p)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="allinone", description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", default=os.environ.get("ALLINONE_SERVER", DEFAULT_SERVER),
@@ -468,13 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="return before the build finishes")
     output_flag(p)
     add_spec_flags(p)
-    p = fn.add_parser("list", help="list functions")
-    output_flag(p)
-    p = fn.add_parser("get", help="show one function")
-    p.add_argument("name")
-    output_flag(p)
-    p = fn.add_parser("delete", help="delete a function, its pods and image")
-    p.add_argument("name")
+    command(fn, "list", "list functions", named=False, output=True)
+    command(fn, "get", "show one function", output=True)
+    command(fn, "delete", "delete a function, its pods and image")
     p = fn.add_parser("export", help="write functions as Knative Services (YAML)")
     p.add_argument("name", nargs="?", help="the function (or --all)")
     p.add_argument("--all", action="store_true", help="every function, one multi-document YAML")

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from allinone.cli import CliError, out_json, output_flag
+from allinone.cli import CliError, command, out_json, output_flag
 from allinone.client import Client, ok
 
 
@@ -25,13 +25,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("name")
     p.add_argument("--file", "-f", required=True, help="the state machine, .json or .yaml")
     output_flag(p)
-    p = wf.add_parser("list", help="list workflows")
-    output_flag(p)
-    p = wf.add_parser("get", help="show one workflow and its definition")
-    p.add_argument("name")
-    output_flag(p)
-    p = wf.add_parser("delete", help="delete a workflow and its executions")
-    p.add_argument("name")
+    command(wf, "list", "list workflows", named=False, output=True)
+    command(wf, "get", "show one workflow and its definition", output=True)
+    command(wf, "delete", "delete a workflow and its executions")
     p = wf.add_parser("run", help="start an execution and wait for its outcome")
     p.add_argument("name")
     p.add_argument("-d", "--data", help="the execution's input (JSON)")
@@ -41,8 +37,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("name")
     p.add_argument("--limit", type=int, default=50)
     output_flag(p)
-    p = wf.add_parser("execution", help="one execution and its history")
-    p.add_argument("name")
+    p = command(wf, "execution", "one execution and its history")
     p.add_argument("id")
     output_flag(p)
     p = wf.add_parser("graph", help="draw the state machine (PNG, SVG or Graphviz .dot)")
