@@ -175,6 +175,7 @@ class Client:
                  timeout: float = 120.0) -> None:
         self.server = server.rstrip("/")
         self.timeout = timeout
+        self.token = token
         self.session = requests.Session()
         self.session.trust_env = False
         if token:
