@@ -234,6 +234,15 @@ class ServerProcess:
         # The server made its API token at start; send it (ignored where not required).
         self.client = Client(self.url, token=self.token())
 
+    def __enter__(self) -> ServerProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Stop the server and remove every container of its instance."""
+        self.stop()
+        self.cleanup_containers()
+
     def token(self) -> str:
         from allinone.auth import TOKEN_FILENAME, read_token
         token = read_token(self.state_dir / TOKEN_FILENAME)
