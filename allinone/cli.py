@@ -1,7 +1,7 @@
 """The ``allinone`` command line.
 
-``setup`` and ``serve`` run the platform; the other commands are a thin client of the
-HTTP API (standard library only, so the client starts fast). Errors are printed as one
+``setup`` and ``serve`` run the platform; the other commands are a thin layer over
+:mod:`allinone.client`, the API's one Python client. Errors are printed as one
 readable line on stderr with a non-zero exit status; ``-o json`` prints the API's JSON
 for scripts. The server is ``--server``, else ``$ALLINONE_SERVER``, else
 ``http://127.0.0.1:8080``. The management API's bearer token is ``--token``, else
@@ -12,107 +12,28 @@ state directory (``$ALLINONE_STATE_DIR``); see :mod:`allinone.auth`.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-import uuid
-import zipfile
 from pathlib import Path
 from typing import Any
 
-from allinone import auth, objects
+from allinone import objects
 from allinone.budget import DEFAULT_BUDGET_SHARE, DEFAULT_MAX_PODS_PER_FUNCTION
+from allinone.client import (
+    DEFAULT_SERVER,
+    ApiError,
+    Client,
+    ok,
+    read_source,
+    token_for,
+)
 from allinone.config import DEFAULT_BASE_IMAGE, DEFAULT_STATE_DIR, Settings
-
-DEFAULT_SERVER = "http://127.0.0.1:8080"
 
 
 class CliError(Exception):
     pass
-
-
-# -- HTTP client --------------------------------------------------------------------
-
-class Client:
-    def __init__(self, server: str, timeout: float = 120.0, token: str | None = None) -> None:
-        self.server = server.rstrip("/")
-        self.timeout = timeout
-        self.token = token
-
-    def request(self, method: str, path: str, body: bytes | None = None,
-                content_type: str | None = None) -> tuple[int, bytes]:
-        req = urllib.request.Request(self.server + path, data=body, method=method)
-        if content_type:
-            req.add_header("Content-Type", content_type)
-        if self.token:
-            req.add_header("Authorization", f"Bearer {self.token}")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise CliError(f"cannot reach allinone at {self.server} ({reason}): is `allinone "
-                           "serve` running? (set --server or ALLINONE_SERVER)") from None
-
-    def json(self, method: str, path: str, body: bytes | None = None,
-             content_type: str | None = None, ok: tuple[int, ...] = (200, 201)) -> Any:
-        status, raw = self.request(method, path, body, content_type)
-        try:
-            data = json.loads(raw) if raw else {}
-        except json.JSONDecodeError:
-            data = {"error": {"message": raw.decode(errors="replace")[:300]}}
-        if status not in ok:
-            err = data.get("error", {}) if isinstance(data, dict) else {}
-            raise CliError(f"{err.get('message') or raw[:300]!s} (HTTP {status})")
-        return data
-
-
-def client_token(server: str, given: str | None, state_dir: Path) -> str | None:
-    """The token to send: given (--token / $ALLINONE_TOKEN), else the local token file
-    when the server is on this machine's loopback (never sent anywhere else)."""
-    if given:
-        return given
-    host = urllib.parse.urlsplit(server).hostname or ""
-    if auth.is_loopback(host):
-        return auth.read_token(state_dir.expanduser() / auth.TOKEN_FILENAME)
-    return None
-
-
-def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    out = io.BytesIO()
-    for name, value in fields.items():
-        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode())
-        out.write(value.encode() + b"\r\n")
-    for name, (filename, data) in files.items():
-        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
-                  f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
-                  .encode())
-        out.write(data + b"\r\n")
-    out.write(f"--{boundary}--\r\n".encode())
-    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
-
-
-def read_source(path: str) -> tuple[str, bytes]:
-    """A file as is; a directory zipped in memory (entries relative to it)."""
-    p = Path(path)
-    if p.is_dir():
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and "__pycache__" not in f.parts:
-                    zf.write(f, f.relative_to(p).as_posix())
-        return p.name + ".zip", buf.getvalue()
-    if not p.is_file():
-        raise CliError(f"no such file: {path}")
-    return p.name, p.read_bytes()
 
 
 # -- spec flags ------------------------------------------------------------------
@@ -133,6 +54,13 @@ _INT_FLAGS = {"min_scale", "max_scale", "initial_scale", "container_concurrency"
               "scale_down_delay", "activation_scale"}
 
 
+def fill(spec: dict[str, Any], block: str, **fields: Any) -> None:
+    """Set the given (not None) fields of ``spec[block]``, creating the block if needed."""
+    given = {k: v for k, v in fields.items() if v is not None}
+    if given:
+        spec.setdefault(block, {}).update(given)
+
+
 def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
     spec: dict[str, Any] = json.loads(args.spec) if args.spec else {}
     if not isinstance(spec, dict):
@@ -145,12 +73,7 @@ def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
         spec["handler"] = args.handler
     if args.timeout is not None:
         spec["timeoutSeconds"] = args.timeout
-    if args.memory is not None or args.cpus is not None:
-        res = spec.setdefault("resources", {})
-        if args.memory is not None:
-            res["memoryMiB"] = args.memory
-        if args.cpus is not None:
-            res["cpus"] = args.cpus
+    fill(spec, "resources", memoryMiB=args.memory, cpus=args.cpus)
     for item in args.env or []:
         key, sep, value = item.partition("=")
         if not sep:
@@ -181,52 +104,32 @@ def out_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True))
 
 
-def wait_built(client: Client, name: str, generation: int, quiet: bool,
-               timeout: float = 600.0) -> dict[str, Any]:
-    start = time.monotonic()
-    shown = False
-    while True:
-        fn: dict[str, Any] = client.json("GET", f"/api/v1/functions/{name}")
-        st = fn.get("status", {})
-        if st.get("observedGeneration") == generation and st.get("phase") in ("Ready", "Failed"):
-            if shown:
-                print(file=sys.stderr)
-            return fn
-        if time.monotonic() - start > timeout:
-            raise CliError(f"{name} is still building after {timeout:.0f} s")
-        if not quiet:
-            print(("building " if not shown else "") + ".", end="", file=sys.stderr, flush=True)
-            shown = True
-        time.sleep(0.1)
-
-
 def cmd_deploy(client: Client, args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
-    fields = {"name": args.name}
-    if spec:
-        fields["spec"] = json.dumps(spec)
-    files = {}
-    if args.file:
-        files["source"] = read_source(args.file)
-    status, _ = client.request("GET", f"/api/v1/functions/{args.name}")
-    if status == 404:
-        if not files:
-            raise CliError("--file is required to deploy a new function")
-        body, ctype = multipart(fields, files)
-        fn = client.json("POST", "/api/v1/functions", body, ctype)
-    else:
-        fields.pop("name")
-        body, ctype = multipart(fields, files)
-        fn = client.json("PUT", f"/api/v1/functions/{args.name}", body, ctype)
+    source = read_source(args.file) if args.file else None
+    if source is None and client.find(args.name) is None:
+        raise CliError("--file is required to deploy a new function")
+    quiet = args.output == "json"
+    fn = client.deploy(args.name, source, spec or None, wait=False)
     if not args.no_wait:
         t0 = time.monotonic()
-        fn = wait_built(client, args.name, fn["metadata"]["generation"], args.output == "json")
-        if args.output != "json":
+        dots: list[int] = []
+
+        def progress(_: dict[str, Any]) -> None:
+            if not quiet:
+                print(("building " if not dots else "") + ".", end="", file=sys.stderr,
+                      flush=True)
+                dots.append(1)
+        fn = client.wait_built(args.name, fn["metadata"]["generation"], 600.0,
+                               on_poll=progress)
+        if dots:
+            print(file=sys.stderr)
+        if not quiet:
             st = fn["status"]
-            if st["phase"] == "Failed":
+            if st["phase"] == objects.FAILED:
                 raise CliError(f"build of {args.name} failed: {st.get('message')}")
             print(f"{args.name} is Ready in {time.monotonic() - t0:.2f} s: {st.get('image')}")
-    if args.output == "json":
+    if quiet:
         out_json(fn)
     return 0
 
@@ -241,12 +144,12 @@ def _age(ts: str) -> str:
 
 
 def cmd_list(client: Client, args: argparse.Namespace) -> int:
-    data = client.json("GET", "/api/v1/functions")
+    items = client.functions()
     if args.output == "json":
-        out_json(data)
+        out_json({"items": items})
         return 0
     rows = [("NAME", "PHASE", "READY", "DESIRED", "AGE")]
-    for fn in data["items"]:
+    for fn in items:
         st = fn.get("status", {})
         rows.append((fn["metadata"]["name"], st.get("phase", "?"), str(st.get("readyReplicas", 0)),
                      str(st.get("desiredReplicas", 0)), _age(fn["metadata"]["creationTimestamp"])))
@@ -257,7 +160,7 @@ def cmd_list(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_get(client: Client, args: argparse.Namespace) -> int:
-    fn = client.json("GET", f"/api/v1/functions/{args.name}")
+    fn = client.get(args.name)
     if args.output == "json":
         out_json(fn)
         return 0
@@ -297,9 +200,9 @@ def cmd_export(client: Client, args: argparse.Namespace) -> int:
     if bool(args.name) == bool(args.all):
         raise CliError("give one function NAME, or --all")
     if args.all:
-        fns = client.json("GET", "/api/v1/functions")["items"]
+        fns = client.functions()
     else:
-        fns = [client.json("GET", f"/api/v1/functions/{args.name}")]
+        fns = [client.get(args.name)]
     images: dict[str, str] = {}
     try:
         knative.render(fns)  # refuse before copying anything
@@ -329,30 +232,19 @@ def cmd_export(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_delete(client: Client, args: argparse.Namespace) -> int:
-    client.json("DELETE", f"/api/v1/functions/{args.name}")
+    client.delete(args.name)
     print(f"{args.name} deleted")
     return 0
 
 
 def cmd_invoke(client: Client, args: argparse.Namespace) -> int:
     data = args.data if args.data is not None else "{}"
-    status, raw = client.request("POST", f"/function/{args.name}", data.encode(),
-                                 "application/json")
-    if status != 200:
-        try:
-            msg = json.loads(raw)["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            msg = raw.decode(errors="replace")[:300]
-        raise CliError(f"{msg} (HTTP {status})")
-    print(raw.decode())
+    print(ok(client.invoke(args.name, data=data.encode())).text)
     return 0
 
 
 def cmd_logs(client: Client, args: argparse.Namespace) -> int:
-    status, raw = client.request("GET", f"/api/v1/functions/{args.name}/logs")
-    if status != 200:
-        client.json("GET", f"/api/v1/functions/{args.name}")  # raises the readable error
-    sys.stdout.write(raw.decode(errors="replace"))
+    sys.stdout.write(client.logs(args.name))
     return 0
 
 
@@ -385,37 +277,27 @@ def trigger_spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
             watch["maxContentBytes"] = args.max_content_bytes
     if args.sink:
         spec["sink"] = {"directory": str(Path(args.sink).expanduser().resolve())}
-    if args.max_attempts is not None or args.backoff is not None:
-        retry = spec.setdefault("retry", {})
-        if args.max_attempts is not None:
-            retry["maxAttempts"] = args.max_attempts
-        if args.backoff is not None:
-            retry["backoffSeconds"] = args.backoff
+    fill(spec, "retry", maxAttempts=args.max_attempts, backoffSeconds=args.backoff)
     return spec
 
 
 def cmd_trigger(client: Client, args: argparse.Namespace) -> int:
     sub = args.tcommand
     if sub == "create":
-        body = json.dumps({"name": args.name, "spec": trigger_spec_from_args(args)}).encode()
-        if args.update:
-            data = client.json("PUT", f"/api/v1/triggers/{args.name}",
-                               json.dumps({"spec": trigger_spec_from_args(args)}).encode(),
-                               "application/json")
-        else:
-            data = client.json("POST", "/api/v1/triggers", body, "application/json")
+        spec = trigger_spec_from_args(args)
+        data = (client.update_trigger if args.update else client.create_trigger)(args.name, spec)
         if args.output == "json":
             out_json(data)
         else:
             print(f"trigger {args.name} {'updated' if args.update else 'created'}")
         return 0
     if sub == "list":
-        data = client.json("GET", "/api/v1/triggers")
+        items = client.triggers()
         if args.output == "json":
-            out_json(data)
+            out_json({"items": items})
             return 0
         rows = [("NAME", "SOURCE", "TARGET", "FIRES", "FAILURES", "MISSED", "LAST")]
-        for t in data["items"]:
+        for t in items:
             spec, st = t["spec"], t.get("status", {})
             source = spec.get("schedule") or f"watch {spec.get('watch', {}).get('path')}"
             kind, target = next(iter(spec["target"].items()))
@@ -427,17 +309,17 @@ def cmd_trigger(client: Client, args: argparse.Namespace) -> int:
             print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
         return 0
     if sub == "get":
-        out_json(client.json("GET", f"/api/v1/triggers/{args.name}"))
+        out_json(client.trigger(args.name))
         return 0
     if sub == "delete":
-        client.json("DELETE", f"/api/v1/triggers/{args.name}")
+        client.delete_trigger(args.name)
         print(f"trigger {args.name} deleted")
         return 0
-    data = client.json("GET", f"/api/v1/triggers/{args.name}/events?limit={args.limit}")
+    events = client.trigger_events(args.name, args.limit)
     if args.output == "json":
-        out_json(data)
+        out_json({"items": events})
         return 0
-    for e in data["items"]:
+    for e in events:
         inp = ", ".join(f"{k}={v}" for k, v in e["input"].items())
         lat = f"{e['latencySeconds'] * 1000:.0f} ms" if e.get("latencySeconds") else "-"
         print(f"{e['time']}  {e['status']:<9}  {lat:>8}  {inp}"
@@ -471,9 +353,9 @@ def add_trigger_parser(sub: Any) -> None:
     p.add_argument("--backoff", type=float, metavar="SECONDS", help="first retry delay")
     p.add_argument("--spec", help="the spec as JSON (flags override it)")
     p.add_argument("--update", action="store_true", help="replace the spec of an existing one")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    output_flag(p)
     p = tr.add_parser("list", help="list triggers")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    output_flag(p)
     p = tr.add_parser("get", help="show one trigger as JSON")
     p.add_argument("name")
     p = tr.add_parser("delete", help="delete a trigger; it stops firing")
@@ -481,7 +363,7 @@ def add_trigger_parser(sub: Any) -> None:
     p = tr.add_parser("events", help="the last deliveries of a trigger")
     p.add_argument("name")
     p.add_argument("--limit", type=int, default=20)
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    output_flag(p)
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
@@ -533,6 +415,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def output_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+
+
+def command(sub: Any, cmd: str, help: str, *, named: bool = True,
+            output: bool = False) -> argparse.ArgumentParser:
+    """A subcommand, with the object's ``name`` and ``-o text|json`` when asked."""
+    p: argparse.ArgumentParser = sub.add_parser(cmd, help=help)
+    if named:
+        p.add_argument("name")
+    if output:
+        output_flag(p)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="allinone", description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", default=os.environ.get("ALLINONE_SERVER", DEFAULT_SERVER),
@@ -580,15 +477,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--file", "-f", help=".py file, .zip, or a directory (zipped)")
     p.add_argument("--no-wait", action="store_true", help="return before the build finishes")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    output_flag(p)
     add_spec_flags(p)
-    p = fn.add_parser("list", help="list functions")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
-    p = fn.add_parser("get", help="show one function")
-    p.add_argument("name")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
-    p = fn.add_parser("delete", help="delete a function, its pods and image")
-    p.add_argument("name")
+    command(fn, "list", "list functions", named=False, output=True)
+    command(fn, "get", "show one function", output=True)
+    command(fn, "delete", "delete a function, its pods and image")
     p = fn.add_parser("export", help="write functions as Knative Services (YAML)")
     p.add_argument("name", nargs="?", help="the function (or --all)")
     p.add_argument("--all", action="store_true", help="every function, one multi-document YAML")
@@ -641,8 +534,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_setup(args)
         if args.command == "serve":
             return cmd_serve(args)
-        client = Client(args.server, token=client_token(args.server, args.token,
-                                                         DEFAULT_STATE_DIR))
+        client = Client(args.server, token=token_for(args.server, args.token,
+                                                     DEFAULT_STATE_DIR))
         if args.command == "function":
             return {"deploy": cmd_deploy, "list": cmd_list, "get": cmd_get,
                     "delete": cmd_delete, "export": cmd_export}[args.fcommand](client, args)
@@ -656,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
             from allinone import cli_workflows
 
             return cli_workflows.run(client, args)
-    except CliError as exc:
+    except (CliError, ApiError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""``allinone workflow ...``: the CLI of workflows (a thin client of the HTTP API).
+"""``allinone workflow ...``: the CLI of workflows (over :mod:`allinone.client`).
 
 deploy (create or update from a JSON or YAML file), list, get, delete, run (wait for
 the outcome, or ``--async``), executions, execution (the history as a table) and graph
@@ -14,7 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from allinone.cli import Client, CliError, out_json
+from allinone.cli import CliError, command, out_json, output_flag
+from allinone.client import Client, ok
 
 
 def add_parser(sub: Any) -> None:
@@ -23,14 +24,10 @@ def add_parser(sub: Any) -> None:
     p = wf.add_parser("deploy", help="create a workflow, or update it when it exists")
     p.add_argument("name")
     p.add_argument("--file", "-f", required=True, help="the state machine, .json or .yaml")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
-    p = wf.add_parser("list", help="list workflows")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
-    p = wf.add_parser("get", help="show one workflow and its definition")
-    p.add_argument("name")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
-    p = wf.add_parser("delete", help="delete a workflow and its executions")
-    p.add_argument("name")
+    output_flag(p)
+    command(wf, "list", "list workflows", named=False, output=True)
+    command(wf, "get", "show one workflow and its definition", output=True)
+    command(wf, "delete", "delete a workflow and its executions")
     p = wf.add_parser("run", help="start an execution and wait for its outcome")
     p.add_argument("name")
     p.add_argument("-d", "--data", help="the execution's input (JSON)")
@@ -39,11 +36,10 @@ def add_parser(sub: Any) -> None:
     p = wf.add_parser("executions", help="list a workflow's executions, newest first")
     p.add_argument("name")
     p.add_argument("--limit", type=int, default=50)
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
-    p = wf.add_parser("execution", help="one execution and its history")
-    p.add_argument("name")
+    output_flag(p)
+    p = command(wf, "execution", "one execution and its history")
     p.add_argument("id")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    output_flag(p)
     p = wf.add_parser("graph", help="draw the state machine (PNG, SVG or Graphviz .dot)")
     p.add_argument("name")
     p.add_argument("-o", "--out", required=True, metavar="FILE",
@@ -86,13 +82,7 @@ def run(client: Client, args: argparse.Namespace) -> int:
     cmd = args.wcommand
     if cmd == "deploy":
         definition = read_definition(args.file)
-        status, _ = client.request("GET", f"/api/v1/workflows/{args.name}")
-        if status == 404:
-            body = json.dumps({"name": args.name, "definition": definition}).encode()
-            wf = client.json("POST", "/api/v1/workflows", body, "application/json")
-        else:
-            body = json.dumps({"definition": definition}).encode()
-            wf = client.json("PUT", f"/api/v1/workflows/{args.name}", body, "application/json")
+        wf = client.deploy_workflow(args.name, definition)
         if args.output == "json":
             out_json(wf)
         else:
@@ -100,19 +90,19 @@ def run(client: Client, args: argparse.Namespace) -> int:
                   f"{len(definition['States'])} states)")
         return 0
     if cmd == "list":
-        data = client.json("GET", "/api/v1/workflows")
+        items = client.workflows()
         if args.output == "json":
-            out_json(data)
+            out_json({"items": items})
             return 0
         rows: list[tuple[str, ...]] = [("NAME", "STATES", "START AT", "GENERATION")]
-        for wf in data["items"]:
+        for wf in items:
             d = wf["spec"]["definition"]
             rows.append((wf["metadata"]["name"], str(len(d["States"])), d["StartAt"],
                          str(wf["metadata"]["generation"])))
         _table(rows)
         return 0
     if cmd == "get":
-        wf = client.json("GET", f"/api/v1/workflows/{args.name}")
+        wf = client.workflow(args.name)
         if args.output == "json":
             out_json(wf)
         else:
@@ -121,30 +111,30 @@ def run(client: Client, args: argparse.Namespace) -> int:
             print(json.dumps(wf["spec"]["definition"], indent=2))
         return 0
     if cmd == "delete":
-        client.json("DELETE", f"/api/v1/workflows/{args.name}")
+        client.delete_workflow(args.name)
         print(f"{args.name} deleted")
         return 0
     if cmd == "run":
         data = args.data if args.data is not None else "{}"
-        path = f"/workflow/{args.name}" + ("?mode=async" if args.async_ else "")
-        out = client.json("POST", path, data.encode(), "application/json", ok=(200, 202))
+        out = ok(client.start_workflow(args.name, data=data.encode(),
+                                       wait=not args.async_)).json()
         if args.async_:
             print(out["executionId"])
             return 0
         out_json(out)
         return 0 if out.get("status") == "SUCCEEDED" else 1
     if cmd == "executions":
-        data = client.json("GET", f"/api/v1/workflows/{args.name}/executions?limit={args.limit}")
+        execs = client.executions(args.name, args.limit)
         if args.output == "json":
-            out_json(data)
+            out_json({"items": execs})
             return 0
         erows: list[tuple[str, ...]] = [("EXECUTION", "STATUS", "STARTED", "STOPPED")]
         erows += [(e["executionId"], e["status"], e.get("startDate") or "-",
-                   e.get("stopDate") or "-") for e in data["items"]]
+                   e.get("stopDate") or "-") for e in execs]
         _table(erows)
         return 0
     if cmd == "execution":
-        ex = client.json("GET", f"/api/v1/workflows/{args.name}/executions/{args.id}")
+        ex = client.execution(args.name, args.id)
         if args.output == "json":
             out_json(ex)
             return 0
@@ -174,10 +164,10 @@ def run(client: Client, args: argparse.Namespace) -> int:
     if cmd == "graph":
         from allinone.workflows.graph import render
 
-        wf = client.json("GET", f"/api/v1/workflows/{args.name}")
+        wf = client.workflow(args.name)
         events = None
         if args.execution:
-            ex = client.json("GET", f"/api/v1/workflows/{args.name}/executions/{args.execution}")
+            ex = client.execution(args.name, args.execution)
             events = ex.get("events", [])
         g = render(wf["spec"]["definition"], args.name, events)
         out = Path(args.out)

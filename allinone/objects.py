@@ -389,3 +389,42 @@ def template_hash(template: Obj) -> str:
     """A short stable hash of a pod template; pods record it to tell generations apart."""
     raw = json.dumps(template, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(raw).hexdigest()[:10]
+
+
+# ---------------------------------------------------------------------------
+# Constructors of derived objects
+
+def pod_template(fn: Obj, image: str) -> tuple[Obj, str]:
+    """The ReplicaSet's pod template for a built function, and its hash.
+
+    ``generation`` and ``timeoutSeconds`` are recorded but left out of the hash: they
+    do not change what runs in the container, so changing them must not replace pods.
+    """
+    spec = fn["spec"]
+    template = {
+        "image": image,
+        "handler": spec.get("handler", DEFAULT_SPEC["handler"]),
+        "env": dict(spec.get("env") or {}),
+        "resources": dict(spec.get("resources") or {}),
+    }
+    if spec.get("network", "none") != "none":  # absent by default: older hashes stay valid
+        template["network"] = spec["network"]
+    thash = template_hash(template)
+    template["timeoutSeconds"] = spec.get("timeoutSeconds", DEFAULT_SPEC["timeoutSeconds"])
+    template["generation"] = fn["metadata"]["generation"]
+    return template, thash
+
+
+def replicaset_for(fn: Obj) -> Obj:
+    """A function's ReplicaSet: same name, namespace serverless, starting at initialScale."""
+    name = fn["metadata"]["name"]
+    initial = int(scaling(fn["spec"]).get("initialScale", 0))
+    rs = new_object(
+        "ReplicaSet", name,
+        {"replicas": initial, "selector": {"function": name}, "template": None,
+         "templateHash": None},
+        namespace=NAMESPACE, labels={"function": name},
+    )
+    rs["metadata"]["ownerReferences"] = [
+        {"kind": "Function", "name": name, "uid": fn["metadata"]["uid"]}]
+    return rs

@@ -1,4 +1,4 @@
-"""A real ``allinone serve`` in a subprocess, and a small client for it.
+"""A real ``allinone serve`` in a subprocess, spoken to through :mod:`allinone.client`.
 
 Used by the integration tests and by ``python -m loadtests`` when it starts its own
 server.
@@ -13,7 +13,10 @@ leaves pods behind for the next one.
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
+import http.client
+import importlib.util
+import io
 import os
 import shutil
 import signal
@@ -21,13 +24,16 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
+import zipfile
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import docker
 import requests
+
+from allinone.client import Client, NotFound, Timeout, Unreachable, poll
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
@@ -122,15 +128,56 @@ def free_port(pair: bool = False) -> int:
     raise RuntimeError("no free port pair")
 
 
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a Unix socket: how the platform reaches a pod."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("pod", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.unix_path)
+        self.sock = s
+
+
+def make_zip(entries: dict[str, bytes], *, method: int = zipfile.ZIP_DEFLATED) -> bytes:
+    """A zip archive in memory holding ``entries`` (name -> bytes), as an upload."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", method) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def load_module(path: Path, name: str) -> ModuleType:
+    """Import the Python file at ``path`` as module ``name`` (fixtures are no package)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextlib.asynccontextmanager
+async def running(*loops: Coroutine[Any, Any, Any]) -> AsyncIterator[None]:
+    """Run ``loops`` as tasks for the body of the ``async with``; cancel them after."""
+    tasks = [asyncio.ensure_future(c) for c in loops]
+    try:
+        yield
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+    """Poll ``cond`` until true (the client's one wait loop); AssertionError on time-out."""
+    try:
+        return poll(cond, timeout, what, interval)
+    except Timeout as exc:
+        raise AssertionError(str(exc)) from None
 
 
 class ServerProcess:
@@ -147,7 +194,12 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = state_dir / "serve.log"
         self.url = f"http://127.0.0.1:{self.port}"
-        self.http = requests.Session()
+        self.client = Client(self.url)
+
+    @property
+    def http(self) -> requests.Session:
+        """The client's session (with the token), for tests of the raw HTTP contract."""
+        return self.client.session
 
     @property
     def registry(self) -> str:
@@ -173,14 +225,23 @@ class ServerProcess:
                 raise AssertionError(f"allinone serve exited {self.proc.returncode}:\n"
                                      + self.log_tail())
             try:
-                return self.http.get(self.url + "/healthz", timeout=1).status_code == 200
-            except (requests.ConnectionError, requests.Timeout):
-                # Timeout: serve listens before its start-up is done (it owns its socket),
-                # so an early connection waits in the backlog.
+                return self.client.request("GET", "/healthz", timeout=1).status_code == 200
+            except Unreachable:
+                # Also a time-out: serve listens before its start-up is done (it owns its
+                # socket), so an early connection waits in the backlog.
                 return False
         wait_for(up, timeout, "allinone serve to answer /healthz")
         # The server made its API token at start; send it (ignored where not required).
-        self.http.headers["Authorization"] = f"Bearer {self.token()}"
+        self.client = Client(self.url, token=self.token())
+
+    def __enter__(self) -> ServerProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Stop the server and remove every container of its instance."""
+        self.stop()
+        self.cleanup_containers()
 
     def token(self) -> str:
         from allinone.auth import TOKEN_FILENAME, read_token
@@ -229,63 +290,57 @@ class ServerProcess:
             except docker.errors.NotFound:
                 pass
 
-    # -- API helpers ------------------------------------------------------------
+    # -- API helpers (thin: the client does the work) ----------------------------------
 
     def deploy(self, name: str, path: Path, spec: dict[str, Any] | None = None,
                wait: bool = True, filename: str | None = None) -> requests.Response:
-        data = {"name": name}
-        if spec is not None:
-            data["spec"] = json.dumps(spec)
-        resp = self.http.post(self.url + "/api/v1/functions", data=data,
-                              files={"source": (filename or path.name, path.read_bytes())})
+        resp = self.client.raw_create(name, (filename or path.name, path.read_bytes()), spec)
         if wait and resp.status_code == 201:
             self.wait_phase(name, "Ready")
         return resp
 
     def update(self, name: str, path: Path | None = None,
                spec: dict[str, Any] | None = None) -> requests.Response:
-        data = {"spec": json.dumps(spec)} if spec is not None else {}
-        files = {"source": (path.name, path.read_bytes())} if path else None
-        return self.http.put(self.url + f"/api/v1/functions/{name}", data=data, files=files)
+        return self.client.raw_update(name, (path.name, path.read_bytes()) if path else None,
+                                      spec)
 
     def get(self, name: str) -> dict[str, Any]:
-        resp = self.http.get(self.url + f"/api/v1/functions/{name}")
-        resp.raise_for_status()
-        out: dict[str, Any] = resp.json()
-        return out
+        return self.client.get(name)
 
     def wait_phase(self, name: str, phase: str, timeout: float = 300) -> dict[str, Any]:
-        # 300 s: the first build of a fresh server pushes the base image, which takes
-        # two minutes on a 2-core machine busy with other test runs.
-        def check() -> dict[str, Any] | None:
-            fn = self.get(name)
-            st = fn["status"]
-            if st.get("phase") == "Failed" and phase != "Failed":
-                raise AssertionError(f"{name} failed to build: {st.get('message')}")
-            ok = st.get("phase") == phase and st.get("observedGeneration") == \
-                fn["metadata"]["generation"]
-            return fn if ok else None
-        result: dict[str, Any] = wait_for(check, timeout, f"{name} to be {phase}")
-        return result
+        """The function once its latest generation is ``phase`` (Ready or Failed).
+
+        300 s: the first build of a fresh server pushes the base image, which takes two
+        minutes on a 2-core machine busy with other test runs.
+        """
+        try:
+            fn = self.client.wait_built(name, timeout=timeout)
+        except Timeout as exc:
+            raise AssertionError(str(exc)) from None
+        if fn["status"]["phase"] != phase:
+            raise AssertionError(f"{name} is {fn['status']['phase']}, not {phase}: "
+                                 f"{fn['status'].get('message')}")
+        return fn
 
     def invoke(self, name: str, body: Any, timeout: float = 120) -> requests.Response:
-        return self.http.post(self.url + f"/function/{name}", json=body, timeout=timeout)
+        return self.client.invoke(name, body, timeout=timeout)
 
     def replicaset(self, name: str) -> dict[str, Any]:
-        resp = self.http.get(self.url + f"/api/v1/namespaces/serverless/replicasets/{name}")
-        resp.raise_for_status()
-        out: dict[str, Any] = resp.json()
-        return out
+        return self.client.replicaset(name)
 
     def pods(self, name: str) -> list[dict[str, Any]]:
-        resp = self.http.get(self.url + "/api/v1/namespaces/serverless/pods",
-                             params={"function": name})
-        resp.raise_for_status()
-        items: list[dict[str, Any]] = resp.json()["items"]
-        return items
+        return self.client.pods(name)
+
+    def gone(self, name: str) -> bool:
+        """Neither the function nor its ReplicaSet exists."""
+        try:
+            self.client.replicaset(name)
+        except NotFound:
+            return self.client.find(name) is None
+        return False
 
     def delete(self, name: str) -> requests.Response:
-        return self.http.delete(self.url + f"/api/v1/functions/{name}")
+        return self.client.request("DELETE", f"/api/v1/functions/{name}")
 
     def registry_tags(self, name: str) -> list[str]:
         resp = requests.get(f"http://{self.registry}/v2/allinone/{name}/tags/list", timeout=5)

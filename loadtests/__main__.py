@@ -12,8 +12,8 @@ server's log is copied to the report folder. With ``--server`` it uses that one 
 
 Each scenario runs as its own process, exactly as a user would run it::
 
-    python -m locust -f loadtests/NAME.py --headless --host URL --only-summary \\
-        --report DIR/NAME.json --tick S --max-seconds CAP [--short] [LOCUST ARGS]
+    python -m locust -f loadtests/locustfile.py --scenario NAME --headless --host URL \\
+        --only-summary --report DIR/NAME.json --tick S --max-seconds CAP [--short] [ARGS]
 
 The scenario's shape ends the run; ``--max-seconds`` (3 minutes with ``--short``, 10
 otherwise) is a safety cap after which the scenario stops, fails and still writes its
@@ -41,12 +41,10 @@ from pathlib import Path
 from typing import Any
 
 from loadtests.report import load_report
+from loadtests.scenarios import SCENARIOS
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SCENARIOS = ("cold_start", "scale_up", "scale_to_zero", "burst_at_zero", "workflow_load")
-# Run only when named: too long for the short run (imagepipe_load builds Pillow functions).
-OPTIONAL = ("imagepipe_load",)
 DEFAULT_REPORT_DIR = HERE / "reports"
 # Safety caps on one scenario's run in seconds (set-up included: the first build on a
 # fresh registry pushes the base image, ~10-15 s here). The shapes end well before them.
@@ -85,9 +83,9 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def locust_command(name: str, url: str, report: Path, tick: float, short: bool,
                    extra: list[str]) -> list[str]:
-    cmd = [sys.executable, "-m", "locust", "-f", str(HERE / f"{name}.py"), "--headless",
-           "--host", url, "--only-summary", "--report", str(report), "--tick", f"{tick:g}",
-           "--max-seconds", str(RUN_TIME_CAP[short])]
+    cmd = [sys.executable, "-m", "locust", "-f", str(HERE / "locustfile.py"), "--scenario",
+           name, "--headless", "--host", url, "--only-summary", "--report", str(report),
+           "--tick", f"{tick:g}",           "--max-seconds", str(RUN_TIME_CAP[short])]
     if short:
         cmd.append("--short")
     return cmd + extra
@@ -170,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     ours, extra = split_argv(sys.argv[1:] if argv is None else list(argv))
     args = build_parser().parse_args(ours)
     names = args.scenarios or list(SCENARIOS)
-    unknown = [n for n in names if n not in SCENARIOS + OPTIONAL]
+    unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         print(f"error: unknown scenario(s) {unknown}; choose from {list(SCENARIOS)}",
               file=sys.stderr)

@@ -3,7 +3,7 @@
     python -m loadtests.bench [--server URL --tick S [--paused-server URL]] [--trials 20]
                               [--requests 2000] [--concurrency 32] [--duration 5]
                               [--deploys 5] [--json loadtests/reports/bench.json]
-                              [--only warm throughput cold paused deploy]
+                              [--only warm throughput cold paused deploy idle]
 
 Without ``--server`` it starts its own ``allinone serve`` (``ServerProcess``: temporary
 state, free ports, tick 0.5 s) and stops it at the end. It measures:
@@ -16,8 +16,8 @@ state, free ports, tick 0.5 s) and stops it at the end. It measures:
    p50/p99 and the added latency.
 2. **Throughput**, ``--concurrency`` keep-alive connections for ``--duration`` s, direct
    (to the pod's socket) vs activator, alternating, 3 runs each (the median is
-   reported), with the same small load generator in pure Python (asyncio on uvloop,
-   raw HTTP/1.1) for both. On 2 cores the load generator competes with the server and
+   reported), with the same load generator for both (:mod:`loadtests.loadgen`: asyncio
+   on uvloop, raw HTTP/1.1). On 2 cores the load generator competes with the server and
    the pod for CPU: through the activator three busy processes share two cores,
    directly only two, so the ratio understates the activator.
 3. **Cold start** through the activator over ``--trials`` trials (a function with a 1 s
@@ -32,6 +32,9 @@ state, free ports, tick 0.5 s) and stops it at the end. It measures:
 5. **Deploy to Ready** of a 1 KB function: a first build of new source (unique bytes
    each time) and a cached rebuild (the same bytes under a new name), ``--deploys``
    times each, timed from the POST to ``phase: Ready``.
+6. **Idle CPU**: the server process's own CPU (``/proc/PID/stat``; etcd and the
+   registry not counted) over ``--idle-seconds`` with ``--idle-functions`` warm
+   functions (minScale 1) and no traffic.
 
 It prints a table (with DESIGN.md's targets) and writes everything, raw trials
 included, as JSON. Numbers from a shared 2-core machine are noisy: compare the columns
@@ -41,13 +44,11 @@ of one run, quote medians, and run it twice before believing a difference.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import http.client
 import json
 import os
 import platform
-import re
 import shutil
 import socket
 import subprocess
@@ -59,14 +60,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from loadtests.report import parse_metric, percentile
+from allinone.client import Client, poll
+from allinone.testing import UnixHTTPConnection
+from loadtests.loadgen import measure
+from loadtests.report import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
 ADD_BODY = b'{"x": 1, "y": 2}'
 HEADERS = {"Content-Type": "application/json"}
+PARTS = ("warm", "throughput", "cold", "paused", "deploy", "idle")
 THROUGHPUT_ROUNDS = 3  # runs per path and tool, alternating; the median is reported
 TARGETS = {
     "cold_start_p50_vs_docker_api": 1.0,  # cold start p50 <= bare create+start p50
@@ -74,6 +77,7 @@ TARGETS = {
     "added_latency_p50_ms": 0.5,
     "throughput_ratio": 0.5,  # activator / direct-to-pod
     "deploy_to_ready_s": 1.0,
+    "idle_cpu_percent": 1.0,
 }
 # A pod's address for the bench: a TCP port (the activator) or a Unix socket path (a pod).
 Target = int | str
@@ -84,104 +88,7 @@ def log(msg: str) -> None:
 
 
 def stats(values: list[float]) -> dict[str, float | int | None]:
-    def r(x: float | None) -> float | None:
-        return None if x is None else round(x, 4)
-    return {"n": len(values), "min": r(min(values)) if values else None,
-            "p50": r(percentile(values, 50)), "p90": r(percentile(values, 90)),
-            "p99": r(percentile(values, 99)), "max": r(max(values)) if values else None,
-            "mean": r(sum(values) / len(values)) if values else None}
-
-
-# -- the API ---------------------------------------------------------------------------
-
-class Api:
-    def __init__(self, base: str) -> None:
-        self.base = base.rstrip("/")
-        self.http = requests.Session()
-        self.http.trust_env = False
-
-    def get(self, name: str) -> dict[str, Any]:
-        resp = self.http.get(f"{self.base}/api/v1/functions/{name}", timeout=10)
-        resp.raise_for_status()
-        out: dict[str, Any] = resp.json()
-        return out
-
-    def create(self, name: str, filename: str, data: bytes, spec: dict[str, Any]) -> float:
-        """POST the function; returns the perf_counter time just before the request."""
-        t = time.perf_counter()
-        resp = self.http.post(f"{self.base}/api/v1/functions",
-                              data={"name": name, "spec": json.dumps(spec)},
-                              files={"source": (filename, data)}, timeout=60)
-        if resp.status_code != 201:
-            raise RuntimeError(f"deploying {name}: HTTP {resp.status_code} {resp.text[:300]}")
-        return t
-
-    def wait_ready(self, name: str, timeout: float = 300, interval: float = 0.01) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            fn = self.get(name)
-            st = fn["status"]
-            if st.get("observedGeneration") == fn["metadata"]["generation"]:
-                if st.get("phase") == "Ready":
-                    return fn
-                if st.get("phase") == "Failed":
-                    raise RuntimeError(f"{name} failed to build: {st.get('message')}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} not Ready after {timeout} s")
-            time.sleep(interval)
-
-    def deploy(self, name: str, path: Path, spec: dict[str, Any]) -> dict[str, Any]:
-        self.create(name, path.name, path.read_bytes(), spec)
-        return self.wait_ready(name)
-
-    def pods(self, name: str) -> list[dict[str, Any]]:
-        resp = self.http.get(f"{self.base}/api/v1/namespaces/serverless/pods",
-                             params={"function": name}, timeout=10)
-        resp.raise_for_status()
-        items: list[dict[str, Any]] = resp.json()["items"]
-        return items
-
-    def delete(self, name: str) -> None:
-        self.http.delete(f"{self.base}/api/v1/functions/{name}", timeout=10)
-
-    def metric(self, metric: str, function: str) -> float:
-        text = self.http.get(f"{self.base}/metrics", timeout=10).text
-        value = parse_metric(text, metric, function)
-        return 0.0 if value is None else value
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-def ready_pod_socket(api: Api, name: str) -> str:
-    def find() -> str | None:
-        for pod in api.pods(name):
-            st = pod.get("status", {})
-            if st.get("ready") and st.get("phase") == "Running":
-                return str(st["socket"])
-        return None
-    path: str = wait_for(find, 120, f"a ready pod of {name}")
-    return path
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("pod", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self.unix_path)
-        self.sock = s
+    return summarize(values, (50, 90, 99), 4)
 
 
 def connect(target: Target, timeout: float) -> socket.socket:
@@ -250,92 +157,11 @@ def bench_warm_latency(server_port: int, function: str, pod_socket: str,
 
 # -- 2. throughput -----------------------------------------------------------------
 
-class _LoadConn(asyncio.Protocol):
-    """One keep-alive connection of the load generator: send, read the whole answer, repeat."""
-
-    def __init__(self, request: bytes, stop_at: float, out: dict[str, Any],
-                 done: asyncio.Future[None]) -> None:
-        self.request, self.stop_at, self.out, self.done = request, stop_at, out, done
-        self.buf = b""
-        self.t = 0.0
-        self.transport: Any = None  # asyncio's or uvloop's transport
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family != socket.AF_UNIX:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._send()
-
-    def _send(self) -> None:
-        assert self.transport is not None
-        self.t = time.perf_counter()
-        self.transport.write(self.request)
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        while True:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = self.buf[:end].lower()
-            m = re.search(rb"\r\ncontent-length:\s*(\d+)", head)
-            size = int(m.group(1)) if m else 0
-            total = end + 4 + size
-            if len(self.buf) < total:
-                return
-            status = self.buf[9:12]
-            self.buf = self.buf[total:]
-            now = time.perf_counter()
-            if status == b"200":
-                self.out["ok"] += 1
-                self.out["lat"].append((now - self.t) * 1000)
-            else:
-                self.out["errors"] += 1
-            if now >= self.stop_at:
-                assert self.transport is not None
-                self.transport.close()
-                return
-            self._send()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
-            self.done.set_result(None)
-
-
-async def _load(target: Target, path: str, conns: int, seconds: float) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
-               f"application/json\r\nContent-Length: {len(ADD_BODY)}\r\n\r\n").encode() + ADD_BODY
-    out: dict[str, Any] = {"ok": 0, "errors": 0, "lat": []}
-    t0 = time.perf_counter()
-    stop_at = t0 + seconds
-    dones = []
-    for _ in range(conns):
-        done: asyncio.Future[None] = loop.create_future()
-        factory = lambda d=done: _LoadConn(request, stop_at, out, d)  # type: ignore[misc]  # noqa: E731
-        if isinstance(target, int):
-            await loop.create_connection(factory, "127.0.0.1", target)
-        else:
-            await loop.create_unix_connection(factory, target)
-        dones.append(done)
-    await asyncio.wait_for(asyncio.gather(*dones), seconds + 30)
-    out["seconds"] = time.perf_counter() - t0
-    return out
-
-
 def python_load(target: Target, path: str, conns: int, seconds: float) -> dict[str, Any]:
-    """Closed-loop load with ``conns`` connections; req/s and latency under load."""
-    try:
-        import uvloop
-        runner: Callable[[Any], Any] = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    runner(_load(target, path, conns, 0.5))  # warm-up: connections, pools, the pod's threads
-    out = runner(_load(target, path, conns, seconds))
-    lat = stats(out["lat"])
-    return {"rps": round(out["ok"] / out["seconds"], 1), "errors": out["errors"],
-            "requests": out["ok"], "latency_ms": lat}
+    """Closed-loop load with ``conns`` connections (:mod:`loadtests.loadgen`)."""
+    if isinstance(target, int):
+        return measure(f"http://127.0.0.1:{target}{path}", conns, seconds, ADD_BODY)
+    return measure(f"http://pod{path}", conns, seconds, ADD_BODY, unix=target)
 
 
 def bench_throughput(server_port: int, function: str, pod_socket: str, conns: int,
@@ -456,34 +282,33 @@ def docker_api_start(client: Any, sandbox: Sandbox, image: str, handler: str) ->
     return (ready - t) * 1000
 
 
-def bench_cold_start(api: Api, server_port: int, trials: int, tick: float) -> dict[str, Any]:
+def deploy_one_pod(api: Client, name: str) -> tuple[str, str, Any]:
+    """``add.py`` as ``name`` (one pod at most, at zero 1 s after its last request): its
+    image, its handler and a Docker client for the bare runs beside it."""
     import docker
 
-    name = "bench-cold"
-    spec = {"scaling": {"maxScale": 1, "scaleToZeroGracePeriodSeconds": 1,
-                        "stableWindowSeconds": 6}}
-    fn = api.deploy(name, FIXTURES / "add.py", spec)
-    image, handler = fn["status"]["image"], fn["spec"].get("handler", "run")
-    client = docker.from_env()
-    sandbox = Sandbox()
+    fn = api.deploy(name, FIXTURES / "add.py", {"scaling": {
+        "maxScale": 1, "scaleToZeroGracePeriodSeconds": 1, "stableWindowSeconds": 6}})
+    return fn["status"]["image"], fn["spec"]["handler"], docker.from_env()
 
-    def at_zero() -> bool:
-        st = api.get(name)["status"]
-        return not st.get("readyReplicas") and not st.get("desiredReplicas") \
-            and not api.pods(name)
+
+def bench_cold_start(api: Client, server_port: int, trials: int, tick: float) -> dict[str, Any]:
+    name = "bench-cold"
+    image, handler, client = deploy_one_pod(api, name)
+    sandbox = Sandbox()
 
     rows = []
     try:
         for i in range(trials):
-            wait_for(at_zero, 60 + 10 * tick, f"{name} at zero")
-            s0 = api.metric("allinone_cold_start_latency_seconds_sum", name)
+            api.wait_replicas(name, 0, 0, 60 + 10 * tick, interval=0.02, no_pods=True)
+            s0 = float(api.metric("allinone_cold_start_latency_seconds_sum", name) or 0)
             caller = Caller(server_port, f"/function/{name}")
             try:
                 cold = caller.call()
                 warm = caller.call()
             finally:
                 caller.close()
-            s1 = api.metric("allinone_cold_start_latency_seconds_sum", name)
+            s1 = float(api.metric("allinone_cold_start_latency_seconds_sum", name) or 0)
             cli = docker_run_cli(sandbox, image, handler)
             sdk = docker_api_start(client, sandbox, image, handler)
             rows.append({"trial": i + 1, "activator_cold_ms": round(cold, 3),
@@ -495,7 +320,7 @@ def bench_cold_start(api: Api, server_port: int, trials: int, tick: float) -> di
     finally:
         client.close()
         sandbox.close()
-        api.delete(name)
+        api.delete(name, missing_ok=True)
     col = {k: stats([float(r[k]) for r in rows]) for k in
            ("activator_cold_ms", "warm_call_ms", "activator_server_ms", "docker_run_cli_ms",
             "docker_api_ms")}
@@ -523,16 +348,10 @@ def bare_unpause_floor(client: Any, image: str, handler: str, trials: int) -> li
     return out
 
 
-def bench_paused(api: Api, server_port: int, trials: int, tick: float) -> dict[str, Any]:
+def bench_paused(api: Client, server_port: int, trials: int, tick: float) -> dict[str, Any]:
     """Scale-from-zero when the server keeps scaled-down pods paused (--keep-paused)."""
-    import docker
-
     name = "bench-paused"
-    spec = {"scaling": {"maxScale": 1, "scaleToZeroGracePeriodSeconds": 1,
-                        "stableWindowSeconds": 6}}
-    fn = api.deploy(name, FIXTURES / "add.py", spec)
-    image, handler = fn["status"]["image"], fn["spec"].get("handler", "run")
-    client = docker.from_env()
+    image, handler, client = deploy_one_pod(api, name)
 
     def parked() -> bool:
         st = api.get(name)["status"]
@@ -545,7 +364,7 @@ def bench_paused(api: Api, server_port: int, trials: int, tick: float) -> dict[s
     try:
         Caller(server_port, f"/function/{name}").call()  # the first pod, to be paused
         for i in range(trials):
-            wait_for(parked, 60 + 10 * tick, f"{name} at zero with its container paused")
+            poll(parked, 60 + 10 * tick, f"{name} at zero with its container paused")
             caller = Caller(server_port, f"/function/{name}")
             try:
                 resumed = caller.call()
@@ -556,7 +375,7 @@ def bench_paused(api: Api, server_port: int, trials: int, tick: float) -> dict[s
         floor = bare_unpause_floor(client, image, handler, trials)
     finally:
         client.close()
-        api.delete(name)
+        api.delete(name, missing_ok=True)
     return {"trials": rows, "image": image,
             "activator_resume_ms": stats([float(r["activator_resume_ms"]) for r in rows]),
             "docker_unpause_ms": stats(floor)}
@@ -574,7 +393,7 @@ def one_kb_function(tag: str) -> bytes:
     return (body + "#" * (1023 - len(body)) + "\n").encode()
 
 
-def bench_deploy(api: Api, n: int) -> dict[str, Any]:
+def bench_deploy(api: Client, n: int) -> dict[str, Any]:
     first: list[float] = []
     cached: list[float] = []
     build_s: list[float] = []
@@ -585,18 +404,49 @@ def bench_deploy(api: Api, n: int) -> dict[str, Any]:
             for kind, out in (("first", first), ("cached", cached)):
                 name = f"bench-deploy-{kind}-{i}-{uuid.uuid4().hex[:4]}"
                 names.append(name)
-                t = api.create(name, "func.py", src, {})
-                fn = api.wait_ready(name)
+                t = time.perf_counter()
+                api.create(name, ("func.py", src), {})
+                fn = api.wait_ready(name, interval=0.01)
                 out.append(time.perf_counter() - t)
                 if kind == "first":
                     build_s.append(float(fn["status"].get("buildSeconds") or 0))
             log(f"deploy {i + 1}/{n}: first build {first[-1]:.3f} s, cached {cached[-1]:.3f} s")
     finally:
         for name in names:
-            api.delete(name)
+            api.delete(name, missing_ok=True)
     return {"source_bytes": 1024, "first_build_s": stats(first),
             "cached_rebuild_s": stats(cached), "server_build_seconds": stats(build_s),
             "poll_interval_s": 0.01}
+
+
+# -- 6. idle CPU with warm functions --------------------------------------------------
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of one process so far, not of its children."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_idle(api: Client, pid: int, n: int, seconds: float) -> dict[str, Any]:
+    """The server's own CPU (etcd and the registry are other processes) over ``seconds``
+    with ``n`` warm functions (minScale 1, 64 MiB each) and no traffic."""
+    names = [f"bench-idle-{i}" for i in range(n)]
+    spec = {"scaling": {"minScale": 1, "maxScale": 1}, "resources": {"memoryMiB": 64}}
+    try:
+        for name in names:
+            api.deploy(name, FIXTURES / "add.py", spec, wait=False)
+        for name in names:
+            api.wait_ready(name, timeout=600)
+            api.wait_replicas(name, 1, 1, timeout=600)
+        time.sleep(5.0)  # the last starts' follow-up (probes, status writes) settles
+        c0, t0 = cpu_seconds(pid), time.monotonic()
+        time.sleep(seconds)
+        cpu, wall = cpu_seconds(pid) - c0, time.monotonic() - t0
+    finally:
+        for name in names:
+            api.delete(name, missing_ok=True)
+    return {"functions": n, "seconds": round(wall, 1), "server_cpu_s": round(cpu, 3),
+            "server_cpu_percent": round(100 * cpu / wall, 2)}
 
 
 # -- the run ---------------------------------------------------------------------------
@@ -639,7 +489,7 @@ def table(res: dict[str, Any]) -> str:
                          f"ratio >= {TARGETS['throughput_ratio']:g}"))
     c = res.get("cold_start")
     if c:
-        n = c["activator_cold_ms"]["n"]
+        n = c["activator_cold_ms"]["count"]
         for key, label, target in (
                 ("activator_cold_ms", "cold start via activator", "p50 <= docker API p50"),
                 ("docker_run_cli_ms", "docker run (CLI) to first 200", ""),
@@ -661,7 +511,7 @@ def table(res: dict[str, Any]) -> str:
                  f"p50 <= {TARGETS['paused_start_p50_ms']:g} ms"),
                 ("docker_unpause_ms", "docker unpause to first 200", "floor ~15-25 ms")):
             s = pz[key]
-            rows.append((f"{label} ({s['n']} trials)",
+            rows.append((f"{label} ({s['count']} trials)",
                          f"p50 {s['p50']:.1f} / p90 {s['p90']:.1f} / max {s['max']:.1f} ms",
                          "", target))
     dp = res.get("deploy")
@@ -669,9 +519,14 @@ def table(res: dict[str, Any]) -> str:
         for key, label in (("first_build_s", "deploy to Ready, 1 KB, first build"),
                            ("cached_rebuild_s", "deploy to Ready, 1 KB, cached rebuild")):
             s = dp[key]
-            rows.append((f"{label} ({s['n']})",
+            rows.append((f"{label} ({s['count']})",
                          f"p50 {s['p50']:.3f} s (min {s['min']:.3f}, max {s['max']:.3f})",
                          "", f"<= {TARGETS['deploy_to_ready_s']:g} s"))
+    idle = res.get("idle")
+    if idle:
+        rows.append((f"idle server CPU, {idle['functions']} warm functions, "
+                     f"{idle['seconds']:g} s", f"{idle['server_cpu_percent']:.2f} % of a core",
+                     "", f"< {TARGETS['idle_cpu_percent']:g} %"))
     widths = [max(len(r[i]) for r in [("figure", "measured", "", "target"), *rows])
               for i in range(4)]
     lines = []
@@ -690,7 +545,7 @@ def run_paused_part(args: argparse.Namespace, tmp: str | None,
     if args.paused_server:
         url = args.paused_server.rstrip("/")
         log(f"paused: {args.trials} trials on {url}")
-        return bench_paused(Api(url), int(url.rsplit(":", 1)[1]), args.trials, tick)
+        return bench_paused(Client(url), int(url.rsplit(":", 1)[1]), args.trials, tick)
     from allinone.testing import ServerProcess
     assert tmp is not None
     server = ServerProcess(Path(tmp) / "state-paused", extra_args=("--keep-paused", "300"))
@@ -698,7 +553,7 @@ def run_paused_part(args: argparse.Namespace, tmp: str | None,
     server.start()
     try:
         log(f"paused: {args.trials} trials, then bare docker unpause")
-        return bench_paused(Api(server.url), server.port, args.trials, server.tick)
+        return bench_paused(Client(server.url), server.port, args.trials, server.tick)
     finally:
         server.stop()
         server.cleanup_containers()
@@ -722,10 +577,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--paused-server", metavar="URL",
                    help="with --server: a server started with --keep-paused, for the paused "
                         "part (without --server the bench starts one itself)")
-    p.add_argument("--only", nargs="*", choices=["warm", "throughput", "cold", "paused",
-                                                 "deploy"], help="run only these parts")
+    p.add_argument("--idle-functions", type=int, default=40,
+                   help="warm functions for the idle CPU figure (default 40)")
+    p.add_argument("--idle-seconds", type=float, default=30.0, help="its window (default 30)")
+    p.add_argument("--server-pid", type=int,
+                   help="with --server: its process id, for the idle CPU figure")
+    p.add_argument("--only", nargs="*", choices=PARTS, help="run only these parts")
     args = p.parse_args(argv)
-    parts = set(args.only or ["warm", "throughput", "cold", "paused", "deploy"])
+    parts = set(args.only or PARTS)
 
     server = None
     tmp = None
@@ -743,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             server = None  # only the paused part, which starts its own
     server_port = int(url.rsplit(":", 1)[1])
-    api = Api(url)
+    api = Client(url)
     res: dict[str, Any] = {"command": " ".join(["python -m loadtests.bench", *(argv or
                                                                                sys.argv[1:])]),
                            "server": url, "tick_seconds": tick, "machine": machine(),
@@ -755,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
             api.deploy("bench-warm", FIXTURES / "add.py",
                        {"scaling": {"minScale": 1, "maxScale": 1}})
             res["first_deploy_on_this_registry_s"] = round(time.perf_counter() - t, 3)
-            pod_socket = ready_pod_socket(api, "bench-warm")
+            pod_socket = str(api.ready_pod("bench-warm")["socket"])
             if "warm" in parts:
                 log(f"warm latency: {args.requests} sequential requests each, direct to the "
                     f"pod's socket {pod_socket} and through the activator")
@@ -764,13 +623,20 @@ def main(argv: list[str] | None = None) -> int:
             if "throughput" in parts:
                 res["throughput"] = bench_throughput(server_port, "bench-warm", pod_socket,
                                                      args.concurrency, args.duration)
-            api.delete("bench-warm")
+            api.delete("bench-warm", missing_ok=True)
         if "cold" in parts:
             log(f"cold start: {args.trials} trials, interleaved with bare docker starts")
             res["cold_start"] = bench_cold_start(api, server_port, args.trials, tick)
         if "deploy" in parts:
             log(f"deploy to Ready: {args.deploys} first builds and cached rebuilds")
             res["deploy"] = bench_deploy(api, args.deploys)
+        pid = server.proc.pid if server is not None and server.proc else args.server_pid
+        if "idle" in parts and pid:
+            log(f"idle: {args.idle_functions} warm functions, server CPU over "
+                f"{args.idle_seconds:g} s")
+            res["idle"] = bench_idle(api, pid, args.idle_functions, args.idle_seconds)
+        elif "idle" in parts:
+            log("idle: skipped (give --server-pid PID with --server)")
     finally:
         if server is not None:
             server.stop()

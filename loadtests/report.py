@@ -19,22 +19,14 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPORT_VERSION = 1
+from allinone.objects import DEFAULT_SCALING
 
-# The default scaling block of a Function (allinone.objects.DEFAULT_SCALING), repeated
-# so that this module imports nothing from the server package.
-DEFAULT_SCALING: dict[str, float] = {
-    "minScale": 0, "maxScale": 10, "initialScale": 0, "target": 10,
-    "targetUtilizationPercentage": 70, "containerConcurrency": 0, "stableWindowSeconds": 60,
-    "panicWindowPercentage": 10, "panicThresholdPercentage": 200, "maxScaleUpRate": 1000,
-    "maxScaleDownRate": 2, "scaleToZeroGracePeriodSeconds": 30,
-}
+REPORT_VERSION = 1
 
 # Keys every report has (see :func:`new_report`); the unit tests pin this shape.
 REPORT_KEYS = (
@@ -62,17 +54,16 @@ def percentile(values: Iterable[float], q: float) -> float | None:
     return data[lo] + (data[hi] - data[lo]) * (pos - lo)
 
 
-def summarize(values: Sequence[float]) -> dict[str, float | int | None]:
-    """count, min, mean, p50, p95, p99 and max of latencies (ms), rounded to 0.001."""
+def summarize(values: Sequence[float], qs: Sequence[int] = (50, 95, 99),
+              digits: int = 3) -> dict[str, float | int | None]:
+    """count, min, mean, the ``qs`` percentiles (``pNN``) and max, rounded to ``digits``."""
     def r(x: float | None) -> float | None:
-        return None if x is None else round(x, 3)
+        return None if x is None else round(x, digits)
     return {
         "count": len(values),
         "min": r(min(values)) if values else None,
         "mean": r(sum(values) / len(values)) if values else None,
-        "p50": r(percentile(values, 50)),
-        "p95": r(percentile(values, 95)),
-        "p99": r(percentile(values, 99)),
+        **{f"p{q}": r(percentile(values, q)) for q in qs},
         "max": r(max(values)) if values else None,
     }
 
@@ -84,28 +75,9 @@ def fmt_ms(x: float | None) -> str:
     return f"{x:.1f}" if abs(x) < 10 else f"{x:.0f}"
 
 
-# -- Prometheus text ------------------------------------------------------------------
-
-_METRIC_LINE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)\{(?P<labels>[^}]*)\}\s+'
-                          r'(?P<value>\S+)$')
-
-
-def parse_metric(text: str, metric: str, function: str) -> float | None:
-    """The value of ``metric{function="..."}`` in Prometheus text; None when absent."""
-    want = f'function="{function}"'
-    for line in text.splitlines():
-        m = _METRIC_LINE.match(line)
-        if m and m["name"] == metric and want in m["labels"].split(","):
-            try:
-                return float(m["value"])
-            except ValueError:
-                return None
-    return None
-
-
 # -- the KPA's expected count -------------------------------------------------------
 
-def scaling_with_defaults(scaling: Mapping[str, Any] | None) -> dict[str, float]:
+def scaling_with_defaults(scaling: Mapping[str, Any] | None) -> dict[str, Any]:
     return {**DEFAULT_SCALING, **(scaling or {})}
 
 
@@ -279,29 +251,12 @@ class Report:
         return bool(self.criteria) and not self.errors and all(c.passed for c in self.criteria)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "version": REPORT_VERSION,
-            "scenario": self.scenario,
-            "passed": self.passed,
-            "short": self.short,
-            "server": self.server,
-            "function": self.function,
-            "deployed": self.deployed,
-            "scaling": self.scaling,
-            "tick_seconds": self.tick_seconds,
-            "started_at": self.started_at,
-            "duration_s": round(self.duration_s, 3),
-            "params": self.params,
-            "criteria": [c.as_dict() for c in self.criteria],
-            "figures": self.figures,
-            "requests": request_stats(self.records),
-            "failures": failure_summary(self.records),
-            "events": self.events,
-            "samples": self.samples,
-            "timeline": timeline(self.records, end=self.duration_s),
-            "records": self.records,
-            "errors": self.errors,
-        }
+        out = {"version": REPORT_VERSION, **asdict(self), "passed": self.passed,
+               "duration_s": round(self.duration_s, 3),
+               "requests": request_stats(self.records),
+               "failures": failure_summary(self.records),
+               "timeline": timeline(self.records, end=self.duration_s)}
+        return {k: out[k] for k in REPORT_KEYS}
 
 
 def write_report(report: Report | Mapping[str, Any], path: Path) -> dict[str, Any]:

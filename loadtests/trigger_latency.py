@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -35,19 +34,16 @@ from typing import Any
 
 from allinone.objects import parse_rfc3339
 from allinone.testing import FIXTURES, ServerProcess, wait_for
+from loadtests.report import summarize
 
 
-def summary(values: list[float]) -> dict[str, float]:
-    ms = sorted(v * 1000 for v in values)
-    return {"n": len(ms), "p50_ms": round(statistics.median(ms), 1),
-            "p90_ms": round(ms[int(0.9 * (len(ms) - 1))], 1), "max_ms": round(ms[-1], 1),
-            "min_ms": round(ms[0], 1)}
+def summary(seconds: list[float]) -> dict[str, float | int | None]:
+    """count, min, mean, p50, p90, max in milliseconds (loadtests.report's percentiles)."""
+    return summarize([v * 1000 for v in seconds], (50, 90), 1)
 
 
 def create(srv: ServerProcess, name: str, spec: dict[str, Any]) -> None:
-    resp = srv.http.post(srv.url + "/api/v1/triggers", json={"name": name, "spec": spec})
-    if resp.status_code != 201:
-        raise SystemExit(f"creating trigger {name} failed: {resp.text}")
+    srv.client.create_trigger(name, spec)
 
 
 def file_drop(srv: ServerProcess, tmp: Path, n: int) -> list[float]:
@@ -65,7 +61,7 @@ def file_drop(srv: ServerProcess, tmp: Path, n: int) -> list[float]:
         result = outbox / f"f{i}.txt.json"
         wait_for(result.exists, 30, result.name)
         delays.append(json.loads(result.read_text())["startedAt"] - written)
-    srv.http.delete(srv.url + "/api/v1/triggers/drop")
+    srv.client.delete_trigger("drop")
     return delays
 
 
@@ -75,7 +71,7 @@ def schedule(srv: ServerProcess, tmp: Path, n: int) -> tuple[list[float], list[f
     create(srv, "tick", {"target": {"function": "echo"}, "schedule": "@every 1s",
                          "sink": {"directory": str(outbox)}})
     wait_for(lambda: len(list(outbox.glob("*.json"))) >= n, n + 30, f"{n} fires")
-    srv.http.delete(srv.url + "/api/v1/triggers/tick")
+    srv.client.delete_trigger("tick")
     fired, started = [], []
     for p in sorted(outbox.glob("*.json"))[:n]:
         doc = json.loads(p.read_text())
@@ -148,10 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         srv = ServerProcess(tmp / "state")
         srv.start()
         try:
-            resp = srv.deploy("echo", FIXTURES / "echo.py", wait=False)
-            if resp.status_code != 201:
-                raise SystemExit(f"deploy failed: {resp.text}")
-            srv.wait_phase("echo", "Ready", timeout=600)  # a shared machine builds slowly
+            # a shared machine builds slowly
+            srv.client.deploy("echo", FIXTURES / "echo.py", timeout=600)
             srv.invoke("echo", {})
             drops = file_drop(srv, tmp, args.files)
             fired, started = schedule(srv, tmp, args.fires)
@@ -166,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
               "raw": {"drops": drops, "fired": fired, "started": started, "pipeline": pipe}}
     for key, s in report.items():
         if key != "raw":
-            print(f"{key:42} n={s['n']:<3} p50 {s['p50_ms']:7.1f} ms  p90 {s['p90_ms']:7.1f} ms"
-                  f"  max {s['max_ms']:7.1f} ms")
+            print(f"{key:42} n={s['count']:<3} p50 {s['p50']:7.1f} ms  p90 {s['p90']:7.1f} ms"
+                  f"  max {s['max']:7.1f} ms")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))

@@ -34,8 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import requests
-
+from allinone.client import Client
 from allinone.testing import FIXTURES, ServerProcess
 
 
@@ -59,37 +58,24 @@ def _ms(timestamp: str) -> float:
 
 
 def measure(url: str, n: int, runs: int) -> dict[str, Any]:
-    http = requests.Session()
+    api = Client(url)
     body = {"k": "v", "n": 1}
-    resp = http.post(url + "/api/v1/functions", data={
-        "name": "passthrough", "spec": json.dumps({"scaling": {"minScale": 1}})},
-        files={"source": ("passthrough.py",
-                          (FIXTURES / "workflows/functions/passthrough.py").read_bytes())})
-    if resp.status_code not in (201, 409):
-        raise SystemExit(f"deploy failed: {resp.text}")
-    deadline = time.monotonic() + 300
-    while http.get(url + "/api/v1/functions/passthrough").json()["status"].get(
-            "phase") != "Ready":
-        if time.monotonic() > deadline:
-            raise SystemExit("passthrough did not become Ready")
-        time.sleep(0.2)
+    api.deploy("passthrough", FIXTURES / "workflows/functions/passthrough.py",
+               {"scaling": {"minScale": 1}})
     flows = {f"tasks-{n}": chain(n, "task"), f"pass-{n}": chain(n, "pass"),
              "empty": chain(1, "pass")}
     for name, d in flows.items():
-        r = http.post(url + "/api/v1/workflows", json={"name": name, "definition": d})
-        if r.status_code == 409:
-            r = http.put(url + f"/api/v1/workflows/{name}", json={"definition": d})
-        r.raise_for_status()
+        api.deploy_workflow(name, d)
 
     def direct() -> None:
         for _ in range(n):
-            r = http.post(url + "/function/passthrough", json=body)
+            r = api.invoke("passthrough", body)
             assert r.status_code == 200, r.text
 
     split: list[dict[str, float]] = []
 
     def flow(name: str) -> None:
-        r = http.post(url + f"/workflow/{name}", json=body)
+        r = api.start_workflow(name, body)
         assert r.status_code == 200 and r.json()["status"] == "SUCCEEDED", r.text
         if name.startswith("tasks-"):
             split.append(inside(r.json()["executionId"]))
@@ -97,8 +83,7 @@ def measure(url: str, n: int, runs: int) -> dict[str, Any]:
     def inside(eid: str) -> dict[str, float]:
         """From the history (ms timestamps): the execution's time on the server, and the
         part of it spent in Task invocations (TaskScheduled -> TaskSucceeded)."""
-        events = http.get(url + f"/api/v1/workflows/tasks-{n}/executions/{eid}").json()[
-            "events"]
+        events = api.execution(f"tasks-{n}", eid)["events"]
         ts = {e["id"]: _ms(e["timestamp"]) for e in events}
         total = ts[events[-1]["id"]] - ts[events[0]["id"]]
         sched = [e for e in events if e["type"] == "TaskScheduled"]

@@ -31,7 +31,6 @@ from sanic.response import raw, text
 from allinone import objects
 from allinone.activator.activator import Activator
 from allinone.budget import PodBudget
-from allinone.builder.reconciler import replicaset_for
 from allinone.builder.sources import SourceStore
 from allinone.builder.validate import TooLarge, validate_source
 from allinone.config import Settings
@@ -180,7 +179,7 @@ def make_blueprint() -> Blueprint:
             raise ApiError(409, "AlreadyExists", f"function {name!r} already exists; update it "
                            "with PUT (`allinone function deploy --update`) or delete it") from None
         rs_key = objects.replicaset_key(name)
-        rs = replicaset_for(created)
+        rs = objects.replicaset_for(created)
         if deps.budget is not None:  # initialScale, as far as it fits next to the others
             rs["spec"]["replicas"] = deps.budget.initial_replicas(name, spec)
         try:

@@ -48,27 +48,6 @@ from allinone.workqueue import RetryLater, WorkQueue
 log = logging.getLogger(__name__)
 
 
-def pod_template(fn: Obj, image: str) -> tuple[Obj, str]:
-    """The ReplicaSet's pod template for a built function, and its hash.
-
-    ``generation`` and ``timeoutSeconds`` are recorded but left out of the hash: they
-    do not change what runs in the container, so changing them must not replace pods.
-    """
-    spec = fn["spec"]
-    template = {
-        "image": image,
-        "handler": spec.get("handler", "run"),
-        "env": dict(spec.get("env") or {}),
-        "resources": dict(spec.get("resources") or {}),
-    }
-    if spec.get("network", "none") != "none":  # absent by default: older hashes stay valid
-        template["network"] = spec["network"]
-    thash = objects.template_hash(template)
-    template["timeoutSeconds"] = spec.get("timeoutSeconds", 60)
-    template["generation"] = fn["metadata"]["generation"]
-    return template, thash
-
-
 class BuildReconciler:
     def __init__(self, store: Store, functions: Informer, builder: Builder, sources: SourceStore,
                  metrics: Metrics, *, max_upload: int, max_unzipped: int, workers: int = 2,
@@ -118,7 +97,7 @@ class BuildReconciler:
         generation = fn["metadata"]["generation"]
         uid = fn["metadata"].get("uid")
         src = fn["spec"]["source"]
-        handler = fn["spec"].get("handler", "run")
+        handler = fn["spec"].get("handler", objects.DEFAULT_SPEC["handler"])
         try:
             data = self.sources.get(src["sha256"])
             validated = validate_source(src["filename"], data, handler,
@@ -141,7 +120,7 @@ class BuildReconciler:
         self.metrics.builds.labels("cached" if result.cached else "built").inc()
         log.info("built %s generation %s in %.2f s%s: %s", name, generation, result.seconds,
                  " (cached)" if result.cached else "", result.image)
-        template, thash = pod_template(fn, result.image)
+        template, thash = objects.pod_template(fn, result.image)
         if not await self._set_template(name, fn, template, thash):
             log.info("%s was deleted while it built; not starting it", name)
             self.queue.add(name)  # the deletion's sync removes what the build pushed
@@ -207,7 +186,7 @@ class BuildReconciler:
             try:
                 rs = await self.store.get(key)
             except NotFound:
-                rs = replicaset_for(fn)
+                rs = objects.replicaset_for(fn)
                 rs["spec"].update(template=template, templateHash=thash)
                 try:
                     created = await self.store.create(key, rs)
@@ -275,18 +254,3 @@ class BuildReconciler:
 def _digests(images: set[str]) -> frozenset[str]:
     """The sha256:... digests of image references REPO@DIGEST (others are ignored)."""
     return frozenset(ref.rpartition("@")[2] for ref in images if "@" in ref)
-
-
-def replicaset_for(fn: Obj) -> Obj:
-    """A function's ReplicaSet: same name, namespace serverless, starting at initialScale."""
-    name = fn["metadata"]["name"]
-    initial = int(objects.scaling(fn["spec"]).get("initialScale", 0))
-    rs = objects.new_object(
-        "ReplicaSet", name,
-        {"replicas": initial, "selector": {"function": name}, "template": None,
-         "templateHash": None},
-        namespace=objects.NAMESPACE, labels={"function": name},
-    )
-    rs["metadata"]["ownerReferences"] = [
-        {"kind": "Function", "name": name, "uid": fn["metadata"]["uid"]}]
-    return rs

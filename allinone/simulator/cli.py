@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from allinone import objects
-from allinone.cli import DEFAULT_SERVER
+from allinone.client import DEFAULT_SERVER
 from allinone.simulator import generate as gen
 from allinone.simulator import model as rmodel
 from allinone.simulator import realrun, report

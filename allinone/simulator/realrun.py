@@ -38,7 +38,7 @@ from typing import Any
 import aiohttp
 
 from allinone import objects
-from allinone.cli import DEFAULT_SERVER, Client, CliError, client_token, multipart, wait_built
+from allinone.client import DEFAULT_SERVER, ApiError, Client, token_for
 from allinone.config import DEFAULT_STATE_DIR
 from allinone.simulator import model as rmodel
 from allinone.simulator import report
@@ -69,26 +69,25 @@ class RealRunError(Exception):
 
 
 def _client(server: str, token: str | None) -> Client:
-    return Client(server, timeout=60, token=client_token(server, token, DEFAULT_STATE_DIR))
+    return Client(server, timeout=60, token=token_for(server, token, DEFAULT_STATE_DIR))
 
 
 def deploy(client: Client, name: str, spec: dict[str, Any]) -> None:
     # A source of its own per deploy: images cached by source hash are then never shared
     # with another function or another run, whose clean-up could remove them under us.
     source = SLEEP_SOURCE + f"# {name} {uuid.uuid4().hex}\n".encode()
-    body, ctype = multipart({"name": name, "spec": json.dumps(spec)},
-                            {"source": ("func.py", source)})
-    fn = client.json("POST", "/api/v1/functions", body, ctype, ok=(201,))
-    fn = wait_built(client, name, fn["metadata"]["generation"], quiet=True)
+    fn = client.create(name, ("func.py", source), spec)
+    fn = client.wait_built(name, fn["metadata"]["generation"], 600.0)
     if fn["status"].get("phase") != "Ready":
         raise RealRunError(f"{name} did not build: {fn['status'].get('message')}")
 
 
 def cold_counts(client: Client) -> dict[str, float]:
-    status, raw = client.request("GET", "/metrics")
-    if status != 200:
-        raise RealRunError(f"GET /metrics answered {status}")
-    return {m.group(1): float(m.group(2)) for m in _COLD.finditer(raw.decode())}
+    try:
+        text = client.metrics()
+    except ApiError as exc:
+        raise RealRunError(f"GET /metrics: {exc}") from None
+    return {m.group(1): float(m.group(2)) for m in _COLD.finditer(text)}
 
 
 async def _replay(server: str, token: str | None, trace: Trace,
@@ -194,8 +193,8 @@ def validate(trace: Trace, spec: dict[str, Any], model: rmodel.RuntimeModel, ser
     finally:
         for name in deployed:
             try:
-                client.json("DELETE", f"/api/v1/functions/{name}")
-            except CliError as exc:
+                client.delete(name)
+            except ApiError as exc:
                 print(f"warning: could not delete {name}: {exc}", file=sys.stderr)
     results = Simulation(trace, sim_spec, model, seed=seed, tick=tick).run()
     sim = report.summary(results, {"tick": tick, "runtime_model": model.to_json()})
@@ -252,7 +251,7 @@ def main_validate(args: argparse.Namespace) -> int:
     try:
         data = validate(trace, spec, model, args.server, args.token, Path(args.output),
                         tick=args.tick, seed=args.seed)
-    except (RealRunError, CliError, objects.ValidationError) as exc:
+    except (RealRunError, ApiError, objects.ValidationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(format_table(data["rows"]))
@@ -264,20 +263,17 @@ def main_validate(args: argparse.Namespace) -> int:
 # -- calibrate -----------------------------------------------------------------------
 
 def _wait_zero(client: Client, name: str, timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pods = client.json("GET", f"/api/v1/namespaces/serverless/pods?function={name}")
-        if not pods.get("items"):
-            return
-        time.sleep(0.2)
-    raise RealRunError(f"{name} did not scale to zero within {timeout:.0f} s")
+    try:
+        client.wait(lambda: not client.pods(name), timeout, f"{name} at zero", 0.2)
+    except ApiError as exc:
+        raise RealRunError(f"{name} did not scale to zero: {exc}") from None
 
 
 def _invoke(client: Client, name: str) -> float:
     start = time.perf_counter()
-    status, raw = client.request("POST", f"/function/{name}", b'{"ms": 0}', "application/json")
-    if status != 200:
-        raise RealRunError(f"invoking {name} answered {status}: {raw[:200]!r}")
+    resp = client.invoke(name, data=b'{"ms": 0}')
+    if resp.status_code != 200:
+        raise RealRunError(f"invoking {name} answered {resp.status_code}: {resp.text[:200]!r}")
     return time.perf_counter() - start
 
 
@@ -321,8 +317,8 @@ def calibrate(server: str, token: str | None, trials: int,
                                           range(PARALLEL_PROBE))))
     finally:
         try:
-            client.json("DELETE", f"/api/v1/functions/{name}")
-        except CliError as exc:
+            client.delete(name)
+        except ApiError as exc:
             print(f"warning: could not delete {name}: {exc}", file=sys.stderr)
     warm = statistics.median(warms) * 1000
     cold = statistics.median(colds) * 1000
@@ -353,7 +349,7 @@ def main_calibrate(argv: list[str]) -> int:
         p.error("--trials must be at least 1")
     try:
         m = calibrate(a.server, a.token, a.trials, rmodel.RuntimeModel())
-    except (RealRunError, CliError) as exc:
+    except (RealRunError, ApiError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     rmodel.save(m, Path(a.output))

@@ -3,7 +3,7 @@
 It implements :class:`allinone.store.base.Store` with etcd's own primitives, so the
 guarantees come from etcd and not from this process:
 
-- Values are JSON (see :func:`~allinone.store.memory.encode_object`, shared with the
+- Values are JSON (see :mod:`allinone.store.codec`, shared with the
   in-memory twin); ``resourceVersion`` is never stored, it is the key's mod revision
   and is filled in on every read.
 - ``create`` is a transaction on ``version(key) == 0``; ``update`` on
@@ -49,7 +49,7 @@ from allinone.store.base import (
     Unavailable,
     WatchEvent,
 )
-from allinone.store.memory import (
+from allinone.store.codec import (
     decode_listed,
     decode_object,
     encode_object,

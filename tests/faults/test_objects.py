@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from allinone import objects
+from allinone.client import NotFound
 from allinone.store.etcd import EtcdStore
 from allinone.testing import FIXTURES, ServerProcess, wait_for
 from tests.faults.conftest import Stopwatch, record, registry_tags
@@ -56,11 +57,13 @@ def blobs_bytes(server: ServerProcess) -> int:
 def nothing_left(server: ServerProcess, name: str) -> list[str]:
     """What of function ``name`` is still there (empty when nothing is)."""
     left = []
-    if server.http.get(server.url + f"/api/v1/functions/{name}").status_code != 404:
+    if server.client.find(name) is not None:
         left.append("Function")
-    if server.http.get(server.url + "/api/v1/namespaces/serverless/replicasets/"
-                       + name).status_code != 404:
+    try:
+        server.replicaset(name)
         left.append("ReplicaSet")
+    except NotFound:
+        pass
     if server.pods(name):
         left.append("Pods")
     if server.containers(name, all=True):
@@ -84,9 +87,7 @@ def test_malformed_function_is_skipped_and_others_keep_scaling(server: ServerPro
     # Scale from zero still works for every other function.
     r = server.invoke("healthy", {"x": 20, "y": 22}, timeout=60)
     assert r.status_code == 200 and r.json() == 42
-    listed = server.http.get(server.url + "/api/v1/functions")
-    assert listed.status_code == 200
-    phases = {f["metadata"]["name"]: f["status"]["phase"] for f in listed.json()["items"]}
+    phases = {f["metadata"]["name"]: f["status"]["phase"] for f in server.client.functions()}
     assert phases["broken"] == "Invalid" and phases["healthy"] == "Ready"
     # Logged once, with its key, not once per tick.
     time.sleep(3)  # a few autoscaler ticks

@@ -12,10 +12,5 @@ from allinone.testing import ServerProcess
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    srv = ServerProcess(Path(tmp_path_factory.mktemp("allinone-state")))
-    srv.start()
-    try:
+    with ServerProcess(Path(tmp_path_factory.mktemp("allinone-state"))) as srv:
         yield srv
-    finally:
-        srv.stop()
-        srv.cleanup_containers()

@@ -20,7 +20,6 @@ import sys
 import tarfile
 import time
 import uuid
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,8 @@ from typing import Any
 import pytest
 import requests
 
-from allinone.testing import FIXTURES, ServerProcess, wait_for
-from tests.integration.load import run_load
+from allinone.testing import FIXTURES, ServerProcess, make_zip, wait_for
+from loadtests.loadgen import run_load
 
 pytestmark = pytest.mark.integration
 
@@ -38,13 +37,6 @@ CEILING = 4
 ADD = (FIXTURES / "add.py").read_bytes()
 SDIST = f"allinone-evil-{uuid.uuid4().hex[:8]}"
 
-
-def make_zip(entries: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 def make_sdist(links: Path, marker: Path) -> None:
@@ -83,7 +75,7 @@ def locked(tmp_path_factory: pytest.TempPathFactory,
     try:
         yield srv
     finally:
-        for fn in srv.http.get(srv.url + "/api/v1/functions").json().get("items", []):
+        for fn in srv.client.functions():
             srv.delete(fn["metadata"]["name"])
         srv.stop()
         srv.cleanup_containers()
@@ -129,7 +121,7 @@ def test_each_requirement_form_is_refused_naming_the_line(
     assert r.status_code == 400, r.text
     message = r.json()["error"]["message"]
     assert "requirements.txt line 3" in message and words in message, message
-    assert locked.http.get(locked.url + f"/api/v1/functions/{name}").status_code == 404
+    assert locked.client.find(name) is None
 
 
 def test_no_wheel_fails_the_build_and_runs_no_package_code(
@@ -215,7 +207,7 @@ def test_names_handlers_env_full_match_and_env_is_bounded(
     message = r.json()["error"]["message"]
     for word in words:
         assert word in message, message
-    listed = locked.http.get(locked.url + "/api/v1/functions").json()["items"]
+    listed = locked.client.functions()
     assert name not in {f["metadata"]["name"] for f in listed}
 
 
@@ -238,7 +230,7 @@ def test_over_budget_specs_are_refused(locked: ServerProcess) -> None:
                 "resources": {"memoryMiB": 65536}})
     assert r.status_code == 400
     for name in ("toobig", "toomany", "issue"):
-        assert locked.http.get(locked.url + f"/api/v1/functions/{name}").status_code == 404
+        assert locked.client.find(name) is None
 
     # An update is held to the same limits and leaves the function as it was.
     assert create(locked, "fits", ADD, "add.py").status_code == 201
@@ -333,7 +325,7 @@ def test_management_api_requires_the_token(locked: ServerProcess) -> None:
     assert bare.post(locked.url + "/function/sneak", json={}).status_code == 404
     assert bare.get(locked.url + "/healthz").status_code == 200
     assert bare.get(locked.url + "/metrics").status_code == 200
-    assert locked.http.get(locked.url + "/api/v1/functions/sneak").status_code == 404
+    assert locked.client.find("sneak") is None
 
 
 @pytest.mark.parametrize("path", [

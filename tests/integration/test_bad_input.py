@@ -3,23 +3,14 @@ behind: no Function, no ReplicaSet, no image tag, no container (issue 2)."""
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 
 import pytest
 
-from allinone.testing import FIXTURES, ServerProcess
+from allinone.testing import FIXTURES, ServerProcess, make_zip
 
 pytestmark = pytest.mark.integration
 
-
-def make_zip(entries: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 ADD = (FIXTURES / "add.py").read_bytes()
@@ -70,9 +61,7 @@ def test_bad_input_is_rejected_and_leaves_nothing(
     for word in words:
         assert word in err["message"], err["message"]
     assert "Traceback" not in r.text
-    assert server.http.get(server.url + f"/api/v1/functions/{name}").status_code == 404
-    assert server.http.get(
-        server.url + f"/api/v1/namespaces/serverless/replicasets/{name}").status_code == 404
+    assert server.gone(name)
     assert server.registry_tags(name) == []
     assert server.containers(name, all=True) == []
 
@@ -93,7 +82,7 @@ def test_too_large_upload_is_413(server: ServerProcess) -> None:
                          files={"source": ("f.py", big)})
     assert r.status_code == 413, r.text[:300]
     assert r.json()["error"]["code"] == "TooLarge"
-    assert server.http.get(server.url + "/api/v1/functions/big").status_code == 404
+    assert server.client.find("big") is None
 
 
 def test_duplicate_is_409_and_keeps_the_original(server: ServerProcess) -> None:

@@ -13,7 +13,6 @@ import http.client
 import io
 import json
 import shutil
-import socket
 import time
 import uuid
 import zipfile
@@ -29,6 +28,7 @@ from allinone.builder.builder import Builder, BuildError, BuildResult
 from allinone.builder.validate import ValidatedSource, validate_source
 from allinone.config import DEFAULT_BASE_IMAGE
 from allinone.services.registry import RegistryProcess
+from allinone.testing import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -36,11 +36,6 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 MIB = 1024 * 1024
 TEST_LABEL = "allinone.test"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def source(filename: str, handler: str = "run", data: bytes | None = None) -> ValidatedSource:

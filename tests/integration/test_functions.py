@@ -58,7 +58,7 @@ def test_function_errors_reach_the_caller_and_the_logs(server: ServerProcess) ->
     err = r.json()["error"]
     assert err["code"] == "FunctionError" and "ValueError" in err["message"]
     assert "Traceback" not in r.text  # tracebacks go to the logs, not to clients
-    logs = server.http.get(server.url + "/api/v1/functions/raises/logs").text
+    logs = server.client.logs("raises")
     assert "Traceback" in logs and "ValueError" in logs
 
     r = server.invoke("raises", [1, 2])
@@ -101,9 +101,7 @@ def test_delete_removes_everything(server: ServerProcess) -> None:
 
     r = server.delete("todelete")
     assert r.status_code == 200
-    assert server.http.get(server.url + "/api/v1/functions/todelete").status_code == 404
-    assert server.http.get(
-        server.url + "/api/v1/namespaces/serverless/replicasets/todelete").status_code == 404
+    assert server.gone("todelete")
     wait_for(lambda: server.pods("todelete") == [], 30, "pods deleted")
     wait_for(lambda: server.containers("todelete", all=True) == [], 30, "containers removed")
     wait_for(lambda: server.registry_tags("todelete") == [], 30, "image tags removed")
@@ -143,7 +141,7 @@ def test_pod_that_crashes_on_import_fails_fast_with_logs(server: ServerProcess,
     assert time.monotonic() - t0 < 30  # not the 60 s timeout
     err = r.json()["error"]
     assert err["code"] == "PodFailed" and "allinone logs crash" in err["message"]
-    logs = server.http.get(server.url + "/api/v1/functions/crash/logs").text
+    logs = server.client.logs("crash")
     assert "no_such_module_anywhere" in logs
     assert server.delete("crash").status_code == 200
     wait_for(lambda: server.containers("crash", all=True) == [], 30, "crash containers removed")

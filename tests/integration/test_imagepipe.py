@@ -5,7 +5,6 @@ an outbox thumbnail by a file trigger with a sink."""
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 import time
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from allinone.cli import read_source
+from allinone.client import read_source
 from allinone.testing import ROOT, ServerProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -25,10 +24,7 @@ FUNCTIONS = ("inspect", "thumbnail", "histogram", "classify")
 
 
 def deploy_dir(srv: ServerProcess, name: str, folder: Path) -> None:
-    filename, data = read_source(str(folder))
-    resp = srv.http.post(srv.url + "/api/v1/functions", data={"name": name},
-                         files={"source": (filename, data)})
-    assert resp.status_code == 201, resp.text
+    srv.client.create(name, read_source(folder))
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +35,6 @@ def pipe(server: ServerProcess) -> ServerProcess:
         server.wait_phase(f"img-{fn}", "Ready", timeout=300)
     return server
 
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    spec = importlib.util.spec_from_file_location("make_images", PIPE / "make_images.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    out = tmp_path_factory.mktemp("images")
-    module.make(out, large=True)
-    return out
 
 
 def call(srv: ServerProcess, fn: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -80,11 +66,10 @@ def test_a_dropped_image_becomes_an_outbox_thumbnail(pipe: ServerProcess, images
     inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
     inbox.mkdir()
     outbox.mkdir()
-    resp = pipe.http.post(pipe.url + "/api/v1/triggers", json={"name": "thumbs", "spec": {
+    pipe.client.create_trigger("thumbs", {
         "target": {"function": "img-thumbnail"},
         "watch": {"path": str(inbox), "patterns": ["*.jpg", "*.png"]},
-        "sink": {"directory": str(outbox)}}})
-    assert resp.status_code == 201, resp.text
+        "sink": {"directory": str(outbox)}})
     time.sleep(0.5)
     (inbox / "tower.jpg").write_bytes((images / "tower.jpg").read_bytes())
     wait_for((outbox / "tower.thumb.png").exists, 60, "the thumbnail in the outbox")
@@ -94,7 +79,7 @@ def test_a_dropped_image_becomes_an_outbox_thumbnail(pipe: ServerProcess, images
     doc = json.loads((outbox / "tower.jpg.json").read_text())
     size = (outbox / "tower.thumb.png").stat().st_size
     assert doc["files"] == {"tower.thumb.png": {"file": "tower.thumb.png", "size": size}}
-    pipe.http.delete(pipe.url + "/api/v1/triggers/thumbs")
+    pipe.client.delete_trigger("thumbs", missing_ok=True)
 
 
 def test_dropped_images_run_the_workflow_into_the_outbox(pipe: ServerProcess, images: Path,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from allinone.testing import FIXTURES, ServerProcess, wait_for
-from tests.integration.load import burst, run_load
+from loadtests.loadgen import burst, run_load
 
 pytestmark = pytest.mark.integration
 

@@ -30,13 +30,8 @@ SPEC = {"scaling": {"containerConcurrency": 1, "maxScale": 4, "stableWindowSecon
 @pytest.fixture(scope="module")
 def server2s(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     # The production tick (2 s), which the simulation uses too.
-    srv = ServerProcess(Path(tmp_path_factory.mktemp("allinone-sim")), tick=2.0)
-    srv.start()
-    try:
+    with ServerProcess(Path(tmp_path_factory.mktemp("allinone-sim")), tick=2.0) as srv:
         yield srv
-    finally:
-        srv.stop()
-        srv.cleanup_containers()
 
 
 def two_minute_trace() -> Trace:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from allinone.client import Conflict, Invalid, NotFound
 from allinone.objects import parse_rfc3339
 from allinone.testing import FIXTURES, ServerProcess, wait_for
 
@@ -19,28 +20,19 @@ pytestmark = pytest.mark.integration
 
 
 def create(srv: ServerProcess, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    resp = srv.http.post(srv.url + "/api/v1/triggers", json={"name": name, "spec": spec})
-    assert resp.status_code == 201, resp.text
-    out: dict[str, Any] = resp.json()
-    return out
+    return srv.client.create_trigger(name, spec)
 
 
 def trigger(srv: ServerProcess, name: str) -> dict[str, Any]:
-    resp = srv.http.get(srv.url + f"/api/v1/triggers/{name}")
-    resp.raise_for_status()
-    out: dict[str, Any] = resp.json()
-    return out
+    return srv.client.trigger(name)
 
 
 def events(srv: ServerProcess, name: str) -> list[dict[str, Any]]:
-    resp = srv.http.get(srv.url + f"/api/v1/triggers/{name}/events", params={"limit": 100})
-    resp.raise_for_status()
-    items: list[dict[str, Any]] = resp.json()["items"]
-    return items
+    return srv.client.trigger_events(name, 100)
 
 
 def invocations(srv: ServerProcess, function: str) -> float:
-    text = srv.http.get(srv.url + "/metrics").text
+    text = srv.client.metrics()
     m = re.search(rf'^allinone_invocations_total{{code="200",function="{function}"}} (\S+)$',
                   text, re.M)
     return float(m.group(1)) if m else 0.0
@@ -66,23 +58,22 @@ def test_bad_triggers_are_refused_naming_the_field(server: ServerProcess, tmp_pa
           "sink": {"directory": str(tmp_path / "missing")}}, "spec.sink.directory"),
     ]
     for spec, field in cases:
-        resp = server.http.post(server.url + "/api/v1/triggers", json={"name": "bad", "spec": spec})
-        assert resp.status_code == 400, (spec, resp.text)
-        assert field in resp.json()["error"]["message"], resp.text
+        with pytest.raises(Invalid, match=re.escape(field)):
+            server.client.create_trigger("bad", spec)
     resp = server.http.post(server.url + "/api/v1/triggers", data=b"nope")
     assert resp.status_code == 400 and "JSON object" in resp.json()["error"]["message"]
-    assert server.http.get(server.url + "/api/v1/triggers/nope").status_code == 404
-    assert server.http.get(server.url + "/api/v1/triggers").json()["items"] == []
+    with pytest.raises(NotFound):
+        server.client.trigger("nope")
+    assert server.client.triggers() == []
 
 
 def test_every_second_schedule_fires_and_stops_when_deleted(server: ServerProcess,
                                                             echo: str) -> None:
     server.invoke(echo, {})  # warm: the first fire should not wait for a cold start
     create(server, "tick", {"target": {"function": echo}, "schedule": "@every 1s"})
-    resp = server.http.post(server.url + "/api/v1/triggers",
-                            json={"name": "tick", "spec": {"target": {"function": echo},
-                                                           "schedule": "@every 1s"}})
-    assert resp.status_code == 409
+    with pytest.raises(Conflict):
+        create(server, "tick", {"target": {"function": echo}, "schedule": "@every 1s"})
+
     def succeeded() -> list[dict[str, Any]] | None:
         # The newest fire may still be in flight (Pending): wait for three that ended.
         done = [e for e in events(server, "tick") if e["status"] == "Succeeded"]
@@ -102,12 +93,13 @@ def test_every_second_schedule_fires_and_stops_when_deleted(server: ServerProces
     # Scheduled times are whole intervals apart (a late loop skips a time, never shifts it).
     gaps = [b - a for a, b in itertools.pairwise(scheduled)]
     assert all(g >= 1 - 1e-3 and abs(g - round(g)) < 1e-3 for g in gaps), gaps
-    assert server.http.delete(server.url + "/api/v1/triggers/tick").status_code == 200
+    server.client.delete_trigger("tick")
     time.sleep(0.5)  # a call already in flight may still finish
     before = invocations(server, echo)
     time.sleep(2.5)
     assert invocations(server, echo) == before
-    assert server.http.get(server.url + "/api/v1/triggers/tick").status_code == 404
+    with pytest.raises(NotFound):
+        server.client.trigger("tick")
 
 
 def test_a_dropped_file_invokes_the_target_once_and_the_sink_writes_it(
@@ -141,7 +133,7 @@ def test_a_dropped_file_invokes_the_target_once_and_the_sink_writes_it(
     assert sorted(e["input"]["name"] for e in evs) == [f"hello{i}.txt" for i in range(5)]
     assert all(e["status"] == "Succeeded" for e in evs)
     assert trigger(server, "drop")["status"]["fires"] == 5
-    server.http.delete(server.url + "/api/v1/triggers/drop")
+    server.client.delete_trigger("drop", missing_ok=True)
 
 
 def test_restart_neither_loses_nor_duplicates_file_events(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from allinone.client import Invalid, NotFound
 from allinone.testing import FIXTURES, ServerProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -33,26 +34,18 @@ def ensure_functions(srv: ServerProcess, *names: str) -> None:
 
 
 def put_workflow(srv: ServerProcess, name: str, definition: dict[str, Any]) -> None:
-    resp = srv.http.post(srv.url + "/api/v1/workflows",
-                         json={"name": name, "definition": definition})
-    if resp.status_code == 409:
-        resp = srv.http.put(srv.url + f"/api/v1/workflows/{name}",
-                            json={"definition": definition})
-    assert resp.status_code in (200, 201), resp.text
+    srv.client.deploy_workflow(name, definition)
 
 
 def run(srv: ServerProcess, name: str, data: Any) -> dict[str, Any]:
-    resp = srv.http.post(srv.url + f"/workflow/{name}", json=data, timeout=180)
+    resp = srv.client.start_workflow(name, data, timeout=180)
     assert resp.status_code == 200, resp.text
     out: dict[str, Any] = resp.json()
     return out
 
 
 def execution(srv: ServerProcess, name: str, eid: str) -> dict[str, Any]:
-    resp = srv.http.get(srv.url + f"/api/v1/workflows/{name}/executions/{eid}")
-    assert resp.status_code == 200, resp.text
-    out: dict[str, Any] = resp.json()
-    return out
+    return srv.client.execution(name, eid)
 
 
 def task(resource: str, **fields: Any) -> dict[str, Any]:
@@ -80,7 +73,7 @@ def test_chain_and_choice(server: ServerProcess) -> None:
                                                           sorted(e["executionId"] for e in
                                                                  listed["items"])[0]]
     assert "continue" in listed
-    metrics = server.http.get(server.url + "/metrics").text
+    metrics = server.client.metrics()
     assert 'allinone_workflow_executions_total{status="SUCCEEDED",workflow="chain"}' in metrics
 
 
@@ -137,34 +130,33 @@ def test_retry_catch_and_the_order_example(server: ServerProcess) -> None:
 
 def test_api_errors(server: ServerProcess) -> None:
     bad = {"StartAt": "a", "States": {"a": {"Type": "Pass", "Next": "chek"}}}
-    resp = server.http.post(server.url + "/api/v1/workflows",
-                            json={"name": "broken", "definition": bad})
-    assert resp.status_code == 400
-    assert resp.json()["error"]["message"] == 'States.a.Next: no state named "chek"'
+    with pytest.raises(Invalid) as broken:
+        server.client.deploy_workflow("broken", bad)
+    assert broken.value.message == 'States.a.Next: no state named "chek"'
     good = {"StartAt": "a", "States": {"a": {"Type": "Pass", "End": True}}}
-    resp = server.http.post(server.url + "/api/v1/workflows",
-                            json={"name": "Bad_Name", "definition": good})
-    assert resp.status_code == 400
+    with pytest.raises(Invalid):
+        server.client.deploy_workflow("Bad_Name", good)
     put_workflow(server, "simple", good)
     resp = server.http.post(server.url + "/api/v1/workflows",
                             json={"name": "simple", "definition": good})
     assert resp.status_code == 409
-    assert server.http.post(server.url + "/workflow/nope", json={}).status_code == 404
+    assert server.client.start_workflow("nope", {}).status_code == 404
     resp = server.http.post(server.url + "/workflow/simple", data=b"{not json",
                             headers={"Content-Type": "application/json"})
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "BadRequest"
-    resp = server.http.post(server.url + "/workflow/simple?mode=async", json={"k": 1})
+    resp = server.client.start_workflow("simple", {"k": 1}, wait=False)
     assert resp.status_code == 202
     eid = resp.json()["executionId"]
     wait_for(lambda: execution(server, "simple", eid)["status"] == "SUCCEEDED", 30,
              "the async execution")
     assert execution(server, "simple", eid)["output"] == {"k": 1}
-    resp = server.http.put(server.url + "/api/v1/workflows/simple", json={"definition": bad})
-    assert resp.status_code == 400
-    assert server.http.delete(server.url + "/api/v1/workflows/simple").status_code == 200
-    assert server.http.get(server.url + "/api/v1/workflows/simple").status_code == 404
-    resp = server.http.get(server.url + f"/api/v1/workflows/simple/executions/{eid}")
-    assert resp.status_code == 404
+    with pytest.raises(Invalid):
+        server.client.deploy_workflow("simple", bad)  # an update, checked as a create
+    server.client.delete_workflow("simple")
+    with pytest.raises(NotFound):
+        server.client.workflow("simple")
+    with pytest.raises(NotFound):
+        server.client.execution("simple", eid)
 
 
 def _kill_everything(srv: ServerProcess) -> None:
@@ -193,7 +185,7 @@ def test_sigkill_resumes_a_running_execution(tmp_path: Path) -> None:
             "first": task("inc", Next="nap"),
             "nap": task("slow", Parameters={"n.$": "$.n", "ms": 4000}, Next="last"),
             "last": task("inc")}})
-        resp = srv.http.post(srv.url + "/workflow/durable?mode=async", json={"n": 1})
+        resp = srv.client.start_workflow("durable", {"n": 1}, wait=False)
         assert resp.status_code == 202
         eid = resp.json()["executionId"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from allinone import auth
-from allinone.cli import client_token
+from allinone.client import token_for
 
 
 @pytest.mark.parametrize(("host", "loopback"), [
@@ -66,10 +66,10 @@ def test_bearer_matches(header: str | None, ok: bool) -> None:
 
 def test_cli_token_sources(tmp_path: Path) -> None:
     (tmp_path / auth.TOKEN_FILENAME).write_text("from-file\n")
-    assert client_token("http://127.0.0.1:8080", "given", tmp_path) == "given"
-    assert client_token("http://127.0.0.1:8080", None, tmp_path) == "from-file"
-    assert client_token("http://localhost:9", None, tmp_path) == "from-file"
+    assert token_for("http://127.0.0.1:8080", "given", tmp_path) == "given"
+    assert token_for("http://127.0.0.1:8080", None, tmp_path) == "from-file"
+    assert token_for("http://localhost:9", None, tmp_path) == "from-file"
     # A local token is never sent to another machine.
-    assert client_token("http://192.0.2.1:8080", None, tmp_path) is None
-    assert client_token("http://192.0.2.1:8080", "given", tmp_path) == "given"
-    assert client_token("http://127.0.0.1:8080", None, tmp_path / "missing") is None
+    assert token_for("http://192.0.2.1:8080", None, tmp_path) is None
+    assert token_for("http://192.0.2.1:8080", "given", tmp_path) == "given"
+    assert token_for("http://127.0.0.1:8080", None, tmp_path / "missing") is None

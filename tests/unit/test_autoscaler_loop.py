@@ -17,6 +17,7 @@ from allinone.clock import ManualClock
 from allinone.informer import Informer
 from allinone.metrics import Metrics
 from allinone.store.memory import MemoryStore
+from allinone.testing import running
 
 
 class Env:
@@ -50,14 +51,10 @@ class Env:
 @pytest.fixture
 async def env() -> AsyncIterator[Env]:
     e = Env()
-    tasks = [asyncio.ensure_future(e.functions.run()),
-             asyncio.ensure_future(e.replicasets.run())]
-    await e.functions.synced.wait()
-    await e.replicasets.synced.wait()
-    yield e
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    async with running(e.functions.run(), e.replicasets.run()):
+        await e.functions.synced.wait()
+        await e.replicasets.synced.wait()
+        yield e
 
 
 @pytest.mark.parametrize(("metric", "want"), [("rps", 3), ("concurrency", None)])

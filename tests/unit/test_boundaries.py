@@ -12,7 +12,8 @@ from allinone import objects
 from allinone.builder.validate import MAX_CODE_FILE, TooLarge, validate_source
 from allinone.informer import Informer
 from allinone.store import Obj
-from allinone.store.memory import MemoryStore, decode_listed
+from allinone.store.codec import decode_listed
+from allinone.store.memory import MemoryStore
 
 
 def good_function(name: str) -> Obj:

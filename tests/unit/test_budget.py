@@ -23,10 +23,10 @@ from allinone.budget import (
     max_scale_given,
     with_ceiling,
 )
-from allinone.builder.reconciler import replicaset_for
 from allinone.informer import Informer
-from allinone.objects import ValidationError, normalize_spec
+from allinone.objects import ValidationError, normalize_spec, replicaset_for
 from allinone.store.memory import MemoryStore
+from allinone.testing import running
 
 LIMITS = Limits(pod_memory_mib=1024, max_pods_per_function=10)
 
@@ -230,14 +230,10 @@ class World:
 @pytest.fixture
 async def world() -> AsyncIterator[World]:
     w = World()
-    tasks = [asyncio.ensure_future(w.functions.run()),
-             asyncio.ensure_future(w.replicasets.run())]
-    await w.functions.synced.wait()
-    await w.replicasets.synced.wait()
-    yield w
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    async with running(w.functions.run(), w.replicasets.run()):
+        await w.functions.synced.wait()
+        await w.replicasets.synced.wait()
+        yield w
 
 
 async def test_cap_records_status_and_clears_it(world: World) -> None:

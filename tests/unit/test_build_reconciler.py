@@ -14,11 +14,12 @@ import pytest
 
 from allinone import objects
 from allinone.builder.builder import BuildError, BuildResult
-from allinone.builder.reconciler import BuildReconciler, replicaset_for
+from allinone.builder.reconciler import BuildReconciler
 from allinone.builder.sources import SourceStore
 from allinone.builder.validate import ValidatedSource
 from allinone.informer import Informer
 from allinone.metrics import Metrics
+from allinone.objects import replicaset_for
 from allinone.store.memory import MemoryStore
 
 ADD = b"def run(x, y):\n    return x + y\n"

@@ -4,7 +4,6 @@ workflow definition's shape (fixtures/imagepipe)."""
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 from pathlib import Path
@@ -14,27 +13,14 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from allinone.testing import load_module
+
 ROOT = Path(__file__).resolve().parents[2] / "fixtures" / "imagepipe"
 
 
 def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"imagepipe_{name}",
-                                                  ROOT / "functions" / name / "func.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(ROOT / "functions" / name / "func.py", f"imagepipe_{name}")
 
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    make = importlib.util.spec_from_file_location("make_images", ROOT / "make_images.py")
-    assert make is not None and make.loader is not None
-    module = importlib.util.module_from_spec(make)
-    make.loader.exec_module(module)
-    out = tmp_path_factory.mktemp("images")
-    module.make(out, large=True)
-    return out
 
 
 def event(path: Path) -> dict[str, Any]:

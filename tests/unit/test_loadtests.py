@@ -10,11 +10,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from allinone.client import parse_metric
 from loadtests import report as r
-from loadtests.__main__ import OPTIONAL, SCENARIOS, locust_command, split_argv
+from loadtests.__main__ import SCENARIOS, locust_command, split_argv
+from loadtests.report import scaling_with_defaults
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -148,9 +151,9 @@ def test_parse_metric() -> None:
             'allinone_cold_start_latency_seconds_sum{function="a"} 0.372\n'
             'allinone_cold_start_latency_seconds_sum{function="ab"} 9\n'
             'allinone_cold_starts_total{function="ab"} 2.0\n')
-    assert r.parse_metric(text, "allinone_cold_start_latency_seconds_sum", "a") == 0.372
-    assert r.parse_metric(text, "allinone_cold_start_latency_seconds_sum", "ab") == 9.0
-    assert r.parse_metric(text, "allinone_cold_starts_total", "a") is None
+    assert parse_metric(text, "allinone_cold_start_latency_seconds_sum", "a") == 0.372
+    assert parse_metric(text, "allinone_cold_start_latency_seconds_sum", "ab") == 9.0
+    assert parse_metric(text, "allinone_cold_starts_total", "a") is None
 
 
 # -- the report ------------------------------------------------------------------------
@@ -200,16 +203,66 @@ def test_split_argv_and_locust_command() -> None:
     cmd = locust_command("scale_up", "http://127.0.0.1:8080", Path("/r/scale_up.json"), 0.5,
                          True, ["--max-p95-ms", "500"])
     assert cmd[:4] == [sys.executable, "-m", "locust", "-f"]
-    assert cmd[4].endswith("loadtests/scale_up.py")
-    for flag, value in (("--host", "http://127.0.0.1:8080"), ("--tick", "0.5"),
-                        ("--report", "/r/scale_up.json"), ("--max-seconds", "180")):
+    assert cmd[4].endswith("loadtests/locustfile.py")
+    for flag, value in (("--scenario", "scale_up"), ("--host", "http://127.0.0.1:8080"),
+                        ("--tick", "0.5"), ("--report", "/r/scale_up.json"),
+                        ("--max-seconds", "180")):
         assert cmd[cmd.index(flag) + 1] == value
     assert "--headless" in cmd and "--short" in cmd and cmd[-2:] == ["--max-p95-ms", "500"]
 
 
-def test_every_scenario_has_a_locustfile() -> None:
-    for name in SCENARIOS + OPTIONAL:
-        assert (ROOT / "loadtests" / f"{name}.py").is_file()
+def test_every_scenario_is_listed_by_its_name() -> None:
+    assert list(SCENARIOS) == ["cold_start", "scale_up", "scale_to_zero", "burst_at_zero",
+                              "workflow_load"]
+    assert all(s.name == n and (ROOT / "fixtures" / s.fixture).is_file()
+               for n, s in SCENARIOS.items())
+
+
+def judged(name: str, p: dict[str, object], records: list[list[object]],
+           samples: list[dict[str, object]]) -> tuple[list[r.Criterion], dict[str, object]]:
+    """A scenario's criteria over hand-made records and samples (no server, no locust)."""
+    sc = SCENARIOS[name]
+    rep = r.Report(name, records=records, samples=samples, params=p)
+    rep.scaling = scaling_with_defaults(sc.spec["scaling"])
+    run = SimpleNamespace(p=p, report=rep, scaling=rep.scaling, tick=0.5)
+    return sc.judge(run), rep.figures  # type: ignore[arg-type]
+
+
+def test_scale_up_passes_when_the_expected_pods_are_ready_in_time() -> None:
+    samples = [{"t": t, "ready": ready, "desired": 3} for t, ready in
+               ((5.0, 1), (7.0, 2), (9.4, 3), (20.0, 3))]
+    p = {"step_t": 5.0, "hold_s": 15.0, "users": 6, "within_s": 15.0}
+    crit, fig = judged("scale_up", p, [rec(6, 200), rec(7, 210)], samples)
+    assert [c.passed for c in crit] == [True, True]
+    assert fig["expected_replicas"] == 3 and fig["ready_reached_after_s"] == 4.4
+
+
+def test_scale_up_fails_when_the_pods_come_late() -> None:
+    samples = [{"t": 5.0, "ready": 1, "desired": 3}, {"t": 21.0, "ready": 3, "desired": 3}]
+    p = {"step_t": 5.0, "hold_s": 15.0, "users": 6, "within_s": 15.0}
+    crit, _ = judged("scale_up", p, [rec(6, 200)], samples)
+    assert not crit[0].passed and crit[0].measured == 16.0
+
+
+def test_scale_to_zero_limit_is_window_plus_grace_plus_two_ticks() -> None:
+    p = {"last_answer_t": 10.0, "zero_t": 20.0, "users": 4,
+         "next_request": {"ok": True, "ms": 300.0, "cold": True}}
+    crit, fig = judged("scale_to_zero", p, [rec(1, 100)], [{"t": 1.0, "ready": 2}])
+    assert fig["zero_limit_s"] == 6 + 4 + 2 * 0.5 + 0.1
+    assert [c.passed for c in crit] == [True, True, True]
+    p["next_request"] = {"ok": True, "ms": 5.0, "cold": False}  # a pod was still there
+    p["zero_t"] = 22.0
+    crit, _ = judged("scale_to_zero", p, [rec(1, 100)], [{"t": 1.0, "ready": 2}])
+    assert [c.passed for c in crit] == [True, False, False]
+
+
+def test_burst_counts_every_answer_of_every_round() -> None:
+    rounds = [{"round": 1, "requests": 100, "last_answer_s": 1.2},
+              {"round": 2, "requests": 99, "last_answer_s": 1.5}]
+    crit, fig = judged("burst_at_zero", {"rounds": 2, "users": 100, "done": rounds},
+                       [rec(0, 900, name="burst")], [{"t": 0.0, "ready": 4}])
+    assert [c.passed for c in crit] == [True, False]
+    assert crit[1].measured == 199 and "1.5 s" in str(fig["headline"])
 
 
 def test_runner_never_imports_locust() -> None:

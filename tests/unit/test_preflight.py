@@ -23,6 +23,7 @@ from allinone.services.preflight import (
     check_port_free,
     check_state_dir,
 )
+from allinone.testing import free_port
 
 
 @pytest.fixture
@@ -37,12 +38,6 @@ def listener() -> Iterator[int]:
     finally:
         sock.close()
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def test_taken_port_names_the_port_and_the_flag(listener: int) -> None:

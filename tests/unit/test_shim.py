@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from allinone.testing import UnixHTTPConnection, free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 SHIM = ROOT / "imagedata" / "shim.py"
 FIXTURES = ROOT / "fixtures"
@@ -39,25 +41,6 @@ EXTRA_MODULES = {
     "broken.py": "import json\nraise RuntimeError('cannot start: missing config')\n",
 }
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """http.client over a Unix socket: how the platform reaches a pod."""
-
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("pod", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self.path)
-        self.sock = s
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from allinone import objects
-from allinone.builder.reconciler import pod_template
+from allinone.objects import pod_template
 
 
 @pytest.mark.parametrize(("user", "expected"), [

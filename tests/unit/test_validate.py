@@ -21,6 +21,7 @@ from allinone.builder.validate import (
     validate_source,
 )
 from allinone.objects import ValidationError
+from allinone.testing import make_zip
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 MIB = 1024 * 1024
@@ -31,13 +32,6 @@ def check(filename: str, data: bytes, handler: str = "run", *, max_upload: int =
     return validate_source(filename, data, handler, max_upload=max_upload,
                            max_unzipped=max_unzipped, **kw)
 
-
-def make_zip(entries: dict[str, bytes], *, method: int = zipfile.ZIP_DEFLATED) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", method) as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 def rejected(match: str, filename: str, data: bytes, handler: str = "run",

@@ -1,4 +1,4 @@
-"""`allinone workflow ...` over a fake HTTP client: what it sends and what it prints."""
+"""`allinone workflow ...` over a fake transport: what it sends and what it prints."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from allinone import cli, cli_workflows
+from allinone.client import Client
 
 DEF = {"StartAt": "a", "States": {"a": {"Type": "Task", "Resource": "inc", "End": True}}}
 EXECUTION = {"executionId": "e1", "workflow": "w", "status": "FAILED", "input": {"n": 1},
@@ -22,33 +24,33 @@ EXECUTION = {"executionId": "e1", "workflow": "w", "status": "FAILED", "input": 
                          "error": "ValueError", "cause": "bad"}]}
 
 
-class FakeClient:
+class FakeClient(Client):
+    """The real client over a fake transport: records each request, answers from here."""
+
     def __init__(self) -> None:
+        super().__init__("http://127.0.0.1:1")
         self.sent: list[tuple[str, str, Any]] = []
 
-    def request(self, method: str, path: str, body: bytes | None = None,
-                content_type: str | None = None) -> tuple[int, bytes]:
-        self.sent.append((method, path, None))
-        return 404, b""
-
-    def json(self, method: str, path: str, body: bytes | None = None,
-             content_type: str | None = None, ok: tuple[int, ...] = (200, 201)) -> Any:
-        self.sent.append((method, path, json.loads(body) if body else None))
+    def request(self, method: str, path: str, **kw: Any) -> requests.Response:
+        body = kw.get("json") or (json.loads(kw["data"]) if kw.get("data") else None)
+        self.sent.append((method, path, body))
+        out: Any = {}
         if path.startswith("/workflow/"):
-            return {"executionId": "e1"} if "async" in path else {"executionId": "e1",
-                                                                   "status": "SUCCEEDED",
-                                                                   "output": 2}
-        if "/executions/" in path:
-            return EXECUTION
-        if method in ("POST", "PUT") or path == "/api/v1/workflows/w":
-            return {"metadata": {"name": "w", "generation": 1}, "spec": {"definition": DEF},
-                    "status": {"phase": "Ready"}}
-        return {}
+            out = {"executionId": "e1"} if "async" in path else {
+                "executionId": "e1", "status": "SUCCEEDED", "output": 2}
+        elif "/executions/" in path:
+            out = EXECUTION
+        elif method in ("POST", "PUT") or path == "/api/v1/workflows/w":
+            out = {"metadata": {"name": "w", "generation": 1}, "spec": {"definition": DEF},
+                   "status": {"phase": "Ready"}}
+        resp = requests.Response()
+        resp.status_code, resp._content = 200, json.dumps(out).encode()
+        return resp
 
 
 def run(argv: list[str], client: FakeClient) -> int:
     args = cli.build_parser().parse_args(argv)
-    return cli_workflows.run(client, args)  # type: ignore[arg-type]
+    return cli_workflows.run(client, args)
 
 
 def test_deploy_yaml_creates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,188 @@
+"""The one closed-loop HTTP load generator outside locust (asyncio, raw HTTP/1.1).
+
+Used by the benchmark's throughput figure (:func:`measure`) and by the integration
+tests (:func:`run_load`, :func:`burst`). Each connection is one user: it sends the same
+``POST`` and sends again as soon as the whole answer is in, over one keep-alive
+connection (TCP with ``TCP_NODELAY``, or a pod's Unix socket when ``unix`` is given).
+Answers are framed by ``Content-Length`` (every answer of the server and the pods has
+one); an answer without it ends its connection as a failure rather than hanging it.
+
+Invariants: loopback or any address the caller names, nothing else; every run is
+bounded (``duration`` or one request per user, plus ``timeout``), and a request still
+in flight at the time-out or on a closed connection is recorded as a failure (status
+-1), so a caller counting outcomes never loses one. Bodies are kept as bytes and
+decoded only when read (``Outcome.body``), so measuring throughput costs no JSON work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from loadtests.report import summarize
+
+_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)")
+
+
+@dataclass
+class Outcome:
+    status: int  # -1: no answer (refused, closed, timed out)
+    raw: bytes
+    started: float
+    seconds: float
+
+    @property
+    def body(self) -> Any:
+        try:
+            return json.loads(self.raw)
+        except ValueError:
+            return self.raw.decode(errors="replace")
+
+
+@dataclass
+class LoadResult:
+    outcomes: list[Outcome] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failures(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status != 200]
+
+    def summary(self) -> str:
+        codes: dict[int, int] = {}
+        for o in self.outcomes:
+            codes[o.status] = codes.get(o.status, 0) + 1
+        bad = [o.body for o in self.failures[:3]]
+        return f"{len(self.outcomes)} requests, codes {codes}, first failures {bad}"
+
+
+class _User(asyncio.Protocol):
+    """One keep-alive connection: send, read the whole answer, record it, repeat."""
+
+    def __init__(self, request: bytes, again: Callable[[], bool], out: list[Outcome],
+                 done: asyncio.Future[None]) -> None:
+        self.request, self.again, self.out, self.done = request, again, out, done
+        self.buf = b""
+        self.t: float | None = None  # when the request in flight was sent
+        self.transport: Any = None  # asyncio's or uvloop's transport
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.send()
+
+    def send(self) -> None:
+        self.t = time.perf_counter()
+        self.transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while self.t is not None:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            m = _LENGTH.search(self.buf[:end].lower())
+            if m is None:
+                self.fail(b"an answer without Content-Length")
+                return
+            total = end + 4 + int(m.group(1))
+            if len(self.buf) < total:
+                return
+            status, body = int(self.buf[9:12]), self.buf[end + 4:total]
+            self.buf = self.buf[total:]
+            now = time.perf_counter()
+            self.out.append(Outcome(status, body, self.t, now - self.t))
+            self.t = None
+            if self.again():
+                self.send()
+            else:
+                self.transport.close()
+
+    def fail(self, why: bytes) -> None:
+        if self.t is not None:
+            self.out.append(Outcome(-1, why, self.t, time.perf_counter() - self.t))
+            self.t = None
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail(repr(exc or "connection closed by the server").encode())
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def _run(url: str, users: int, body: Any, again: Callable[[], bool],
+               timeout: float, unix: str | None = None) -> LoadResult:
+    u = urlsplit(url)
+    host, port = u.hostname or "127.0.0.1", u.port or 80
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = (f"POST {u.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: "
+               f"application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data
+    loop = asyncio.get_running_loop()
+    result = LoadResult()
+    protos: list[_User] = []
+
+    async def one() -> None:
+        done: asyncio.Future[None] = loop.create_future()
+        proto = _User(request, again, result.outcomes, done)
+        protos.append(proto)
+        t = time.perf_counter()
+        try:
+            if unix is None:
+                await loop.create_connection(lambda: proto, host, port)
+            else:
+                await loop.create_unix_connection(lambda: proto, unix)
+        except OSError as exc:
+            result.outcomes.append(Outcome(-1, repr(exc).encode(), t, time.perf_counter() - t))
+            return
+        await done
+
+    t0 = time.perf_counter()
+    try:
+        await asyncio.wait_for(asyncio.gather(*(one() for _ in range(users))), timeout)
+    except TimeoutError:
+        for proto in protos:
+            proto.fail(b"timed out")
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+async def run_load(url: str, concurrency: int, duration: float, body: Any,
+                   stop: asyncio.Event | None = None, timeout: float = 120,
+                   unix: str | None = None) -> LoadResult:
+    """``concurrency`` users, each sending its next request when the last one answers,
+    for ``duration`` s or until ``stop`` is set (over the Unix socket ``unix`` if given:
+    then ``url`` gives only the path)."""
+    deadline = time.monotonic() + duration
+    return await _run(url, concurrency, body, lambda: time.monotonic() < deadline and not (
+        stop and stop.is_set()), duration + timeout, unix)
+
+
+async def burst(url: str, n: int, body: Any, timeout: float = 120) -> LoadResult:
+    """``n`` requests at once, one per connection."""
+    return await _run(url, n, body, lambda: False, timeout)
+
+
+def measure(url: str, conns: int, seconds: float, body: bytes,
+            unix: str | None = None) -> dict[str, Any]:
+    """The benchmark's throughput run: 0.5 s warm-up, then ``seconds`` of closed-loop
+    load on ``conns`` connections (uvloop when installed): req/s, errors, latency (ms)."""
+    try:
+        import uvloop
+        runner: Callable[[Any], LoadResult] = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    runner(run_load(url, conns, 0.5, body, timeout=30, unix=unix))  # warm-up
+    res = runner(run_load(url, conns, seconds, body, timeout=30, unix=unix))
+    ok = [o.seconds * 1000 for o in res.outcomes if o.status == 200]
+    return {"rps": round(len(ok) / res.seconds, 1), "errors": len(res.failures),
+            "requests": len(ok), "latency_ms": summarize(ok, (50, 90, 99), 4)}

@@ -1,0 +1,416 @@
+"""The thin locust adapter that runs one scenario of :mod:`loadtests.scenarios`.
+
+    locust -f loadtests/locustfile.py --headless --host http://127.0.0.1:8080 \\
+        --scenario scale_up [--short] [--tick S] [--report PATH] [--keep] ...
+
+On ``test_start`` it deploys the scenario's fixture through :mod:`allinone.client`
+(or takes ``--function NAME``), waits for Ready and for the state the scenario starts
+in, then runs two greenlets: the *sampler* reads the function every 0.5 s (ready and
+desired replicas, the autoscaler's view; the driver's own readings while it waits are
+kept too, ``"by": "driver"``) and the *driver* (the scenario's ``drive``). Each request
+becomes a record ``[t, ms, ok, name, error]`` (``t``: start, seconds since set-up). On
+``quitting`` it judges, deletes what it deployed (unless ``--keep``), writes the JSON
+report and sets locust's exit code: 1 when a criterion failed.
+
+Users never send while ``sending`` is false, so the driver decides exactly when load
+starts and stops (a user stopped mid-request would leave a request neither counted nor
+answered); the shape hands locust the driver's user count and ends the test when the
+driver is done. ``--max-seconds`` caps the run (locust's ``--run-time`` does not apply
+to shapes); ``--max-p50-ms``/``--max-p95-ms`` are optional latency thresholds (off by
+default: these machines are shared and noisy). Local runner only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+import gevent
+import gevent.event
+from locust import HttpUser, LoadTestShape, constant, events, task
+from locust.clients import HttpSession
+from locust.env import Environment
+
+from allinone.client import ApiError, Client, error_from
+from loadtests.report import Report, latency_threshold, write_report
+from loadtests.scenarios import POLL_INTERVAL, SCENARIOS, Scenario
+
+log = logging.getLogger("loadtests")
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_INTERVAL = 0.5  # s between the sampler's reads of the function
+
+
+class ScenarioError(Exception):
+    """The scenario cannot go on (set-up failed, a state was never reached)."""
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser: Any) -> None:
+    add = parser.add_argument
+    add("--scenario", choices=list(SCENARIOS), default="scale_up", help="which scenario")
+    add("--function", default="", metavar="NAME", help="use this deployed function")
+    add("--body", default="", metavar="JSON", help="request body (default: the scenario's)")
+    add("--short", action="store_true", default=False, help="the short (CI) form")
+    add("--tick", type=float, default=2.0, metavar="S", help="the server's autoscaler tick")
+    add("--report", default="", metavar="PATH", help="JSON report path")
+    add("--keep", action="store_true", default=False, help="keep the deployed function")
+    add("--max-seconds", type=float, default=0.0, metavar="S", help="stop (failed) after S s")
+    add("--max-p50-ms", type=float, default=0.0, metavar="MS", help="key latency p50 limit")
+    add("--max-p95-ms", type=float, default=0.0, metavar="MS", help="key latency p95 limit")
+    seen: set[str] = set()
+    for sc in SCENARIOS.values():
+        for o in sc.options:
+            if o.flag not in seen:
+                seen.add(o.flag)
+                add(o.flag, type=o.kind, default=o.default, help=f"{sc.name}: {o.help}")
+
+
+class Runner:
+    """One scenario's run: the :class:`loadtests.scenarios.Run` the drivers see."""
+
+    def __init__(self) -> None:
+        self.env: Environment | None = None
+        self.sc: Scenario = SCENARIOS["scale_up"]
+        self.api: Client = Client()
+        self.report = Report("")
+        self.function = ""
+        self.fn: dict[str, Any] = {}
+        self.t0: float | None = None
+        self.users = self.started_users = self.in_flight = self.answered = 0
+        self.sending = False
+        self.finished = gevent.event.Event()
+        self.gate = gevent.event.Event()
+        self.round = 0
+        self.data = b"{}"
+        self.session: HttpSession | None = None
+        self.greenlets: list[gevent.Greenlet] = []
+        self.quit = False
+        events.test_start.add_listener(self.set_up)
+        events.request.add_listener(self.record)
+        events.quitting.add_listener(self.finish)
+
+    # -- the Run protocol ---------------------------------------------------------------
+
+    @property
+    def p(self) -> dict[str, Any]:
+        return self.report.params
+
+    @property
+    def scaling(self) -> dict[str, Any]:
+        return self.report.scaling
+
+    @property
+    def tick(self) -> float:
+        return self.report.tick_seconds
+
+    def opt(self, name: str, default: Any) -> Any:
+        assert self.env is not None
+        return getattr(self.env.parsed_options, name, default)
+
+    def now(self) -> float:
+        assert self.t0 is not None
+        return time.time() - self.t0
+
+    def sleep(self, seconds: float) -> None:
+        gevent.sleep(seconds)
+
+    def event(self, label: str, **extra: Any) -> float:
+        t = round(self.now(), 3)
+        self.report.events.append({"t": t, "label": label, **extra})
+        log.info("[%s] %.1f s: %s", self.sc.name, t, label)
+        return t
+
+    def set_users(self, n: int, timeout: float = 60.0) -> None:
+        """Ask the shape for ``n`` users and wait until locust has started them all."""
+        assert self.env is not None and self.env.runner is not None
+        runner = self.env.runner
+        self.users = n
+        self.wait_until(lambda: runner.user_count == n and (n == 0 or self.started_users >= n),
+                        timeout, f"locust to reach {n} users", 0.05)
+
+    def status(self) -> dict[str, Any]:
+        """The function's status now; after t0 also kept as a sample (``by: driver``)."""
+        sent = time.time()
+        fn = self.api.find(self.function)
+        if fn is None:
+            raise ScenarioError(f"function {self.function} was deleted during the scenario")
+        self.sample(sent, fn.get("status", {}), "driver")
+        return dict(fn.get("status", {}))
+
+    def wait_until(self, cond: Callable[[], bool], timeout: float, what: str,
+                   interval: float = POLL_INTERVAL) -> float:
+        """Poll ``cond``; the time (since t0, else epoch) the poll that saw it started."""
+        deadline = time.monotonic() + timeout
+        while True:
+            sent = self.now() if self.t0 is not None else time.time()
+            if cond():
+                return sent
+            if time.monotonic() > deadline:
+                raise ScenarioError(f"timed out after {timeout:.0f} s waiting for {what}")
+            gevent.sleep(interval)
+
+    def at_zero(self) -> bool:
+        """No ready pod, none desired, and no Pod object left (the container is gone)."""
+        st = self.status()
+        return not (st.get("readyReplicas") or st.get("desiredReplicas")
+                    or self.api.pods(self.function))
+
+    def zero_timeout(self) -> float:
+        s = self.scaling
+        return float(s["scaleToZeroGracePeriodSeconds"]) + float(s["stableWindowSeconds"]) \
+            + 10 * self.tick + 30.0
+
+    def wait_zero(self) -> float:
+        return self.wait_until(self.at_zero, self.zero_timeout(), f"{self.function} at zero")
+
+    def request_timeout(self) -> float:
+        return float(self.fn["spec"]["timeoutSeconds"]) + 30.0
+
+    def call(self, name: str, client: Any = None) -> tuple[bool, float, Any]:
+        """One recorded call of the function: (ok, latency ms, parsed body or error)."""
+        session = client or self.session
+        assert session is not None
+        self.in_flight += 1
+        t = time.perf_counter()
+        try:
+            with session.post(self.sc.path.format(function=self.function), data=self.data,
+                              name=name,
+                              catch_response=True, timeout=self.request_timeout(),
+                              headers={"Content-Type": "application/json"}) as resp:
+                ms = (time.perf_counter() - t) * 1000.0
+                if resp.status_code == 200:
+                    try:
+                        out = resp.json()
+                    except ValueError:
+                        out, msg = None, "HTTP 200 with a body that is not JSON"
+                    else:
+                        why = self.sc.check(self, out) if self.sc.check else None
+                        if why is None:
+                            return True, ms, out
+                        msg = why
+                elif resp.status_code == 0:
+                    msg = f"no answer: {resp.error!r}"
+                else:
+                    msg = f"HTTP {resp.status_code}: {error_from(resp).message}"
+                resp.failure(msg)
+                return False, ms, msg
+        finally:
+            self.in_flight -= 1
+
+    def open_gate(self) -> None:
+        self.round += 1
+        self.gate.set()
+        self.gate = gevent.event.Event()
+
+    def body(self) -> Any:
+        return json.loads(self.data)
+
+    def last_answer(self) -> float | None:
+        return max((r[0] + r[1] / 1000.0 for r in self.report.records), default=None)
+
+    def fail(self, message: str) -> None:
+        """End the scenario now with an error (from a user or the driver)."""
+        if message not in self.report.errors:
+            self.report.errors.append(message)
+            log.error("[%s] %s", self.sc.name, message)
+        self.sending = False
+        self.finished.set()
+
+    # -- locust events --------------------------------------------------------------------
+
+    def set_up(self, environment: Environment, **_: Any) -> None:
+        if self.env is not None:
+            return
+        self.env = environment
+        opts: Any = environment.parsed_options
+        self.sc = sc = SCENARIOS[opts.scenario]
+        if opts.max_seconds > 0:
+            gevent.spawn_later(opts.max_seconds, self.fail, f"stopped at --max-seconds "
+                               f"{opts.max_seconds:g}: the scenario had not finished")
+        rep = self.report = Report(sc.name, short=opts.short, tick_seconds=opts.tick,
+                                   server=(environment.host or "").rstrip("/"))
+        rep.params = sc.params(self, opts.short)
+        try:
+            if not rep.server:
+                raise ScenarioError("no --host: give the server's address, e.g. "
+                                    "--host http://127.0.0.1:8080")
+            try:
+                body = json.loads(opts.body or json.dumps(sc.body))
+                if not isinstance(body, dict):
+                    raise ValueError("not an object")
+            except ValueError as exc:
+                raise ScenarioError(f"--body must be a JSON object ({exc})") from None
+            self.data, rep.params["body"] = json.dumps(body).encode(), body
+            self.api = Client(rep.server, token=os.environ.get("ALLINONE_TOKEN"), timeout=60)
+            self.session = HttpSession(rep.server, environment.events.request, None)
+            self.session.trust_env = False
+            self.deploy(opts.function)
+            if sc.setup is not None:
+                sc.setup(self)
+            if sc.start == "zero":
+                self.wait_zero()
+            elif sc.start == "floor":
+                floor = int(self.scaling["minScale"])
+                self.wait_until(lambda: self.status().get("readyReplicas", 0) == floor
+                                and self.status().get("desiredReplicas", 0) == floor,
+                                self.zero_timeout(), f"{self.function} at {floor} ready")
+        except (ScenarioError, ApiError) as exc:
+            rep.errors.append(f"set-up failed: {exc}")
+            log.error("[%s] set-up failed: %s", sc.name, exc)
+            self.finished.set()
+            return
+        self.t0 = rep.started_at = time.time()
+        self.greenlets = [gevent.spawn(self.sample_loop), gevent.spawn(self.drive)]
+
+    def deploy(self, given: str) -> None:
+        rep = self.report
+        if given:
+            if self.api.find(given) is None:
+                raise ScenarioError(f"--function {given}: no such function on {rep.server}")
+            self.function, self.fn = given, self.api.wait_ready(given)
+        else:
+            self.function = "lt-" + self.sc.name.replace("_", "-")
+            t = time.monotonic()
+            log.info("[%s] deploying %s as %s", self.sc.name, self.sc.fixture, self.function)
+            self.fn = self.api.deploy(self.function, ROOT / "fixtures" / self.sc.fixture,
+                                      self.sc.spec)
+            rep.deployed = True
+            rep.figures["deploy_to_ready_s"] = round(time.monotonic() - t, 3)
+        rep.function = self.function
+        rep.scaling = dict(self.fn["spec"]["scaling"])
+        rep.params["fixture"] = None if given else self.sc.fixture
+
+    def drive(self) -> None:
+        try:
+            self.sc.drive(self)
+        except ScenarioError as exc:
+            self.report.errors.append(str(exc))
+            log.error("[%s] %s", self.sc.name, exc)
+        except Exception as exc:  # a bug in the scenario: report it, never hang
+            log.exception("[%s] the driver failed", self.sc.name)
+            self.report.errors.append(f"driver failed: {type(exc).__name__}: {exc}")
+        finally:
+            self.sending = False
+            self.finished.set()
+
+    def sample(self, sent: float, st: dict[str, Any], by: str) -> None:
+        """Keep one reading of the function's status, at the time its GET was sent."""
+        if self.t0 is None:
+            return
+        auto = st.get("autoscaler") or {}
+        self.report.samples.append({
+            "t": round(sent - self.t0, 3), "ready": st.get("readyReplicas", 0),
+            "desired": st.get("desiredReplicas", 0), "replicas": st.get("replicas", 0),
+            "stable": auto.get("stableConcurrency"),
+            "panic_concurrency": auto.get("panicConcurrency"), "panic": auto.get("panic"),
+            "reason": auto.get("reason"), "by": by})
+
+    def sample_loop(self) -> None:
+        next_t = time.time()
+        errors = 0
+        while True:
+            t = time.time()
+            try:
+                self.sample(t, (self.api.find(self.function) or {}).get("status", {}),
+                            "sampler")
+            except (ApiError, ValueError):
+                errors += 1
+                self.report.figures["sample_errors"] = errors
+            next_t += SAMPLE_INTERVAL
+            gevent.sleep(max(0.0, next_t - time.time()))
+
+    def record(self, request_type: str, name: str, response_time: float,
+               exception: Exception | None = None, start_time: float | None = None,
+               **_: Any) -> None:
+        if self.t0 is None:
+            return
+        start = start_time if start_time is not None else time.time() - response_time / 1000
+        self.report.records.append([
+            round(start - self.t0, 4), round(float(response_time), 3), exception is None,
+            name, None if exception is None else str(exception)[:300]])
+
+    def finish(self, environment: Environment, **_: Any) -> None:
+        if self.quit or self.env is None:
+            return
+        self.quit = True
+        rep, opts = self.report, cast(Any, environment.parsed_options)
+        if len(self.greenlets) == 2 and not self.greenlets[1].dead:
+            rep.errors.append("stopped before the scenario finished (SIGTERM, Ctrl-C or a "
+                              "time cap): the criteria below cover only what ran")
+        gevent.killall(self.greenlets)
+        rep.samples.sort(key=lambda x: x["t"])  # the sampler's and the driver's readings
+        if self.t0 is not None:
+            rep.duration_s = time.time() - self.t0
+            try:
+                rep.criteria = self.sc.judge(self)
+                values = [float(r[1]) for r in rep.records
+                          if self.sc.key_latency in ("", r[3])]
+                label = f"{self.sc.key_latency or 'request'} latency"
+                for q, limit in ((50, opts.max_p50_ms), (95, opts.max_p95_ms)):
+                    c = latency_threshold(label, values, q, limit)
+                    if c is not None:
+                        rep.criteria.append(c)
+            except Exception as exc:
+                log.exception("[%s] judging the criteria failed", self.sc.name)
+                rep.errors.append(f"evaluating the criteria failed: {exc}")
+        if rep.deployed and not opts.keep:
+            try:
+                if self.sc.teardown is not None:
+                    self.sc.teardown(self)
+                self.api.delete(self.function, missing_ok=True)
+            except ApiError as exc:
+                log.warning("[%s] could not delete %s: %s", self.sc.name, self.function, exc)
+        out = Path(opts.report or ROOT / "loadtests" / "reports" / f"{self.sc.name}.json")
+        write_report(rep, out)
+        for c in rep.criteria:
+            log.info("[%s] %s: %s", self.sc.name, "PASS" if c.passed else "FAIL", c.detail)
+        for e in rep.errors:
+            log.error("[%s] ERROR: %s", self.sc.name, e)
+        log.info("[%s] %s; report: %s", self.sc.name, "passed" if rep.passed else "FAILED", out)
+        environment.process_exit_code = 0 if rep.passed else 1
+
+
+RUN = Runner()
+
+
+class Shape(LoadTestShape):
+    """Hands locust the driver's user count; ends the test when the driver is done."""
+
+    def tick(self) -> tuple[int, float] | None:
+        return None if RUN.finished.is_set() else (RUN.users, 100.0)
+
+
+class ScenarioUser(HttpUser):
+    """Back to back while the scenario is sending (``gate`` users: once per round)."""
+
+    wait_time = constant(0)
+    round_seen = 0
+
+    def on_start(self) -> None:
+        self.client.trust_env = False
+        RUN.started_users += 1
+
+    def on_stop(self) -> None:
+        RUN.started_users -= 1
+
+    @task
+    def work(self) -> None:
+        if not RUN.sending:
+            gevent.sleep(0.02)
+            return
+        if RUN.sc.users == "gate":
+            if RUN.round <= self.round_seen:
+                RUN.gate.wait(timeout=0.5)
+                return
+            self.round_seen = RUN.round
+        try:
+            RUN.call(RUN.sc.request_name, self.client)
+        except ScenarioError as exc:
+            RUN.fail(str(exc))
+        finally:
+            RUN.answered += 1

@@ -1,0 +1,463 @@
+"""The load-test scenarios as data: fixture, spec, parameters, a driver script, criteria.
+
+Each :class:`Scenario` is plain data plus two small functions of a :class:`Run` (the
+locust adapter, :mod:`loadtests.locustfile`, is the only implementation): ``drive``
+sets user counts, opens and closes the tap (``run.sending``) and marks events;
+``judge`` fills the report's figures and returns the criteria. Nothing here imports
+locust or gevent, so the runner lists the scenarios without gevent's monkey-patching.
+
+- **cold_start**: single requests, each after the function scaled to zero (no pod
+  object left, Docker idle), then at once a warm one. Split per trial: ``call`` = the
+  warm latency, ``pod wait`` = cold - warm, ``server`` = the activator's own latency of
+  the cold request (``allinone_cold_start_latency_seconds`` sum in ``/metrics``).
+  Criteria: no failed request, every trial was counted as a cold start, every trial ran.
+- **scale_up**: from one warm pod (minScale 1), idle, then a step to 6 users held 40 s
+  (15 s short); the KPA expects ceil(6 / (2 x 100 %)) = 3 pods. Criteria: ready
+  replicas reach that count within ``--within`` s (15) of the step; no failed request.
+- **scale_to_zero**: 4 users for 20 s (8 s short), silence, then the next request.
+  Criteria: no failed request; ready replicas reach 0 no later than window + grace + 2
+  ticks (+ the 0.1 s poll) after the last answer (the KPA halves per tick, and the
+  stable window must empty before the grace period runs); the next request succeeds as
+  a cold start (``allinone_cold_starts_total`` +1).
+- **burst_at_zero**: 100 users wait at a gate; a round opens it at zero and each
+  sends one request, which the activator holds while pods start (3 rounds, 1 short).
+  Criteria: every request succeeds, every user got an answer in every round.
+- **workflow_load**: ``--wf-users`` users (4) run the workflow ``lt-workflow-load``
+  (Task ``inc`` -> Choice -> a Map of three ``inc`` calls, two at a time -> Pass ->
+  Succeed: 4 invocations through the activator) synchronously, back to back, for 20 s
+  (8 s short). Criteria: every execution answers ``SUCCEEDED`` with the expected output
+  (a failed execution is a 200 too, so the body is checked); at least one ran.
+
+Scenario options (``--trials``, ``--step-users``, ``--within``, ``--load-users``,
+``--rounds``, ``--burst-users``, ``--wf-users``) are given to locust after ``--``; see
+``loadtests/README.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from loadtests.report import (
+    EXPECTED_FORMULA,
+    Criterion,
+    at_most,
+    expected_replicas,
+    first_time,
+    fmt_ms,
+    no_failures,
+    per_pod_target,
+    reaches_within,
+    summarize,
+)
+
+POLL_INTERVAL = 0.1  # s between the driver's reads while it waits for a state
+COLD_METRIC = "allinone_cold_start_latency_seconds"
+
+
+class Run(Protocol):
+    """What a driver and a judge see of a running scenario (the locust adapter)."""
+
+    function: str
+    sending: bool  # users send only while it is true
+    report: Any  # loadtests.report.Report
+    api: Any  # allinone.client.Client
+    in_flight: int
+    answered: int  # gate users' answers since the gate opened
+
+    @property
+    def p(self) -> dict[str, Any]: ...  # the parameters, recorded in the report
+    @property
+    def scaling(self) -> dict[str, Any]: ...
+    @property
+    def tick(self) -> float: ...
+
+    def opt(self, name: str, default: Any) -> Any: ...
+    def now(self) -> float: ...
+    def sleep(self, seconds: float) -> None: ...
+    def event(self, label: str, **extra: Any) -> float: ...
+    def set_users(self, n: int) -> None: ...
+    def status(self) -> dict[str, Any]: ...
+    def wait_until(self, cond: Callable[[], bool], timeout: float, what: str) -> float: ...
+    def wait_zero(self) -> float: ...
+    def zero_timeout(self) -> float: ...
+    def request_timeout(self) -> float: ...
+    def call(self, name: str) -> tuple[bool, float, Any]: ...
+    def open_gate(self) -> None: ...
+    def body(self) -> Any: ...
+    def last_answer(self) -> float | None: ...
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    kind: type
+    default: Any
+    help: str
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    fixture: str  # a file in fixtures/
+    body: dict[str, Any]
+    spec: dict[str, Any]
+    params: Callable[[Run, bool], dict[str, Any]]
+    drive: Callable[[Run], None]
+    judge: Callable[[Run], list[Criterion]]
+    start: str = "zero"  # the state set-up waits for: "zero", "floor" (minScale ready), ""
+    users: str = "loop"  # "loop": back to back while sending; "gate": one per opened gate
+    request_name: str = "invoke"
+    options: tuple[Option, ...] = ()
+    key_latency: str = ""  # the request name the --max-p50/p95-ms thresholds check
+    path: str = "/function/{function}"  # what the users call
+    # After the deploy: what else the scenario needs (a workflow), and its removal.
+    setup: Callable[[Run], None] | None = None
+    teardown: Callable[[Run], None] | None = None
+    # A 200 whose body is wrong is a failure too: the reason, or None when it is right.
+    check: Callable[[Run, Any], str | None] | None = None
+
+
+def latencies(run: Run, name: str | None = None, after: float = float("-inf"),
+              before: float = float("inf")) -> list[float]:
+    return [float(r[1]) for r in run.report.records
+            if name in (None, r[3]) and after <= r[0] < before]
+
+
+# -- cold_start ------------------------------------------------------------------------
+
+def cold_drive(run: Run) -> None:
+    for n in range(1, run.p["trials"] + 1):
+        waited = run.wait_zero()
+        run.event(f"trial {n}: at zero")
+        before = [run.api.metric(COLD_METRIC + k, run.function) for k in ("_sum", "_count")]
+        ok, cold_ms, _ = run.call("cold start")
+        ok_warm, warm_ms, _ = run.call("warm")
+        after = [run.api.metric(COLD_METRIC + k, run.function) for k in ("_sum", "_count")]
+        # The trial measured a cold start only if the server counted exactly one (ours)
+        # in between; None when /metrics could not be read.
+        cold = None if None in (before[1], after[1]) else after[1] - before[1] == 1
+        server_ms = None
+        if cold and None not in (before[0], after[0]):
+            server_ms = round((after[0] - before[0]) * 1000.0, 3)
+        run.p.setdefault("rows", []).append({
+            "trial": n, "at_zero_t": round(waited, 3), "ok": ok and ok_warm, "cold": cold,
+            "cold_ms": round(cold_ms, 3), "warm_ms": round(warm_ms, 3),
+            "pod_wait_ms": round(cold_ms - warm_ms, 3), "server_ms": server_ms})
+    run.sleep(1.0)  # so that the replicas of the last trial are in the picture
+
+
+def cold_judge(run: Run) -> list[Criterion]:
+    tr = run.p.pop("rows", [])
+    f = run.report.figures
+    f.update({
+        "trials": tr,
+        "cold_ms": summarize([t["cold_ms"] for t in tr]),
+        "warm_call_ms": summarize([t["warm_ms"] for t in tr]),
+        "pod_wait_ms": summarize([t["pod_wait_ms"] for t in tr]),
+        "server_cold_ms": summarize([t["server_ms"] for t in tr if t["server_ms"] is not None]),
+        "split": "call = warm request right after; pod wait = cold - warm; server = "
+                 "activator latency of the cold request (/metrics histogram sum)",
+    })
+    f["headline"] = (
+        f"cold start over {len(tr)} trials: p50 {fmt_ms(f['cold_ms']['p50'])} ms, "
+        f"p95 {fmt_ms(f['cold_ms']['p95'])} ms, max {fmt_ms(f['cold_ms']['max'])} ms; "
+        f"p50 split: pod wait {fmt_ms(f['pod_wait_ms']['p50'])} ms + call "
+        f"{fmt_ms(f['warm_call_ms']['p50'])} ms; activator-side "
+        f"{fmt_ms(f['server_cold_ms']['p50'])} ms")
+    out = [no_failures(run.report.records)]
+    not_cold = [t["trial"] for t in tr if t["cold"] is not True]
+    out.append(Criterion("every trial was cold", not not_cold, len(tr) - len(not_cold),
+                         len(tr), "each trial's request was counted as a cold start"
+                         if not not_cold else f"trials {not_cold} were not counted as cold "
+                         "starts (a pod was still up, or /metrics unreadable)"))
+    if len(tr) < run.p["trials"]:
+        out.append(Criterion("all trials ran", False, len(tr), run.p["trials"],
+                             f"only {len(tr)} of {run.p['trials']} trials ran"))
+    return out
+
+
+# -- scale_up --------------------------------------------------------------------------
+
+def hold(run: Run, users: int, seconds: float, label: str) -> float:
+    """A phase: ``users`` callers back to back for ``seconds``; when it started."""
+    run.set_users(users)
+    run.sending = True
+    start = run.event(label)
+    run.sleep(seconds)
+    run.sending = False
+    return start
+
+
+def step_drive(run: Run) -> None:
+    p = run.p
+    run.event(f"idle ({p['idle_s']:g} s)")
+    run.sleep(p["idle_s"])
+    p["step_t"] = hold(run, p["users"], p["hold_s"], f"step to {p['users']} users")
+    run.event("load stops")
+    run.sleep(0.5)
+
+
+def step_judge(run: Run) -> list[Criterion]:
+    p, rep = run.p, run.report
+    step = p.get("step_t")
+    if step is None:
+        return [Criterion("step happened", False, None, None, "the step never happened")]
+    expected = expected_replicas(p["users"], run.scaling)
+    end = step + p["hold_s"]
+    hold = [s for s in rep.samples if step <= s["t"] <= end]
+    reach = reaches_within(rep.samples, expected, step, p["within_s"])
+    wanted = first_time(rep.samples, "desired", lambda v: v >= expected, after=step)
+    inside = latencies(run, after=step, before=end)
+    conc = [s["stable"] for s in hold[-4:] if s.get("stable") is not None]
+    f = rep.figures
+    f.update({
+        "expected_replicas": expected,
+        "expected_formula": EXPECTED_FORMULA,
+        "expected_inputs": {"concurrency": p["users"], "per_pod": per_pod_target(run.scaling)},
+        "desired_reached_after_s": None if wanted is None else round(wanted - step, 3),
+        "ready_reached_after_s": reach.measured,
+        "ready_peak": max((s["ready"] for s in hold), default=None),
+        "ready_at_end": hold[-1]["ready"] if hold else None,
+        "autoscaler_stable_concurrency_at_end": round(conc[-1], 3) if conc else None,
+        "latency_during_hold_ms": summarize(inside),
+        "throughput_during_hold_rps": round(len(inside) / p["hold_s"], 2),
+        "deadline": {"from": step, "to": step + p["within_s"],
+                     "label": f"{expected} ready within {p['within_s']:g} s"},
+    })
+    lat = f["latency_during_hold_ms"]
+    f["headline"] = (
+        f"step to {p['users']} users: expected {expected} pods = ceil({p['users']} / "
+        f"{per_pod_target(run.scaling):g}); desired after {f['desired_reached_after_s']} s, "
+        f"ready after {f['ready_reached_after_s']} s; hold latency p50 {fmt_ms(lat['p50'])} "
+        f"ms, p95 {fmt_ms(lat['p95'])} ms, {f['throughput_during_hold_rps']} req/s")
+    return [reach, no_failures(rep.records)]
+
+
+# -- scale_to_zero ---------------------------------------------------------------------
+
+def zero_drive(run: Run) -> None:
+    p = run.p
+    hold(run, p["users"], p["load_s"], f"load: {p['users']} users")
+    run.wait_until(lambda: run.in_flight == 0, run.request_timeout(),
+                   "the users' last requests")
+    p["last_answer_t"] = last = run.last_answer()
+    run.event("silence (last answer)", at=last)
+    run.set_users(0)
+    # wait_until gives the send time of the poll that saw it (the change happened in the
+    # 0.1 s before), so the API's own latency is not counted.
+    p["zero_t"] = round(run.wait_until(lambda: run.status().get("readyReplicas", 0) == 0,
+                                       run.zero_timeout(), f"{run.function} at 0 ready"), 3)
+    run.event("zero ready replicas")
+    run.sleep(1.0)  # let the 0.5 s sampler see (and the picture show) the zero
+    before = run.api.metric("allinone_cold_starts_total", run.function)
+    ok, ms, _ = run.call("next request (cold)")
+    after = run.api.metric("allinone_cold_starts_total", run.function)
+    p["next_request"] = {"ok": ok, "ms": round(ms, 3), "cold": None if None in (before, after)
+                         else after - before == 1}
+    run.event("next request answered")
+    run.sleep(1.0)  # show the pod that request started
+
+
+def zero_judge(run: Run) -> list[Criterion]:
+    p, rep = run.p, run.report
+    out = [no_failures(rep.records)]
+    grace = float(run.scaling["scaleToZeroGracePeriodSeconds"])
+    window = float(run.scaling["stableWindowSeconds"])
+    limit = round(window + grace + 2 * run.tick + POLL_INTERVAL, 3)
+    last, zero = p.get("last_answer_t"), p.get("zero_t")
+    took = None if last is None or zero is None else round(zero - last, 3)
+    out.append(at_most(f"zero within window + grace + 2 ticks ({limit:g} s)", took, limit, "s",
+                       f"ready replicas reached 0 after the last answer (window {window:g} s "
+                       f"+ grace {grace:g} s + 2 x tick {run.tick:g} s + {POLL_INTERVAL:g} s "
+                       "polling)"))
+    nxt = p.get("next_request")
+    if nxt is None:
+        out.append(Criterion("next request succeeds", False, None, True,
+                             "the next request was never made"))
+    else:
+        how = {True: "as a cold start", False: "but NOT as a cold start (a pod was still "
+               "serving)", None: "(cold start not checked: /metrics unreadable)"}
+        # Only a request seen as a cold start proves the function was at zero; an
+        # unreadable /metrics proves nothing, so it fails too.
+        out.append(Criterion("next request succeeds", bool(nxt["ok"]) and nxt["cold"] is True,
+                             nxt["ok"], True, f"the next request "
+                             f"{'succeeded' if nxt['ok'] else 'FAILED'} in {nxt['ms']:.0f} ms "
+                             f"{how[nxt['cold']]}"))
+    f = rep.figures
+    f.update({"zero_after_last_answer_s": took, "zero_limit_s": limit,
+              "ready_peak": max((s["ready"] for s in rep.samples), default=None),
+              "latency_during_load_ms": summarize(latencies(run, "invoke")),
+              "next_request_ms": None if nxt is None else nxt["ms"]})
+    lat = f["latency_during_load_ms"]
+    f["headline"] = (
+        f"load p50 {fmt_ms(lat['p50'])} ms, p95 {fmt_ms(lat['p95'])} ms, peak "
+        f"{f['ready_peak']} pods; zero {took} s after the last answer (limit {limit:g} s); "
+        f"next request {fmt_ms(f['next_request_ms'])} ms")
+    if last is not None:
+        f["deadline"] = {"from": last, "to": last + limit, "label": f"zero within {limit:g} s"}
+    return out
+
+
+# -- burst_at_zero ---------------------------------------------------------------------
+
+def burst_drive(run: Run) -> None:
+    p = run.p
+    run.set_users(p["users"])
+    run.sending = True
+    for n in range(1, p["rounds"] + 1):
+        run.wait_zero()
+        run.answered = 0
+        start = run.event(f"burst {n}: {p['users']} requests at zero")
+        run.open_gate()  # wakes every waiting user at once
+        run.wait_until(lambda: run.answered >= p["users"], run.request_timeout(),
+                       f"{p['users']} answers in burst {n}")
+        mine = [r for r in run.report.records if r[3] == "burst" and r[0] >= start - 0.01]
+        ends = sorted(r[0] + r[1] / 1000.0 - start for r in mine)
+        p.setdefault("done", []).append({
+            "round": n, "t": start, "requests": len(mine),
+            "failures": sum(1 for r in mine if not r[2]),
+            "first_answer_s": round(ends[0], 3) if ends else None,
+            "last_answer_s": round(ends[-1], 3) if ends else None,
+            "latency_ms": summarize([float(r[1]) for r in mine])})
+        run.event(f"burst {n}: all answered")
+    run.sending = False  # back to zero, so the picture shows the last burst's whole cycle
+    run.wait_zero()
+    run.event("back at zero")
+    run.sleep(0.6)
+
+
+def burst_judge(run: Run) -> list[Criterion]:
+    p, rep = run.p, run.report
+    rounds = p.pop("done", [])
+    f = rep.figures
+    f.update({"rounds": rounds, "latency_ms": summarize(latencies(run, "burst")),
+              "ready_peak": max((s["ready"] for s in rep.samples), default=None)})
+    lat = f["latency_ms"]
+    worst = max((r["last_answer_s"] or 0 for r in rounds), default=None)
+    f["headline"] = (
+        f"{p['users']} requests at zero x {len(rounds)} rounds: p50 {fmt_ms(lat['p50'])} ms, "
+        f"p95 {fmt_ms(lat['p95'])} ms, max {fmt_ms(lat['max'])} ms; all answered within "
+        f"{worst} s (worst round); peak {f['ready_peak']} pods")
+    want, got = p["rounds"] * p["users"], sum(r["requests"] for r in rounds)
+    return [no_failures(rep.records, "burst requests"),
+            Criterion("every user answered", got == want, got, want,
+                      f"{got} of {want} burst requests were answered ({len(rounds)} of "
+                      f"{p['rounds']} rounds)")]
+
+
+# -- workflow_load ---------------------------------------------------------------------
+
+WORKFLOW = "lt-workflow-load"
+
+
+def workflow_definition(function: str) -> dict[str, Any]:
+    task = {"Type": "Task", "Resource": function}
+    return {"StartAt": "first", "TimeoutSeconds": 120, "States": {
+        "first": {**task, "Next": "positive", "ResultSelector": {
+            "n.$": "$.n", "items.$": "States.Array($.n, $.n, $.n)"}},
+        "positive": {"Type": "Choice", "Choices": [
+            {"Variable": "$.n", "NumericGreaterThan": 0, "Next": "fan"}], "Default": "no"},
+        "fan": {"Type": "Map", "ItemsPath": "$.items", "MaxConcurrency": 2,
+                "ItemSelector": {"n.$": "$$.Map.Item.Value"},
+                "ItemProcessor": {"StartAt": "each", "States": {
+                    "each": {**task, "OutputPath": "$.n", "End": True}}},
+                "ResultPath": "$.results", "Next": "shape"},
+        "shape": {"Type": "Pass", "Parameters": {"n.$": "$.n", "results.$": "$.results"},
+                  "Next": "done"},
+        "done": {"Type": "Succeed"},
+        "no": {"Type": "Fail", "Error": "NotPositive"}}}
+
+
+def workflow_check(run: Run, out: Any) -> str | None:
+    n = int(run.body().get("n", 1)) + 1
+    if not isinstance(out, dict) or out.get("status") != "SUCCEEDED":
+        got = out if not isinstance(out, dict) else out.get("status")
+        return f"execution {got}: {out.get('error') if isinstance(out, dict) else ''}"
+    if out.get("output") != {"n": n, "results": [n + 1] * 3}:
+        return f"wrong output {json.dumps(out.get('output'))[:200]}"
+    return None
+
+
+def workflow_drive(run: Run) -> None:
+    p = run.p
+    p["start_t"] = hold(run, p["users"], p["hold_s"], f"{p['users']} users run {WORKFLOW}")
+    run.event("load stops")
+    run.wait_until(lambda: run.in_flight == 0, 60, "the last executions")
+
+
+def workflow_judge(run: Run) -> list[Criterion]:
+    p, rep = run.p, run.report
+    lat = summarize(latencies(run))
+    f = rep.figures
+    f.update({"executions": len(rep.records), "execution_latency_ms": lat,
+              "executions_per_s": round(len(rep.records) / p["hold_s"], 2)})
+    f["headline"] = (
+        f"{len(rep.records)} executions of a 4-invocation workflow by {p['users']} users: "
+        f"p50 {fmt_ms(lat['p50'])} ms, p95 {fmt_ms(lat['p95'])} ms, "
+        f"{f['executions_per_s']} executions/s")
+    return [Criterion("executions ran", bool(rep.records), len(rep.records), 1,
+                      "no execution ran" if not rep.records else
+                      f"{len(rep.records)} executions ran"),
+            no_failures(rep.records, "executions")]
+
+
+# -- the table ---------------------------------------------------------------------------
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
+    Scenario(
+        "cold_start", "add.py", {"x": 1, "y": 2},
+        {"scaling": {"scaleToZeroGracePeriodSeconds": 1, "stableWindowSeconds": 6,
+                     "maxScale": 1}},
+        params=lambda run, short: {"trials": run.opt("trials", 0) or (3 if short else 10)},
+        drive=cold_drive, judge=cold_judge, key_latency="cold start",
+        options=(Option("--trials", int, 0, "cold start trials (default 10, 3 with --short)"),)),
+    Scenario(
+        "scale_up", "sleep.py", {"ms": 200},
+        {"scaling": {"minScale": 1, "maxScale": 6, "target": 2,
+                     "targetUtilizationPercentage": 100, "stableWindowSeconds": 10,
+                     "scaleToZeroGracePeriodSeconds": 5}},
+        params=lambda run, short: {"idle_s": 3.0 if short else 5.0,
+                                   "hold_s": 15.0 if short else 40.0,
+                                   "users": run.opt("step_users", 6),
+                                   "within_s": run.opt("within", 15.0)},
+        drive=step_drive, judge=step_judge, start="floor",
+        options=(Option("--step-users", int, 6, "users after the step (default 6: 3 pods "
+                        "at target 2)"),
+                 Option("--within", float, 15.0, "ready replicas must reach the expected "
+                        "count this many seconds after the step (default 15)"))),
+    Scenario(
+        "scale_to_zero", "sleep.py", {"ms": 100},
+        {"scaling": {"maxScale": 4, "target": 2, "targetUtilizationPercentage": 100,
+                     "stableWindowSeconds": 6, "scaleToZeroGracePeriodSeconds": 4}},
+        params=lambda run, short: {"load_s": 8.0 if short else 20.0,
+                                   "users": run.opt("load_users", 4)},
+        drive=zero_drive, judge=zero_judge, start="",
+        options=(Option("--load-users", int, 4, "users during the load phase (default 4: "
+                        "2 pods at target 2)"),)),
+    Scenario(
+        "burst_at_zero", "sleep.py", {"ms": 100},
+        {"scaling": {"maxScale": 4, "stableWindowSeconds": 6,
+                     "scaleToZeroGracePeriodSeconds": 2}},
+        params=lambda run, short: {"rounds": run.opt("rounds", 0) or (1 if short else 3),
+                                   "users": run.opt("burst_users", 100)},
+        drive=burst_drive, judge=burst_judge, users="gate", request_name="burst",
+        key_latency="burst",
+        options=(Option("--rounds", int, 0, "bursts, each from zero (default 3, 1 with "
+                        "--short)"),
+                 Option("--burst-users", int, 100, "users in a burst, one request each "
+                        "(default 100)"))),
+    Scenario(
+        "workflow_load", "workflows/functions/inc.py", {"n": 1},
+        {"scaling": {"minScale": 1, "maxScale": 4, "target": 2, "stableWindowSeconds": 10,
+                     "scaleToZeroGracePeriodSeconds": 5}},
+        params=lambda run, short: {"hold_s": 8.0 if short else 20.0,
+                                   "users": run.opt("wf_users", 4), "workflow": WORKFLOW},
+        drive=workflow_drive, judge=workflow_judge, start="", request_name="workflow",
+        path=f"/workflow/{WORKFLOW}", check=workflow_check,
+        setup=lambda run: run.api.deploy_workflow(WORKFLOW, workflow_definition(run.function)),
+        teardown=lambda run: run.api.delete_workflow(WORKFLOW, missing_ok=True),
+        options=(Option("--wf-users", int, 4, "users running the workflow (default 4)"),)),
+)}
