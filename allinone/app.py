@@ -25,8 +25,10 @@ from sanic.exceptions import SanicException
 
 from allinone import objects
 from allinone.activator.activator import Activator
+from allinone.apiserver import openapi
 from allinone.apiserver.auth import protect
 from allinone.apiserver.routes import ApiDeps, ApiError, error_response, make_blueprint
+from allinone.apiserver.status import make_status_blueprint
 from allinone.apiserver.triggers import make_trigger_blueprint
 from allinone.autoscaler.loop import Autoscaler
 from allinone.budget import PodBudget, limits_for
@@ -43,6 +45,8 @@ from allinone.store import StoreError, Unavailable
 from allinone.store.etcd import EtcdStore
 from allinone.triggers.invoker import Targets
 from allinone.triggers.runner import TriggerManager
+from allinone.ui import Dashboard, make_ui_blueprint
+from allinone.usage import ComponentCollector
 
 log = logging.getLogger("allinone")
 
@@ -62,7 +66,10 @@ def _on_error(request: Request, exc: Exception) -> HTTPResponse:
                        "requirements.txt)")
         elif status == 404:
             message = f"no route {request.method} {request.path}; see the API in the README"
-        return error_response(status, _CODES.get(status, "Error"), message)
+        resp = error_response(status, _CODES.get(status, "Error"), message)
+        if status == 405:  # RFC 9110: a 405 names the methods the resource has
+            resp.headers["Allow"] = exc.headers.get("Allow") or _allowed(request)
+        return resp
     if isinstance(exc, Unavailable):
         return error_response(503, "StoreUnavailable",
                               "etcd does not answer; the server retries, try again shortly")
@@ -71,6 +78,18 @@ def _on_error(request: Request, exc: Exception) -> HTTPResponse:
     log.error("unhandled error on %s %s:\n%s", request.method, request.path,
               "".join(traceback.format_exception(exc)))
     return error_response(500, "InternalError", "the server failed; details are in its log")
+
+
+def _allowed(request: Request) -> str:
+    """The methods routed for this path (Sanic leaves Allow empty on dynamic paths)."""
+    found = []
+    for method in ("GET", "POST", "PUT", "DELETE", "PATCH"):
+        try:
+            request.app.router.get(request.path, method, None)
+        except SanicException:
+            continue
+        found.append(method)
+    return ", ".join(found)
 
 
 def build_app(settings: Settings, name: str = "allinone") -> Sanic[Any, Any]:
@@ -84,6 +103,9 @@ def build_app(settings: Settings, name: str = "allinone") -> Sanic[Any, Any]:
     protect(app, settings)
     app.blueprint(make_blueprint())
     app.blueprint(make_trigger_blueprint())
+    app.blueprint(make_status_blueprint())
+    app.blueprint(make_ui_blueprint())
+    openapi.register(app)
     app.error_handler.add(Exception, _on_error)
 
     @app.before_server_start
@@ -113,9 +135,12 @@ def build_app(settings: Settings, name: str = "allinone") -> Sanic[Any, Any]:
             PortAllocator(*settings.pod_port_range), settings.logs_dir,
             keep_paused=settings.keep_paused_seconds)
         triggers = TriggerManager(store, clock, Targets(activator), metrics)
+        metrics.registry.register(ComponentCollector())
+        app.ctx.dashboard = Dashboard(functions, metrics, autoscaler.status,
+                                      activator.ready_pods, clock)
         app.ctx.store = store
         app.ctx.loops = [functions.run(), replicasets.run(), controller.run(), reconciler.run(),
-                         autoscaler.run(), triggers.run()]
+                         autoscaler.run(), triggers.run(), app.ctx.dashboard.run()]
         app.ctx.activator = activator
         app.ctx.builder = builder
         app.ctx.runtime = runtime

@@ -28,6 +28,7 @@ from typing import Any
 from allinone import auth, objects
 from allinone.budget import DEFAULT_BUDGET_SHARE, DEFAULT_MAX_PODS_PER_FUNCTION
 from allinone.config import DEFAULT_BASE_IMAGE, DEFAULT_STATE_DIR, Settings
+from allinone.ui import commands as ui_commands
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 
@@ -602,6 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
 
     add_trigger_parser(sub)
+    ui_commands.add_parsers(sub)
 
     sub.add_parser("loadtest", help="run the locust scenarios (see `allinone loadtest --help`)",
                    add_help=False)
@@ -640,6 +642,9 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_logs(client, args)
         if args.command == "trigger":
             return cmd_trigger(client, args)
+        if args.command in ("status", "ui"):
+            return {"status": ui_commands.cmd_status, "ui": ui_commands.cmd_ui}[args.command](
+                client, args)
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
