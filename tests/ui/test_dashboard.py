@@ -84,7 +84,7 @@ def test_replica_curve_moves_under_load(server: ServerProcess, page: Any) -> Non
         try:
             wait_for(lambda: max([v or 0 for v in series(page, "chart-replicas", "ready")]
                                  or [0]) >= 2, 90, "the ready curve to reach 2 pods", 1.0)
-            wait_for(lambda: max([v or 0 for v in series(page, "chart-latency", "rps")]
+            wait_for(lambda: max([v or 0 for v in series(page, "chart-rps", "rps")]
                                  or [0]) > 0, 20, "the request rate curve to move", 1.0)
         finally:
             stop.set()

@@ -206,9 +206,10 @@ function functionPage(name) {
       chart("chart-concurrency", "Concurrency", ts, [
         {key: "stable", label: "stable", values: pts.map(p => p.stable)},
         {key: "panic", label: "panic", values: pts.map(p => p.panic)}]),
-      chart("chart-latency", "Latency and load", ts, [
+      chart("chart-latency", "Latency (last 10 s)", ts, [
         {key: "p50", label: "p50 ms", values: pts.map(p => p.p50)},
-        {key: "p95", label: "p95 ms", values: pts.map(p => p.p95)},
+        {key: "p95", label: "p95 ms", values: pts.map(p => p.p95)}], " ms"),
+      chart("chart-rps", "Requests per second", ts, [
         {key: "rps", label: "req/s", values: pts.map(p => p.rps)}]));
     const head = ["Pod", "Phase", "Age", "CPU %", "Memory"];
     parts.pods.replaceChildren(pods.items.length ? el("table", {id: "pods"},
