@@ -3,22 +3,44 @@
 ``build_app(settings)`` returns a Sanic app. At ``before_server_start`` it connects to
 etcd and builds, in dependency order: informers (Functions, ReplicaSets) -> activator
 (data plane) -> autoscaler (reads the activator, writes ReplicaSets) -> build
-reconciler (writes templates and Function status) -> ReplicaSet controller (runs pods,
-feeds the activator). At ``after_server_start`` the long-running loops start as Sanic
-tasks; at ``before_server_stop`` they are cancelled and connections closed. Pods keep
-running across a restart of the server and are adopted by the next one.
+reconciler (writes templates and Function status) -> kubelet (runs pods, feeds the
+activator) -> ReplicaSet controller (decides pods) -> workflow runner (invokes Task
+states through the activator; its loop resumes executions a previous server left
+running) -> trigger manager. At ``after_server_start`` the long-running loops start
+as asyncio tasks (ours, not Sanic's: see the shutdown order). Pods keep running across a restart
+of the server and are adopted by the next one.
 
-:func:`serve` is ``allinone serve``: preflight checks, the embedded etcd and registry
-as supervised child processes (unless pointed at running ones), then Sanic in a single
-process. The child processes are stopped when Sanic returns (SIGINT/SIGTERM).
+Start order of ``allinone serve`` (:func:`serve`):
+
+1. stop the children an earlier run of this state directory left behind (pidfiles in
+   ``STATE/run``: a SIGKILLed server leaves etcd and the registry running);
+2. preflight checks (Docker, base image, ports), one line of reason and fix each;
+3. the embedded etcd and registry under the :class:`Supervisor` (unless pointed at
+   running ones), which restarts them with backoff from then on;
+4. Sanic in a single process, on a listening socket we own (so we can close it).
+
+Shutdown order (SIGTERM or SIGINT), so that nothing in flight is lost:
+
+1. stop accepting: the listening socket is closed at once (new clients are refused);
+2. drain: invocations in flight (and those held waiting for a pod) finish, for at most
+   ``--drain-seconds`` (default 30);
+3. stop the loops (informers, reconcilers, autoscaler, supervisor): no pod or object
+   changes from here on;
+4. close the sessions (the activator's pooled connections to pods, etcd, Docker);
+5. Sanic closes the remaining idle connections and returns; then the supervisor stops
+   the embedded registry and etcd, last, because everything above may still use them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
+import time
 import traceback
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 from sanic import HTTPResponse, Request, Sanic
 from sanic.exceptions import SanicException
@@ -30,6 +52,7 @@ from allinone.apiserver.auth import protect
 from allinone.apiserver.routes import ApiDeps, ApiError, error_response, make_blueprint
 from allinone.apiserver.status import make_status_blueprint
 from allinone.apiserver.triggers import make_trigger_blueprint
+from allinone.apiserver.workflows import make_workflows_blueprint
 from allinone.autoscaler.loop import Autoscaler
 from allinone.budget import PodBudget, limits_for
 from allinone.builder.builder import Builder
@@ -37,16 +60,19 @@ from allinone.builder.reconciler import BuildReconciler
 from allinone.builder.sources import SourceStore
 from allinone.clock import SystemClock
 from allinone.config import Settings
-from allinone.controller.replicaset import PortAllocator, ReplicaSetController
+from allinone.controller.replicaset import ReplicaSetController
 from allinone.informer import Informer
+from allinone.kubelet.kubelet import Kubelet
 from allinone.metrics import Metrics
 from allinone.runtime.docker import DockerRuntime
+from allinone.services.supervisor import Supervisor
 from allinone.store import StoreError, Unavailable
 from allinone.store.etcd import EtcdStore
-from allinone.triggers.invoker import Targets
+from allinone.triggers.invoker import EngineWorkflows, Targets
 from allinone.triggers.runner import TriggerManager
 from allinone.ui import Dashboard, make_ui_blueprint
 from allinone.usage import ComponentCollector
+from allinone.workflows.runner import WorkflowRunner
 
 log = logging.getLogger("allinone")
 
@@ -60,7 +86,11 @@ def _on_error(request: Request, exc: Exception) -> HTTPResponse:
     if isinstance(exc, SanicException):
         status = int(exc.status_code)
         message = str(exc)
-        if status == 413:
+        if status == 413 and request.path.startswith("/function/"):
+            message = (f"invocation body too large: the limit for a request body is "
+                       f"{request.app.config.REQUEST_MAX_SIZE} bytes; pass large data by "
+                       "reference (a path or URL) instead")
+        elif status == 413:
             message = (f"upload too large: the limit is {request.app.ctx.settings.max_upload_bytes}"
                        " bytes; make the function smaller (dependencies belong in "
                        "requirements.txt)")
@@ -92,7 +122,9 @@ def _allowed(request: Request) -> str:
     return ", ".join(found)
 
 
-def build_app(settings: Settings, name: str = "allinone") -> Sanic[Any, Any]:
+def build_app(settings: Settings, name: str = "allinone", *,
+              supervisor: Supervisor | None = None,
+              listener: socket.socket | None = None) -> Sanic[Any, Any]:
     app: Sanic[Any, Any] = Sanic(name)
     # Multipart framing adds a little to the file: leave 1 MiB on top of the file limit and
     # let the validator answer 413 with the exact limit for the file itself.
@@ -103,6 +135,7 @@ def build_app(settings: Settings, name: str = "allinone") -> Sanic[Any, Any]:
     protect(app, settings)
     app.blueprint(make_blueprint())
     app.blueprint(make_trigger_blueprint())
+    app.blueprint(make_workflows_blueprint())
     app.blueprint(make_status_blueprint())
     app.blueprint(make_ui_blueprint())
     openapi.register(app)
@@ -113,8 +146,8 @@ def build_app(settings: Settings, name: str = "allinone") -> Sanic[Any, Any]:
         clock = SystemClock()
         metrics = Metrics()
         store = await EtcdStore.connect(settings.etcd_endpoint)
-        functions = Informer(store, objects.FUNCTIONS_PREFIX)
-        replicasets = Informer(store, objects.REPLICASETS_PREFIX)
+        functions = Informer(store, objects.FUNCTIONS_PREFIX, objects.check_function)
+        replicasets = Informer(store, objects.REPLICASETS_PREFIX, objects.check_replicaset)
         activator = Activator(functions, clock, metrics, queue_limit=settings.queue_limit)
         await activator.start()
         budget = PodBudget(limits_for(settings.pod_memory_budget_mib,
@@ -128,33 +161,52 @@ def build_app(settings: Settings, name: str = "allinone") -> Sanic[Any, Any]:
                           work_dir=settings.state_dir / "build")
         reconciler = BuildReconciler(store, functions, builder, sources, metrics,
                                      max_upload=settings.max_upload_bytes,
-                                     max_unzipped=settings.max_unzipped_bytes)
+                                     max_unzipped=settings.max_unzipped_bytes,
+                                     logs_dir=settings.logs_dir)
         runtime = DockerRuntime(settings.instance)
-        controller = ReplicaSetController(
-            store, runtime, replicasets, activator, clock,
-            PortAllocator(*settings.pod_port_range), settings.logs_dir,
-            keep_paused=settings.keep_paused_seconds)
-        triggers = TriggerManager(store, clock, Targets(activator), metrics)
+        kubelet = Kubelet(store, runtime, activator, clock, settings.pods_dir, settings.logs_dir,
+                          keep_paused=settings.keep_paused_seconds)
+        controller = ReplicaSetController(store, replicasets, kubelet, clock)
+        app.ctx.workflows = WorkflowRunner(store, activator, clock, metrics)
+        triggers = TriggerManager(
+            store, clock, Targets(activator, EngineWorkflows(app.ctx.workflows)), metrics)
         metrics.registry.register(ComponentCollector())
         app.ctx.dashboard = Dashboard(functions, metrics, autoscaler.status,
                                       activator.ready_pods, clock)
         app.ctx.store = store
-        app.ctx.loops = [functions.run(), replicasets.run(), controller.run(), reconciler.run(),
-                         autoscaler.run(), triggers.run(), app.ctx.dashboard.run()]
         app.ctx.activator = activator
         app.ctx.builder = builder
         app.ctx.runtime = runtime
         app.ctx.controller = controller
+        loops: dict[str, Any] = {
+            "functions-informer": functions.run(), "replicasets-informer": replicasets.run(),
+            "replicaset-controller": controller.run(), "build-reconciler": reconciler.run(),
+            "autoscaler": autoscaler.run(), "workflow-runner": app.ctx.workflows.run(),
+            "trigger-manager": triggers.run(), "dashboard": app.ctx.dashboard.run(),
+        }
+        if supervisor is not None:
+            loops["supervisor"] = supervisor.run()
+            if "registry" in supervisor.children:
+                loops["registry-gc"] = registry_gc(supervisor, builder)
+        app.ctx.loops = loops
+        app.ctx.tasks = {}
+        readiness = Readiness(settings, store, supervisor, app.ctx.tasks,
+                              [functions, replicasets])
         app.ctx.deps = ApiDeps(
             settings=settings, store=store, sources=sources, functions=functions,
             activator=activator, metrics=metrics, autoscaler_status=autoscaler.status,
-            live_logs=controller.live_logs, budget=budget)
+            live_logs=kubelet.live_logs, budget=budget, readiness=readiness.check)
 
     @app.after_server_start
     async def start_loops(app: Sanic[Any, Any]) -> None:
-        for i, coro in enumerate(app.ctx.loops):
-            app.add_task(coro, name=f"allinone-loop-{i}")
-        app.add_task(_warm(app.ctx.builder), name="allinone-warm-builder")
+        # Plain asyncio tasks, not Sanic's add_task: Sanic cancels its tasks as soon as
+        # a stop signal arrives, and the loops must keep running while requests drain
+        # (a held request may be waiting for the pod the controller is starting).
+        loop = asyncio.get_running_loop()
+        for name, coro in app.ctx.loops.items():
+            app.ctx.tasks[name] = loop.create_task(coro, name=f"allinone-{name}")
+        app.ctx.tasks["warm-builder"] = loop.create_task(_warm(app.ctx.builder),
+                                                         name="allinone-warm-builder")
         log.info("allinone serving on http://%s:%s (instance %s)", settings.host, settings.port,
                  settings.instance)
         limits = app.ctx.deps.budget.limits
@@ -163,16 +215,150 @@ def build_app(settings: Settings, name: str = "allinone") -> Sanic[Any, Any]:
 
     @app.before_server_stop
     async def stop_components(app: Sanic[Any, Any]) -> None:
-        for i in range(len(app.ctx.loops)):
-            try:
-                await app.cancel_task(f"allinone-loop-{i}", raise_exception=False)
-            except Exception:  # already finished
-                pass
-        await app.ctx.activator.close()
+        # The shutdown order of the module docstring; Sanic itself closes its server
+        # only after this hook, so steps 1 and 2 happen here.
+        if listener is not None:
+            stop_accepting(listener)  # 1
+        activator: Activator = app.ctx.activator
+        started = time.monotonic()
+        left = await activator.drain_all(settings.drain_seconds)  # 2
+        if left:
+            log.warning("shutdown: %d invocations still in flight after --drain-seconds %g; "
+                        "they are cut off", left, settings.drain_seconds)
+        else:
+            log.info("shutdown: in-flight invocations drained in %.2f s",
+                     time.monotonic() - started)
+        tasks: dict[str, asyncio.Task[Any]] = app.ctx.tasks  # 3
+        for task in tasks.values():
+            task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        await activator.close()  # 4
         await app.ctx.store.close()
         app.ctx.runtime.close()
 
     return app
+
+
+def listen(host: str, port: int, backlog: int = 1024) -> socket.socket:
+    """The API's listening socket, made here rather than by Sanic so shutdown can close
+    it before draining (Sanic closes its server only after ``before_server_stop``)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    sock.set_inheritable(False)
+    return sock
+
+
+def stop_accepting(sock: socket.socket) -> None:
+    """Close the listening socket under the running server: new connections are refused.
+
+    The event loop (uvloop or asyncio) still holds the descriptor number, and closing
+    it outright would let the number be reused under the loop; shutdown() instead makes
+    uvloop spin on a readable socket. So the number is pointed at a fresh, unconnected
+    socket (dup2): the listening socket's last reference goes, the kernel stops
+    listening, its epoll registration disappears with it, and the server's own close
+    later closes the stand-in.
+    """
+    if sock.fileno() < 0:
+        return
+    with socket.socket(sock.family, socket.SOCK_STREAM) as stand_in:
+        os.dup2(stand_in.fileno(), sock.fileno())
+
+
+class Readiness:
+    """``GET /readyz``: each component's state; ready when all of them are.
+
+    Components: the embedded children (from the supervisor), etcd as the store sees it,
+    the Docker engine (a ping, cached for a second so a probing client cannot turn
+    readiness checks into load), the informers' first sync and every loop task alive.
+    """
+
+    def __init__(self, settings: Settings, store: EtcdStore, supervisor: Supervisor | None,
+                 tasks: dict[str, asyncio.Task[Any]], informers: list[Informer]) -> None:
+        self.settings = settings
+        self.store = store
+        self.supervisor = supervisor
+        self.tasks = tasks
+        self.informers = informers
+        self._docker: tuple[float, dict[str, Any]] | None = None
+
+    async def _docker_state(self) -> dict[str, Any]:
+        now = time.monotonic()
+        if self._docker is not None and now - self._docker[0] < 1.0:
+            return self._docker[1]
+        from allinone.services import preflight
+
+        try:
+            await asyncio.wait_for(asyncio.to_thread(preflight.check_docker, 2.0), 3.0)
+            state: dict[str, Any] = {"state": "ready"}
+        except (preflight.PreflightError, TimeoutError) as exc:
+            state = {"state": "down", "message": str(exc) or "no answer within 3 s"}
+        self._docker = (now, state)
+        return state
+
+    async def check(self) -> tuple[bool, dict[str, Any]]:
+        components: dict[str, Any] = {}
+        if self.supervisor is not None:
+            components.update(self.supervisor.status())
+        try:
+            await asyncio.wait_for(self.store.revision(), 2.0)
+            components["store"] = {"state": "ready", "endpoint": self.store.url}
+        except (StoreError, TimeoutError) as exc:
+            components["store"] = {"state": "down", "endpoint": self.store.url,
+                                   "message": str(exc) or "no answer within 2 s"}
+        components["docker"] = await self._docker_state()
+        synced = all(i.synced.is_set() for i in self.informers)
+        components["informers"] = {"state": "ready" if synced else "starting"}
+        loops = {}
+        for name, task in self.tasks.items():
+            if name == "warm-builder":
+                continue  # a one-off, not a loop
+            if not task.done():
+                loops[name] = "running"
+            elif task.cancelled():
+                loops[name] = "stopped"
+            else:
+                loops[name] = f"died: {task.exception()!r}"
+        components["loops"] = {
+            "state": "ready" if all(v == "running" for v in loops.values()) else "down",
+            "tasks": loops}
+        ready = all(c.get("state") == "ready" for c in components.values())
+        return ready, components
+
+
+async def registry_gc(supervisor: Supervisor, builder: Builder, idle_seconds: float = 10.0,
+                      interval: float = 5.0) -> None:
+    """Collect the registry's garbage once manifests were deleted and builds are idle.
+
+    Garbage collection needs the registry stopped (see
+    :mod:`allinone.services.registry`), so it waits until no build has run for
+    ``idle_seconds``; pods never pull (their images are local), so only a push in that
+    second or two would notice, and builds retry infrastructure failures by themselves.
+    """
+    from allinone.services.registry import RegistryProcess
+
+    registry = cast(RegistryProcess, supervisor.children["registry"])
+    collect = registry.garbage_collect
+    while True:
+        await asyncio.sleep(interval)
+        if builder.garbage_pending and builder.idle_for() >= idle_seconds \
+                and supervisor.ready("registry"):
+            builder.garbage_pending = False
+            started = time.monotonic()
+            try:
+                async with builder.exclusive():
+                    await supervisor.maintenance("registry", collect)
+            except Exception:
+                log.exception("registry garbage collection failed")
+                builder.garbage_pending = True
+                continue
+            log.info("registry garbage collected in %.1f s", time.monotonic() - started)
 
 
 async def _warm(builder: Builder) -> None:
@@ -182,34 +368,23 @@ async def _warm(builder: Builder) -> None:
         log.warning("could not pre-push the base image: %s", exc)
 
 
-async def _start_embedded(settings: Settings) -> list[Any]:
-    """Start etcd and the registry unless the settings point at running ones."""
+def supervisor_for(settings: Settings) -> Supervisor:
+    """The supervisor of the embedded etcd and registry (those not given as running)."""
     from allinone.services.etcd import EtcdProcess
     from allinone.services.registry import RegistryProcess
 
-    children: list[Any] = []
-    try:
-        if settings.etcd_url is None:
-            etcd = EtcdProcess(settings.state_dir / "etcd", settings.etcd_port,
-                               settings.etcd_port + 1, log_path=settings.state_dir / "etcd.log")
-            await etcd.start()
-            children.append(etcd)
-        if settings.registry is None:
-            registry = RegistryProcess(settings.state_dir, settings.registry_port)
-            await registry.start()
-            children.append(registry)
-    except BaseException:
-        await _stop_embedded(children)
-        raise
-    return children
+    supervisor = Supervisor(run_dir(settings))
+    if settings.etcd_url is None:
+        supervisor.add(EtcdProcess(settings.state_dir / "etcd", settings.etcd_port,
+                                   settings.etcd_port + 1,
+                                   log_path=settings.state_dir / "etcd.log"))
+    if settings.registry is None:
+        supervisor.add(RegistryProcess(settings.state_dir, settings.registry_port))
+    return supervisor
 
 
-async def _stop_embedded(children: list[Any]) -> None:
-    for child in reversed(children):
-        try:
-            await child.stop()
-        except Exception as exc:  # best effort on the way out
-            log.warning("stopping %s failed: %s", type(child).__name__, exc)
+def run_dir(settings: Settings) -> Path:
+    return settings.state_dir / "run"
 
 
 def preflight(settings: Settings) -> None:
@@ -230,12 +405,19 @@ def preflight(settings: Settings) -> None:
 
 
 def serve(settings: Settings) -> None:
+    """``allinone serve``: the start order of the module docstring."""
+    from allinone.services.process import stop_leftovers
+
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    for line in stop_leftovers(run_dir(settings)):
+        log.warning("stopped %s, left running by an earlier run of this state directory",
+                    line)
     preflight(settings)
-    children = asyncio.run(_start_embedded(settings))
+    supervisor = supervisor_for(settings)
+    asyncio.run(supervisor.start_all())
     try:
-        app = build_app(settings)
-        app.run(host=settings.host, port=settings.port, single_process=True,
-                access_log=False, motd=False)
+        listener = listen(settings.host, settings.port)
+        app = build_app(settings, supervisor=supervisor, listener=listener)
+        app.run(sock=listener, single_process=True, access_log=False, motd=False)
     finally:
-        asyncio.run(_stop_embedded(children))
+        asyncio.run(supervisor.stop_all())

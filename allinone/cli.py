@@ -504,6 +504,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         etcd_url=args.etcd, registry=args.registry,
                         autoscaler_tick_seconds=args.tick, base_image=args.base_image,
                         keep_paused_seconds=args.keep_paused,
+                        drain_seconds=args.drain_seconds,
                         pod_memory_budget_mib=args.pod_memory_budget,
                         max_pods_per_function=args.max_pods_per_function,
                         require_token=args.require_token)
@@ -559,6 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep a scaled-down pod paused this long, so the next scale-up "
                         "resumes it (~20 ms) instead of starting a container (~110 ms); "
                         "0 (default) removes it at once")
+    p.add_argument("--drain-seconds", type=float, default=30.0, metavar="SECONDS",
+                   help="on SIGTERM, let in-flight invocations finish for at most this long")
     p.add_argument("--pod-memory-budget", type=_positive_int, metavar="MIB",
                    help="the most memory (sum of memoryMiB) all pods together may take "
                         f"(default {int(DEFAULT_BUDGET_SHARE * 100)} %% of this host's memory)")
@@ -604,6 +607,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_trigger_parser(sub)
     ui_commands.add_parsers(sub)
+    from allinone import cli_workflows
+
+    cli_workflows.add_parser(sub)
 
     sub.add_parser("loadtest", help="run the locust scenarios (see `allinone loadtest --help`)",
                    add_help=False)
@@ -645,6 +651,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("status", "ui"):
             return {"status": ui_commands.cmd_status, "ui": ui_commands.cmd_ui}[args.command](
                 client, args)
+        if args.command == "workflow":
+            from allinone import cli_workflows
+
+            return cli_workflows.run(client, args)
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -33,8 +33,6 @@ class Settings:
     etcd_url: str | None = None
     registry: str | None = None
     base_image: str = os.environ.get("ALLINONE_BASE_IMAGE", DEFAULT_BASE_IMAGE)
-    # Pods listen on 127.0.0.1 ports allocated from this half-open range.
-    pod_port_range: tuple[int, int] = (20000, 30000)
     autoscaler_tick_seconds: float = 2.0
     # Keep a scaled-down pod paused this long for a ~20 ms resume; 0 = remove at once.
     keep_paused_seconds: float = 0.0
@@ -42,6 +40,9 @@ class Settings:
     max_unzipped_bytes: int = 200 * 1024 * 1024
     # Requests held per function while it scales from zero or waits for a free slot.
     queue_limit: int = 10_000
+    # On SIGTERM, how long in-flight invocations may take to finish before shutdown
+    # goes on without them.
+    drain_seconds: float = 30.0
     # Admission limits (allinone/budget.py): the sum of memoryMiB over all pods (None:
     # a share of the host's memory) and the most pods one function may run.
     pod_memory_budget_mib: int | None = None
@@ -70,6 +71,11 @@ class Settings:
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    @property
+    def pods_dir(self) -> Path:
+        """One directory per pod, holding its Unix socket (see allinone.kubelet.poddir)."""
+        return self.state_dir / "pods"
 
     @property
     def token_path(self) -> Path:

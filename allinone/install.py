@@ -50,10 +50,11 @@ from allinone.config import DEFAULT_BASE_IMAGE, PULLABLE_BASE_IMAGE
 
 Log = Callable[[str], None]
 
+# graphviz: `allinone workflow graph` lays out state machines with its `dot`.
 # chromium: the dashboard's browser tests (tests/ui) drive Debian's build through
 # Playwright, so no browser is downloaded.
 REQUIRED_PACKAGES: tuple[str, ...] = ("docker.io", "etcd-server", "docker-registry", "debootstrap",
-                                      "chromium")
+                                      "graphviz", "chromium")
 
 # The commands each package provides; on a machine without apt these are what we look
 # for on PATH instead (the registry is called ``registry`` upstream).
@@ -62,6 +63,7 @@ PACKAGE_COMMANDS: dict[str, tuple[str, ...]] = {
     "etcd-server": ("etcd",),
     "docker-registry": ("docker-registry|registry",),
     "debootstrap": ("debootstrap",),
+    "graphviz": ("dot",),
     "chromium": ("chromium|chromium-browser",),
 }
 

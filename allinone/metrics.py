@@ -55,6 +55,16 @@ class Metrics:
         self.trigger_latency = Histogram(
             "allinone_trigger_delivery_seconds", "From an event's firing to its delivery's end",
             ["trigger"], buckets=LATENCY_BUCKETS, registry=r)
+        self.workflow_executions = Counter(
+            "allinone_workflow_executions", "Finished workflow executions by status",
+            ["workflow", "status"], registry=r)
+        self.workflow_running = Gauge(
+            "allinone_workflow_executions_running", "Workflow executions running now",
+            ["workflow"], registry=r)
+        self.workflow_duration = Histogram(
+            "allinone_workflow_execution_duration_seconds",
+            "Workflow execution duration, start to stop", ["workflow"],
+            buckets=(*LATENCY_BUCKETS, 120, 300, 900, 3600), registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

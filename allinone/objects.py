@@ -25,6 +25,9 @@ PREFIX = "/allinone"
 FUNCTIONS_PREFIX = f"{PREFIX}/functions/"
 REPLICASETS_PREFIX = f"{PREFIX}/replicasets/{NAMESPACE}/"
 PODS_PREFIX = f"{PREFIX}/pods/{NAMESPACE}/"
+WORKFLOWS_PREFIX = f"{PREFIX}/workflows/"
+EXECUTIONS_PREFIX = f"{PREFIX}/executions/"
+HISTORY_PREFIX = f"{PREFIX}/history/"
 
 # Every pattern here is applied with ``fullmatch``: ``$`` also matches before a final
 # newline, and a function named "nl2\n" once got in and could never be deleted.
@@ -58,6 +61,14 @@ def replicaset_key(name: str) -> str:
 
 def pod_key(name: str) -> str:
     return f"{PODS_PREFIX}{name}"
+
+
+def workflow_key(name: str) -> str:
+    return f"{WORKFLOWS_PREFIX}{name}"
+
+
+def execution_key(workflow: str, execution_id: str) -> str:
+    return f"{EXECUTIONS_PREFIX}{workflow}/{execution_id}"
 
 
 def now_rfc3339() -> str:
@@ -166,11 +177,17 @@ DEFAULT_SPEC: Obj = {
     "timeoutSeconds": 60,
     "resources": {"memoryMiB": 256, "cpus": 1.0},
     "scaling": DEFAULT_SCALING,
+    "network": "none",
 }
+# A pod's network: "none" (no interface but loopback: the default) or "egress" (Docker's
+# default bridge, for functions that call out). The platform reaches a pod only through
+# its Unix socket either way, and listens on loopback only, so egress reaches nothing
+# of the platform.
+NETWORK_MODES = ("none", "egress")
 
-_TOP_FIELDS = {"handler", "env", "timeoutSeconds", "resources", "scaling", "source"}
+_TOP_FIELDS = {"handler", "env", "timeoutSeconds", "resources", "scaling", "source", "network"}
 # Variables the runtime shim owns; a user value would break the pod.
-RESERVED_ENV = {"ALLINONE_HANDLER", "ALLINONE_PORT", "PYTHONPATH"}
+RESERVED_ENV = {"ALLINONE_HANDLER", "ALLINONE_PORT", "ALLINONE_SOCKET", "PYTHONPATH"}
 
 
 def _number(field: str, value: object, kind: type, lo: float, hi: float,
@@ -274,6 +291,13 @@ def normalize_spec(user: object, base: Obj | None = None) -> Obj:
         if "cpus" in res:
             spec["resources"]["cpus"] = _number("resources.cpus", res["cpus"], float, 0.05, 64)
 
+    if "network" in user:
+        if user["network"] not in NETWORK_MODES:
+            raise ValidationError(
+                f"spec.network must be \"none\" (no network: the default) or \"egress\" "
+                f"(outbound connections only), got {json.dumps(user['network'])}")
+        spec["network"] = user["network"]
+
     if "scaling" in user:
         sc = user["scaling"]
         if not isinstance(sc, dict):
@@ -315,6 +339,45 @@ def normalize_spec(user: object, base: Obj | None = None) -> Obj:
             f"({s['maxScale']})"
         )
     return spec
+
+
+# ---------------------------------------------------------------------------
+# Shape checks of stored objects
+#
+# etcd may hold an object no current code path writes (an older version's, a hand
+# edit, a bug). Loops check the shape first and skip what fails, with the key and the
+# reason in the log, so one bad object never stops a loop (see allinone.informer).
+
+
+def _field(obj: object, path: str, kind: type | tuple[type, ...]) -> None:
+    value = obj
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise ValueError(f"{path} is missing")
+        value = value[part]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        want = getattr(kind, "__name__", str(kind))
+        raise ValueError(f"{path} is {type(value).__name__}, not {want}")
+
+
+def check_function(obj: Obj) -> None:
+    """ValueError saying what is wrong when ``obj`` is not a usable Function."""
+    _field(obj, "metadata.name", str)
+    _field(obj, "metadata.generation", int)
+    _field(obj, "spec", dict)
+    _field(obj, "spec.source.sha256", str)
+    _field(obj, "spec.source.filename", str)
+    _field(obj, "status", dict)
+    for key in ("scaling", "resources", "env"):
+        if key in obj["spec"] and not isinstance(obj["spec"][key], dict):
+            raise ValueError(f"spec.{key} is not an object")
+
+
+def check_replicaset(obj: Obj) -> None:
+    """ValueError saying what is wrong when ``obj`` is not a usable ReplicaSet."""
+    _field(obj, "metadata.name", str)
+    _field(obj, "spec", dict)
+    _field(obj, "spec.replicas", int)
 
 
 def scaling(spec: Obj) -> Obj:

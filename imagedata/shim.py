@@ -14,8 +14,12 @@ Contract (the activator and the controller rely on it):
 - Anything else is 404 (unknown path) or 405 (known path, wrong method).
 
 Configuration comes from the environment: ``ALLINONE_HANDLER`` (``run`` means ``run``
-in module ``func``; ``pkg.mod.fn`` means ``fn`` in module ``pkg.mod``) and
-``ALLINONE_PORT``. It binds 127.0.0.1 only: pods run with host networking.
+in module ``func``; ``pkg.mod.fn`` means ``fn`` in module ``pkg.mod``), and where to
+listen: ``ALLINONE_SOCKET``, the path of a Unix socket (the platform's pods: they have
+no network, the socket is in a per-pod directory the platform mounts), else TCP port
+``$PORT`` (default 8080) on every interface of the container's own network namespace
+(a Knative export, where the queue-proxy connects over TCP), or ``ALLINONE_PORT`` on
+127.0.0.1 only (a container on the host network).
 
 Why not ``http.server``: in the function image it costs about 20 ms of imports
 (http.client pulls in ssl, email.utils pulls in the email package, datetime, random,
@@ -36,10 +40,12 @@ As PID 1 in the container, the shim handles SIGTERM itself (exit at once), or
 ``docker stop`` would wait out its whole grace period.
 
 Latency invariants: every reply carries ``Content-Length`` and is written with one
-``sendall``; accepted sockets get ``TCP_NODELAY`` (without it, a keep-alive reply that
-follows a small write waits for the peer's delayed ACK, about 40 ms); the listen
-backlog is 1024 so a burst of new connections during scale-up is not dropped; one
-daemon thread per connection lets requests to slow functions overlap.
+``sendall``; on TCP, accepted sockets get ``TCP_NODELAY`` (without it, a keep-alive
+reply that follows a small write waits for the peer's delayed ACK, about 40 ms); the
+listen backlog is 1024 on both kinds of socket so a burst of new connections during
+scale-up is not dropped; one daemon thread per connection lets requests to slow
+functions overlap. The Unix socket is created under umask 077: only its owner (the
+pod's uid) and root (the platform) can connect.
 """
 
 import json
@@ -119,6 +125,12 @@ class Invoker:
                 args = json.loads(raw)
             except (ValueError, UnicodeDecodeError) as exc:
                 return 400, error_body("BadRequest", f"the request body is not valid JSON: {exc}")
+            except RecursionError:
+                # The decoder recurses per level: a deeply nested body must not kill the pod.
+                return 400, error_body(
+                    "BadRequest", "the request body is nested too deeply to decode (JSON "
+                    f"arrays and objects nest at most about {sys.getrecursionlimit()} "
+                    "levels deep here); flatten it")
         else:
             args = {}
         if not isinstance(args, dict):
@@ -187,16 +199,10 @@ class Invoker:
         return 500, error_body("FunctionError", message)
 
 
-class Server(socketserver.ThreadingTCPServer):
+class _Quiet:
     daemon_threads = True
     block_on_close = False
-    allow_reuse_address = True
     request_queue_size = 1024
-
-    def get_request(self):
-        conn, addr = self.socket.accept()
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return conn, addr
 
     def handle_error(self, request, client_address):
         # A client that goes away mid-reply is routine (the activator drops a timed
@@ -205,6 +211,47 @@ class Server(socketserver.ThreadingTCPServer):
         if isinstance(exc, (ConnectionError, TimeoutError)):
             return
         super().handle_error(request, client_address)
+
+
+class Server(_Quiet, socketserver.ThreadingTCPServer):
+    """TCP ``$PORT``: the Knative export."""
+
+    allow_reuse_address = True
+
+    def get_request(self):
+        conn, addr = self.socket.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn, addr
+
+
+class UnixServer(_Quiet, socketserver.ThreadingUnixStreamServer):
+    """The pod's Unix socket: the platform's data plane."""
+
+    def server_bind(self):
+        # A socket file left by an earlier run of this pod would make bind fail.
+        try:
+            os.unlink(self.server_address)
+        except FileNotFoundError:
+            pass
+        old = os.umask(0o077)
+        try:
+            super().server_bind()
+        finally:
+            os.umask(old)
+
+
+def make_server(environ):
+    """The listening server the environment asks for, and a description of it."""
+    path = environ.get("ALLINONE_SOCKET")
+    if path:
+        return UnixServer(path, Handler), f"unix:{path}"
+    # ALLINONE_PORT (a container on the host network, as some tests start one) serves
+    # loopback only; anywhere else (Knative, plain docker run) the runtime sets PORT and
+    # connects from outside the container.
+    own_port = environ.get("ALLINONE_PORT")
+    host = "127.0.0.1" if own_port else "0.0.0.0"
+    port = int(own_port or environ.get("PORT") or "8080")
+    return Server((host, port), Handler), f"{host}:{port}"
 
 
 class Handler(socketserver.StreamRequestHandler):
@@ -339,11 +386,6 @@ class Handler(socketserver.StreamRequestHandler):
 
 def main():
     handler_spec = os.environ.get("ALLINONE_HANDLER", "run")
-    # Under allinone ALLINONE_PORT is set and only loopback is served; anywhere else
-    # (Knative, plain docker run) the runtime sets PORT and connects from outside.
-    own_port = os.environ.get("ALLINONE_PORT")
-    host = "127.0.0.1" if own_port else "0.0.0.0"
-    port = int(own_port or os.environ.get("PORT", "8080"))
     try:
         handler = load_handler(handler_spec)
     except BaseException:  # report any import failure, then exit
@@ -366,12 +408,11 @@ def main():
 
     Handler.invoke = Invoker(handler, handler_spec.rpartition(".")[2])
     try:
-        server = Server((host, port), Handler)
-    except OSError as exc:
-        print(f"allinone shim: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        server, where = make_server(os.environ)
+    except (OSError, ValueError) as exc:
+        print(f"allinone shim: cannot listen: {exc}", file=sys.stderr)
         sys.exit(1)
-    print(f"allinone shim: serving {handler_spec} on {host}:{port}", file=sys.stderr,
-          flush=True)
+    print(f"allinone shim: serving {handler_spec} on {where}", file=sys.stderr, flush=True)
     with server:
         server.serve_forever()
 

@@ -44,7 +44,7 @@ from loadtests.report import load_report
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SCENARIOS = ("cold_start", "scale_up", "scale_to_zero", "burst_at_zero")
+SCENARIOS = ("cold_start", "scale_up", "scale_to_zero", "burst_at_zero", "workflow_load")
 DEFAULT_REPORT_DIR = HERE / "reports"
 # Safety caps on one scenario's run in seconds (set-up included: the first build on a
 # fresh registry pushes the base image, ~10-15 s here). The shapes end well before them.

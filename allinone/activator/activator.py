@@ -9,9 +9,11 @@ in-flight, respecting ``containerConcurrency``); if none has a free slot, wait i
 function's bounded queue (503 at once when it is full) until a pod becomes ready or a
 slot frees, up to the function's ``timeoutSeconds`` (then 504). With no ready pod at
 all, the autoscaler is poked so scale-from-zero starts at once, not at the next tick.
-The call goes through one pooled ``aiohttp`` session (keep-alive to pods). A connect
-error (refused: nothing was sent) is retried on another pod; anything after the request
-may have reached the function is not retried, because functions need not be idempotent.
+The call goes over the pod's Unix socket through its :class:`~allinone.podclient.PodClient`
+(pooled keep-alive connections, one client per pod, made when the pod turns ready and
+closed when it is drained). A connect error (nothing was sent) is retried on another
+pod; anything after the request may have reached the function is not retried, because
+functions need not be idempotent. Deadlines and waits use the injected clock.
 
 Draining (:meth:`Activator.drain`): a pod chosen for removal stops getting new
 requests at once and is released when its in-flight requests have finished.
@@ -32,20 +34,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
 from allinone import objects
 from allinone.activator.balancer import Endpoint, pick
 from allinone.activator.stats import ConcurrencyTracker
 from allinone.clock import Clock
 from allinone.informer import Informer
 from allinone.metrics import Metrics
+from allinone.podclient import ConnectError, PodClient, PodError
 from allinone.store import Obj
 
 log = logging.getLogger(__name__)
 
-
-_JSON = {"Content-Type": "application/json"}
 
 
 def error_body(code: str, message: str) -> bytes:
@@ -60,7 +59,7 @@ class Route:
     waiters: collections.deque[asyncio.Future[None]] = field(default_factory=collections.deque)
     tracker: ConcurrencyTracker = field(default_factory=ConcurrencyTracker)
     drained: dict[str, asyncio.Future[None]] = field(default_factory=dict)
-    # (loop time, message) of the last pod that failed before or while serving.
+    # (clock time, message) of the last pod that failed before or while serving.
     failure: tuple[float, str] | None = None
     # Prometheus children of this function, looked up once.
     latency: Any = None
@@ -92,7 +91,6 @@ class Activator:
         self.poke = poke or (lambda name: None)
         self.routes: dict[str, Route] = {}
         self.rng = random.Random()
-        self._session: aiohttp.ClientSession | None = None
         functions.add_handler(self._on_function)
 
     def _on_function(self, key: str, old: Obj | None, new: Obj | None) -> None:
@@ -102,21 +100,29 @@ class Activator:
             self._wake(r, len(r.waiters))
 
     async def start(self) -> None:
-        # One pooled session for every pod: keep-alive connections are what keep the
-        # added latency near the ~0.3 ms floor of a minimal aiohttp proxy.
-        # No cookie jar, no decompression, no User-Agent: per-request work the proxy
-        # does not need (the cookie jar alone was a few % of the request path).
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=None),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent",),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            headers=_JSON,
-        )
+        """Nothing to open: each pod's client is made when the pod turns ready."""
+
+    def in_flight(self) -> int:
+        """Invocations inside the activator: on a pod, or held waiting for one."""
+        return sum(ep.in_flight for r in self.routes.values() for ep in r.endpoints.values()) \
+            + sum(len(r.waiters) for r in self.routes.values())
+
+    async def drain_all(self, timeout: float, poll: float = 0.05) -> int:
+        """Wait until nothing is in flight, at most ``timeout`` s; returns what is left.
+
+        Shutdown calls it after the listening socket is closed (see app.py)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # Polled: in-flight counts change on many paths, and this runs once, at shutdown.
+        while (left := self.in_flight()) and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(poll)
+        return left
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for r in self.routes.values():
+            for ep in r.endpoints.values():
+                if ep.client is not None:
+                    ep.client.close()
 
     def route(self, function: str) -> Route:
         r = self.routes.get(function)
@@ -128,13 +134,17 @@ class Activator:
 
     def pod_ready(self, function: str, pod: str, address: str) -> None:
         r = self.route(function)
-        r.endpoints[pod] = Endpoint(pod=pod, address=address, in_flight=0, draining=False)
+        old = r.endpoints.get(pod)
+        if old is not None and old.client is not None:
+            old.client.close()
+        r.endpoints[pod] = Endpoint(pod=pod, address=address, in_flight=0, draining=False,
+                                    client=PodClient(address))
         self.metrics.ready_replicas.labels(function).set(r.ready_count())
         self._wake(r, len(r.waiters))
 
     def pod_failed(self, function: str, pod: str, message: str) -> None:
         r = self.route(function)
-        r.failure = (asyncio.get_running_loop().time(), message)
+        r.failure = (self.clock.now(), message)
         self._wake(r, len(r.waiters))
 
     async def drain(self, function: str, pod: str, timeout: float) -> None:
@@ -147,11 +157,13 @@ class Activator:
         if ep.in_flight > 0 and timeout > 0:
             fut = r.drained.setdefault(pod, asyncio.get_running_loop().create_future())
             try:
-                await asyncio.wait_for(asyncio.shield(fut), timeout)
+                await self.clock.wait_for(asyncio.shield(fut), timeout)
             except TimeoutError:
                 log.warning("pod %s still had %d requests after %.0f s of draining",
                             pod, ep.in_flight, timeout)
-        r.endpoints.pop(pod, None)
+        gone = r.endpoints.pop(pod, None)
+        if gone is not None and gone.client is not None:
+            gone.client.close()
         r.drained.pop(pod, None)
         if self.functions.get(function) is None and not r.endpoints and not r.waiters:
             self.forget(function)  # the function was deleted and its last pod is gone
@@ -169,6 +181,9 @@ class Activator:
     def forget(self, function: str) -> None:
         r = self.routes.pop(function, None)
         if r is not None:
+            for ep in r.endpoints.values():
+                if ep.client is not None:
+                    ep.client.close()
             for w in r.waiters:
                 if not w.done():
                     w.set_result(None)
@@ -238,7 +253,7 @@ class Activator:
                 return Result(503, error_body(
                     "Overloaded", f"function {function!r} has {len(r.waiters)} requests waiting "
                     "(the queue limit); retry later or raise scaling.maxScale"))
-            remaining = deadline - loop.time()
+            remaining = deadline - self.clock.now()
             if remaining <= 0:
                 what = "no pod of it became free" if admitted else "its build did not finish"
                 return Result(504, error_body(
@@ -248,7 +263,7 @@ class Activator:
             r.waiters.append(fut)
             self.metrics.queue_depth.labels(function).set(len(r.waiters))
             try:
-                await asyncio.wait_for(fut, remaining)
+                await self.clock.wait_for(fut, remaining)
             except TimeoutError:
                 pass
             finally:
@@ -268,8 +283,7 @@ class Activator:
                 "NotFound", f"no function named {function!r}; deploy it first "
                 "(`allinone function deploy NAME --file FILE`)"))
         r = self.route(function)
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
+        t0 = self.clock.now()
         # Latency by perf_counter: uvloop's loop.time() ticks in whole milliseconds, which
         # would record every ~0.4 ms warm request as 0 or 1 ms.
         started = time.perf_counter()
@@ -303,8 +317,6 @@ class Activator:
 
     async def _forward(self, function: str, r: Route, cc: int, body: bytes,
                        arrived: float, timeout: float) -> Result:
-        assert self._session is not None, "Activator.start() was not called"
-        loop = asyncio.get_running_loop()
         deadline = arrived + timeout
         excluded: set[str] = set()
         while True:
@@ -312,14 +324,13 @@ class Activator:
             if isinstance(got, Result):
                 return got
             ep = got
+            assert ep.client is not None
             try:
-                remaining = max(deadline - loop.time(), 0.001)
-                async with self._session.post(
-                    ep.url, data=body, timeout=aiohttp.ClientTimeout(total=remaining),
-                ) as resp:
-                    payload = await resp.read()
-                    return Result(resp.status, payload)
-            except aiohttp.ClientConnectorError as exc:
+                remaining = max(deadline - self.clock.now(), 0.001)
+                status, payload = await self.clock.wait_for(
+                    ep.client.request("POST", "/", body), remaining)
+                return Result(status, payload)
+            except ConnectError as exc:
                 # Nothing reached the pod: safe to try another one.
                 log.warning("pod %s refused the connection (%s); retrying elsewhere", ep.pod, exc)
                 excluded.add(ep.pod)
@@ -328,7 +339,7 @@ class Activator:
                     "Timeout", f"function {function!r} did not answer within its "
                     f"timeoutSeconds ({timeout:g} s); raise spec.timeoutSeconds if it needs "
                     "longer"))
-            except (aiohttp.ClientError, OSError) as exc:
+            except (PodError, OSError) as exc:
                 return Result(503, error_body(
                     "PodFailed", f"the pod serving {function!r} failed during the request "
                     f"({type(exc).__name__}); the request was not retried because it may "

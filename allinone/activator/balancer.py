@@ -31,8 +31,10 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from yarl import URL
+if TYPE_CHECKING:
+    from allinone.podclient import PodClient
 
 # Candidates above which the full least-loaded scan gives way to two random choices.
 P2C_ABOVE = 8
@@ -45,14 +47,11 @@ class Endpoint:
     """One ready pod as the activator sees it; mutable, owned by the activator."""
 
     pod: str
-    address: str  # "127.0.0.1:PORT"
+    address: str  # the path of the pod's Unix socket
     in_flight: int = 0
     draining: bool = False
-    # The pod's URL, parsed once: the HTTP client would otherwise parse it per request.
-    url: URL = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        self.url = URL(f"http://{self.address}/")
+    # The pooled connections to the pod (set by the activator; None in policy tests).
+    client: PodClient | None = field(default=None, repr=False, compare=False)
 
 
 def _has_slot(ep: Endpoint, container_concurrency: int) -> bool:

@@ -256,6 +256,59 @@ SCHEMAS: dict[str, Any] = {
     "StatsSeries": {"type": "object", "required": ["name", "points"], "properties": {
         "name": {"type": "string"},
         "points": {"type": "array", "items": _ref("StatsPoint")}}},
+    "Readiness": {"type": "object", "required": ["status", "components"], "properties": {
+        "status": {"type": "string", "enum": ["ready", "not ready"]},
+        "components": {"type": "object"}}},
+    "WorkflowInput": {"type": "object", "required": ["name", "definition"], "properties": {
+        "name": NAME, "definition": _ref("StateMachine")}},
+    "WorkflowUpdate": {"type": "object", "required": ["definition"], "properties": {
+        "definition": _ref("StateMachine")}},
+    "StateMachine": {
+        "type": "object", "required": ["StartAt", "States"],
+        "description": "Amazon States Language; the README lists the supported states",
+        "properties": {"StartAt": {"type": "string"}, "States": {"type": "object"},
+                       "Comment": {"type": "string"}, "TimeoutSeconds": {"type": "integer"}},
+    },
+    "Workflow": _object(
+        "Workflow",
+        {"type": "object", "required": ["definition"],
+         "properties": {"definition": _ref("StateMachine")}},
+        {"type": "object", "properties": {"phase": {"type": "string"},
+                                          "message": {"type": "string"}}},
+    ),
+    "WorkflowList": _items("Workflow"),
+    "WorkflowDeleted": {"type": "object", "required": ["deleted", "workflow"], "properties": {
+        "deleted": {"type": "string"}, "workflow": _ref("Workflow")}},
+    "Execution": {
+        "type": "object",
+        "required": ["executionId", "workflow", "status"],
+        "properties": {
+            "executionId": {"type": "string"},
+            "workflow": {"type": "string"},
+            "status": {"type": "string",
+                       "enum": ["RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"]},
+            "input": {},
+            "output": {},
+            "error": {"type": "string", "nullable": True},
+            "cause": {"type": "string", "nullable": True},
+            "startDate": {"type": "string", "nullable": True},
+            "stopDate": {"type": "string", "nullable": True},
+            "historyTruncated": {"type": "boolean"},
+            "events": {"type": "array", "items": {
+                "type": "object", "required": ["type"],
+                "properties": {"type": {"type": "string"}, "timestamp": {"type": "string"},
+                               "name": {"type": "string"}}}},
+        },
+    },
+    "ExecutionList": {"type": "object", "required": ["items"], "properties": {
+        "items": {"type": "array", "items": _ref("Execution")},
+        "continue": {"type": "string"}}},
+    "ExecutionOutcome": {"type": "object", "required": ["executionId", "status"], "properties": {
+        "executionId": {"type": "string"}, "status": {"type": "string"}, "output": {},
+        "error": {"type": "string", "nullable": True},
+        "cause": {"type": "string", "nullable": True}}},
+    "ExecutionStarted": {"type": "object", "required": ["executionId"], "properties": {
+        "executionId": {"type": "string"}}},
     "AnyJson": {"description": "the function's return value, as JSON"},
 }
 

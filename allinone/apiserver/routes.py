@@ -66,6 +66,8 @@ class ApiDeps:
     autoscaler_status: Callable[[str], dict[str, Any]]
     # function name -> what its live pods printed
     live_logs: Callable[[str], Awaitable[str]]
+    # (ready, state of each component), for GET /readyz
+    readiness: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]] | None = None
     # Admission limits (pod memory budget, pods per function); None: no limits.
     budget: PodBudget | None = None
 
@@ -150,6 +152,18 @@ def make_blueprint() -> Blueprint:
         out["status"]["autoscaler"] = deps.autoscaler_status(name)
         return out
 
+    async def listed(deps: ApiDeps, fn: Obj) -> Obj:
+        """One item of a list: the view, or the object marked Invalid when malformed."""
+        try:
+            objects.check_function(fn)
+            return await view(deps, fn)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            out = copy.deepcopy(fn)
+            out["status"] = {"phase": "Invalid",
+                             "message": f"the stored object is malformed ({exc}); delete it "
+                                        "and deploy the function again"}
+            return out
+
     def source_in_use(deps: ApiDeps, sha: str, except_name: str | None = None) -> bool:
         return any(f["spec"]["source"]["sha256"] == sha for f in deps.functions.items()
                    if f["metadata"]["name"] != except_name)
@@ -207,14 +221,14 @@ def make_blueprint() -> Blueprint:
         deps = deps_of(request)
         store = deps.store
         items, _ = await store.list(objects.FUNCTIONS_PREFIX)
-        return json_response({"items": [await view(deps, f) for f in items]})
+        return json_response({"items": [await listed(deps, f) for f in items]})
 
     @bp.get("/api/v1/functions/<name>")
     @doc("read a function", tag="functions",
          responses={200: ("the function", "Function"), 404: ("no such function", None)})
     async def read_function(request: Request, name: str) -> HTTPResponse:
         deps = deps_of(request)
-        return json_response(await view(deps, await get_function(deps, name)))
+        return json_response(await listed(deps, await get_function(deps, name)))
 
     @bp.put("/api/v1/functions/<name>")
     @doc("update a function's source and/or spec (a new generation, rolled out)",
@@ -254,8 +268,10 @@ def make_blueprint() -> Blueprint:
                     # A new handler must exist in the stored source: check now, not at build.
                     data = deps.sources.get(spec["source"]["sha256"])
                     await _validated(deps, spec["source"]["filename"], data, spec["handler"])
-            if spec == fn["spec"]:
+            if spec == fn["spec"] and fn["status"].get("phase") != objects.FAILED:
                 return json_response(await view(deps, fn))  # nothing changed: no new generation
+            # (A Failed function deployed again with the same source is built again: the
+            # failure may have been the platform's, and the user asks for a retry.)
             new = copy.deepcopy(fn)
             new["spec"] = spec
             new["metadata"]["generation"] = fn["metadata"]["generation"] + 1
@@ -349,6 +365,17 @@ def make_blueprint() -> Blueprint:
     @doc("liveness", tag="meta", responses={200: ("alive", "Health")})
     async def healthz(request: Request) -> HTTPResponse:
         return json_response({"status": "ok"})
+
+    @bp.get("/readyz")
+    @doc("readiness: every component and loop, with what is wrong", tag="meta",
+         responses={200: ("ready", "Readiness"), 503: ("not ready", "Readiness")})
+    async def readyz(request: Request) -> HTTPResponse:
+        deps = deps_of(request)
+        if deps.readiness is None:
+            return json_response({"status": "ready", "components": {}})
+        ready, components = await deps.readiness()
+        return json_response({"status": "ready" if ready else "not ready",
+                              "components": components}, status=200 if ready else 503)
 
     @bp.get("/metrics")
     @doc("Prometheus metrics", tag="meta",

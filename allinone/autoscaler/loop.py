@@ -52,6 +52,8 @@ class Autoscaler:
         self.states: dict[str, KPAState] = {}
         self.decisions: dict[str, Decision] = {}
         self._poked: set[str] = set()
+        # function -> the last unexpected error scaling it (logged once per reason)
+        self._broken: dict[str, str] = {}
         self._wake = asyncio.Event()
         functions.add_handler(self._on_function)
 
@@ -79,27 +81,34 @@ class Autoscaler:
     async def run(self) -> None:
         await self.functions.synced.wait()
         await self.replicasets.synced.wait()
-        loop = asyncio.get_running_loop()
-        next_tick = loop.time()
+        next_tick = self.clock.now()
         while True:
-            timeout = max(next_tick - loop.time(), 0)
+            timeout = max(next_tick - self.clock.now(), 0)
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                await self.clock.wait_for(self._wake.wait(), timeout)
             except TimeoutError:
                 pass
             self._wake.clear()
-            if loop.time() >= next_tick:
+            if self.clock.now() >= next_tick:
                 names = {f["metadata"]["name"] for f in self.functions.items()}
-                next_tick = loop.time() + self.tick_seconds
+                next_tick = self.clock.now() + self.tick_seconds
             else:
                 names = set()
             names |= self._poked
             self._poked.clear()
             for name in sorted(names):
+                # One function's trouble is its own: the others keep scaling.
                 try:
                     await self.scale(name)
                 except (StoreError, OSError) as exc:
                     log.warning("autoscaling %s failed: %s", name, exc)
+                except Exception as exc:
+                    reason = f"{type(exc).__name__}: {exc}"
+                    if self._broken.get(name) != reason:  # once, not every tick
+                        log.exception("autoscaling %s failed; skipped until it changes", name)
+                    self._broken[name] = reason
+                else:
+                    self._broken.pop(name, None)
 
     async def scale(self, name: str) -> Decision | None:
         fn = self.functions.get(name)

@@ -73,10 +73,10 @@ import tempfile
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 import docker
@@ -109,7 +109,27 @@ _FILE_MODE, _DIR_MODE, _MTIME = 0o644, 0o755, 1_700_000_000
 
 
 class BuildError(Exception):
-    """The build or push failed; the message says why, in words a user can act on."""
+    """The build or push failed; the message says why, in words a user can act on.
+
+    ``infrastructure`` is True when the cause is ours, not the function's: the Docker
+    engine or the registry did not answer. Such builds are retried by themselves.
+    """
+
+    def __init__(self, message: str, *, infrastructure: bool = False) -> None:
+        super().__init__(message)
+        self.infrastructure = infrastructure
+
+
+# Words of engine and registry messages that mean "could not talk to it", not "your
+# function is wrong".
+_INFRA_MARKERS = ("connection refused", "connection reset", "dial tcp", "no such host",
+                  "i/o timeout", "timeout", "eof", "502 bad gateway", "503 service",
+                  "500 internal server error", "cannot reach", "unavailable")
+
+
+def _is_infrastructure(message: str) -> bool:
+    text = message.lower()
+    return any(marker in text for marker in _INFRA_MARKERS)
 
 
 @dataclass(frozen=True)
@@ -162,12 +182,44 @@ class Builder:
         # Held while warm() pushes the base layers: a build pushing at the same time
         # would upload the same ~250 MB again, so its push waits for this instead.
         self._base_push = asyncio.Lock()
+        # Builds in progress, when the last one ended, and a gate that the registry's
+        # garbage collection closes (see exclusive()).
+        self._active = 0
+        self._last_active = time.monotonic()
+        self._open = asyncio.Event()
+        self._open.set()
+        # Set when manifests were deleted: the registry has blobs to collect.
+        self.garbage_pending = False
 
     # -- public API ---------------------------------------------------------
+
+    def idle_for(self) -> float:
+        """Seconds since the last build ended (0 while one runs)."""
+        return 0.0 if self._active else time.monotonic() - self._last_active
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """No build runs inside (new ones wait): for the registry's offline GC."""
+        self._open.clear()
+        try:
+            while self._active:  # noqa: ASYNC110 (rare: once per registry collection)
+                await asyncio.sleep(0.05)
+            yield
+        finally:
+            self._open.set()
 
     async def build(self, name: str, source: ValidatedSource, handler: str) -> BuildResult:
         """Build (or reuse) and push the image of function ``name``."""
         validate_name(name)
+        await self._open.wait()
+        self._active += 1
+        try:
+            return await self._build(name, source, handler)
+        finally:
+            self._active -= 1
+            self._last_active = time.monotonic()
+
+    async def _build(self, name: str, source: ValidatedSource, handler: str) -> BuildResult:
         started = time.monotonic()
         client = await self._docker()
         base_id = await asyncio.to_thread(self._base_image_id, client)
@@ -180,9 +232,11 @@ class Builder:
                 deps = await self._deps(source.requirements) if source.requirements else None
                 context = await asyncio.to_thread(self._context, source, handler, deps)
                 t_build = time.monotonic()
-                await asyncio.to_thread(self._docker_build, client, context, ref)
-                log.debug("docker build of %s took %.3f s (context %d bytes)", ref,
-                          time.monotonic() - t_build, len(context))
+                try:
+                    await asyncio.to_thread(self._docker_build, client, context, ref)
+                finally:
+                    context.close()
+                log.debug("docker build of %s took %.3f s", ref, time.monotonic() - t_build)
         async with self._base_push:
             pass  # wait for a warm() push in progress: the layers it uploads are ours too
         t_push = time.monotonic()
@@ -210,26 +264,35 @@ class Builder:
         log.info("base image %s pushed to %s in %.1f s", self.base_image, repo,
                  time.monotonic() - started)
 
-    async def delete_image(self, name: str) -> None:
-        """Remove every tag of ``allinone/NAME`` from the registry and the local engine.
+    async def delete_image(self, name: str) -> bool:
+        """Remove every tag of ``allinone/NAME`` from the registry and the local engine."""
+        return await self.prune(name, keep=frozenset())
 
-        Already-absent tags are not errors. An unreachable registry is a BuildError, so
-        the caller can retry; the local tags are removed first either way.
+    async def prune(self, name: str, keep: frozenset[str]) -> bool:
+        """Remove the images of ``allinone/NAME`` whose digest is not in ``keep``.
+
+        Registry manifests go by digest (with every tag on them); local references
+        (tags and digests) of this registry's repository go, the engine deleting the
+        image and its layers with its last reference (the build cache's tags under
+        other registries keep theirs). A local image a container still uses is left
+        for a later pass. Returns True when nothing outside ``keep`` is left.
+        Already-absent tags are not errors; an unreachable registry is a BuildError.
         """
         validate_name(name)
         client = await self._docker()
-        await asyncio.to_thread(self._remove_local, client, name)
+        done = await asyncio.to_thread(self._remove_local, client, name, keep)
         base = f"http://{self.registry}/v2/{REPO_PREFIX}/{name}"
         timeout = aiohttp.ClientTimeout(total=self.registry_timeout)
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session:
                 async with session.get(f"{base}/tags/list") as resp:
                     if resp.status == 404:
-                        return  # the registry never saw this repository
+                        return done  # the registry never saw this repository
                     if resp.status != 200:
                         raise BuildError(f"registry {self.registry} answered {resp.status} "
                                          f"listing the tags of {REPO_PREFIX}/{name}: "
-                                         f"{(await resp.text())[:200]}")
+                                         f"{(await resp.text())[:200]}",
+                                         infrastructure=resp.status >= 500)
                     tags = (await resp.json()).get("tags") or []
                 digests: set[str] = set()
                 for tag in tags:
@@ -238,7 +301,7 @@ class Builder:
                         digest = resp.headers.get("Docker-Content-Digest")
                         if resp.status == 200 and digest:
                             digests.add(digest)
-                for digest in sorted(digests):
+                for digest in sorted(digests - keep):
                     async with session.delete(f"{base}/manifests/{digest}") as resp:
                         # 202 Accepted is success; 404 means someone deleted it first.
                         if resp.status not in (200, 202, 404):
@@ -247,9 +310,12 @@ class Builder:
                                 f"{REPO_PREFIX}/{name}@{digest} ({resp.status}): "
                                 f"{(await resp.text())[:200]} (is delete enabled in its "
                                 "config?)")
+                    self.garbage_pending = True
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise BuildError(f"cannot remove the image of {name} from registry "
-                             f"{self.registry}: {exc or type(exc).__name__}") from exc
+                             f"{self.registry}: {exc or type(exc).__name__}",
+                             infrastructure=True) from exc
+        return done
 
     def repository(self, name: str) -> str:
         return f"{self.registry}/{REPO_PREFIX}/{name}"
@@ -275,7 +341,7 @@ class Builder:
                 self._client = await asyncio.to_thread(self._factory)
             except DockerException as exc:
                 raise BuildError(f"cannot reach the Docker engine: {exc}: is it running? "
-                                 "(`allinone setup` starts it)") from exc
+                                 "(`allinone setup` starts it)", infrastructure=True) from exc
         return self._client
 
     def _base_image_id(self, client: Any) -> str:
@@ -288,7 +354,7 @@ class Builder:
             ) from None
         except (APIError, requests.RequestException) as exc:
             raise BuildError(f"the Docker engine failed to inspect {self.base_image}: "
-                             f"{_api_message(exc)}") from exc
+                             f"{_api_message(exc)}", infrastructure=_unreachable(exc)) from exc
 
     def _tag_cached(self, client: Any, build_hash: str, repo: str) -> bool:
         """Tag an existing image of this build hash as REPO:BUILDHASH; False if none."""
@@ -305,7 +371,7 @@ class Builder:
                     continue  # removed since we listed it; try the next or build anew
         except (APIError, requests.RequestException) as exc:
             raise BuildError(f"the Docker engine failed to list images: "
-                             f"{_api_message(exc)}") from exc
+                             f"{_api_message(exc)}", infrastructure=_unreachable(exc)) from exc
         return False
 
     def _render_dockerfile(self, handler: str) -> str:
@@ -313,8 +379,12 @@ class Builder:
         return self._dockerfile.replace("{base_image}", self.base_image).replace(
             "{handler}", handler)
 
-    def _context(self, source: ValidatedSource, handler: str, deps: Path | None) -> bytes:
-        buf = io.BytesIO()
+    def _context(self, source: ValidatedSource, handler: str, deps: Path | None) -> IO[bytes]:
+        """The build context as a tar, spooled to disk past 16 MiB (the function's data
+        files stream in from the zip, so a large one never sits in memory whole)."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        buf: IO[bytes] = tempfile.SpooledTemporaryFile(
+            max_size=16 * 1024 * 1024, dir=str(self.work_dir))
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
             _add_bytes(tar, "Dockerfile", self._render_dockerfile(handler).encode())
             _add_dir(tar, "shim")
@@ -341,14 +411,20 @@ class Builder:
                     if parent not in made:
                         made.add(parent)
                         _add_dir(tar, f"function/{parent}")
-                _add_bytes(tar, f"function/{rel}", source.files[rel])
-        return buf.getvalue()
+                info = tarfile.TarInfo(f"function/{rel}")
+                info.size = source.files.size(rel)
+                info.mode = _FILE_MODE
+                info.mtime = _MTIME
+                with source.files.open(rel) as f:
+                    tar.addfile(info, f)
+        buf.seek(0)
+        return buf
 
-    def _docker_build(self, client: Any, context: bytes, ref: str) -> None:
+    def _docker_build(self, client: Any, context: IO[bytes], ref: str) -> None:
         tail: deque[str] = deque(maxlen=8)
         try:
             events = client.api.build(
-                fileobj=io.BytesIO(context), custom_context=True, tag=ref,
+                fileobj=context, custom_context=True, tag=ref,
                 rm=True, forcerm=True, pull=False, decode=True,
             )
             for event in events:
@@ -361,7 +437,8 @@ class Builder:
                 if isinstance(stream, str) and stream.strip():
                     tail.append(stream.strip())
         except (APIError, requests.RequestException) as exc:
-            raise BuildError(f"docker build failed: {_api_message(exc)}") from exc
+            raise BuildError(f"docker build failed: {_api_message(exc)}",
+                             infrastructure=_unreachable(exc)) from exc
 
     def _push(self, client: Any, repo: str, tag: str) -> str:
         digest: str | None = None
@@ -371,7 +448,8 @@ class Builder:
                 error = _event_error(event)
                 if error is not None:
                     raise BuildError(f"push to registry {self.registry} failed: {error}"
-                                     f"{_registry_hint(error)}")
+                                     f"{_registry_hint(error)}",
+                                     infrastructure=_is_infrastructure(error))
                 aux = event.get("aux")
                 if isinstance(aux, dict) and aux.get("Digest"):
                     digest = str(aux["Digest"])
@@ -380,41 +458,41 @@ class Builder:
         except (APIError, requests.RequestException) as exc:
             message = _api_message(exc)
             raise BuildError(f"push to registry {self.registry} failed: {message}"
-                             f"{_registry_hint(message)}") from exc
+                             f"{_registry_hint(message)}", infrastructure=True) from exc
         if digest is None:
             raise BuildError(f"push to registry {self.registry} failed: the engine reported "
                              f"no digest (last status: {last or 'none'})")
         return digest
 
-    def _remove_local(self, client: Any, name: str) -> None:
+    def _remove_local(self, client: Any, name: str, keep: frozenset[str]) -> bool:
         repo = self.repository(name)
         try:
             images = client.api.images(name=repo)
         except (APIError, requests.RequestException) as exc:
             raise BuildError(f"the Docker engine failed to list images: "
-                             f"{_api_message(exc)}") from exc
-        refs = [
-            ref
-            for image in images
-            for ref in (image.get("RepoTags") or []) + (image.get("RepoDigests") or [])
-            if ref.startswith((repo + ":", repo + "@"))
-        ]
-        for ref in refs:
-            try:
-                client.api.remove_image(ref)
-            except (ImageNotFound, NotFound):
-                pass  # gone already (removing a tag also drops its digest references)
-            except APIError as exc:
-                if exc.status_code != 409:
-                    raise BuildError(f"cannot remove image {ref}: {_api_message(exc)}") from exc
-                # A stopped container still refers to the image: untag it anyway; the
-                # engine keeps the layers a running container needs.
+                             f"{_api_message(exc)}",
+                             infrastructure=not isinstance(exc, APIError)) from exc
+        done = True
+        for image in images:
+            digests = image.get("RepoDigests") or []
+            if any(d.rpartition("@")[2] in keep for d in digests if d.startswith(repo + "@")):
+                continue
+            refs = [ref for ref in (image.get("RepoTags") or []) + digests
+                    if ref.startswith((repo + ":", repo + "@"))]
+            for ref in refs:
                 try:
-                    client.api.remove_image(ref, force=True)
+                    client.api.remove_image(ref)
                 except (ImageNotFound, NotFound):
-                    pass
-                except APIError as exc2:
-                    log.warning("cannot remove image %s: %s", ref, _api_message(exc2))
+                    pass  # gone already (removing a tag also drops its digest references)
+                except APIError as exc:
+                    if exc.status_code != 409:
+                        raise BuildError(f"cannot remove image {ref}: {_api_message(exc)}"
+                                         ) from exc
+                    # A container (a pod still draining, a paused one) uses the image:
+                    # untagging it now would leave a nameless <none> image behind when
+                    # that container goes. Try again on a later pass.
+                    done = False
+        return done
 
     async def _deps(self, requirements: bytes) -> Path:
         """The directory of installed requirements, from cache or a fresh pip run."""
@@ -667,6 +745,14 @@ def _api_message(exc: Exception) -> str:
     if isinstance(exc, APIError):
         return str(exc.explanation or exc)
     return str(exc) or type(exc).__name__
+
+
+def _unreachable(exc: Exception) -> bool:
+    """The engine could not be reached or failed on its side (not a bad request)."""
+    if isinstance(exc, APIError):
+        return exc.status_code is None or (
+            exc.status_code >= 500 and _is_infrastructure(_api_message(exc)))
+    return True  # requests.RequestException: connection refused, timeout, reset
 
 
 def _registry_hint(message: str) -> str:

@@ -32,6 +32,13 @@ What is checked, in order, so the first message a user sees is the most basic pr
 Invariant: a returned ``ValidatedSource.files`` maps normalised relative POSIX paths
 (no ``.``/``..`` parts, no leading ``/``) to their bytes; the builder writes them under
 ``/function`` without further checks.
+
+Memory: a zip is validated by streaming each entry in 64 KiB steps. Only the files
+that must be read whole are kept (``.py`` sources, to parse them, and
+``requirements.txt``), each at most ``MAX_CODE_FILE`` bytes; every other entry is only
+counted (and CRC-checked) as it streams by, and ``files`` reads it again from the
+archive when asked (:meth:`SourceFiles.open` streams it). So validating an upload that
+inflates to 199 MiB holds the upload plus a few chunks, not the 199 MiB.
 """
 
 from __future__ import annotations
@@ -43,9 +50,10 @@ import re
 import stat
 import zipfile
 import zlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Literal
+from typing import IO, Literal
 
 from packaging.requirements import InvalidRequirement, Requirement
 
@@ -56,6 +64,9 @@ from allinone.objects import HANDLER_RE, ValidationError
 MAX_ENTRIES = 10_000
 # Read zip entries in 64 KiB steps so the inflated-bytes count stops a bomb early.
 _CHUNK = 64 * 1024
+# A Python module (or requirements.txt) is read whole to parse it: past this size it is
+# data, not code, and parsing it would cost many times its size in memory.
+MAX_CODE_FILE = 8 * 1024 * 1024
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 # pip's own comment rule (req_file.py COMMENT_RE): '#' at the start or after blanks.
 _COMMENT_RE = re.compile(r"(^|\s+)#.*$")
@@ -71,6 +82,42 @@ class TooLarge(ValidationError):
     """The upload, or what it inflates to, is over a size limit (HTTP 413)."""
 
 
+class SourceFiles(Mapping[str, bytes]):
+    """The function's files: path -> bytes, with data files read from the zip on demand."""
+
+    def __init__(self, kept: dict[str, bytes], archive: bytes | None = None,
+                 members: dict[str, zipfile.ZipInfo] | None = None) -> None:
+        self._kept = kept
+        self._archive = archive
+        self._members = members or {}
+
+    def __getitem__(self, path: str) -> bytes:
+        if path in self._kept:
+            return self._kept[path]
+        with self.open(path) as f:
+            return f.read()
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._kept
+        yield from (p for p in self._members if p not in self._kept)
+
+    def __len__(self) -> int:
+        return len(self._kept) + sum(1 for p in self._members if p not in self._kept)
+
+    def size(self, path: str) -> int:
+        if path in self._kept:
+            return len(self._kept[path])
+        return self._members[path].file_size
+
+    def open(self, path: str) -> IO[bytes]:
+        """A stream of the file's bytes (the zip entry inflating as it is read)."""
+        if path in self._kept:
+            return io.BytesIO(self._kept[path])
+        assert self._archive is not None
+        archive = zipfile.ZipFile(io.BytesIO(self._archive))
+        return archive.open(self._members[path])
+
+
 @dataclass(frozen=True)
 class ValidatedSource:
     """An upload that passed validation, ready for the builder."""
@@ -79,7 +126,7 @@ class ValidatedSource:
     sha256: str  # of the uploaded bytes, as stored in the SourceStore
     size: int  # of the uploaded bytes
     filename: str  # the upload's base name, e.g. "add.py"
-    files: dict[str, bytes]  # relative path -> content, what goes into /function
+    files: SourceFiles  # relative path -> content, what goes into /function
     requirements: bytes | None  # requirements.txt at the zip root, if any
 
 
@@ -123,7 +170,7 @@ def validate_source(
                 f"{DEFAULT_MODULE}.py: use handler {handler.rpartition('.')[2]!r}, or upload a "
                 "zip whose files include that module ('module.function' is for zips)"
             )
-        files = {f"{DEFAULT_MODULE}.py": data}
+        files = SourceFiles({f"{DEFAULT_MODULE}.py": data})
         # Messages name the file as the user knows it, not as it is stored.
         trees = _check_python_files(files, {f"{DEFAULT_MODULE}.py": base})
         _check_handler(files, trees, handler, {f"{DEFAULT_MODULE}.py": base})
@@ -170,7 +217,12 @@ def _safe_path(name: str) -> str:
     return "/".join(parts)
 
 
-def _read_zip(base: str, data: bytes, *, max_unzipped: int, max_entries: int) -> dict[str, bytes]:
+def _kept(path: str) -> bool:
+    """Whether validation needs the whole file (to parse it)."""
+    return path.endswith(".py") or path == "requirements.txt"
+
+
+def _read_zip(base: str, data: bytes, *, max_unzipped: int, max_entries: int) -> SourceFiles:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
@@ -221,10 +273,17 @@ def _read_zip(base: str, data: bytes, *, max_unzipped: int, max_entries: int) ->
                 f"{base!r} inflates to {_mib(declared)}; the limit is {_mib(max_unzipped)}: "
                 "leave out data files, or list packages in requirements.txt"
             )
-        files: dict[str, bytes] = {}
+        kept: dict[str, bytes] = {}
         inflated = 0
         for path, info in selected:
+            keep = _kept(path)
+            if keep and info.file_size > MAX_CODE_FILE:
+                raise TooLarge(
+                    f"zip entry {info.filename!r} is {_mib(info.file_size)}; a Python module "
+                    f"(or requirements.txt) may be at most {_mib(MAX_CODE_FILE)}: move data "
+                    "out of code into a data file")
             chunks: list[bytes] = []
+            size = 0
             try:
                 with archive.open(info) as entry:
                     while chunk := entry.read(_CHUNK):
@@ -236,7 +295,13 @@ def _read_zip(base: str, data: bytes, *, max_unzipped: int, max_entries: int) ->
                                 "than its directory declares); the limit is "
                                 f"{_mib(max_unzipped)}"
                             )
-                        chunks.append(chunk)
+                        size += len(chunk)
+                        if keep:
+                            if size > MAX_CODE_FILE:
+                                raise TooLarge(
+                                    f"zip entry {info.filename!r} inflates to more than "
+                                    f"{_mib(MAX_CODE_FILE)}, more than it declares")
+                            chunks.append(chunk)
             except NotImplementedError as exc:
                 raise ValidationError(
                     f"zip entry {info.filename!r} uses an unsupported compression method "
@@ -246,10 +311,11 @@ def _read_zip(base: str, data: bytes, *, max_unzipped: int, max_entries: int) ->
                 raise ValidationError(
                     f"zip entry {info.filename!r} is corrupt ({exc}): re-create the zip"
                 ) from None
-            files[path] = b"".join(chunks)
-    if not files:
+            if keep:
+                kept[path] = b"".join(chunks)
+    if not selected:
         raise ValidationError(f"{base!r} contains no files: put func.py (or your modules) in it")
-    return files
+    return SourceFiles(kept, data, {path: info for path, info in selected})
 
 
 # ---------------------------------------------------------------------------
@@ -267,15 +333,15 @@ def _decode(path: str, data: bytes) -> str:
         ) from None
 
 
-def _check_python_files(files: dict[str, bytes],
+def _check_python_files(files: Mapping[str, bytes],
                         labels: dict[str, str]) -> dict[str, ast.Module]:
     """Parse every .py file; ``labels`` renames files in messages (func.py -> add.py)."""
     trees: dict[str, ast.Module] = {}
-    for path, data in files.items():
+    for path in files:
         if not path.endswith(".py"):
-            continue
+            continue  # data files are never read here (they may be large)
         label = labels.get(path, path)
-        text = _decode(label, data)
+        text = _decode(label, files[path])
         try:
             trees[path] = ast.parse(text, filename=label)
         except SyntaxError as exc:
@@ -293,7 +359,7 @@ def _module_candidates(module: str) -> list[str]:
     return [f"{rel}.py", f"{rel}/__init__.py"]
 
 
-def _check_handler(files: dict[str, bytes], trees: dict[str, ast.Module], handler: str,
+def _check_handler(files: Mapping[str, bytes], trees: dict[str, ast.Module], handler: str,
                    labels: dict[str, str]) -> None:
     module, _, func = handler.rpartition(".")
     module = module or DEFAULT_MODULE
@@ -316,7 +382,7 @@ def _check_handler(files: dict[str, bytes], trees: dict[str, ast.Module], handle
     )
 
 
-def _missing_module_message(files: dict[str, bytes], handler: str, module: str,
+def _missing_module_message(files: Mapping[str, bytes], handler: str, module: str,
                             wanted: str) -> str:
     msg = f"handler {handler!r} needs {wanted} at the root of the zip, but it is not there"
     # The usual mistake: zipping the folder rather than its contents.

@@ -1,8 +1,12 @@
-"""The container runtime contract used by the ReplicaSet controller.
+"""The container runtime contract used by the pod-lifecycle component (the kubelet).
 
-A "pod" is one container running the function image with host networking on an
-allocated loopback port. The controller never talks to Docker directly; it goes through
-:class:`ContainerRuntime`, which has a Docker implementation
+A "pod" is one container running the function image, sandboxed: no network (or, opt
+in, outbound only through Docker's default bridge), an unprivileged uid, no
+capabilities, ``no-new-privileges``, a read-only root with a small tmpfs at ``/tmp``,
+memory, CPU and pids limits and a size-bounded log. Its only way in or out for the
+platform is a Unix socket in its own directory of the state dir (``socket_dir``),
+mounted at :data:`POD_SOCKET_DIR`. The kubelet never talks to Docker directly; it goes
+through :class:`ContainerRuntime`, which has a Docker implementation
 (:mod:`allinone.runtime.docker`) and an in-memory twin (:mod:`allinone.runtime.memory`).
 
 Every container the platform starts carries the labels below, so a restarted server can
@@ -12,6 +16,7 @@ developer's and a test run) from touching each other's containers.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -20,17 +25,26 @@ LABEL_FUNCTION = "allinone.function"
 LABEL_POD = "allinone.pod"
 LABEL_INSTANCE = "allinone.instance"
 
+# Where a pod's socket directory is mounted inside its container, and the socket's name.
+POD_SOCKET_DIR = "/run/allinone"
+SOCKET_NAME = "http.sock"
+# The uid:gid pods run as when the server runs as root: "nobody", owning nothing.
+POD_USER = "65534:65534"
+
 
 @dataclass(frozen=True)
 class ContainerSpec:
     pod: str
     function: str
     image: str
-    port: int
+    socket_dir: str  # host path, mounted read-write at POD_SOCKET_DIR
+    user: str = POD_USER
+    network: str = "none"  # or "egress"
     env: dict[str, str] = field(default_factory=dict)
     memory_mib: int = 256
     cpus: float = 1.0
     pids_limit: int = 256
+    tmp_mib: int = 64  # the tmpfs at /tmp, the only writable place besides the socket dir
 
 
 @dataclass(frozen=True)
@@ -38,8 +52,19 @@ class ContainerInfo:
     id: str
     pod: str
     function: str
-    running: bool  # alive: running, or paused (frozen but holding its port)
+    running: bool  # alive: running, or paused (frozen but holding its socket)
     labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ContainerEvent:
+    """A container of this instance changed state: ``action`` is Docker's (``die``,
+    ``start``, ``oom``...), or ``resync`` after the stream was interrupted (events may
+    have been missed: list to catch up)."""
+
+    id: str
+    pod: str
+    action: str
 
 
 class ContainerRuntime(Protocol):
@@ -53,6 +78,11 @@ class ContainerRuntime(Protocol):
 
     async def list(self) -> list[ContainerInfo]:
         """Containers of this instance (by label), running or not."""
+        ...
+
+    def events(self) -> AsyncIterator[ContainerEvent]:
+        """State changes of this instance's containers, as they happen, forever; the
+        subscription starts when this is called, before the first iteration."""
         ...
 
     async def logs(self, container_id: str, tail: int = 1000) -> str:

@@ -1,29 +1,76 @@
 """The Docker implementation of :class:`~allinone.runtime.base.ContainerRuntime`.
 
-Pods are plain containers on the host network, listening on their allocated loopback
-port (``ALLINONE_PORT``), with memory, CPU and pids limits from the function spec. The
-docker SDK is synchronous, so every call runs in a worker thread; we use the low-level
-API (create + start: two requests) because ``containers.run`` adds a third round trip
-that shows up directly in the cold-start time.
+Pods are sandboxed containers (see :mod:`allinone.runtime.base`): ``network_mode``
+``none`` (``bridge`` for egress), ``user`` unprivileged, ``cap_drop ALL``,
+``no-new-privileges``, a read-only root and a tmpfs ``/tmp``, memory/CPU/pids limits,
+a ``json-file`` log capped at :data:`LOG_MAX_SIZE` x :data:`LOG_MAX_FILES` (``docker
+logs``, hence ``allinone logs``, reads it), and the pod's socket directory mounted at
+:data:`~allinone.runtime.base.POD_SOCKET_DIR`; the shim listens there
+(``ALLINONE_SOCKET``).
+
+The docker SDK is synchronous, so every call runs in a worker thread; we use the
+low-level API (create + start: two requests) because ``containers.run`` adds a third
+round trip that shows up directly in the cold-start time. :meth:`DockerRuntime.events`
+reads Docker's event stream in one dedicated thread for the whole instance (not one
+``wait`` per pod, which would pin a worker thread per starting pod).
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import logging
+import threading
+from collections.abc import AsyncIterator
 from typing import Any
 
 import docker
 from docker.errors import APIError, NotFound
+from docker.types import LogConfig
 
 from allinone.runtime.base import (
     LABEL_FUNCTION,
     LABEL_INSTANCE,
     LABEL_MANAGED,
     LABEL_POD,
+    POD_SOCKET_DIR,
+    SOCKET_NAME,
+    ContainerEvent,
     ContainerInfo,
     ContainerSpec,
 )
+
+log = logging.getLogger(__name__)
+
+LOG_MAX_SIZE = "5m"  # per log file of a pod; rotated, LOG_MAX_FILES kept
+LOG_MAX_FILES = 2
+# Docker events the kubelet acts on.
+EVENTS = ("start", "die", "oom", "destroy")
+
+
+def host_config_kwargs(spec: ContainerSpec) -> dict[str, Any]:
+    """The sandbox of a pod, as ``create_host_config`` arguments (one place: the
+    benchmark starts its bare containers with exactly these)."""
+    return {
+        "network_mode": "bridge" if spec.network == "egress" else "none",
+        "mem_limit": f"{spec.memory_mib}m",
+        # 1.0 cpus = 1e9 nano-CPUs; CFS quota enforced by the kernel.
+        "nano_cpus": int(spec.cpus * 1_000_000_000),
+        "pids_limit": spec.pids_limit,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "read_only": True,
+        "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={spec.tmp_mib}m,mode=1777"},
+        "binds": {spec.socket_dir: {"bind": POD_SOCKET_DIR, "mode": "rw"}},
+        "log_config": LogConfig(type="json-file",
+                                config={"max-size": LOG_MAX_SIZE, "max-file": str(LOG_MAX_FILES)}),
+        "init": False,
+    }
+
+
+def container_env(spec: ContainerSpec) -> dict[str, str]:
+    # HOME on the tmpfs: libraries that cache under ~ find a writable place.
+    return {**spec.env, "ALLINONE_SOCKET": f"{POD_SOCKET_DIR}/{SOCKET_NAME}", "HOME": "/tmp"}
 
 
 class DockerRuntime:
@@ -40,15 +87,8 @@ class DockerRuntime:
         return await asyncio.to_thread(self._start, spec)
 
     def _start(self, spec: ContainerSpec) -> str:
-        env = {**spec.env, "ALLINONE_PORT": str(spec.port)}
-        host_config = self._api.create_host_config(
-            network_mode="host",
-            mem_limit=f"{spec.memory_mib}m",
-            # 1.0 cpus = 1e9 nano-CPUs; CFS quota enforced by the kernel.
-            nano_cpus=int(spec.cpus * 1_000_000_000),
-            pids_limit=spec.pids_limit,
-            init=False,
-        )
+        env = container_env(spec)
+        host_config = self._api.create_host_config(**host_config_kwargs(spec))
         labels = {
             LABEL_MANAGED: "1",
             LABEL_FUNCTION: spec.function,
@@ -58,7 +98,7 @@ class DockerRuntime:
         name = self.container_name(spec.pod)
         try:
             created = self._api.create_container(
-                spec.image, environment=env, labels=labels, name=name,
+                spec.image, environment=env, labels=labels, name=name, user=spec.user,
                 host_config=host_config, detach=True,
             )
         except APIError as exc:
@@ -66,7 +106,7 @@ class DockerRuntime:
                 # A container of that name survived an earlier attempt; replace it.
                 self._remove(name)
                 created = self._api.create_container(
-                    spec.image, environment=env, labels=labels, name=name,
+                    spec.image, environment=env, labels=labels, name=name, user=spec.user,
                     host_config=host_config, detach=True,
                 )
             else:
@@ -112,6 +152,54 @@ class DockerRuntime:
                 labels=labels,
             ))
         return out
+
+    def events(self) -> AsyncIterator[ContainerEvent]:
+        # The reader thread starts now, not at the first iteration.
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[ContainerEvent] = asyncio.Queue()
+        stop = threading.Event()
+        stream: builtins.list[Any] = []
+        thread = threading.Thread(target=self._pump, args=(loop, queue, stop, stream),
+                                  name="allinone-docker-events", daemon=True)
+        thread.start()
+        return self._read(queue, stop, stream)
+
+    async def _read(self, queue: asyncio.Queue[ContainerEvent], stop: threading.Event,
+                    stream: builtins.list[Any]) -> AsyncIterator[ContainerEvent]:
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            stop.set()
+            for s in stream:  # unblocks the thread's read
+                try:
+                    s.close()
+                except Exception:  # already closed
+                    pass
+
+    def _pump(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[ContainerEvent],
+              stop: threading.Event, stream: builtins.list[Any]) -> None:
+        filters = {"type": ["container"], "event": list(EVENTS),
+                   "label": [f"{LABEL_MANAGED}=1", f"{LABEL_INSTANCE}={self.instance}"]}
+        first = True
+        while not stop.is_set():
+            try:
+                events = self._api.events(decode=True, filters=filters)
+                stream[:] = [events]
+                if not first:  # events may have been missed while reconnecting
+                    loop.call_soon_threadsafe(queue.put_nowait, ContainerEvent("", "", "resync"))
+                first = False
+                for ev in events:
+                    attrs = (ev.get("Actor") or {}).get("Attributes") or {}
+                    loop.call_soon_threadsafe(queue.put_nowait, ContainerEvent(
+                        ev.get("id") or (ev.get("Actor") or {}).get("ID", ""),
+                        attrs.get(LABEL_POD, ""), ev.get("Action") or ev.get("status", "")))
+            except Exception as exc:
+                if stop.is_set():
+                    return
+                log.warning("Docker event stream broke (%s); reconnecting", exc)
+            if stop.wait(1.0):
+                return
 
     async def pause(self, container_id: str) -> None:
         await asyncio.to_thread(self._api.pause, container_id)

@@ -1,19 +1,23 @@
 """An in-memory :class:`~allinone.runtime.base.ContainerRuntime` for unit tests.
 
 It keeps the same contract as Docker: ids are unique, ``remove`` of a missing id
-succeeds, ``list`` shows this instance's containers, running or exited. Tests call
+succeeds, ``list`` shows this instance's containers, running or exited, and
+``events`` reports ``start`` and ``die`` as they happen. Tests call
 :meth:`MemoryRuntime.crash` to simulate a container that dies.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+from collections.abc import AsyncIterator
 
 from allinone.runtime.base import (
     LABEL_FUNCTION,
     LABEL_INSTANCE,
     LABEL_MANAGED,
     LABEL_POD,
+    ContainerEvent,
     ContainerInfo,
     ContainerSpec,
 )
@@ -26,7 +30,13 @@ class MemoryRuntime:
         self.specs: dict[str, ContainerSpec] = {}
         self.paused: set[str] = set()
         self.fail_next_start: str | None = None
+        self.list_calls = 0
         self._ids = itertools.count(1)
+        self._subscribers: list[asyncio.Queue[ContainerEvent]] = []
+
+    def _emit(self, event: ContainerEvent) -> None:
+        for q in self._subscribers:
+            q.put_nowait(event)
 
     async def start(self, spec: ContainerSpec) -> str:
         if self.fail_next_start:
@@ -37,14 +47,31 @@ class MemoryRuntime:
                   LABEL_INSTANCE: self.instance}
         self.containers[cid] = ContainerInfo(cid, spec.pod, spec.function, True, labels)
         self.specs[cid] = spec
+        self._emit(ContainerEvent(cid, spec.pod, "start"))
         return cid
 
     async def remove(self, container_id: str) -> None:
-        self.containers.pop(container_id, None)
+        c = self.containers.pop(container_id, None)
         self.specs.pop(container_id, None)
+        self.paused.discard(container_id)
+        if c is not None and c.running:
+            self._emit(ContainerEvent(c.id, c.pod, "die"))
 
     async def list(self) -> list[ContainerInfo]:
+        self.list_calls += 1
         return list(self.containers.values())
+
+    def events(self) -> AsyncIterator[ContainerEvent]:
+        q: asyncio.Queue[ContainerEvent] = asyncio.Queue()
+        self._subscribers.append(q)  # subscribed now, not at the first iteration
+        return self._read(q)
+
+    async def _read(self, q: asyncio.Queue[ContainerEvent]) -> AsyncIterator[ContainerEvent]:
+        try:
+            while True:
+                yield await q.get()
+        finally:
+            self._subscribers.remove(q)
 
     async def logs(self, container_id: str, tail: int = 1000) -> str:
         return f"logs of {container_id}\n" if container_id in self.containers else ""
@@ -55,8 +82,11 @@ class MemoryRuntime:
     async def unpause(self, container_id: str) -> None:
         self.paused.discard(container_id)
 
-    def crash(self, container_id: str) -> None:
+    def crash(self, container_id: str, silently: bool = False) -> None:
+        """The container exits; ``silently``: its ``die`` event is lost (a broken stream)."""
         c = self.containers[container_id]
         self.containers[container_id] = ContainerInfo(
             c.id, c.pod, c.function, False, c.labels
         )
+        if not silently:
+            self._emit(ContainerEvent(c.id, c.pod, "die"))

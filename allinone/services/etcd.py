@@ -81,6 +81,8 @@ class EtcdProcess:
     the history of restarts stays readable in one file.
     """
 
+    name = "etcd"
+
     def __init__(
         self,
         data_dir: Path,
@@ -202,6 +204,10 @@ class EtcdProcess:
             f"etcd did not become healthy on {self.url} within {timeout:.0f} s "
             f"(log {self.log_path}): {tail}"
         )
+
+    async def healthy(self) -> bool:
+        """etcd answers ``GET /health`` (what the supervisor checks)."""
+        return await etcd_healthy(self.url, timeout=1.0)
 
     def log_tail(self, lines: int = 8) -> str:
         """The last lines of the log, for error messages."""

@@ -5,6 +5,11 @@ never use it: :func:`registry_config` writes our own, which listens on 127.0.0.1
 has no auth, keeps its storage under the state directory and enables delete (the
 apiserver removes a function's image when the function is deleted).
 
+Garbage collection (``docker-registry garbage-collect --delete-untagged``) must run
+while the registry is not serving, so :meth:`RegistryProcess.start` runs it first, every
+time: blobs of manifests deleted since the last start go then, and the supervisor's
+idle collection (stop, collect, start) uses the same path.
+
 Docker treats registries on 127.0.0.0/8 as insecure-allowed by default, so pushing to
 ``127.0.0.1:PORT`` needs no daemon configuration.
 """
@@ -12,6 +17,7 @@ Docker treats registries on 127.0.0.0/8 as insecure-allowed by default, so pushi
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import subprocess
@@ -20,6 +26,8 @@ from pathlib import Path
 import aiohttp
 
 from allinone.services.process import log_tail, stop_process
+
+_log = logging.getLogger(__name__)
 
 REGISTRY_BINARY_CANDIDATES = ("/usr/bin/docker-registry", "registry")
 
@@ -81,6 +89,8 @@ class RegistryProcess:
     terminal reaches only ``allinone serve``, which then stops it in order.
     """
 
+    name = "registry"
+
     def __init__(self, state_dir: Path, port: int) -> None:
         self.state_dir = state_dir
         self.port = port
@@ -93,7 +103,49 @@ class RegistryProcess:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def command(self) -> list[str]:
+        return [find_registry_binary(), "serve", str(self.config_path)]
+
+    async def healthy(self) -> bool:
+        return await registry_answers(self.address, timeout=1.0)
+
+    async def garbage_collect(self, timeout: float = 300.0) -> None:
+        """Offline mark-and-sweep: delete blobs no tagged manifest refers to.
+
+        Only while the registry is stopped (the caller makes sure); a failure is logged,
+        never fatal: the blobs stay until the next collection.
+        """
+        if self.running:
+            raise RuntimeError("garbage collection needs the registry stopped")
+        if not self.storage_dir.is_dir():
+            return
+        self.config_path.write_text(registry_config(self.storage_dir, self.port))
+        with open(self.log_path, "ab") as log:  # noqa: ASYNC230 (a local append)
+            proc = await asyncio.create_subprocess_exec(
+                find_registry_binary(), "garbage-collect", "--delete-untagged",
+                str(self.config_path), stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, env={**os.environ, "OTEL_TRACES_EXPORTER": "none"})
+            try:
+                code = await asyncio.wait_for(proc.wait(), timeout)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+                code = -1
+        if code != 0:
+            _log.warning("registry garbage collection exited %s: %s", code, self._log_tail())
+
     async def start(self, timeout: float = 20.0) -> None:
+        if self.running:
+            return
+        await self.garbage_collect()
         self._proc = self._spawn()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

@@ -49,7 +49,12 @@ from allinone.store.base import (
     Unavailable,
     WatchEvent,
 )
-from allinone.store.memory import decode_object, encode_object, parse_resource_version
+from allinone.store.memory import (
+    decode_listed,
+    decode_object,
+    encode_object,
+    parse_resource_version,
+)
 
 __all__ = ["EtcdStore"]
 
@@ -178,7 +183,8 @@ class EtcdStore:
             result = await self._client.get_range(start, end, sort_order="ascend",
                                                   sort_target="key")
         # The raw kvs avoid wrapping every pair; one Range is one consistent snapshot.
-        items = [decode_object(kv.value, kv.mod_revision) for kv in result.kvs]
+        items = [decode_listed(kv.value, kv.mod_revision, bytes(kv.key).decode())
+                 for kv in result.kvs]
         return items, int(result.header.revision)
 
     # -- writes -----------------------------------------------------------------------
@@ -354,9 +360,9 @@ def _convert(event: Any) -> WatchEvent:
     # For a DELETE, etcd sets the kv's mod revision to the deletion revision.
     revision = int(event.kv.mod_revision)
     if event.kind == "PUT":
-        return WatchEvent("PUT", key, decode_object(event.kv.value, revision), revision)
+        return WatchEvent("PUT", key, decode_listed(event.kv.value, revision, key), revision)
     prev = event.prev_kv
-    obj = decode_object(prev.value, revision) if prev is not None else None
+    obj = decode_listed(prev.value, revision, key) if prev is not None else None
     return WatchEvent("DELETE", key, obj, revision)
 
 

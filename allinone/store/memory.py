@@ -41,7 +41,8 @@ from allinone.store.base import (
     WatchEvent,
 )
 
-__all__ = ["MemoryStore", "decode_object", "encode_object", "parse_resource_version"]
+__all__ = ["MemoryStore", "decode_listed", "decode_object", "encode_object",
+           "parse_resource_version"]
 
 
 # ---------------------------------------------------------------------------
@@ -76,6 +77,23 @@ def decode_object(value: str | bytes, revision: int) -> Obj:
     if not isinstance(metadata, dict):
         metadata = obj["metadata"] = {}
     metadata["resourceVersion"] = str(revision)
+    return obj
+
+
+def decode_listed(value: str | bytes, revision: int, key: str) -> Obj:
+    """Like :func:`decode_object`, for lists and watches: never raises.
+
+    One malformed value must not make a whole list (or watch) fail, or every consumer
+    of the prefix would stop. The object is named after its key (``metadata.name``
+    when it has none) so consumers can report it; a value that is not a JSON object
+    becomes an object with only metadata and ``malformed``, which shape checks reject.
+    """
+    try:
+        obj = decode_object(value, revision)
+    except StoreError as exc:
+        obj = {"metadata": {"resourceVersion": str(revision)}, "malformed": str(exc)}
+    if not isinstance(obj["metadata"].get("name"), str):
+        obj["metadata"]["name"] = key.rsplit("/", 1)[-1]
     return obj
 
 
@@ -126,7 +144,7 @@ class _Change:
     revision: int
 
     def event(self) -> WatchEvent:
-        return WatchEvent(self.type, self.key, decode_object(self.value, self.revision),
+        return WatchEvent(self.type, self.key, decode_listed(self.value, self.revision, self.key),
                           self.revision)
 
 
@@ -185,7 +203,7 @@ class MemoryStore:
     async def list(self, prefix: str) -> tuple[list[Obj], int]:
         self._check_open()
         items = [
-            decode_object(entry.value, entry.mod_revision)
+            decode_listed(entry.value, entry.mod_revision, key)
             for key, entry in sorted(self._data.items())
             if key.startswith(prefix)
         ]

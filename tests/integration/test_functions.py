@@ -36,7 +36,7 @@ def test_deploy_invoke_scale_to_zero_and_back(server: ServerProcess) -> None:
     assert labels["allinone.function"] == "add"
     assert labels["allinone.pod"] == pod["metadata"]["name"]
     host_config = container.attrs["HostConfig"]
-    assert host_config["NetworkMode"] == "host"
+    assert host_config["NetworkMode"] == "none"  # reached over its socket only
     assert host_config["Memory"] == 256 * 1024 * 1024
     assert host_config["NanoCpus"] == 1_000_000_000
     assert host_config["PidsLimit"] and host_config["PidsLimit"] > 0
@@ -45,6 +45,7 @@ def test_deploy_invoke_scale_to_zero_and_back(server: ServerProcess) -> None:
     wait_for(lambda: server.replicaset("add")["spec"]["replicas"] == 0, 30, "scale to zero")
     wait_for(lambda: server.containers("add", all=True) == [], 30, "containers removed")
     wait_for(lambda: server.pods("add") == [], 10, "pod objects removed")
+    assert not Path(pod["status"]["socket"]).parent.exists()  # its socket directory went too
 
     r = server.invoke("add", {"x": 10, "y": -3})
     assert r.status_code == 200 and r.json() == 7

@@ -18,7 +18,9 @@ def test_scale_to_zero_pauses_and_the_next_request_resumes(tmp_path: Path) -> No
     srv.start()
     try:
         spec = {"scaling": {"scaleToZeroGracePeriodSeconds": 1, "stableWindowSeconds": 6}}
-        assert srv.deploy("nap", FIXTURES / "add.py", spec=spec).status_code == 201
+        assert srv.deploy("nap", FIXTURES / "add.py", spec=spec, wait=False).status_code == 201
+        # The first build of a fresh server pushes the base image: minutes on a busy machine.
+        srv.wait_phase("nap", "Ready", timeout=600)
         assert srv.invoke("nap", {"x": 1, "y": 1}).json() == 2
         (first,) = srv.containers("nap")
         wait_for(lambda: srv.replicaset("nap")["spec"]["replicas"] == 0, 30, "scale to zero")

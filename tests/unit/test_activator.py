@@ -1,4 +1,4 @@
-"""The activator against fake pods (aiohttp servers on loopback) and an in-memory store:
+"""The activator against fake pods (aiohttp servers on Unix sockets) and an in-memory store:
 queue limit, timeout, containerConcurrency, draining, retry on refused connections,
 and what held requests answer when the function fails or is deleted."""
 
@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -51,20 +52,19 @@ class FakePod:
         app.router.add_post("/", self.handle)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        self._dir = tempfile.TemporaryDirectory()
+        self.address = str(Path(self._dir.name) / "http.sock")
+        site = web.UnixSite(self.runner, self.address)
         await site.start()
-        port = self.runner.addresses[0][1]
-        self.address = f"127.0.0.1:{port}"
 
     async def stop(self) -> None:
         if self.runner:
             await self.runner.cleanup()
+            self._dir.cleanup()
 
 
 def dead_address() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"  # closed again: connections are refused
+    return "/nonexistent/allinone-test/http.sock"  # connecting fails: nothing was sent
 
 
 class Env:
@@ -72,7 +72,8 @@ class Env:
         self.store = MemoryStore()
         self.functions = Informer(self.store, objects.FUNCTIONS_PREFIX)
         self.pokes: list[str] = []
-        self.activator = Activator(self.functions, ManualClock(), Metrics(), queue_limit=3,
+        self.clock = ManualClock()
+        self.activator = Activator(self.functions, self.clock, Metrics(), queue_limit=3,
                                    poke=self.pokes.append)
 
     async def put_function(self, name: str, *, image: str | None = "img", phase: str = "Ready",
@@ -152,8 +153,32 @@ async def test_full_queue_answers_503_at_once(env: Env) -> None:
 
 async def test_no_pod_within_timeout_is_504(env: Env) -> None:
     await env.put_function("f", timeoutSeconds=0.2)
-    status, body = await env.invoke("f", {})
+    call = asyncio.ensure_future(env.invoke("f", {}))
+    await asyncio.sleep(0.01)
+    env.clock.advance(0.1)
+    await asyncio.sleep(0.01)
+    assert not call.done()  # half its timeout on the activator's clock
+    env.clock.advance(0.15)
+    status, body = await asyncio.wait_for(call, 1)
     assert status == 504 and "timeoutSeconds" in body["error"]["message"]
+
+
+async def test_slow_pod_is_504_after_its_timeout(env: Env) -> None:
+    pod = FakePod()
+    await pod.start()
+    try:
+        await env.put_function("f", timeoutSeconds=5)
+        env.activator.pod_ready("f", "f-1", pod.address)
+        pod.release.clear()
+        call = asyncio.ensure_future(env.invoke("f", {}))
+        await asyncio.sleep(0.05)
+        assert pod.now == 1 and not call.done()
+        env.clock.advance(5.1)
+        status, body = await asyncio.wait_for(call, 1)
+        assert status == 504 and "did not answer" in body["error"]["message"]
+        pod.release.set()
+    finally:
+        await pod.stop()
 
 
 async def test_container_concurrency_holds_requests_for_a_free_slot(env: Env) -> None:

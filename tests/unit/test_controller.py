@@ -1,24 +1,30 @@
-"""The ReplicaSet controller against the in-memory store and container runtime."""
+"""The ReplicaSet controller and the kubelet against the in-memory store and container
+runtime, on a manual clock: every backoff, expiry and safety-net check happens when the
+test moves the clock, never by sleeping."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import os
+import stat
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-
-import pytest
 
 from allinone import objects
 from allinone.clock import ManualClock
-from allinone.controller.replicaset import PortAllocator, ReplicaSetController
+from allinone.controller.replicaset import ReplicaSetController
 from allinone.informer import Informer
+from allinone.kubelet.kubelet import SAFETY_LIST_INTERVAL, Kubelet
+from allinone.kubelet.poddir import SUN_PATH_MAX, PodDirs
+from allinone.runtime.base import POD_SOCKET_DIR, ContainerSpec
 from allinone.runtime.memory import MemoryRuntime
 from allinone.store.memory import MemoryStore
 
 
 class Sink:
-    """Records what the controller tells the data plane."""
+    """Records what the kubelet tells the data plane."""
 
     def __init__(self) -> None:
         self.ready: dict[str, str] = {}
@@ -60,34 +66,52 @@ class Env:
         self.store = MemoryStore()
         self.runtime = MemoryRuntime()
         self.sink = Sink()
-        self.rs = Informer(self.store, objects.REPLICASETS_PREFIX)
+        self.clock = ManualClock(auto_advance=False)
         self.tmp = tmp
         self.healthy = True
-        self.controller = self.new_controller()
+        self.probes = 0
+        self.new_controller()
 
-    def new_controller(self) -> ReplicaSetController:
+    def new_controller(self) -> None:
         self.rs = Informer(self.store, objects.REPLICASETS_PREFIX)
-        return ReplicaSetController(self.store, self.runtime, self.rs, self.sink, ManualClock(),
-                                    PortAllocator(41000, 41100), self.tmp / "logs",
-                                    probe=self.probe, crash_backoff=0.05,
-                                    keep_paused=self.keep_paused)
+        self.kubelet = Kubelet(self.store, self.runtime, self.sink, self.clock,
+                               self.tmp / "pods", self.tmp / "logs", probe=self.probe,
+                               crash_backoff=0.05, keep_paused=self.keep_paused)
+        self.controller = ReplicaSetController(self.store, self.rs, self.kubelet, self.clock)
 
     async def probe(self, address: str) -> bool:
+        self.probes += 1
         return self.healthy
 
-    async def settle(self) -> None:
-        for _ in range(200):
+    async def until(self, cond: Callable[[], object], what: str = "the condition") -> None:
+        """Let the event loop run (no clock moves) until ``cond`` holds."""
+        deadline = time.monotonic() + 5
+        while not cond():
+            assert time.monotonic() < deadline, f"never reached: {what}"
             await asyncio.sleep(0)
-        await asyncio.sleep(0.05)
+
+    async def settle(self) -> None:
+        """Run everything that is runnable without moving the clock."""
+        for _ in range(300):
+            await asyncio.sleep(0)
+
+    async def advance(self, seconds: float, step: float = 0.01) -> None:
+        for _ in range(round(seconds / step)):
+            self.clock.advance(step)
+            await self.settle()
 
     def running(self, function: str = "f") -> list[str]:
         return sorted(c.pod for c in self.runtime.containers.values()
                       if c.function == function and c.running)
 
+    async def pods(self) -> list[dict[str, object]]:
+        return (await self.store.list(objects.PODS_PREFIX))[0]
+
 
 @contextlib.asynccontextmanager
-async def running_env(tmp_path: Path, keep_paused: float = 0.0) -> AsyncIterator[Env]:
-    env = Env(tmp_path, keep_paused)
+async def running_env(tmp_path: Path, keep_paused: float = 0.0,
+                      env: Env | None = None) -> AsyncIterator[Env]:
+    env = env or Env(tmp_path, keep_paused)
     tasks = [asyncio.ensure_future(env.rs.run()), asyncio.ensure_future(env.controller.run())]
     await env.controller.started.wait()
     try:
@@ -98,33 +122,49 @@ async def running_env(tmp_path: Path, keep_paused: float = 0.0) -> AsyncIterator
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def test_scales_up_and_down_with_labels_and_limits(tmp_path: Path) -> None:
+async def test_scales_up_and_down_with_sandbox_and_limits(tmp_path: Path) -> None:
     async with running_env(tmp_path) as env:
         await put_rs(env.store, "f", 2)
-        await env.settle()
+        await env.until(lambda: len(env.sink.ready) == 2, "two ready pods")
         assert len(env.running()) == 2
         spec = next(iter(env.runtime.specs.values()))
         assert spec.memory_mib == 128 and spec.cpus == 0.5
         assert spec.env["ALLINONE_HANDLER"] == "run" and spec.env["A"] == "1"
-        pods, _ = await env.store.list(objects.PODS_PREFIX)
-        assert {p["status"]["phase"] for p in pods} == {"Running"}
-        assert all(p["status"]["ready"] for p in pods)
+        assert spec.network == "none" and spec.user != "0" and not spec.user.startswith("0:")
+        assert spec.socket_dir == str(tmp_path / "pods" / spec.pod)
+        assert stat.S_IMODE(os.stat(spec.socket_dir).st_mode) == 0o700
+        assert stat.S_IMODE(os.stat(tmp_path / "pods").st_mode) == 0o700
+        assert env.sink.ready[spec.pod] == f"{spec.socket_dir}/http.sock"
+        await env.until(lambda: env.store.revision > 0)
+        await env.settle()
+        pods = await env.pods()
+        assert {p["status"]["phase"] for p in pods} == {"Running"}  # type: ignore[index]
+        assert all(p["status"]["ready"] for p in pods)  # type: ignore[index]
+        assert all("port" not in p["spec"] for p in pods)  # type: ignore[operator]
         rs = await env.store.get(objects.replicaset_key("f"))
         assert rs["status"]["readyReplicas"] == 2
-        assert len(env.sink.ready) == 2
 
         await put_rs(env.store, "f", 0)
+        await env.until(lambda: not env.running() and not env.kubelet.pods, "pods removed")
         await env.settle()
-        assert env.running() == []
         assert len(env.sink.drained) == 2
-        pods, _ = await env.store.list(objects.PODS_PREFIX)
-        assert pods == []
+        assert await env.pods() == []
+        assert list((tmp_path / "pods").iterdir()) == []  # socket directories went too
+        assert "logs of" in (tmp_path / "logs" / "f.log").read_text()
+
+
+async def test_egress_template_asks_for_egress(tmp_path: Path) -> None:
+    async with running_env(tmp_path) as env:
+        await put_rs(env.store, "f", 1, template={**TEMPLATE, "network": "egress"})
+        await env.until(lambda: len(env.sink.ready) == 1)
+        assert [s.network for s in env.runtime.specs.values()] == ["egress"]
+        assert POD_SOCKET_DIR.startswith("/run/")
 
 
 async def test_sync_is_idempotent(tmp_path: Path) -> None:
     async with running_env(tmp_path) as env:
         await put_rs(env.store, "f", 1)
-        await env.settle()
+        await env.until(lambda: len(env.sink.ready) == 1)
         first = env.running()
         for _ in range(3):
             await env.controller.sync("f")
@@ -132,137 +172,146 @@ async def test_sync_is_idempotent(tmp_path: Path) -> None:
         assert env.running() == first
 
 
-async def test_dead_container_is_replaced(tmp_path: Path) -> None:
+async def test_starting_pods_are_watched_not_polled(tmp_path: Path) -> None:
+    async with running_env(tmp_path) as env:
+        env.healthy = False
+        listed = env.runtime.list_calls
+        await put_rs(env.store, "f", 3)
+        await env.advance(1.0)  # 3 pods probing every 4 ms for a second
+        assert env.probes >= 3 * 90  # about one probe per pod per clock step
+        assert env.runtime.list_calls == listed  # no container listing while they start
+        env.runtime.crash(next(iter(env.runtime.containers)))
+        await env.settle()  # the die event ends that pod's wait at once
+        assert len(env.sink.failed) == 1 and "exited before it was ready" in env.sink.failed[0][1]
+
+
+async def test_dead_container_is_replaced_after_backoff(tmp_path: Path) -> None:
     async with running_env(tmp_path) as env:
         await put_rs(env.store, "f", 1)
-        await env.settle()
-        (cid,) = [c.id for c in env.runtime.containers.values()]
+        await env.until(lambda: len(env.sink.ready) == 1)
+        (cid,) = list(env.runtime.containers)
         env.runtime.crash(cid)
-        await asyncio.sleep(1.3)  # the monitor checks every second
+        await env.until(lambda: cid not in env.runtime.containers, "the dead container removed")
+        assert env.sink.failed and "its container exited" in env.sink.failed[0][1]
+        assert env.running() == []  # the replacement waits out the backoff (0.05 s)...
+        await env.advance(0.06)
+        await env.until(lambda: len(env.running()) == 1, "a replacement")
+
+
+async def test_lost_die_event_is_caught_by_the_safety_net(tmp_path: Path) -> None:
+    async with running_env(tmp_path) as env:
+        await put_rs(env.store, "f", 1)
+        await env.until(lambda: len(env.sink.ready) == 1)
+        (cid,) = list(env.runtime.containers)
+        env.runtime.crash(cid, silently=True)
         await env.settle()
-        assert len(env.running()) == 1
-        assert cid not in env.runtime.containers
+        assert cid in env.runtime.containers  # nobody knows yet
+        await env.advance(SAFETY_LIST_INTERVAL + 0.1, step=0.05)
+        await env.until(lambda: cid not in env.runtime.containers and len(env.running()) == 1,
+                        "the dead pod replaced")
 
 
 async def test_rollout_keeps_old_pods_until_new_are_ready(tmp_path: Path) -> None:
     async with running_env(tmp_path) as env:
         await put_rs(env.store, "f", 2, thash="h1")
-        await env.settle()
+        await env.until(lambda: len(env.sink.ready) == 2)
         old = set(env.running())
+        env.healthy = False  # the new pods are not ready yet: the old ones stay
         await put_rs(env.store, "f", 2, thash="h2", template={**TEMPLATE, "image": "reg/x@2"})
-        await env.settle()
-        now = set(env.running())
-        assert len(now) == 2 and not (now & old)
-        images = {s.image for s in env.runtime.specs.values()}
-        assert images == {"reg/x@2"}
+        await env.until(lambda: len(env.running()) == 4, "new pods started")
+        await env.advance(0.1)
+        assert old <= set(env.running())
+        env.healthy = True
+        await env.advance(0.02)
+        await env.until(lambda: len(env.running()) == 2, "old pods removed")
+        assert not (set(env.running()) & old)
+        assert {s.image for s in env.runtime.specs.values()} == {"reg/x@2"}
 
 
 async def test_restart_adopts_running_pods_and_removes_strays(tmp_path: Path) -> None:
     env = Env(tmp_path)
-    tasks = [asyncio.ensure_future(env.rs.run()), asyncio.ensure_future(env.controller.run())]
-    await put_rs(env.store, "f", 1)
-    await env.settle()
-    (pod,) = env.running()
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    # A stray container of this instance with no Pod object: must be removed.
-    from allinone.runtime.base import ContainerSpec
-    await env.runtime.start(ContainerSpec(pod="f-stray", function="f", image="x", port=1))
-
-    env.controller = env.new_controller()
-    tasks = [asyncio.ensure_future(env.rs.run()), asyncio.ensure_future(env.controller.run())]
-    try:
-        await env.controller.started.wait()
+    async with running_env(tmp_path, env=env):
+        await put_rs(env.store, "f", 1)
+        await env.until(lambda: len(env.sink.ready) == 1)
+        (pod,) = env.running()
+    # A stray container of this instance with no Pod object, and a stray socket dir.
+    await env.runtime.start(ContainerSpec(pod="f-stray", function="f", image="x",
+                                          socket_dir=str(tmp_path / "pods" / "f-stray")))
+    (tmp_path / "pods" / "f-gone").mkdir()
+    env.sink.ready.clear()
+    env.new_controller()
+    async with running_env(tmp_path, env=env):
+        await env.until(lambda: pod in env.sink.ready, "the pod adopted")
         await env.settle()
         assert env.running() == [pod]  # adopted, no duplicate, stray gone
-        assert pod in env.sink.ready
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        assert sorted(p.name for p in (tmp_path / "pods").iterdir()) == [pod]
 
 
-async def test_failed_start_is_reported_and_retried(tmp_path: Path) -> None:
+async def test_failed_start_is_reported_and_retried_after_backoff(tmp_path: Path) -> None:
     async with running_env(tmp_path) as env:
         env.runtime.fail_next_start = "no such image"
         await put_rs(env.store, "f", 1)
-        await env.settle()
+        await env.until(lambda: env.sink.failed, "the failure")
         assert [m for _, m in env.sink.failed] == ["container failed to start: no such image"]
-        await asyncio.sleep(0.1)  # the first backoff is 0.05 s
         await env.settle()
-        assert len(env.running()) == 1
+        assert env.running() == []
+        await env.advance(0.06)  # the first backoff is 0.05 s
+        await env.until(lambda: len(env.running()) == 1, "the retry")
 
 
-async def test_crash_loop_backs_off(tmp_path: Path) -> None:
-    async with running_env(tmp_path) as env:
-        env.healthy = False  # every container exits before answering /healthz
+class CrashingRuntime(MemoryRuntime):
+    """Every container exits right after it starts (an import error)."""
 
-        async def crash_all() -> None:
-            while True:
-                for c in list(env.runtime.containers.values()):
-                    if c.running:
-                        env.runtime.crash(c.id)
-                await asyncio.sleep(0.01)
-        crasher = asyncio.ensure_future(crash_all())
-        try:
-            await put_rs(env.store, "f", 1)
-            await asyncio.sleep(1.5)
-        finally:
-            crasher.cancel()
-        # Backoff 0.05, 0.1, 0.2, 0.4, 0.8 s (+0.25 s to notice each exit): a handful of
-        # attempts in 1.5 s, not the hundreds a tight loop would make.
-        assert 2 <= len(env.sink.failed) <= 6, env.sink.failed
+    async def start(self, spec: ContainerSpec) -> str:
+        cid = await super().start(spec)
+        asyncio.get_running_loop().call_soon(self.crash, cid)
+        return cid
+
+
+async def test_crash_loop_backs_off_exponentially(tmp_path: Path) -> None:
+    env = Env(tmp_path)
+    env.runtime = CrashingRuntime()
+    env.healthy = False
+    env.new_controller()
+    async with running_env(tmp_path, env=env):
+        await put_rs(env.store, "f", 1)
+        await env.until(lambda: len(env.sink.failed) == 1)
+        # Backoff 0.05, 0.1, 0.2 s after failures 1, 2, 3: the fourth near 0.35 s.
+        await env.advance(0.4)
+        assert len(env.sink.failed) == 4, env.sink.failed
         assert all("exited before it was ready" in m for _, m in env.sink.failed)
+        await env.advance(0.3)  # the fifth waits 0.4 s after the fourth (near 0.75 s)
+        assert len(env.sink.failed) == 4
 
 
 async def test_deleted_replicaset_removes_pods(tmp_path: Path) -> None:
     async with running_env(tmp_path) as env:
         await put_rs(env.store, "f", 2)
-        await env.settle()
+        await env.until(lambda: len(env.sink.ready) == 2)
         await env.store.delete(objects.replicaset_key("f"))
-        await env.settle()
-        assert env.running() == []
-
-
-def test_port_allocator_never_reuses_live_ports() -> None:
-    busy = {41202}  # taken by some other program
-    ports = PortAllocator(41200, 41205, is_free=lambda p: p not in busy)
-    got = [ports.allocate() for _ in range(4)]
-    assert got == [41200, 41201, 41203, 41204]
-    with pytest.raises(RuntimeError, match="no free port"):
-        ports.allocate()
-    ports.release(41201)
-    assert ports.allocate() == 41201
-
-
-def test_port_is_free_sees_a_bound_port() -> None:
-    import socket
-
-    from allinone.controller.replicaset import port_is_free
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        assert not port_is_free(s.getsockname()[1])
+        await env.until(lambda: not env.running() and not env.kubelet.pods)
 
 
 async def test_scale_down_parks_and_scale_up_resumes_the_same_container(tmp_path: Path) -> None:
     async with running_env(tmp_path, keep_paused=60) as env:
         await put_rs(env.store, "f", 1)
-        await env.settle()
+        await env.until(lambda: len(env.sink.ready) == 1)
         (cid,) = env.runtime.containers
+        (pod,) = env.sink.ready
         await put_rs(env.store, "f", 0)
+        await env.until(lambda: env.runtime.paused == {cid}, "frozen, not removed")
         await env.settle()
-        assert env.runtime.paused == {cid}  # frozen, not removed
-        assert await env.store.list(objects.PODS_PREFIX) == ([], env.store.revision)
+        assert await env.pods() == []
+        assert (tmp_path / "pods" / pod).is_dir()  # its socket directory stays
         rs = await env.store.get(objects.replicaset_key("f"))
         assert rs["status"]["replicas"] == 0  # a parked container is not a pod
 
         await put_rs(env.store, "f", 1)
+        await env.until(lambda: pod in env.sink.ready, "resumed")
         await env.settle()
         assert list(env.runtime.containers) == [cid] and env.runtime.paused == set()
-        pods, _ = await env.store.list(objects.PODS_PREFIX)
-        assert len(pods) == 1 and pods[0]["status"]["ready"] is True
+        pods = await env.pods()
+        assert len(pods) == 1 and pods[0]["status"]["ready"] is True  # type: ignore[index]
 
 
 async def test_parked_containers_are_evicted_on_template_change_and_expiry(
@@ -270,32 +319,45 @@ async def test_parked_containers_are_evicted_on_template_change_and_expiry(
 ) -> None:
     async with running_env(tmp_path, keep_paused=60) as env:
         await put_rs(env.store, "f", 1)
-        await env.settle()
+        await env.until(lambda: len(env.sink.ready) == 1)
         (old,) = env.runtime.containers
         await put_rs(env.store, "f", 0)
-        await env.settle()
+        await env.until(lambda: env.runtime.paused == {old})
         # A new template: the parked container is useless and goes; a fresh one starts.
         await put_rs(env.store, "f", 1, thash="h2", template={**TEMPLATE, "image": "new"})
-        await env.settle()
-        assert old not in env.runtime.containers
+        await env.until(lambda: old not in env.runtime.containers and len(env.running()) == 1)
         assert [s.image for s in env.runtime.specs.values()] == ["new"]
 
     async with running_env(tmp_path / "b", keep_paused=0.5) as env:
         await put_rs(env.store, "g", 1)
-        await env.settle()
+        await env.until(lambda: len(env.sink.ready) == 1)
         await put_rs(env.store, "g", 0)
-        await env.settle()
-        assert len(env.runtime.paused) == 1
-        await asyncio.sleep(1.6)  # older than keep_paused, seen by the 1 s monitor
-        assert env.runtime.containers == {}
+        await env.until(lambda: len(env.runtime.paused) == 1)
+        await env.advance(0.4, step=0.1)
+        assert len(env.runtime.paused) == 1  # not expired yet
+        await env.advance(1.0, step=0.1)  # older than keep_paused at a 1 s check
+        await env.until(lambda: env.runtime.containers == {}, "the expired container removed")
 
 
 async def test_failed_pods_are_never_parked(tmp_path: Path) -> None:
     async with running_env(tmp_path, keep_paused=60) as env:
         await put_rs(env.store, "f", 1)
-        await env.settle()
+        await env.until(lambda: len(env.sink.ready) == 1)
         (cid,) = env.runtime.containers
         env.runtime.crash(cid)
-        await asyncio.sleep(1.3)
-        await env.settle()
-        assert cid not in env.runtime.containers and env.runtime.paused == set()
+        await env.until(lambda: cid not in env.runtime.containers)
+        assert env.runtime.paused == set()
+
+
+def test_long_socket_paths_go_through_a_directory_descriptor(tmp_path: Path) -> None:
+    dirs = PodDirs(tmp_path / ("x" * 60))
+    pod = "p" * 70
+    dirs.create(pod)
+    path = dirs.connect_path(pod)
+    assert len(path) <= SUN_PATH_MAX and path.startswith("/proc/self/fd/")
+    assert os.path.samefile(os.path.dirname(path), dirs.path(pod))
+    dirs.remove(pod)
+    assert not dirs.path(pod).exists()
+    short = PodDirs(tmp_path / "s")
+    short.create("q")
+    assert short.connect_path("q") == str(tmp_path / "s" / "q" / "http.sock")

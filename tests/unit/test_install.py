@@ -82,6 +82,7 @@ def test_missing_packages_keeps_the_required_order() -> None:
         # docker-registry: never heard of, so absent from dpkg-query's output
         "debootstrap": "install ok installed",
         "chromium": "install ok installed",
+        "graphviz": "install ok installed",
     }
     assert missing_packages(status) == ["etcd-server", "docker-registry"]
 
@@ -112,7 +113,7 @@ def test_not_root_message_gives_the_exact_command() -> None:
 
 def test_missing_commands_without_apt() -> None:
     on_path = {"docker": "/usr/bin/docker", "dockerd": "/usr/bin/dockerd",
-               "registry": "/usr/local/bin/registry"}
+               "registry": "/usr/local/bin/registry", "dot": "/usr/bin/dot"}
     assert missing_commands(on_path.get) == ["etcd"]
     assert "etcd" in no_apt_message(["etcd"])
 

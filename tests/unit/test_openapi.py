@@ -59,7 +59,7 @@ def test_errors_carry_the_error_body_and_api_routes_their_401(app: Sanic[Any, An
     for path, ops in spec["paths"].items():
         for method, op in ops.items():
             for status, resp in op["responses"].items():
-                if int(status) >= 400:
+                if int(status) >= 400 and path != "/readyz":  # its 503 says what is down
                     schema = resp["content"]["application/json"]["schema"]
                     assert schema == {"$ref": "#/components/schemas/Error"}, (method, path)
             assert ("401" in op["responses"]) == path.startswith("/api/"), (method, path)

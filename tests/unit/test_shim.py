@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -44,15 +45,41 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a Unix socket: how the platform reaches a pod."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("pod", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.path)
+        self.sock = s
+
+
 @dataclass
 class Shim:
     proc: subprocess.Popen[bytes]
-    port: int
     stdout: Path
     stderr: Path
+    path: str = ""  # the Unix socket (the platform's pods) ...
+    port: int = 0   # ... or the TCP port ($PORT, a Knative export)
 
     def conn(self) -> http.client.HTTPConnection:
+        if self.path:
+            return UnixHTTPConnection(self.path, timeout=10)
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+
+    def raw(self) -> socket.socket:
+        """A connected socket, for requests http.client cannot send."""
+        if not self.path:
+            return socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(5)
+        s.connect(self.path)
+        return s
 
     def request(self, method: str, path: str, body: bytes | str | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, Any, dict[str, str]]:
@@ -88,14 +115,15 @@ def funcdir(tmp_path: Path) -> Path:
 def start(funcdir: Path, tmp_path: Path) -> Iterator[Any]:
     procs: list[subprocess.Popen[bytes]] = []
 
-    def launch(handler: str, *, wait: bool = True) -> Shim:
-        port = free_port()
+    def launch(handler: str, *, wait: bool = True, tcp: bool = False) -> Shim:
         n = len(procs)
         out, err = tmp_path / f"stdout{n}", tmp_path / f"stderr{n}"
+        port, path = (free_port(), "") if tcp else (0, str(tmp_path / f"pod{n}.sock"))
+        listen = {"PORT": str(port)} if tcp else {"ALLINONE_SOCKET": path}
         env = {
             "PATH": os.environ.get("PATH", ""),
             "ALLINONE_HANDLER": handler,
-            "ALLINONE_PORT": str(port),
+            **listen,
             "PYTHONPATH": str(funcdir),
             "PYTHONUNBUFFERED": "1",
             "PYTHONDONTWRITEBYTECODE": "1",
@@ -104,7 +132,7 @@ def start(funcdir: Path, tmp_path: Path) -> Iterator[Any]:
             proc = subprocess.Popen([sys.executable, str(SHIM)], env=env, cwd=funcdir,
                                     stdout=fo, stderr=fe, stdin=subprocess.DEVNULL)
         procs.append(proc)
-        shim = Shim(proc, port, out, err)
+        shim = Shim(proc, out, err, path=path, port=port)
         if wait:
             wait_healthy(shim)
         return shim
@@ -158,7 +186,7 @@ def test_keep_alive_many_requests_one_connection(start: Any) -> None:
 
 def test_http10_closes(start: Any) -> None:
     shim = start("run")
-    with socket.create_connection(("127.0.0.1", shim.port), timeout=5) as s:
+    with shim.raw() as s:
         s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
         data = b""
         while chunk := s.recv(4096):
@@ -177,7 +205,7 @@ def test_chunked_and_expect_continue_bodies(start: Any) -> None:
         assert (resp.status, json.loads(resp.read())) == (200, 42)
     finally:
         conn.close()
-    with socket.create_connection(("127.0.0.1", shim.port), timeout=5) as s:
+    with shim.raw() as s:
         body = b'{"x": 1, "y": 1}'
         s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
                   b"Content-Length: %d\r\n\r\n" % len(body))
@@ -323,3 +351,20 @@ def test_sigterm_exits_promptly(start: Any) -> None:
     shim = start("run")
     shim.proc.send_signal(signal.SIGTERM)
     assert shim.proc.wait(timeout=2) == 0
+
+
+def test_unix_socket_is_private_to_its_owner(start: Any) -> None:
+    shim = start("run")
+    assert stat.S_IMODE(os.stat(shim.path).st_mode) & 0o077 == 0  # nobody but its owner
+    assert stat.S_ISSOCK(os.stat(shim.path).st_mode)
+
+
+def test_tcp_port_mode_for_knative(start: Any) -> None:
+    shim = start("add.run", tcp=True)
+    assert shim.post({"x": 2, "y": 3}) == (200, 5)
+    with shim.raw() as s:
+        # Accepted TCP sockets get TCP_NODELAY (on the server side); the client side
+        # sees the answer to a keep-alive request without a delayed-ACK stall.
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 200 OK")
+    assert f"0.0.0.0:{shim.port}" in shim.stderr.read_text()

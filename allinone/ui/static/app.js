@@ -320,7 +320,7 @@ async function renderWorkflows(view) {
       const last = await getJSON(`/api/v1/workflows/${encodeURIComponent(name)}/executions/${encodeURIComponent(ex.items[0].executionId)}`)
         .catch(() => ({}));
       (last.history || last.events || []).forEach(e => {
-        const s = e.state || e.stateName || (e.details && e.details.name);
+        const s = /StateEntered$/.test(e.type || "") ? e.name : null;
         if (s) visited.add(s);
       });
     }

@@ -1,0 +1,1 @@
+"""The pod-lifecycle component (the kubelet's part): see :mod:`allinone.kubelet.kubelet`."""

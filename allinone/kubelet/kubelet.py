@@ -1,0 +1,490 @@
+"""The pod-lifecycle component: runs the pods the ReplicaSet controller decides on.
+
+The controller says *which* pods exist (it creates and deletes Pod objects); the
+kubelet makes each one real and reports on it, as Kubernetes' kubelet does:
+
+- **start** (:meth:`Kubelet.start`): the pod's socket directory
+  (:class:`~allinone.kubelet.poddir.PodDirs`), then a sandboxed container
+  (:class:`~allinone.runtime.base.ContainerSpec`), or the unpause of a parked one;
+  then the readiness probe, ``GET /healthz`` over the pod's Unix socket every
+  :data:`PROBE_INTERVAL`, while watching the container through the runtime's event
+  stream (a ``die`` ends the wait at once; no container listing per pending pod).
+  Ready -> the data plane is told first (``pod_ready``), then etcd.
+- **liveness**: the same event stream fails a Running pod whose container dies; a
+  container list every :data:`SAFETY_LIST_INTERVAL` catches events lost while the
+  stream reconnected.
+- **crash backoff**: consecutive failures of a function's pods delay its next pod
+  (0.5 s doubling to :data:`CRASH_BACKOFF_MAX`); the controller asks
+  :meth:`Kubelet.start_delay` before it creates one.
+- **stop** (:meth:`Kubelet.stop`): drain through the data plane, then park (paused
+  pods, below) or remove the container, keep what it printed in ``logs/FUNCTION.log``
+  (``allinone logs``), and remove its socket directory.
+- **adoption** after a restart: containers matching Pod objects are probed again;
+  other containers and socket directories are removed.
+
+Paused pods (opt-in, ``keep_paused`` seconds > 0): a healthy pod removed by a
+scale-down is drained, then frozen (``docker pause``) with its socket directory kept;
+the next scale-up of the same template resumes it (:meth:`Kubelet.new_pod` hands its
+name back): ~20 ms to the first answer instead of a container start. A parked
+container is not a pod (no Pod object, counted nowhere); it goes after
+``keep_paused`` seconds, when the template changes or the ReplicaSet goes, and at a
+restart (as a container without a Pod object).
+
+All time comes from the injected :class:`~allinone.clock.Clock`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from allinone import objects
+from allinone.clock import Clock
+from allinone.controller.planning import FAILED, PENDING, RUNNING, PodView
+from allinone.kubelet.poddir import PodDirs
+from allinone.podclient import probe as socket_probe
+from allinone.runtime.base import ContainerEvent, ContainerRuntime, ContainerSpec
+from allinone.store import Conflict, NotFound, Obj, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+CRASH_BACKOFF_MAX = 30.0  # s: the longest wait before replacing a crash-looping pod
+PROBE_INTERVAL = 0.004  # s between /healthz probes: a container starts in ~100 ms
+PROBE_TIMEOUT = 120.0   # s a pod may take to answer /healthz (big imports) before it fails
+PARKED_CHECK_INTERVAL = 1.0  # s between expiry checks of parked containers
+SAFETY_LIST_INTERVAL = 5.0   # s between container lists that catch lost events
+
+
+class EndpointSink(Protocol):
+    """What the kubelet tells the data plane (the activator implements it)."""
+
+    def pod_ready(self, function: str, pod: str, address: str) -> None:
+        """``address`` is the path of the pod's Unix socket (connectable as given)."""
+        ...
+
+    def pod_failed(self, function: str, pod: str, message: str) -> None:
+        """A pod failed (to start, or while running); requests held for it can stop waiting."""
+        ...
+
+    async def drain(self, function: str, pod: str, timeout: float) -> None:
+        """Stop routing new requests to ``pod``; return when in-flight ones finished."""
+        ...
+
+
+ProbeFn = Callable[[str], Awaitable[bool]]
+
+
+@dataclass
+class PodRecord:
+    """One pod; shared by the controller (desired side) and the kubelet (actual side)."""
+
+    name: str
+    function: str
+    template_hash: str
+    phase: str
+    ready: bool
+    created: float
+    container_id: str | None = None
+    obj: Obj | None = None  # as last stored in etcd
+    message: str = ""
+
+    def view(self) -> PodView:
+        return PodView(self.name, self.template_hash, self.phase, self.ready, self.created)
+
+
+@dataclass(frozen=True)
+class Parked:
+    """A drained pod's container, frozen for reuse by the next scale-up."""
+
+    pod: str
+    function: str
+    template_hash: str
+    container_id: str
+    since: float  # clock time it was parked
+
+
+class Kubelet:
+    def __init__(
+        self,
+        store: Store,
+        runtime: ContainerRuntime,
+        endpoints: EndpointSink,
+        clock: Clock,
+        pods_dir: Path,
+        logs_dir: Path,
+        probe: ProbeFn | None = None,
+        crash_backoff: float = 0.5,
+        keep_paused: float = 0.0,
+    ) -> None:
+        self.store = store
+        self.runtime = runtime
+        self.endpoints = endpoints
+        self.clock = clock
+        self.dirs = PodDirs(pods_dir)
+        self.logs_dir = logs_dir
+        self.probe = probe or socket_probe
+        self.crash_backoff = crash_backoff
+        self.keep_paused = keep_paused
+        # Called with a function's name whenever one of its pods changed state.
+        self.on_change: Callable[[str], None] = lambda function: None
+        self.pods: dict[str, PodRecord] = {}
+        self.parked: dict[str, list[Parked]] = {}
+        # Consecutive pod failures per function and the clock time before which no
+        # replacement starts.
+        self._crashes: dict[str, tuple[int, float]] = {}
+        self._dead: set[str] = set()  # container ids seen dying
+        self._died: dict[str, asyncio.Event] = {}  # container id -> set when it dies
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.watching = asyncio.Event()  # the event stream is subscribed
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- loops -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        events = self.runtime.events()
+        self.watching.set()
+        try:
+            await asyncio.gather(self._watch(events), self._expire_parked(), self._safety_net())
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            close = getattr(events, "aclose", None)  # stops Docker's event reader thread
+            if close is not None:
+                with contextlib.suppress(RuntimeError):  # already closing with its task
+                    await close()
+
+    async def _watch(self, events: AsyncIterator[ContainerEvent]) -> None:
+        async for ev in events:
+            try:
+                if ev.action == "resync":
+                    await self._check_containers()
+                elif ev.action in ("die", "destroy"):
+                    await self._container_died(ev.id)
+            except Exception:  # one bad event must not stop the watch
+                log.exception("handling container event %s failed", ev)
+
+    async def _container_died(self, container_id: str) -> None:
+        self._dead.add(container_id)
+        died = self._died.get(container_id)
+        if died is not None:
+            died.set()  # a pod waiting to be ready stops waiting
+        for rec in list(self.pods.values()):
+            if rec.container_id == container_id and rec.phase == RUNNING:
+                log.warning("container of pod %s died; replacing it", rec.name)
+                self._fail(rec, f"its container exited: see `allinone logs {rec.function}`")
+                await self.endpoints.drain(rec.function, rec.name, 0)
+                await self.write_status(rec)
+                self.on_change(rec.function)
+
+    async def _check_containers(self) -> None:
+        """Treat pods whose containers are gone as if their ``die`` had been seen."""
+        running = {c.id for c in await self.runtime.list() if c.running}
+        for rec in list(self.pods.values()):
+            if rec.container_id and rec.phase in (PENDING, RUNNING) \
+                    and rec.container_id not in running:
+                await self._container_died(rec.container_id)
+
+    async def _safety_net(self) -> None:
+        while True:
+            await self.clock.sleep(SAFETY_LIST_INTERVAL)
+            try:
+                await self._check_containers()
+            except Exception as exc:
+                log.warning("cannot list containers: %s", exc)
+
+    async def _expire_parked(self) -> None:
+        while True:
+            await self.clock.sleep(PARKED_CHECK_INTERVAL)
+            now = self.clock.now()
+            for function in list(self.parked):
+                try:
+                    await self._evict(function, None, keep_current_until=now)
+                except Exception:
+                    log.exception("evicting parked pods of %s failed", function)
+
+    # -- what the controller calls ------------------------------------------------------
+
+    def start_delay(self, function: str) -> float:
+        """Seconds before a new pod of ``function`` may start (crash-loop backoff)."""
+        crashes = self._crashes.get(function)
+        return 0.0 if crashes is None else max(crashes[1] - self.clock.now(), 0.0)
+
+    def crash_count(self, function: str) -> int:
+        return self._crashes.get(function, (0, 0.0))[0]
+
+    def new_pod(self, function: str, template_hash: str) -> PodRecord:
+        """A record for the next pod: a parked container of that template if there is
+        one (it keeps its name and socket directory), else a fresh name."""
+        rec = PodRecord(name=f"{function}-{secrets.token_hex(3)}", function=function,
+                        template_hash=template_hash, phase=PENDING, ready=False,
+                        created=self.clock.now())
+        stack = self.parked.get(function)
+        while stack:
+            p = stack.pop()  # the most recently parked: the warmest
+            if p.template_hash == template_hash:
+                rec.name, rec.container_id = p.pod, p.container_id
+                break
+            self._spawn(self._remove_parked(p))
+        return rec
+
+    def pod_object(self, rec: PodRecord, template: Obj) -> Obj:
+        obj = objects.new_object(
+            "Pod", rec.name,
+            {
+                "function": rec.function, "image": template["image"],
+                "network": template.get("network", "none"),
+                "templateHash": rec.template_hash, "functionGeneration": template.get("generation"),
+            },
+            namespace=objects.NAMESPACE,
+            labels={"function": rec.function, "templateHash": rec.template_hash},
+        )
+        obj["status"] = self._status(rec)
+        return obj
+
+    async def start(self, rec: PodRecord, template: Obj) -> None:
+        """Run the pod (its Pod object exists) until it is Ready or Failed."""
+        self.pods[rec.name] = rec
+        if rec.container_id is not None:  # a parked container: resume it
+            try:
+                await self.runtime.unpause(rec.container_id)
+            except Exception as exc:
+                await self._start_failed(rec, f"paused container could not be resumed: {exc}")
+                return
+            log.info("pod %s resumed from pause", rec.name)
+        else:
+            try:
+                env = dict(template.get("env") or {})
+                env["ALLINONE_HANDLER"] = template.get("handler", "run")
+                res = template.get("resources") or {}
+                socket_dir = await asyncio.to_thread(self.dirs.create, rec.name)
+                rec.container_id = await self.runtime.start(ContainerSpec(
+                    pod=rec.name, function=rec.function, image=template["image"],
+                    socket_dir=socket_dir, user=self.dirs.user,
+                    network=template.get("network", "none"), env=env,
+                    memory_mib=int(res.get("memoryMiB", 256)), cpus=float(res.get("cpus", 1.0)),
+                ))
+            except Exception as exc:
+                await self._start_failed(rec, f"container failed to start: {exc}")
+                return
+        await self._await_ready(rec)
+
+    async def stop(self, rec: PodRecord, timeout: float, park: bool = False) -> None:
+        """Drain the pod, then park or remove its container. Raises when removal failed
+        (the caller retries); the Pod object is the caller's to delete afterwards."""
+        await self.write_status(rec)
+        await self.endpoints.drain(rec.function, rec.name, timeout)
+        if park and rec.container_id and await self._park(rec):
+            self._forget(rec)
+            return
+        if rec.container_id:
+            await self._save_logs(rec.function, rec.name, rec.container_id)
+            await self.runtime.remove(rec.container_id)
+        await asyncio.to_thread(self.dirs.remove, rec.name)
+        self._forget(rec)
+
+    def _forget(self, rec: PodRecord) -> None:
+        self.pods.pop(rec.name, None)
+        if rec.container_id:
+            self._died.pop(rec.container_id, None)
+            self._dead.discard(rec.container_id)
+
+    async def evict(self, function: str, current_hash: str | None) -> None:
+        """Remove parked containers of ``function`` of another template (all, for None)."""
+        await self._evict(function, current_hash)
+
+    async def adopt(self, pod_objs: list[Obj]) -> list[PodRecord]:
+        """Match Pod objects with this instance's containers after a restart.
+
+        Returns the adopted pods (they are probed again); the Pod objects of the others
+        are the caller's to delete. Containers and socket directories without a Pod
+        object are removed.
+        """
+        containers = {c.pod: c for c in await self.runtime.list()}
+        adopted = []
+        for obj in pod_objs:
+            name = obj["metadata"]["name"]
+            c = containers.pop(name, None)
+            # A Pod of the old data plane (a loopback port, no socket) cannot be reached.
+            if c is None or not c.running or "port" in obj["spec"]:
+                log.info("pod %s has no usable container; removing it", name)
+                if c is not None:
+                    await self._save_logs(obj["spec"]["function"], name, c.id)
+                    await self.runtime.remove(c.id)
+                await asyncio.to_thread(self.dirs.remove, name)
+                continue
+            rec = PodRecord(
+                name=name, function=obj["spec"]["function"],
+                template_hash=obj["spec"]["templateHash"], phase=PENDING, ready=False,
+                created=self.clock.now(), container_id=c.id, obj=obj,
+            )
+            self.pods[name] = rec
+            adopted.append(rec)
+            log.info("adopting pod %s (container %s)", name, c.id[:12])
+            self._spawn(self._await_ready(rec))
+        for c in containers.values():
+            log.info("removing orphan container %s (pod %s)", c.id[:12], c.pod)
+            await self._save_logs(c.function, c.pod, c.id)
+            await self.runtime.remove(c.id)
+        for name in await asyncio.to_thread(self.dirs.existing):
+            if name not in self.pods:
+                await asyncio.to_thread(self.dirs.remove, name)
+        return adopted
+
+    async def live_logs(self, function: str, tail: int = 1000) -> str:
+        parts = []
+        for rec in list(self.pods.values()):
+            if rec.function == function and rec.container_id:
+                text = await self.runtime.logs(rec.container_id, tail)
+                if text:
+                    parts.append(f"--- pod {rec.name} ---\n{text}")
+        return "".join(parts)
+
+    # -- readiness -------------------------------------------------------------------
+
+    async def _await_ready(self, rec: PodRecord) -> None:
+        assert rec.container_id is not None
+        address = self.dirs.connect_path(rec.name)
+        started = self.clock.now()
+        died = self._died.setdefault(rec.container_id, asyncio.Event())
+        while rec.phase == PENDING:
+            try:
+                healthy = await self.probe(address)
+            except Exception:  # a probe bug must not leave the pod Pending forever
+                log.exception("probing pod %s failed", rec.name)
+                healthy = False
+            if healthy:
+                if rec.phase != PENDING:
+                    break  # terminated while probing
+                rec.phase, rec.ready = RUNNING, True
+                self._crashes.pop(rec.function, None)
+                # Tell the data plane first: the etcd write is for everybody else.
+                self.endpoints.pod_ready(rec.function, rec.name, address)
+                log.info("pod %s ready in %.0f ms", rec.name, (self.clock.now() - started) * 1000)
+                self.on_change(rec.function)
+                await self.write_status(rec)
+                return
+            if died.is_set() or rec.container_id in self._dead:
+                self._fail(rec, "its container exited before it was ready (an import "
+                           f"error?): see `allinone logs {rec.function}`")
+                break
+            if self.clock.now() - started > PROBE_TIMEOUT:
+                self._fail(rec, f"did not answer /healthz within {PROBE_TIMEOUT:.0f} s")
+                break
+            try:  # the next probe, or at once when the container dies
+                await self.clock.wait_for(died.wait(), PROBE_INTERVAL)
+            except TimeoutError:
+                pass
+        if rec.phase == FAILED:
+            await self.write_status(rec)
+            self.on_change(rec.function)
+
+    # -- failures and backoff -------------------------------------------------------
+
+    def _fail(self, rec: PodRecord, message: str) -> None:
+        """Record a failure: the data plane stops waiting for it, and replacements back off."""
+        rec.phase, rec.ready, rec.message = FAILED, False, message
+        n = self._crashes.get(rec.function, (0, 0.0))[0] + 1
+        delay = min(self.crash_backoff * 2 ** (n - 1), CRASH_BACKOFF_MAX)
+        self._crashes[rec.function] = (n, self.clock.now() + delay)
+        self.endpoints.pod_failed(rec.function, rec.name, message)
+
+    async def _start_failed(self, rec: PodRecord, message: str) -> None:
+        log.warning("pod %s: %s", rec.name, message)
+        self._fail(rec, message)
+        await self.write_status(rec)
+        self.on_change(rec.function)
+
+    # -- status in etcd --------------------------------------------------------------
+
+    def _status(self, rec: PodRecord) -> Obj:
+        status: Obj = {"phase": rec.phase, "ready": rec.ready,
+                       "socket": self.dirs.socket_path(rec.name),
+                       "containerID": rec.container_id}
+        if rec.message:
+            status["message"] = rec.message
+        return status
+
+    async def write_status(self, rec: PodRecord) -> None:
+        """Record the pod's phase in etcd. Best effort: the data plane must not wait on it."""
+        for _ in range(5):
+            if rec.obj is None:
+                return
+            new = copy.deepcopy(rec.obj)
+            new["status"] = self._status(rec)
+            if new["status"] == rec.obj.get("status"):
+                return
+            try:
+                rec.obj = await self.store.update(objects.pod_key(rec.name), new)
+                return
+            except Conflict:
+                try:
+                    rec.obj = await self.store.get(objects.pod_key(rec.name))
+                except (NotFound, StoreError):
+                    return
+            except (NotFound, StoreError) as exc:
+                log.warning("could not record pod %s status: %s", rec.name, exc)
+                return
+
+    # -- paused pods -----------------------------------------------------------------
+
+    async def _park(self, rec: PodRecord) -> bool:
+        assert rec.container_id is not None
+        try:
+            await self.runtime.pause(rec.container_id)
+        except Exception as exc:
+            log.warning("could not pause pod %s (%s); removing it", rec.name, exc)
+            return False
+        self.parked.setdefault(rec.function, []).append(Parked(
+            rec.name, rec.function, rec.template_hash, rec.container_id, self.clock.now()))
+        return True
+
+    async def _remove_parked(self, p: Parked) -> None:
+        try:
+            await self._save_logs(p.function, p.pod, p.container_id)
+            await self.runtime.remove(p.container_id)
+            await asyncio.to_thread(self.dirs.remove, p.pod)
+        except Exception as exc:
+            log.warning("removing paused container of %s failed: %s", p.pod, exc)
+
+    async def _evict(self, function: str, current_hash: str | None,
+                     keep_current_until: float | None = None) -> None:
+        """Remove parked containers of ``function`` of another template than
+        ``current_hash``, or (with ``keep_current_until`` = now) the expired ones."""
+        keep = []
+        for p in self.parked.pop(function, []):
+            if keep_current_until is not None:
+                gone = keep_current_until - p.since > self.keep_paused
+            else:
+                gone = p.template_hash != current_hash
+            if gone:
+                await self._remove_parked(p)
+            else:
+                keep.append(p)
+        if keep:
+            self.parked.setdefault(function, []).extend(keep)
+
+    # -- the log archive -------------------------------------------------------------
+
+    async def _save_logs(self, function: str, pod: str, container_id: str) -> None:
+        """Keep what a pod printed after its container is gone, for `allinone logs`."""
+        text = await self.runtime.logs(container_id)
+        if not text:
+            return
+        await asyncio.to_thread(self._append_log, function, f"--- pod {pod} ---\n{text}")
+
+    def _append_log(self, function: str, text: str) -> None:
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.logs_dir / f"{function}.log", "a", encoding="utf-8") as f:
+            f.write(text if text.endswith("\n") else text + "\n")
+

@@ -1,0 +1,155 @@
+"""The supervisor's pure policy (assess, backoff), its loop on a manual clock with a
+fake child, and pidfiles (real processes: recognised by pid and start time)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from allinone.clock import ManualClock
+from allinone.services.process import (
+    PidRecord,
+    parse_stat,
+    process_start_time,
+    read_pidfile,
+    stop_leftovers,
+    write_pidfile,
+)
+from allinone.services.supervisor import ChildState, Supervisor, assess, restart_delay
+
+
+@pytest.mark.parametrize(("failures", "delay"), [(1, 0.25), (2, 0.5), (3, 1.0), (8, 30.0),
+                                                 (50, 30.0)])
+def test_restart_delay_doubles_and_caps(failures: int, delay: float) -> None:
+    assert restart_delay(failures) == delay
+
+
+READY = ChildState(phase="ready", healthy_since=0.0)
+
+
+@pytest.mark.parametrize(("state", "alive", "healthy", "now", "phase", "action"), [
+    # healthy stays ready
+    (READY, True, True, 5.0, "ready", "none"),
+    # died: restart scheduled after the first backoff, not at once
+    (READY, False, False, 5.0, "restarting", "none"),
+    # restart due once the backoff has passed
+    (ChildState(phase="restarting", failures=1, restart_at=5.25), False, False, 5.3,
+     "restarting", "restart"),
+    (ChildState(phase="restarting", failures=1, restart_at=5.25), False, False, 5.1,
+     "restarting", "none"),
+    # alive but not answering: reported at once, killed only after the hang time
+    (READY, True, False, 5.0, "unhealthy", "none"),
+    (ChildState(phase="unhealthy", unhealthy_since=5.0), True, False, 20.0, "unhealthy", "none"),
+    (ChildState(phase="unhealthy", unhealthy_since=5.0), True, False, 35.0, "unhealthy", "kill"),
+    # maintenance and stopped children are left alone
+    (ChildState(phase="maintenance"), False, False, 5.0, "maintenance", "none"),
+    (ChildState(phase="stopped"), False, False, 5.0, "stopped", "none"),
+])
+def test_assess(state: ChildState, alive: bool, healthy: bool, now: float, phase: str,
+                action: str) -> None:
+    new, act = assess(state, alive, healthy, now)
+    assert (new.phase, act) == (phase, action)
+
+
+def test_failures_grow_while_crashing_and_reset_after_a_stable_period() -> None:
+    state = ChildState(phase="ready", failures=3, healthy_since=100.0)
+    crashed, _ = assess(state, False, False, 110.0)  # healthy for 10 s only
+    assert crashed.failures == 4 and crashed.restart_at == 110.0 + restart_delay(4)
+    crashed, _ = assess(state, False, False, 200.0)  # healthy for 100 s: a new run
+    assert crashed.failures == 1 and crashed.restart_at == 200.25
+
+
+class FakeChild:
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.running = False
+        self.answers = True
+        self.starts = 0
+        self.fail_starts = 0
+
+    @property
+    def pid(self) -> int | None:
+        return None
+
+    def command(self) -> list[str]:
+        return ["fake"]
+
+    async def start(self) -> None:
+        if self.fail_starts:
+            self.fail_starts -= 1
+            raise RuntimeError("port in use")
+        self.starts += 1
+        self.running = True
+
+    async def stop(self, grace: float = 5.0) -> None:
+        self.running = False
+
+    async def healthy(self) -> bool:
+        return self.answers
+
+
+async def test_supervisor_restarts_a_dead_child_with_backoff(tmp_path: Path) -> None:
+    clock = ManualClock()
+    sup = Supervisor(tmp_path, clock)
+    child = FakeChild()
+    sup.add(child)
+    await sup.start_all()
+    assert child.starts == 1 and sup.ready("fake")
+    child.running = False  # it died
+    child.fail_starts = 1  # and the first restart fails
+    await sup.check("fake")
+    assert sup.status()["fake"]["state"] == "restarting" and child.starts == 1
+    clock.advance(0.3)
+    await sup.check("fake")  # due: the restart fails, the next waits longer
+    assert child.starts == 1 and "restart failed" in sup.status()["fake"]["message"]
+    clock.advance(0.3)
+    await sup.check("fake")
+    assert child.starts == 1  # 0.5 s backoff not over yet
+    clock.advance(0.3)
+    await sup.check("fake")
+    assert child.starts == 2 and sup.ready("fake") and sup.status()["fake"]["restarts"] == 1
+
+
+async def test_maintenance_stops_works_and_starts(tmp_path: Path) -> None:
+    sup = Supervisor(tmp_path, ManualClock())
+    child = FakeChild()
+    sup.add(child)
+    await sup.start_all()
+    seen = []
+
+    async def work() -> None:
+        seen.append((child.running, sup.status()["fake"]["state"]))
+
+    await sup.maintenance("fake", work)
+    assert seen == [(False, "maintenance")] and child.running and sup.ready("fake")
+
+
+def test_parse_stat_counts_fields_after_the_command_name() -> None:
+    fields = " ".join(["S"] + [str(i) for i in range(4, 22)] + ["123456"] + ["0"] * 30)
+    assert parse_stat(f"42 (a (weird) name) {fields}") == ("S", 123456)
+
+
+def test_pidfiles_recognise_the_process_not_its_pid(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        write_pidfile(tmp_path / "child.pid", proc.pid, ["python"])
+        record = read_pidfile(tmp_path / "child.pid")
+        assert record is not None and record.pid == proc.pid and record.alive()
+        # Same pid, another start time: a reused pid is not ours.
+        stranger = PidRecord(proc.pid, (process_start_time(proc.pid) or 0) + 1)
+        assert not stranger.alive()
+        (tmp_path / "stranger.pid").write_text(
+            f'{{"pid": {proc.pid}, "startTime": {stranger.start_time}}}')
+        (tmp_path / "child.pid").rename(tmp_path / "zz-child.pid")
+        stopped = stop_leftovers(tmp_path)
+        assert stopped == [f"zz-child (pid {proc.pid})"]
+        assert proc.wait(10) is not None
+        assert not list(tmp_path.glob("*.pid"))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
