@@ -71,7 +71,7 @@ from allinone.store.etcd import EtcdStore
 from allinone.triggers.invoker import EngineWorkflows, Targets
 from allinone.triggers.runner import TriggerManager
 from allinone.ui import Dashboard, make_ui_blueprint
-from allinone.usage import ComponentCollector
+from allinone.usage import ComponentCollector, PodUsage, docker_pid
 from allinone.workflows.runner import WorkflowRunner
 
 log = logging.getLogger("allinone")
@@ -171,6 +171,11 @@ def build_app(settings: Settings, name: str = "allinone", *,
         triggers = TriggerManager(
             store, clock, Targets(activator, EngineWorkflows(app.ctx.workflows)), metrics)
         metrics.registry.register(ComponentCollector())
+        pod_usage = PodUsage(
+            lambda: {r.name: (r.function, r.container_id) for r in kubelet.pods.values()
+                     if r.phase == "Running" and r.container_id},
+            docker_pid(runtime._client))
+        metrics.registry.register(pod_usage.collector())
         app.ctx.dashboard = Dashboard(functions, metrics, autoscaler.status,
                                       activator.ready_pods, clock)
         app.ctx.store = store
@@ -183,6 +188,7 @@ def build_app(settings: Settings, name: str = "allinone", *,
             "replicaset-controller": controller.run(), "build-reconciler": reconciler.run(),
             "autoscaler": autoscaler.run(), "workflow-runner": app.ctx.workflows.run(),
             "trigger-manager": triggers.run(), "dashboard": app.ctx.dashboard.run(),
+            "pod-usage": pod_usage.run(clock.wall),
         }
         if supervisor is not None:
             loops["supervisor"] = supervisor.run()
@@ -195,7 +201,8 @@ def build_app(settings: Settings, name: str = "allinone", *,
         app.ctx.deps = ApiDeps(
             settings=settings, store=store, sources=sources, functions=functions,
             activator=activator, metrics=metrics, autoscaler_status=autoscaler.status,
-            live_logs=kubelet.live_logs, budget=budget, readiness=readiness.check)
+            live_logs=kubelet.live_logs, budget=budget, readiness=readiness.check,
+            pod_usage=pod_usage.usage)
 
     @app.after_server_start
     async def start_loops(app: Sanic[Any, Any]) -> None:

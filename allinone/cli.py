@@ -288,6 +288,10 @@ def cmd_get(client: Client, args: argparse.Namespace) -> int:
     ]
     for k, v in lines:
         print(f"{k + ':':<13}{v}")
+    pods = client.json("GET", "/api/v1/namespaces/serverless/pods?function="
+                       + urllib.parse.quote(args.name))["items"]
+    if pods:
+        print("\n" + ui_commands.render_pods(pods, time.time()))
     return 0
 
 

@@ -70,6 +70,8 @@ class ApiDeps:
     readiness: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]] | None = None
     # Admission limits (pod memory budget, pods per function); None: no limits.
     budget: PodBudget | None = None
+    # pod name -> its last CPU/memory sample (allinone/usage.py), shown as status.usage
+    pod_usage: Callable[[str], dict[str, Any] | None] | None = None
 
 
 def _source_from(request: Request) -> tuple[str, bytes] | None:
@@ -346,6 +348,11 @@ def make_blueprint() -> Blueprint:
         function = request.args.get("function")
         if function:
             items = [p for p in items if p["spec"].get("function") == function]
+        if deps.pod_usage is not None:
+            for p in items:
+                usage = deps.pod_usage(p["metadata"]["name"])
+                if usage is not None:
+                    p.setdefault("status", {})["usage"] = usage
         return json_response({"items": items})
 
     @bp.post("/function/<name>")

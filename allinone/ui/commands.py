@@ -62,3 +62,21 @@ def cmd_ui(client: Client, args: argparse.Namespace) -> int:
     if args.print_only or not webbrowser.open(url):
         print(url)
     return 0
+
+
+def render_pods(pods: list[dict[str, Any]], now: float) -> str:
+    """``function get``'s per-pod table: pod, phase, age, CPU % and memory (status.usage)."""
+    from allinone.objects import parse_rfc3339
+
+    rows = [("POD", "PHASE", "AGE", "CPU %", "MEMORY")]
+    for p in pods:
+        st = p.get("status") or {}
+        u = st.get("usage") or {}
+        created = p["metadata"].get("creationTimestamp")
+        age = f"{int(now - parse_rfc3339(created))}s" if created else "-"
+        rows.append((p["metadata"]["name"], str(st.get("phase", "?")), age,
+                     f"{u['cpuPercent']:.1f}" if u else "-",
+                     _mib(u.get("memoryBytes")) if u else "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)

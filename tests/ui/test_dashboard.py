@@ -90,6 +90,13 @@ def test_replica_curve_moves_under_load(server: ServerProcess, page: Any) -> Non
             stop.set()
     page.wait_for_selector('#pods tr[data-pod]')
     assert page.locator("#pods tr[data-pod]").count() >= 1
+    # per-pod usage (psutil on the container's processes) in the API and on the page
+    usage = wait_for(lambda: [p["status"]["usage"] for p in server.pods("slow")
+                              if "usage" in p.get("status", {})], 10, "pods' status.usage")
+    assert all(u["memoryBytes"] > 0 and u["cpuSeconds"] >= 0 for u in usage)
+    wait_for(lambda: "MiB" in page.inner_text("#pods"), 10, "pod memory on the page")
+    metrics = server.http.get(server.url + "/metrics").text
+    assert 'allinone_pod_memory_bytes{function="slow"' in metrics
 
 
 def test_status_bar_and_triggers_page(server: ServerProcess, page: Any) -> None:

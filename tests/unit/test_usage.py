@@ -95,3 +95,32 @@ def test_component_usage_names_the_server() -> None:
     rows = component_usage()
     assert rows[0]["name"] == "server" and rows[0]["pid"] == os.getpid()
     assert rows[0]["memoryBytes"] > 0
+
+
+async def test_pod_usage_resolves_pids_once_per_container_and_exports_metrics() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from allinone.usage import PodUsage
+
+    reader = FakeReader()
+    reader.values = {101: Raw(1.5, 2048)}
+    asked: list[str] = []
+
+    def pid_of(cid: str) -> int | None:
+        asked.append(cid)
+        return {"c1": 101}.get(cid)
+
+    running = {"f-1": ("f", "c1"), "f-2": ("f", "gone")}
+    pu = PodUsage(lambda: running, pid_of, reader)
+    targets = await pu.targets()
+    assert targets == {"f-1": [101]}
+    pu.sampler.sample(targets, now=10.0)
+    await pu.targets()
+    assert asked.count("c1") == 1  # cached
+    usage = pu.usage("f-1")
+    assert usage is not None and usage["memoryBytes"] == 2048 and pu.usage("f-2") is None
+    reg = CollectorRegistry()
+    reg.register(pu.collector())
+    text = generate_latest(reg).decode()
+    assert 'allinone_pod_cpu_seconds_total{function="f",pod="f-1"} 1.5' in text
+    assert 'allinone_pod_memory_bytes{function="f",pod="f-1"} 2048.0' in text
