@@ -132,13 +132,20 @@ class PsutilReader:
 
     def __init__(self, use_cgroup: bool = True) -> None:
         self.use_cgroup = use_cgroup
+        # pid -> its cgroup directory: a container's processes stay in their cgroup, so
+        # /proc/PID/cgroup is read once per pid, not every period.
+        self._cgroups: dict[int, Path | None] = {}
 
     def read(self, pids: Iterable[int]) -> Raw | None:
         pids = list(pids)
         if not pids:
             return None
         if self.use_cgroup:
-            d = cgroup_dir(pids[0])
+            if pids[0] not in self._cgroups:
+                if len(self._cgroups) > 4096:  # pids of long-gone pods
+                    self._cgroups.clear()
+                self._cgroups[pids[0]] = cgroup_dir(pids[0])
+            d = self._cgroups[pids[0]]
             if d is not None and d != CGROUP_ROOT:
                 raw = read_cgroup(d)
                 if raw is not None:

@@ -34,12 +34,16 @@ def test_functions_table_shows_the_function_with_its_numbers(server: ServerProce
     fn = server.get("add")
     assert cell(page, "add", "Phase") == "Ready"
     assert fn["status"]["image"].split("/", 1)[1].split("@")[0] in cell(page, "add", "Image")
-    # the stats point is recorded every 2 s: wait for it to count the three calls
+    # a point is recorded every 2 s: wait for one that counts the three calls
+    def point() -> dict[str, Any]:
+        out: dict[str, Any] = server.http.get(server.url + "/api/v1/stats").json()[
+            "functions"].get("add", {})
+        return out
+    wait_for(lambda: point().get("requests") == 3, 10, "the three calls counted")
+    assert point()["coldStarts"] == 1
     wait_for(lambda: cell(page, "add", "Cold starts") == "1", 10, "one cold start shown")
     wait_for(lambda: cell(page, "add", "Ready") == str(server.get("add")["status"]
                                                        ["readyReplicas"]), 10, "ready pods")
-    stats = server.http.get(server.url + "/api/v1/stats").json()["functions"]["add"]
-    assert stats["requests"] == 3 and stats["coldStarts"] == 1
     wait_for(lambda: cell(page, "add", "p50").endswith(" ms"), 10, "the p50 latency shown")
 
 
@@ -110,3 +114,28 @@ def test_status_bar_and_triggers_page(server: ServerProcess, page: Any) -> None:
     assert "schedule @every 1h" in row and "function/add" in row
     page.wait_for_selector("#health span.up")
     assert "etcd up" in page.inner_text("#health")
+
+
+def test_workflows_page_draws_the_graph_and_the_last_path(server: ServerProcess,
+                                                          page: Any) -> None:
+    if server.http.get(server.url + "/api/v1/functions/add").status_code == 404:
+        assert server.deploy("add", FIXTURES / "add.py").status_code == 201
+    definition = {"StartAt": "Sum", "States": {
+        "Sum": {"Type": "Task", "Resource": "add", "ResultPath": "$.sum", "Next": "Big?"},
+        "Big?": {"Type": "Choice", "Choices": [
+            {"Variable": "$.sum", "NumericGreaterThan": 10, "Next": "Big"}],
+            "Default": "Small"},
+        "Big": {"Type": "Succeed"}, "Small": {"Type": "Succeed"}}}
+    resp = server.http.post(server.url + "/api/v1/workflows",
+                            json={"name": "sizes", "definition": definition})
+    assert resp.status_code in (201, 409), resp.text
+    run = server.http.post(server.url + "/workflow/sizes", json={"x": 20, "y": 1}, timeout=60)
+    assert run.status_code == 200 and run.json()["status"] == "SUCCEEDED", run.text
+    page.goto(server.url + "/ui#/workflows")
+    page.wait_for_selector('section[data-workflow="sizes"] rect[data-state="Small"]',
+                           state="attached")
+    fill = {s: page.get_attribute(f'section[data-workflow="sizes"] rect[data-state="{s}"]',
+                                  "fill") for s in ("Sum", "Big?", "Big", "Small")}
+    visited = "#d7e6ff"
+    assert fill == {"Sum": visited, "Big?": visited, "Big": visited, "Small": "#fff"}
+    assert "SUCCEEDED" in page.inner_text('section[data-workflow="sizes"]')
