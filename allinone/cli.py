@@ -617,6 +617,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("loadtest", help="run the locust scenarios (see `allinone loadtest --help`)",
                    add_help=False)
+    sub.add_parser("simulate", help="replay a trace in virtual time through the real KPA "
+                   "(see `allinone simulate --help`)", add_help=False)
     return parser
 
 
@@ -635,6 +637,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_loadtest(args, rest)
         except KeyboardInterrupt:
             return 130
+    if argv[:1] == ["simulate"]:
+        from allinone.simulator.cli import main as simulate
+
+        return simulate(argv[1:])
     args = parser.parse_args(argv)
     try:
         if args.command == "setup":

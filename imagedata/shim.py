@@ -44,8 +44,11 @@ Latency invariants: every reply carries ``Content-Length`` and is written with o
 reply that follows a small write waits for the peer's delayed ACK, about 40 ms); the
 listen backlog is 1024 on both kinds of socket so a burst of new connections during
 scale-up is not dropped; one daemon thread per connection lets requests to slow
-functions overlap. The Unix socket is created under umask 077: only its owner (the
-pod's uid) and root (the platform) can connect.
+functions overlap, at most ``ALLINONE_MAX_CONNECTIONS`` of them (the platform sets it
+below the pod's pids limit): a connection over that waits in the backlog until a
+thread ends, instead of failing to start a thread (which closed connections with
+requests on them when 1,000 clients arrived on two pods). The Unix socket is created
+under umask 077: only its owner (the pod's uid) and root (the platform) can connect.
 """
 
 import json
@@ -54,6 +57,7 @@ import signal
 import socket
 import socketserver
 import sys
+import threading
 import types
 
 # Limits on what a client may send; the activator is the only client and stays far
@@ -203,6 +207,26 @@ class _Quiet:
     daemon_threads = True
     block_on_close = False
     request_queue_size = 1024
+    max_connections = 200  # replaced from ALLINONE_MAX_CONNECTIONS by make_server
+    _slots = None
+
+    def process_request(self, request, client_address):
+        # Blocks the accept loop while every handler thread is busy: further
+        # connections wait in the listen backlog, none is accepted and dropped.
+        if self._slots is None:
+            self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._slots.acquire()
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def handle_error(self, request, client_address):
         # A client that goes away mid-reply is routine (the activator drops a timed
@@ -242,6 +266,10 @@ class UnixServer(_Quiet, socketserver.ThreadingUnixStreamServer):
 
 def make_server(environ):
     """The listening server the environment asks for, and a description of it."""
+    limit = int(environ.get("ALLINONE_MAX_CONNECTIONS") or _Quiet.max_connections)
+    if limit < 1:
+        raise ValueError(f"ALLINONE_MAX_CONNECTIONS must be at least 1, not {limit}")
+    _Quiet.max_connections = limit
     path = environ.get("ALLINONE_SOCKET")
     if path:
         return UnixServer(path, Handler), f"unix:{path}"

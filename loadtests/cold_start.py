@@ -85,10 +85,12 @@ class ColdStart(Scenario):
         sum1 = self.api.metric(COLD_METRIC + "_sum", self.function)
         cnt1 = self.api.metric(COLD_METRIC + "_count", self.function)
         server_ms = None
-        if sum0 is not None and cnt0 is not None and sum1 is not None and cnt1 is not None \
-                and cnt1 - cnt0 == 1:  # exactly our cold request in between
+        # The trial measured a cold start only if the server counted exactly one (ours)
+        # in between; None when /metrics could not be read.
+        cold = None if cnt0 is None or cnt1 is None else cnt1 - cnt0 == 1
+        if sum0 is not None and sum1 is not None and cold:
             server_ms = round((sum1 - sum0) * 1000.0, 3)
-        row = {"trial": n, "at_zero_t": round(waited, 3), "ok": ok and ok_warm,
+        row = {"trial": n, "at_zero_t": round(waited, 3), "ok": ok and ok_warm, "cold": cold,
                "cold_ms": round(cold_ms, 3), "warm_ms": round(warm_ms, 3),
                "pod_wait_ms": round(cold_ms - warm_ms, 3), "server_ms": server_ms}
         self.trials.append(row)
@@ -120,6 +122,11 @@ class ColdStart(Scenario):
             f"{fmt_ms(f['warm_call_ms']['p50'])} ms; activator-side "
             f"{fmt_ms(f['server_cold_ms']['p50'])} ms")
         out = [no_failures(rep.records)]
+        not_cold = [t["trial"] for t in tr if t["cold"] is not True]
+        out.append(Criterion("every trial was cold", not not_cold, len(tr) - len(not_cold),
+                             len(tr), "each trial's request was counted as a cold start"
+                             if not not_cold else f"trials {not_cold} were not counted as cold "
+                             "starts (a pod was still up, or /metrics unreadable)"))
         if len(tr) < self.p["trials"]:
             out.append(Criterion("all trials ran", False, len(tr), self.p["trials"],
                                  f"only {len(tr)} of {self.p['trials']} trials ran"))

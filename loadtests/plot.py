@@ -10,6 +10,7 @@ Three panels, top to bottom, x = seconds since the scenario's set-up finished:
 3. ready replicas (solid) and the replicas the autoscaler wants (dashed), read from
    the API every 0.5 s (and every 0.1 s while a scenario waits for a state); panic
    mode shaded red, the criterion's deadline green, the KPA's expected count dotted.
+   A scenario of several functions adds each one's ready pods as its own line.
 
 The scenario's events (step, silence, bursts...) are dotted vertical lines through all
 three, and the criteria are written under the plot, so the picture says when the
@@ -111,6 +112,12 @@ def render(report: Mapping[str, Any], path: Path) -> Path:
     xs_d, desired = _steps(samples, "desired")
     ax_rep.plot(xs_d, desired, drawstyle="steps-post", color="tab:purple", linestyle="--",
                 linewidth=1.5, label="desired")
+    # a scenario of several functions (imagepipe_load): each one's ready pods
+    by_fn = figures.get("replicas_by_function") or {}
+    for i, (fn, rows) in enumerate(sorted(by_fn.items())):
+        ax_rep.plot([r[0] for r in rows], [r[1] for r in rows], drawstyle="steps-post",
+                    color=COLORS[(i + 1) % len(COLORS)], linewidth=1.3, label=f"{fn} ready")
+        ready = [*ready, *(float(r[1]) for r in rows)]
     panic = [(s["t"], bool(s.get("panic"))) for s in samples]
     for i, (t0, on) in enumerate(panic):
         if on:

@@ -14,6 +14,12 @@ called: pods share the host's clock) and warms it, then:
    minus ``scheduledTime`` (the trigger's loop), and the function's ``startedAt`` minus
    ``scheduledTime`` (to the function's start).
 
+3. **Image pipeline** (``--pipeline N``, off by default: it builds the four Pillow
+   functions of ``fixtures/imagepipe``, about a minute): ``imagepipe.json`` behind a
+   watch trigger with a sink, each test image dropped N times, one at a time. Delay =
+   the execution's ``startDate`` minus the write; end to end = the result JSON in the
+   outbox; and per image the execution's own time (``stopDate - startDate``).
+
 Prints medians, p90 and max in milliseconds and writes the raw figures as JSON.
 """
 
@@ -80,12 +86,62 @@ def schedule(srv: ServerProcess, tmp: Path, n: int) -> tuple[list[float], list[f
     return fired, started
 
 
+def pipeline(srv: ServerProcess, tmp: Path, n: int) -> dict[str, list[float]]:
+    """The image pipeline behind a file trigger; raw seconds by figure."""
+    from allinone.cli import read_source
+    pipe = FIXTURES / "imagepipe"
+    for fn in ("inspect", "thumbnail", "histogram", "classify"):
+        filename, data = read_source(str(pipe / "functions" / fn))
+        resp = srv.http.post(srv.url + "/api/v1/functions", data={"name": f"img-{fn}"},
+                             files={"source": (filename, data)})
+        if resp.status_code != 201:
+            raise SystemExit(f"deploying img-{fn} failed: {resp.text}")
+    for fn in ("inspect", "thumbnail", "histogram", "classify"):
+        srv.wait_phase(f"img-{fn}", "Ready", timeout=600)
+    resp = srv.http.post(srv.url + "/api/v1/workflows", json={
+        "name": "imagepipe", "definition": json.loads((pipe / "imagepipe.json").read_text())})
+    if resp.status_code != 201:
+        raise SystemExit(f"deploying the workflow failed: {resp.text}")
+    images = {p.name: p.read_bytes() for p in sorted((pipe / "images").iterdir())}
+    inbox, outbox = tmp / "pipe-inbox", tmp / "pipe-outbox"
+    inbox.mkdir()
+    outbox.mkdir()
+    create(srv, "pipe", {"target": {"workflow": "imagepipe"}, "watch": {"path": str(inbox)},
+                         "sink": {"directory": str(outbox)}})
+    time.sleep(1.0)
+    written: dict[str, float] = {}
+    out: dict[str, list[float]] = {"start": [], "outbox": []}
+    for i in range(n + 1):  # round 0 warms the four functions and is not counted
+        for image, data in images.items():
+            name = f"r{i}-{image}"
+            with open(inbox / name, "wb") as f:
+                f.write(data)
+            written[name] = time.time()
+            wait_for((outbox / f"{name}.json").exists, 120, f"{name}.json", interval=0.01)
+            if i:
+                out["outbox"].append(time.time() - written[name])
+    srv.http.delete(srv.url + "/api/v1/triggers/pipe")
+    items = srv.http.get(srv.url + "/api/v1/workflows/imagepipe/executions").json()["items"]
+    for ex in items:
+        name = ex["input"].get("name", "")
+        if name.startswith("r0-") or name not in written or ex["status"] != "SUCCEEDED":
+            continue
+        started = parse_rfc3339(ex["startDate"])
+        out["start"].append(started - written[name])
+        image = name.split("-", 1)[1]
+        out.setdefault(f"execution {image}", []).append(
+            parse_rfc3339(ex["stopDate"]) - started)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtests.trigger_latency",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--files", type=int, default=20)
     p.add_argument("--fires", type=int, default=20)
     p.add_argument("--json", type=Path, help="write the figures here")
+    p.add_argument("--pipeline", type=int, default=0, metavar="N",
+                   help="also drop each imagepipe test image N times (builds Pillow functions)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="allinone-trigger-bench-") as d:
         tmp = Path(d)
@@ -99,13 +155,15 @@ def main(argv: list[str] | None = None) -> int:
             srv.invoke("echo", {})
             drops = file_drop(srv, tmp, args.files)
             fired, started = schedule(srv, tmp, args.fires)
+            pipe = pipeline(srv, tmp, args.pipeline) if args.pipeline else {}
         finally:
             srv.stop()
             srv.cleanup_containers()
     report = {"file_write_to_function_start": summary(drops),
               "schedule_fired_minus_scheduled": summary(fired),
               "schedule_function_start_minus_scheduled": summary(started),
-              "raw": {"drops": drops, "fired": fired, "started": started}}
+              **{f"pipeline {k}": summary(v) for k, v in pipe.items() if v},
+              "raw": {"drops": drops, "fired": fired, "started": started, "pipeline": pipe}}
     for key, s in report.items():
         if key != "raw":
             print(f"{key:42} n={s['n']:<3} p50 {s['p50_ms']:7.1f} ms  p90 {s['p90_ms']:7.1f} ms"

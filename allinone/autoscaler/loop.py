@@ -27,6 +27,7 @@ from typing import Any
 
 from allinone import objects
 from allinone.activator.activator import Activator
+from allinone.activator.stats import Sample
 from allinone.autoscaler.kpa import Decision, KPAState, Observation, decide, initial_state
 from allinone.budget import PodBudget
 from allinone.clock import Clock
@@ -35,6 +36,19 @@ from allinone.metrics import Metrics
 from allinone.store import Conflict, NotFound, Store, StoreError
 
 log = logging.getLogger(__name__)
+
+
+def observation(sample: Sample, ready_pods: int) -> Observation:
+    """What ``decide`` sees from one tracker sample (also the simulator's one rule)."""
+    # Requests per second: the requests the activator started in the interval.
+    rps = sample.requests_started / sample.interval if sample.interval > 0 else 0.0
+    return Observation(
+        ready_pods=ready_pods,
+        samples=(((sample.at, sample.average_concurrency, rps),)
+                 if sample.interval > 0 else ()),
+        in_flight=sample.in_flight,
+        last_request_at=sample.last_request_at,
+    )
 
 
 class Autoscaler:
@@ -118,15 +132,7 @@ class Autoscaler:
         now = self.clock.now()
         sample = self.activator.route(name).tracker.take(now)
         ready = self.activator.ready_pods(name)
-        # Requests per second: the requests the activator started in the interval.
-        rps = sample.requests_started / sample.interval if sample.interval > 0 else 0.0
-        obs = Observation(
-            ready_pods=ready,
-            samples=(((sample.at, sample.average_concurrency, rps),)
-                     if sample.interval > 0 else ()),
-            in_flight=sample.in_flight,
-            last_request_at=sample.last_request_at,
-        )
+        obs = observation(sample, ready)
         state = self.states.get(name) or initial_state(scaling, now, ready_pods=ready)
         decision, self.states[name] = decide(scaling, state, obs, now)
         if decision.desired is not None and self.budget is not None:

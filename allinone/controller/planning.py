@@ -60,14 +60,14 @@ def plan(desired: int, template_hash: str | None, pods: list[PodView]) -> Plan:
     old = [p for p in alive if p.template_hash != template_hash]
     remove = [p.name for p in failed]
     create = 0
-    if len(current) < desired:
+    if len(current) < desired:  # pragma: no mutate (at equality both branches do nothing)
         create = desired - len(current)
-    elif len(current) > desired:
+    elif len(current) > desired:  # pragma: no mutate (at equality the slice below is empty)
         remove += [p.name for p in _removal_order(current)[: len(current) - desired]]
 
     ready_current = min(sum(1 for p in current if p.ready), desired)
     # Keep old pods only to cover what the new template cannot serve yet.
     keep_old = max(0, desired - ready_current)
-    if len(old) > keep_old:
+    if len(old) > keep_old:  # pragma: no mutate (at equality the slice below is empty)
         remove += [p.name for p in _removal_order(old)[: len(old) - keep_old]]
     return Plan(create, tuple(remove))

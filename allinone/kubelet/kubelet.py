@@ -10,15 +10,21 @@ kubelet makes each one real and reports on it, as Kubernetes' kubelet does:
   :data:`PROBE_INTERVAL`, while watching the container through the runtime's event
   stream (a ``die`` ends the wait at once; no container listing per pending pod).
   Ready -> the data plane is told first (``pod_ready``), then etcd.
-- **liveness**: the same event stream fails a Running pod whose container dies; a
-  container list every :data:`SAFETY_LIST_INTERVAL` catches events lost while the
-  stream reconnected.
+- **liveness**: the same event stream fails a Running pod whose container dies, with
+  the runtime's words for why (exit code, ``OOMKilled`` and the memory limit), which
+  the data plane puts in the error of the requests that were on it; a container list
+  every :data:`SAFETY_LIST_INTERVAL` catches events lost while the stream reconnected.
+- **retire** (:meth:`Kubelet.retire`): a pod whose container lives but must not serve
+  again (a handler outlived ``timeoutSeconds`` and may spin forever) is marked Failed
+  without crash backoff; the controller drains and removes it and starts another.
 - **crash backoff**: consecutive failures of a function's pods delay its next pod
   (0.5 s doubling to :data:`CRASH_BACKOFF_MAX`); the controller asks
   :meth:`Kubelet.start_delay` before it creates one.
 - **stop** (:meth:`Kubelet.stop`): drain through the data plane, then park (paused
-  pods, below) or remove the container, keep what it printed in ``logs/FUNCTION.log``
-  (``allinone logs``), and remove its socket directory.
+  pods, below) or remove the container (a pod deleted while Docker was still creating
+  its container has it removed by :meth:`Kubelet.start` as soon as Docker answers),
+  keep what it printed in ``logs/FUNCTION.log`` (``allinone logs``), and remove its
+  socket directory.
 - **adoption** after a restart: containers matching Pod objects are probed again;
   other containers and socket directories are removed.
 
@@ -47,7 +53,7 @@ from typing import Protocol
 
 from allinone import objects
 from allinone.clock import Clock
-from allinone.controller.planning import FAILED, PENDING, RUNNING, PodView
+from allinone.controller.planning import FAILED, PENDING, RUNNING, TERMINATING, PodView
 from allinone.kubelet.poddir import PodDirs
 from allinone.podclient import probe as socket_probe
 from allinone.runtime.base import ContainerEvent, ContainerRuntime, ContainerSpec
@@ -181,8 +187,13 @@ class Kubelet:
             died.set()  # a pod waiting to be ready stops waiting
         for rec in list(self.pods.values()):
             if rec.container_id == container_id and rec.phase == RUNNING:
-                log.warning("container of pod %s died; replacing it", rec.name)
-                self._fail(rec, f"its container exited: see `allinone logs {rec.function}`")
+                try:
+                    why = await self.runtime.exit_reason(container_id)
+                except Exception as exc:  # the message is a courtesy; the failure is not
+                    why = f"its container exited ({exc})"
+                log.warning("container of pod %s died (%s); replacing it", rec.name, why)
+                self._fail(rec, f"{why or 'its container exited'}: see "
+                           f"`allinone logs {rec.function}`")
                 await self.endpoints.drain(rec.function, rec.name, 0)
                 await self.write_status(rec)
                 self.on_change(rec.function)
@@ -214,6 +225,19 @@ class Kubelet:
                     log.exception("evicting parked pods of %s failed", function)
 
     # -- what the controller calls ------------------------------------------------------
+
+    def retire(self, function: str, pod: str, reason: str) -> None:
+        """Replace a Running pod whose container lives on but must not serve again (a
+        handler outlived timeoutSeconds there and may run forever). Not a crash: no
+        backoff. The controller removes the Failed pod (drained first, so its other
+        requests finish) and starts another."""
+        rec = self.pods.get(pod)
+        if rec is None or rec.phase != RUNNING:
+            return
+        log.warning("retiring pod %s: %s", pod, reason)
+        rec.phase, rec.ready, rec.message = FAILED, False, reason
+        self._spawn(self.write_status(rec))
+        self.on_change(function)
 
     def start_delay(self, function: str) -> float:
         """Seconds before a new pod of ``function`` may start (crash-loop backoff)."""
@@ -254,6 +278,8 @@ class Kubelet:
 
     async def start(self, rec: PodRecord, template: Obj) -> None:
         """Run the pod (its Pod object exists) until it is Ready or Failed."""
+        if rec.phase == TERMINATING:
+            return  # deleted before it started
         self.pods[rec.name] = rec
         if rec.container_id is not None:  # a parked container: resume it
             try:
@@ -277,7 +303,19 @@ class Kubelet:
             except Exception as exc:
                 await self._start_failed(rec, f"container failed to start: {exc}")
                 return
+            if rec.phase == TERMINATING or rec.name not in self.pods:
+                # Deleted while its container was being created: :meth:`stop` found no
+                # container to remove, so the container is ours to remove now.
+                await self._remove_late(rec)
+                return
         await self._await_ready(rec)
+
+    async def _remove_late(self, rec: PodRecord) -> None:
+        assert rec.container_id is not None
+        log.info("pod %s was deleted while starting; removing its container", rec.name)
+        await self.runtime.remove(rec.container_id)
+        await asyncio.to_thread(self.dirs.remove, rec.name)
+        self._forget(rec)
 
     async def stop(self, rec: PodRecord, timeout: float, park: bool = False) -> None:
         """Drain the pod, then park or remove its container. Raises when removal failed

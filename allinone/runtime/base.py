@@ -32,6 +32,12 @@ SOCKET_NAME = "http.sock"
 POD_USER = "65534:65534"
 
 
+# Connections (so handler threads) a pod serves at once: the shim accepts no more
+# (ALLINONE_MAX_CONNECTIONS), the activator sends no more. Below the pids limit, which
+# also counts the shim's main thread and whatever threads the function starts.
+POD_MAX_CONNECTIONS = 200
+
+
 @dataclass(frozen=True)
 class ContainerSpec:
     pod: str
@@ -94,3 +100,22 @@ class ContainerRuntime(Protocol):
         ...
 
     async def unpause(self, container_id: str) -> None: ...
+
+    async def exit_reason(self, container_id: str) -> str:
+        """How the container ended, in words for a user (:func:`describe_exit`); ''
+        while it runs or when it is gone."""
+        ...
+
+
+def describe_exit(exit_code: int, oom_killed: bool, memory_bytes: int) -> str:
+    """Why a container ended, in words that say what to fix."""
+    if oom_killed:
+        limit = f"{memory_bytes // (1024 * 1024)} MiB" if memory_bytes > 0 else "its limit"
+        return (f"the function ran out of memory: it was killed for using more than its "
+                f"memory limit of {limit} (OOMKilled); use less memory or raise "
+                "spec.resources.memoryMiB")
+    if exit_code == 137:
+        return "its container was killed (SIGKILL, exit code 137)"
+    if exit_code > 128:
+        return f"its container was killed by signal {exit_code - 128} (exit code {exit_code})"
+    return f"its container exited with code {exit_code}"

@@ -33,11 +33,13 @@ from allinone.runtime.base import (
     LABEL_INSTANCE,
     LABEL_MANAGED,
     LABEL_POD,
+    POD_MAX_CONNECTIONS,
     POD_SOCKET_DIR,
     SOCKET_NAME,
     ContainerEvent,
     ContainerInfo,
     ContainerSpec,
+    describe_exit,
 )
 
 log = logging.getLogger(__name__)
@@ -70,7 +72,8 @@ def host_config_kwargs(spec: ContainerSpec) -> dict[str, Any]:
 
 def container_env(spec: ContainerSpec) -> dict[str, str]:
     # HOME on the tmpfs: libraries that cache under ~ find a writable place.
-    return {**spec.env, "ALLINONE_SOCKET": f"{POD_SOCKET_DIR}/{SOCKET_NAME}", "HOME": "/tmp"}
+    return {**spec.env, "ALLINONE_SOCKET": f"{POD_SOCKET_DIR}/{SOCKET_NAME}", "HOME": "/tmp",
+            "ALLINONE_MAX_CONNECTIONS": str(POD_MAX_CONNECTIONS)}
 
 
 class DockerRuntime:
@@ -206,6 +209,20 @@ class DockerRuntime:
 
     async def unpause(self, container_id: str) -> None:
         await asyncio.to_thread(self._api.unpause, container_id)
+
+    async def exit_reason(self, container_id: str) -> str:
+        return await asyncio.to_thread(self._exit_reason, container_id)
+
+    def _exit_reason(self, container_id: str) -> str:
+        try:
+            info = self._api.inspect_container(container_id)
+        except (NotFound, APIError):
+            return ""
+        state = info.get("State") or {}
+        if state.get("Running") or state.get("Paused"):
+            return ""
+        return describe_exit(int(state.get("ExitCode") or 0), bool(state.get("OOMKilled")),
+                             int((info.get("HostConfig") or {}).get("Memory") or 0))
 
     async def logs(self, container_id: str, tail: int = 1000) -> str:
         return await asyncio.to_thread(self._logs, container_id, tail)

@@ -20,6 +20,7 @@ from allinone.runtime.base import (
     ContainerEvent,
     ContainerInfo,
     ContainerSpec,
+    describe_exit,
 )
 
 
@@ -29,6 +30,7 @@ class MemoryRuntime:
         self.containers: dict[str, ContainerInfo] = {}
         self.specs: dict[str, ContainerSpec] = {}
         self.paused: set[str] = set()
+        self.exits: dict[str, tuple[int, bool]] = {}  # id -> (exit code, OOM killed)
         self.fail_next_start: str | None = None
         self.list_calls = 0
         self._ids = itertools.count(1)
@@ -82,8 +84,17 @@ class MemoryRuntime:
     async def unpause(self, container_id: str) -> None:
         self.paused.discard(container_id)
 
-    def crash(self, container_id: str, silently: bool = False) -> None:
+    async def exit_reason(self, container_id: str) -> str:
+        c = self.containers.get(container_id)
+        if c is None or c.running:
+            return ""
+        code, oom = self.exits.get(container_id, (1, False))
+        return describe_exit(code, oom, self.specs[container_id].memory_mib * 1024 * 1024)
+
+    def crash(self, container_id: str, silently: bool = False, exit_code: int = 1,
+              oom: bool = False) -> None:
         """The container exits; ``silently``: its ``die`` event is lost (a broken stream)."""
+        self.exits[container_id] = (exit_code, oom)
         c = self.containers[container_id]
         self.containers[container_id] = ContainerInfo(
             c.id, c.pod, c.function, False, c.labels

@@ -115,6 +115,7 @@ def test_update_spec_only_keeps_pods(server: ServerProcess) -> None:
     assert server.deploy("keep", FIXTURES / "add.py").status_code == 201
     assert server.invoke("keep", {"x": 1, "y": 1}).status_code == 200
     before = {p["metadata"]["name"] for p in server.pods("keep")}
+    assert before, "no pod after the first call: nothing to keep"
     r = server.update("keep", spec={"scaling": {"maxScale": 3}})
     assert r.status_code == 200, r.text
     fn = server.wait_phase("keep", "Ready")

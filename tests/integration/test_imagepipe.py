@@ -95,3 +95,48 @@ def test_a_dropped_image_becomes_an_outbox_thumbnail(pipe: ServerProcess, images
     size = (outbox / "tower.thumb.png").stat().st_size
     assert doc["files"] == {"tower.thumb.png": {"file": "tower.thumb.png", "size": size}}
     pipe.http.delete(pipe.url + "/api/v1/triggers/thumbs")
+
+
+def test_dropped_images_run_the_workflow_into_the_outbox(pipe: ServerProcess, images: Path,
+                                                         tmp_path: Path) -> None:
+    """The whole application: a file trigger runs imagepipe.json through the workflow
+    engine for every new image; the sink writes the result and the thumbnail; the
+    over-size image ends in the Fail state with its cause."""
+    definition = json.loads((PIPE / "imagepipe.json").read_text())
+    resp = pipe.http.post(pipe.url + "/api/v1/workflows",
+                          json={"name": "imagepipe", "definition": definition})
+    assert resp.status_code == 201, resp.text
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    inbox.mkdir()
+    outbox.mkdir()
+    resp = pipe.http.post(pipe.url + "/api/v1/triggers", json={"name": "imagepipe", "spec": {
+        "target": {"workflow": "imagepipe"},
+        "watch": {"path": str(inbox), "patterns": ["*.jpg", "*.png", "*.gif"]},
+        "sink": {"directory": str(outbox)}}})
+    assert resp.status_code == 201, resp.text
+    time.sleep(0.5)
+    expected = {"sunrise.jpg": ["bright", "landscape"], "tower.jpg": ["normal", "portrait"],
+                "night.png": ["dark", "landscape"], "snow.gif": ["bright", "landscape"]}
+    for name in [*expected, "large.png"]:
+        (inbox / name).write_bytes((images / name).read_bytes())
+    for name, labels in expected.items():
+        stem = name.rsplit(".", 1)[0]
+        wait_for((outbox / f"{name}.json").exists, 180, f"{name}.json in the outbox")
+        doc = json.loads((outbox / f"{name}.json").read_text())
+        assert doc["labels"] == labels, doc
+        thumb_file = doc["files"][f"{stem}.thumb.png"]["file"]
+        thumb = Image.open(outbox / thumb_file)
+        assert thumb.format == "PNG" and max(thumb.size) == 256
+    assert Image.open(outbox / "tower.thumb.png").size == (171, 256)
+
+    def failed() -> dict[str, Any] | None:
+        items = pipe.http.get(pipe.url + "/api/v1/triggers/imagepipe/events",
+                              params={"limit": 100}).json()["items"]
+        return next((e for e in items if "large.png" in json.dumps(e.get("input"))
+                     and e.get("status") == "Failed"), None)
+    bad = wait_for(failed, 60, "the large image's failed delivery")
+    assert "ImageTooLarge" in json.dumps(bad) and "scale it down" in json.dumps(bad), bad
+    assert not (outbox / "large.png.json").exists()
+    execs = pipe.http.get(pipe.url + "/api/v1/workflows/imagepipe/executions").json()["items"]
+    assert sorted(e["status"] for e in execs) == ["FAILED"] + ["SUCCEEDED"] * 4, execs
+    pipe.http.delete(pipe.url + "/api/v1/triggers/imagepipe")

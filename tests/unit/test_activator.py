@@ -280,3 +280,86 @@ async def test_held_request_gets_404_when_the_function_is_deleted(env: Env) -> N
     await env.store.delete(objects.function_key("f"))
     status, _ = await asyncio.wait_for(call, 1)
     assert status == 404
+
+
+class CrashingPod:
+    """A pod whose connection breaks mid-request when ``crash`` is set (a killed container)."""
+
+    def __init__(self) -> None:
+        self.crash = asyncio.Event()
+        self.received = 0
+        self.server: asyncio.AbstractServer | None = None
+        self._dir = tempfile.TemporaryDirectory()
+        self.address = str(Path(self._dir.name) / "http.sock")
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        self.received += 1
+        await self.crash.wait()
+        writer.close()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_unix_server(self._serve, self.address)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        self._dir.cleanup()
+
+
+async def test_a_serving_pod_crash_fails_only_its_in_flight_requests(env: Env) -> None:
+    crashing, replacement = CrashingPod(), FakePod()
+    await crashing.start()
+    await replacement.start()
+    try:
+        await env.put_function("f", scaling={"containerConcurrency": 1})
+        env.activator.pod_ready("f", "f-1", crashing.address)
+        in_flight = asyncio.ensure_future(env.invoke("f", {"n": 1}))
+        await asyncio.sleep(0.05)
+        held = asyncio.ensure_future(env.invoke("f", {"n": 2}))  # waits for the slot
+        await asyncio.sleep(0.05)
+        assert crashing.received == 1 and env.activator.queued("f") == 1
+        # The kubelet sees the container die (with Docker's reason), then removes it.
+        env.activator.pod_failed("f", "f-1", "the function ran out of memory: it was "
+                                 "killed for using more than its memory limit of 64 MiB")
+        crashing.crash.set()
+        await env.activator.drain("f", "f-1", 0)
+        status, body = await asyncio.wait_for(in_flight, 1)
+        assert status == 503
+        assert "f-1" in body["error"]["message"] and "64 MiB" in body["error"]["message"]
+        after = asyncio.ensure_future(env.invoke("f", {"n": 3}))  # arrives after the crash
+        await asyncio.sleep(0.05)
+        assert not held.done() and not after.done()  # they wait for a replacement
+        env.activator.pod_ready("f", "f-2", replacement.address)
+        assert await asyncio.wait_for(held, 1) == (200, {"echo": {"n": 2}})
+        assert await asyncio.wait_for(after, 1) == (200, {"echo": {"n": 3}})
+    finally:
+        await crashing.stop()
+        await replacement.stop()
+
+
+async def test_a_timed_out_request_retires_its_pod(env: Env) -> None:
+    hung, other = FakePod(), FakePod()
+    await hung.start()
+    await other.start()
+    retired: list[tuple[str, str]] = []
+    env.activator.retire = lambda function, pod, reason: retired.append((function, pod))
+    try:
+        await env.put_function("f", timeoutSeconds=5, scaling={"containerConcurrency": 1})
+        env.activator.pod_ready("f", "f-hung", hung.address)
+        env.activator.pod_ready("f", "f-other", other.address)
+        hung.release.clear()
+        call = asyncio.ensure_future(env.invoke("f", {}))
+        await asyncio.sleep(0.05)
+        assert hung.now == 1
+        env.clock.advance(5.1)
+        status, _ = await asyncio.wait_for(call, 1)
+        assert status == 504 and retired == [("f", "f-hung")]
+        assert env.activator.ready_pods("f") == 1
+        for i in range(3):  # nothing new reaches the retired pod, though its slot is free
+            assert await env.invoke("f", {"i": i}) == (200, {"echo": {"i": i}})
+        assert hung.calls == 1 and other.calls == 3
+        hung.release.set()
+    finally:
+        await hung.stop()
+        await other.stop()

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from allinone.activator.balancer import Endpoint, pick
+from allinone.activator.balancer import P2C_ABOVE, Endpoint, pick
 
 
 def eps(*in_flight: int) -> list[Endpoint]:
@@ -118,3 +118,12 @@ def test_many_pods_skip_full_and_draining() -> None:
     endpoints[0].draining = True
     for _ in range(200):
         assert pick(endpoints, 10, rng) is endpoints[-1]
+
+
+def test_eight_candidates_still_get_the_least_loaded() -> None:
+    # Up to P2C_ABOVE candidates the scan is exhaustive: the one idle pod always wins.
+    # Two random choices would miss it whenever neither draw is that pod.
+    rng = random.Random(4)
+    endpoints = eps(*([5] * (P2C_ABOVE - 1)), 0)
+    assert len(endpoints) == P2C_ABOVE
+    assert all(pick(endpoints, 0, rng) is endpoints[-1] for _ in range(200))

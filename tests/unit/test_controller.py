@@ -361,3 +361,59 @@ def test_long_socket_paths_go_through_a_directory_descriptor(tmp_path: Path) -> 
     short = PodDirs(tmp_path / "s")
     short.create("q")
     assert short.connect_path("q") == str(tmp_path / "s" / "q" / "http.sock")
+
+
+async def test_a_crash_names_docker_s_reason(tmp_path: Path) -> None:
+    async with running_env(tmp_path) as env:
+        await put_rs(env.store, "f", 1)
+        await env.until(lambda: len(env.sink.ready) == 1)
+        (cid,) = list(env.runtime.containers)
+        env.runtime.crash(cid, exit_code=137, oom=True)
+        await env.until(lambda: env.sink.failed, "the failure")
+        (_, message), = env.sink.failed
+        assert "ran out of memory" in message and "memory limit of 128 MiB" in message
+        assert "OOMKilled" in message
+
+
+class SlowStartRuntime(MemoryRuntime):
+    """Container creation blocks until the test lets it finish (a slow Docker)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.starting = 0
+
+    async def start(self, spec: ContainerSpec) -> str:
+        self.starting += 1
+        await self.gate.wait()
+        return await super().start(spec)
+
+
+async def test_a_pod_deleted_while_its_container_is_created_leaves_no_container(
+        tmp_path: Path) -> None:
+    env = Env(tmp_path)
+    env.runtime = runtime = SlowStartRuntime()
+    env.new_controller()
+    async with running_env(tmp_path, env=env):
+        await put_rs(env.store, "f", 2)
+        await env.until(lambda: runtime.starting == 2, "two containers being created")
+        await env.store.delete(objects.replicaset_key("f"))
+        await env.until(lambda: not env.kubelet.pods and not env.controller.pods,
+                        "the pods deleted")
+        runtime.gate.set()  # Docker answers only now, with two containers
+        await env.until(lambda: not env.runtime.containers, "the late containers removed")
+        await env.settle()
+        assert env.sink.ready == {} and await env.pods() == []
+        assert list((tmp_path / "pods").iterdir()) == []
+
+
+async def test_a_retired_pod_is_replaced_without_backoff(tmp_path: Path) -> None:
+    async with running_env(tmp_path) as env:
+        await put_rs(env.store, "f", 1)
+        await env.until(lambda: len(env.sink.ready) == 1)
+        (pod,) = env.running()
+        env.kubelet.retire("f", pod, "a request outlived timeoutSeconds")
+        await env.until(lambda: pod not in env.running() and len(env.running()) == 1,
+                        "the retired pod replaced")
+        assert env.sink.failed == [] and env.kubelet.crash_count("f") == 0
+        assert pod in env.sink.drained

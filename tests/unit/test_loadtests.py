@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from loadtests import report as r
-from loadtests.__main__ import SCENARIOS, locust_command, split_argv
+from loadtests.__main__ import OPTIONAL, SCENARIOS, locust_command, split_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -208,7 +208,7 @@ def test_split_argv_and_locust_command() -> None:
 
 
 def test_every_scenario_has_a_locustfile() -> None:
-    for name in SCENARIOS:
+    for name in SCENARIOS + OPTIONAL:
         assert (ROOT / "loadtests" / f"{name}.py").is_file()
 
 
@@ -220,8 +220,7 @@ def test_runner_never_imports_locust() -> None:
 
 
 def test_plot_renders_a_png(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
-    from loadtests.plot import render
+    from loadtests.plot import render  # matplotlib: the unit env installs the load extra
 
     rep = r.Report("scale_up", function="lt-x", duration_s=3.0)
     rep.records = [rec(0.1 * i, 200 + i, i != 7) for i in range(25)]
@@ -233,4 +232,9 @@ def test_plot_renders_a_png(tmp_path: Path) -> None:
     data["figures"] = {"expected_replicas": 3, "headline": "h",
                        "deadline": {"from": 0.0, "to": 2.0, "label": "d"}}
     out = render(data, tmp_path / "x.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # several functions (imagepipe_load): one ready line each, [t, ready, desired] rows
+    data["figures"]["replicas_by_function"] = {"a": [[0.0, 1, 1], [1.0, 5, 5]],
+                                               "b": [[0.0, 1, 1]]}
+    out = render(data, tmp_path / "y.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

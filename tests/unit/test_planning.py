@@ -55,3 +55,19 @@ def test_plan_is_idempotent_once_applied() -> None:
     after = [q for q in pods if q.name not in p.remove]
     after += [pod(f"x{i}") for i in range(p.create)]
     assert plan(1, "new", after).empty
+
+
+def test_failed_pods_go_along_with_a_scale_down() -> None:
+    # Both removals in one plan: the scale-down must add to the failed pods, not replace them.
+    pods = [pod("f", phase=FAILED, ready=False), pod("a", created=1), pod("b", created=2)]
+    p = plan(1, "new", pods)
+    assert p.create == 0
+    assert set(p.remove) == {"f", "b"}
+
+
+def test_failed_old_pod_goes_during_a_rollout() -> None:
+    pods = [pod("f", "old", phase=FAILED, ready=False), pod("o", "old"), pod("n", ready=False,
+                                                                          phase=PENDING)]
+    p = plan(1, "new", pods)
+    assert p.create == 0
+    assert set(p.remove) == {"f"}  # the healthy old pod covers the one not ready yet

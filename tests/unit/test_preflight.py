@@ -5,8 +5,10 @@ directory; the Docker checks use a fake ``docker.from_env`` so no engine is need
 from __future__ import annotations
 
 import os
+import shutil
 import socket
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +63,18 @@ def test_port_taken_on_all_interfaces_counts_as_taken() -> None:
             check_port_free("127.0.0.1", port, "etcd", "--etcd-port")
 
 
+def listen_again(port: int) -> None:
+    """What the server does after the check: it must be able to listen on the port."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(1)
+
+
 def test_free_port_passes() -> None:
-    check_port_free("127.0.0.1", free_port(), "the API", "--port")
+    port = free_port()
+    assert check_port_free("127.0.0.1", port, "the API", "--port") is None
+    listen_again(port)  # the check let go of the port it probed
 
 
 def test_port_in_time_wait_counts_as_free() -> None:
@@ -77,7 +89,8 @@ def test_port_in_time_wait_counts_as_free() -> None:
         conn, _ = server.accept()
         conn.close()  # the server side closes first, so it holds the TIME_WAIT
         client.close()
-    check_port_free("127.0.0.1", port, "the API", "--port")
+    assert check_port_free("127.0.0.1", port, "the API", "--port") is None
+    listen_again(port)
 
 
 def test_state_dir_is_created_and_left_clean(tmp_path: Path) -> None:
@@ -94,12 +107,51 @@ def test_state_dir_that_is_a_file(tmp_path: Path) -> None:
         check_state_dir(path)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
-def test_state_dir_not_writable(tmp_path: Path) -> None:
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
-    with pytest.raises(PreflightError, match=r"not writable.*--state-dir"):
-        check_state_dir(locked)
+def as_user(uid: int, check: Callable[[], None]) -> str:
+    """Run ``check`` in a forked child with ``uid`` (root may drop to any user); the
+    PreflightError message it raised, or "passed"."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        os.close(read)
+        try:
+            os.setgid(uid)
+            os.setuid(uid)
+            try:
+                check()
+                out = "passed"
+            except PreflightError as exc:
+                out = str(exc)
+        except BaseException as exc:  # report anything else to the parent
+            out = f"unexpected {exc!r}"
+        os.write(write, out.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        out = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return out
+
+
+def test_state_dir_not_writable() -> None:
+    # Root writes anywhere, and CI runs as root: there the check runs in a child that
+    # dropped to an unprivileged uid, on a directory that uid can reach but not write.
+    base = Path(tempfile.mkdtemp(prefix="allinone-preflight-"))
+    try:
+        base.chmod(0o755)
+        locked = base / "locked"
+        locked.mkdir(mode=0o555)
+        if os.geteuid() == 0:
+            message = as_user(65534, lambda: check_state_dir(locked))
+        else:
+            with pytest.raises(PreflightError) as info:
+                check_state_dir(locked)
+            message = str(info.value)
+        assert message.startswith(f"the state directory {locked} is not writable ("), message
+        assert message.endswith("pass another --state-dir (or set ALLINONE_STATE_DIR)")
+        assert list(locked.iterdir()) == []  # the probe file left nothing behind
+    finally:
+        shutil.rmtree(base)
 
 
 class FakeImages:
@@ -136,10 +188,17 @@ def test_missing_base_image_says_run_setup(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_present_base_image_passes(monkeypatch: pytest.MonkeyPatch) -> None:
-    client = FakeClient(present={"img:1"})
-    monkeypatch.setattr(docker, "from_env", lambda **_: client)
-    check_base_image("img:1")
-    check_docker()
+    clients: list[FakeClient] = []
+
+    def from_env(**kw: Any) -> FakeClient:
+        assert kw == {"timeout": 5.0}  # a hung daemon fails the check in seconds
+        clients.append(FakeClient(present={"img:1"}))
+        return clients[-1]
+
+    monkeypatch.setattr(docker, "from_env", from_env)
+    assert check_base_image("img:1") is None
+    assert check_docker() is None
+    assert [c.closed for c in clients] == [True, True]  # no client left open
 
 
 def test_docker_not_answering(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -115,7 +116,8 @@ def funcdir(tmp_path: Path) -> Path:
 def start(funcdir: Path, tmp_path: Path) -> Iterator[Any]:
     procs: list[subprocess.Popen[bytes]] = []
 
-    def launch(handler: str, *, wait: bool = True, tcp: bool = False) -> Shim:
+    def launch(handler: str, *, wait: bool = True, tcp: bool = False,
+               extra_env: dict[str, str] | None = None) -> Shim:
         n = len(procs)
         out, err = tmp_path / f"stdout{n}", tmp_path / f"stderr{n}"
         port, path = (free_port(), "") if tcp else (0, str(tmp_path / f"pod{n}.sock"))
@@ -127,6 +129,7 @@ def start(funcdir: Path, tmp_path: Path) -> Iterator[Any]:
             "PYTHONPATH": str(funcdir),
             "PYTHONUNBUFFERED": "1",
             "PYTHONDONTWRITEBYTECODE": "1",
+            **(extra_env or {}),
         }
         with open(out, "wb") as fo, open(err, "wb") as fe:
             proc = subprocess.Popen([sys.executable, str(SHIM)], env=env, cwd=funcdir,
@@ -331,6 +334,29 @@ def test_slow_requests_overlap(start: Any) -> None:
     assert results == [(200, {"slept_ms": 600})] * 3
     # Serially this would take 1.8 s; overlapped, a little over 0.6 s.
     assert elapsed < 1.5
+
+
+def test_connections_over_the_limit_wait_in_the_backlog(start: Any) -> None:
+    shim = start("add.run", extra_env={"ALLINONE_MAX_CONNECTIONS": "2"})
+    held = [shim.conn(), shim.conn()]
+    try:
+        for c in held:  # both are served, and keep their threads (keep-alive)
+            c.request("POST", "/", json.dumps({"x": 1, "y": 1}),
+                      {"Content-Type": "application/json"})
+            assert c.getresponse().read() == b"2"
+        third = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        third.connect(shim.path)  # the backlog takes it; no thread serves it yet
+        third.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 13\r\n\r\n"
+                      b'{"x":2,"y":3}')
+        readable, _, _ = select.select([third], [], [], 0.3)
+        assert readable == []
+        held.pop().close()  # a thread ends: the waiting connection is accepted
+        third.settimeout(10)
+        assert third.recv(4096).endswith(b"\r\n\r\n5")
+        third.close()
+    finally:
+        for c in held:
+            c.close()
 
 
 def test_broken_module_exits_nonzero_with_traceback(start: Any) -> None:

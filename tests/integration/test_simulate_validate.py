@@ -1,0 +1,75 @@
+"""The simulator against the real platform: calibrate, then --validate a 2-minute trace.
+
+The agreement bounds are the issue's: cold starts and peak pods within 10 %, p50 latency
+within 20 %, on the trace's totals. They are not loosened when the machine is slow: the
+model is calibrated on this machine first, so a miss is a finding about the simulator.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from allinone.cli import main as allinone
+from allinone.simulator.trace import Trace
+from allinone.testing import ServerProcess, wait_for
+
+# Not in the integration run that CI makes (tox -e integration deselects `validation`):
+# it takes minutes, and its agreement is a measured finding about the simulator (met in
+# 1 of 3 runs so far: cold starts under-predicted by 13-16 %), not yet a promise. Run it
+# with `tox -e validation`.
+pytestmark = [pytest.mark.integration, pytest.mark.validation]
+
+SPEC = {"scaling": {"containerConcurrency": 1, "maxScale": 4, "stableWindowSeconds": 6,
+                    "scaleToZeroGracePeriodSeconds": 2}}
+
+
+@pytest.fixture(scope="module")
+def server2s(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    # The production tick (2 s), which the simulation uses too.
+    srv = ServerProcess(Path(tmp_path_factory.mktemp("allinone-sim")), tick=2.0)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        srv.cleanup_containers()
+
+
+def two_minute_trace() -> Trace:
+    rows: list[tuple[str, float, float]] = []
+    for start in (0.0, 60.0):  # val-a: 2 rps for 20 s, then 40 s of silence, twice
+        rows += [("val-a", start + 0.5 * k, 0.1) for k in range(40)]
+    for at in (5.0, 50.0, 95.0):  # val-b: 10 at once at zero, three times
+        rows += [("val-b", at, 0.3)] * 10
+    return Trace.from_rows(rows)
+
+
+def test_validate_agrees_with_the_real_platform(server2s: ServerProcess, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    token = server2s.token()
+    model = tmp_path / "model.json"
+    assert allinone(["simulate", "calibrate", "--server", server2s.url, "--token", token,
+                     "--trials", "3", "-o", str(model)]) == 0
+    calibrated = json.loads(model.read_text())
+    assert calibrated["measured"]["trials"] == 3
+    trace = tmp_path / "trace.csv"
+    two_minute_trace().write_csv(trace)
+    out = tmp_path / "validation"
+    code = allinone(["simulate", "--validate", str(trace), "--spec", json.dumps(SPEC),
+                     "--runtime-model", str(model), "--server", server2s.url,
+                     "--token", token, "-o", str(out)])
+    printed = capsys.readouterr().out
+    print(printed)  # the table, for the issue note (-s)
+    assert code == 0
+    data = json.loads((out / "validation.json").read_text())
+    total = next(r for r in data["rows"] if r["function"] == "total")
+    assert total["real"]["failed"] == 0
+    err = total["relative_error"]
+    assert err["cold_starts"] <= 0.10, total
+    assert err["peak_pods"] <= 0.10, total
+    assert err["p50"] <= 0.20, total
+    wait_for(lambda: server2s.containers() == [], 60, "the validation's pods to go")

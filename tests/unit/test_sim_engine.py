@@ -1,0 +1,153 @@
+"""The simulator's event loop: known answers, and the dormancy shortcut is exact."""
+
+from __future__ import annotations
+
+import pytest
+
+from allinone.objects import ValidationError
+from allinone.simulator import report
+from allinone.simulator.engine import OK, REJECTED, TIMED_OUT, SimSpec, Simulation
+from allinone.simulator.generate import Shape, generate
+from allinone.simulator.model import RuntimeModel
+from allinone.simulator.trace import Trace
+
+# Round numbers, so every expected time below can be computed by hand.
+MODEL = RuntimeModel(pod_start_ms=100, unpause_ms=10, parallel_starts=1,
+                     activator_overhead_ms=0, poke_delay_ms=1, sync_delay_ms=2)
+
+
+def spec(**scaling: object) -> SimSpec:
+    return SimSpec.from_user({"scaling": scaling})
+
+
+def test_one_request_every_10_s_with_30_s_grace_is_cold_once() -> None:
+    trace = Trace.from_rows([("f", 10.0 * k, 0.05) for k in range(100)])
+    [r] = Simulation(trace, spec(scaleToZeroGracePeriodSeconds=30), MODEL).run()
+    assert list(r.cold) == [1] + [0] * 99
+    assert r.pods_started == 1 and r.peak_pods == 1
+    # the first waits for poke (1 ms) + plan (2 ms) + pod start (100 ms), then 50 ms
+    assert r.latency[0] == pytest.approx(0.153)
+    assert list(r.queued[1:]) == [0.0] * 99
+    assert all(la == pytest.approx(0.05) for la in r.latency[1:])
+
+
+def test_requests_far_apart_are_all_cold() -> None:
+    trace = Trace.from_rows([("f", 400.0 * k, 0.05) for k in range(5)])
+    [r] = Simulation(trace, spec(scaleToZeroGracePeriodSeconds=30), MODEL).run()
+    assert list(r.cold) == [1] * 5
+    assert r.pods_started == 5
+
+
+def test_burst_of_100_at_zero_cc1_max10_queues_as_computed() -> None:
+    service = 1.0
+    trace = Trace.from_rows([("f", 5.0, service)] * 100)
+    sim = Simulation(trace, spec(containerConcurrency=1, maxScale=10), MODEL)
+    [r] = sim.run()
+    assert sum(r.cold) == 100
+    assert r.peak_pods == 10 and r.pods_started == 10
+    assert r.desired_series[0] == (pytest.approx(5.001), 10)  # held 100 -> panic, capped
+    # Pods start one after another: pod k (1..10) is Ready at 5 + 0.001 + 0.002 + 0.1 k.
+    ready = [0.003 + 0.1 * k for k in range(1, 11)]
+    assert [t - 5.0 for t, _ in r.ready_series] == pytest.approx(ready)
+    # FIFO: each request takes the earliest free slot; pod k serves its m-th request
+    # from ready_k + m x 1 s, so the 100 slots are m = 0..9 on each of the 10 pods.
+    starts = sorted(rk + m * service for rk in ready for m in range(10))
+    assert list(r.queued) == pytest.approx(starts)
+    assert list(r.latency) == pytest.approx([s + service for s in starts])
+    assert set(r.status) == {OK}
+
+
+def test_container_concurrency_holds_the_excess() -> None:
+    # One warm pod (minScale 1), cc 2: three simultaneous requests -> the third waits
+    # for the first slot to free (FIFO), 0.5 s later.
+    trace = Trace.from_rows([("f", 10.0, 0.5)] * 3)
+    [r] = Simulation(trace, spec(containerConcurrency=2, minScale=1, maxScale=1),
+                     MODEL).run()
+    assert list(r.cold) == [0, 0, 0]
+    assert list(r.queued) == pytest.approx([0.0, 0.0, 0.5])
+    assert list(r.latency) == pytest.approx([0.5, 0.5, 1.0])
+
+
+def test_queue_limit_and_timeout() -> None:
+    trace = Trace.from_rows([("f", 1.0, 100.0)] * 4)
+    s = SimSpec.from_user({"scaling": {"containerConcurrency": 1, "maxScale": 1},
+                           "timeoutSeconds": 5})
+    [r] = Simulation(trace, s, MODEL, queue_limit=2).run()
+    # At zero every request waits: 2 fit the queue, the 3rd and 4th are refused at once;
+    # the 1st runs once the pod is Ready, the 2nd never gets the one slot within 5 s.
+    assert list(r.status) == [OK, TIMED_OUT, REJECTED, REJECTED]
+    assert r.latency[1] == pytest.approx(5.0)
+
+
+def test_paused_retention_resumes_instead_of_starting() -> None:
+    trace = Trace.from_rows([("f", 0.0, 0.05), ("f", 300.0, 0.05)])
+    keep = SimSpec.from_user({"scaling": {"scaleToZeroGracePeriodSeconds": 30},
+                              "keepPausedSeconds": 600})
+    [r] = Simulation(trace, keep, MODEL).run()
+    assert r.pods_started == 1 and r.pods_resumed == 1
+    assert r.latency[1] == pytest.approx(0.001 + 0.002 + 0.010 + 0.05)
+    [r0] = Simulation(trace, spec(scaleToZeroGracePeriodSeconds=30), MODEL).run()
+    assert r0.pods_started == 2 and r0.pods_resumed == 0
+
+
+def test_parallel_starts_overlap() -> None:
+    trace = Trace.from_rows([("f", 5.0, 1.0)] * 40)
+    model = RuntimeModel(pod_start_ms=100, parallel_starts=4, poke_delay_ms=1,
+                         sync_delay_ms=2, activator_overhead_ms=0)
+    [r] = Simulation(trace, spec(containerConcurrency=1, maxScale=8, target=1), model).run()
+    assert [round(t - 5.0, 6) for t, _ in r.ready_series[:8]] == [0.103] * 4 + [0.203] * 4
+
+
+def mixed_trace() -> Trace:
+    return generate({
+        "rare": Shape("rare", per_day=2000, duration_ms=30, sigma=0.5),
+        "bursty": Shape("bursty", rate=4, on=40, off=200, duration_ms=120, sigma=0.5),
+        "spiky": Shape("spiky", rate=0.05, spike_every=300, spike_size=60, duration_ms=80),
+    }, 1800, seed=11)
+
+
+def test_dormancy_shortcut_gives_the_same_results_as_ticking_everything() -> None:
+    trace = mixed_trace()
+    s = spec(containerConcurrency=2)
+    fast_sim = Simulation(trace, s, MODEL, seed=4)
+    fast = fast_sim.run()
+    exact_sim = Simulation(trace, s, MODEL, seed=4, exact_ticks=True)
+    exact = exact_sim.run()
+    assert fast_sim.stats.ticks < exact_sim.stats.ticks  # it did skip work
+    assert fast_sim.stats.catch_ups > 0
+    for a, b in zip(fast, exact, strict=True):
+        assert list(a.latency) == list(b.latency)
+        assert list(a.cold) == list(b.cold)
+        assert a.desired_series == b.desired_series
+        assert a.ready_series == b.ready_series
+        assert a.pod_seconds == pytest.approx(b.pod_seconds)
+        assert a.panic_seconds == pytest.approx(b.panic_seconds)
+
+
+def test_same_seed_same_run() -> None:
+    trace = mixed_trace()
+    runs = [report.summary(Simulation(trace, spec(), MODEL, seed=9).run(), {})
+            for _ in range(2)]
+    assert runs[0] == runs[1]
+
+
+def test_summary_figures() -> None:
+    trace = Trace.from_rows([("f", 10.0 * k, 0.05) for k in range(10)] + [("g", 3.0, 0.2)])
+    data = report.summary(Simulation(trace, spec(), MODEL).run(), {"x": 1})
+    f = data["functions"]["f"]
+    assert f["invocations"] == 10 and f["cold_starts"] == 1
+    assert f["latency_ms"]["p50"] == pytest.approx(50.0)
+    assert f["latency_ms"]["max"] == pytest.approx(153.0)
+    assert f["queueing_ms"]["max"] == pytest.approx(103.0)
+    assert f["peak_pods"] == 1
+    assert data["total"]["invocations"] == 11 and data["total"]["cold_starts"] == 2
+    assert data["total"]["peak_pods"] == 2
+    table = report.comparison_table([("a", data["total"])])
+    assert "cold starts" in table and "pod-seconds" in table
+
+
+def test_spec_is_validated_like_the_api() -> None:
+    with pytest.raises(ValidationError, match="maxScale"):
+        SimSpec.from_user({"scaling": {"maxScale": 0}})
+    with pytest.raises(ValidationError, match="keepPausedSeconds"):
+        SimSpec.from_user({"keepPausedSeconds": -1})
