@@ -53,7 +53,7 @@ def test_served_contract_is_the_committed_one(guarded: ServerProcess) -> None:
     assert served == committed
 
 
-def test_schemathesis_finds_nothing(guarded: ServerProcess) -> None:
+def test_schemathesis_finds_nothing(guarded: ServerProcess, tmp_path: Path) -> None:
     REPORTS.mkdir(exist_ok=True)
     st = Path(sys.executable).with_name("st")
     seed = os.environ.get("ALLINONE_FUZZ_SEED", "1")
@@ -62,7 +62,8 @@ def test_schemathesis_finds_nothing(guarded: ServerProcess) -> None:
            "--seed", seed, "--workers", "1", "--request-timeout", "30",
            "--header", f"Authorization: Bearer {guarded.token()}",
            "--report", "junit", "--report-junit-path", str(REPORTS / "schemathesis.xml")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240,
+    # cwd: schemathesis keeps a cache (.schemathesis/) where it runs
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path,
                           env={**os.environ, "NO_COLOR": "1"})
     out = proc.stdout + proc.stderr
     (REPORTS / "schemathesis.txt").write_text(out)
