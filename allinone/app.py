@@ -47,8 +47,10 @@ from sanic.exceptions import SanicException
 
 from allinone import objects
 from allinone.activator.activator import Activator
+from allinone.apiserver import openapi
 from allinone.apiserver.auth import protect
 from allinone.apiserver.routes import ApiDeps, ApiError, error_response, make_blueprint
+from allinone.apiserver.status import make_status_blueprint
 from allinone.apiserver.triggers import make_trigger_blueprint
 from allinone.apiserver.workflows import make_workflows_blueprint
 from allinone.autoscaler.loop import Autoscaler
@@ -68,6 +70,8 @@ from allinone.store import StoreError, Unavailable
 from allinone.store.etcd import EtcdStore
 from allinone.triggers.invoker import EngineWorkflows, Targets
 from allinone.triggers.runner import TriggerManager
+from allinone.ui import Dashboard, make_ui_blueprint
+from allinone.usage import ComponentCollector, PodUsage, docker_pid
 from allinone.workflows.runner import WorkflowRunner
 
 log = logging.getLogger("allinone")
@@ -92,7 +96,10 @@ def _on_error(request: Request, exc: Exception) -> HTTPResponse:
                        "requirements.txt)")
         elif status == 404:
             message = f"no route {request.method} {request.path}; see the API in the README"
-        return error_response(status, _CODES.get(status, "Error"), message)
+        resp = error_response(status, _CODES.get(status, "Error"), message)
+        if status == 405:  # RFC 9110: a 405 names the methods the resource has
+            resp.headers["Allow"] = exc.headers.get("Allow") or _allowed(request)
+        return resp
     if isinstance(exc, Unavailable):
         return error_response(503, "StoreUnavailable",
                               "etcd does not answer; the server retries, try again shortly")
@@ -101,6 +108,18 @@ def _on_error(request: Request, exc: Exception) -> HTTPResponse:
     log.error("unhandled error on %s %s:\n%s", request.method, request.path,
               "".join(traceback.format_exception(exc)))
     return error_response(500, "InternalError", "the server failed; details are in its log")
+
+
+def _allowed(request: Request) -> str:
+    """The methods routed for this path (Sanic leaves Allow empty on dynamic paths)."""
+    found = []
+    for method in ("GET", "POST", "PUT", "DELETE", "PATCH"):
+        try:
+            request.app.router.get(request.path, method, None)
+        except SanicException:
+            continue
+        found.append(method)
+    return ", ".join(found)
 
 
 def build_app(settings: Settings, name: str = "allinone", *,
@@ -117,6 +136,9 @@ def build_app(settings: Settings, name: str = "allinone", *,
     app.blueprint(make_blueprint())
     app.blueprint(make_trigger_blueprint())
     app.blueprint(make_workflows_blueprint())
+    app.blueprint(make_status_blueprint())
+    app.blueprint(make_ui_blueprint())
+    openapi.register(app)
     app.error_handler.add(Exception, _on_error)
 
     @app.before_server_start
@@ -149,6 +171,14 @@ def build_app(settings: Settings, name: str = "allinone", *,
         app.ctx.workflows = WorkflowRunner(store, activator, clock, metrics)
         triggers = TriggerManager(
             store, clock, Targets(activator, EngineWorkflows(app.ctx.workflows)), metrics)
+        metrics.registry.register(ComponentCollector())
+        pod_usage = PodUsage(
+            lambda: {r.name: (r.function, r.container_id) for r in kubelet.pods.values()
+                     if r.phase == "Running" and r.container_id},
+            docker_pid(runtime._client))
+        metrics.registry.register(pod_usage.collector())
+        app.ctx.dashboard = Dashboard(functions, metrics, autoscaler.status,
+                                      activator.ready_pods, clock)
         app.ctx.store = store
         app.ctx.activator = activator
         app.ctx.builder = builder
@@ -158,7 +188,8 @@ def build_app(settings: Settings, name: str = "allinone", *,
             "functions-informer": functions.run(), "replicasets-informer": replicasets.run(),
             "replicaset-controller": controller.run(), "build-reconciler": reconciler.run(),
             "autoscaler": autoscaler.run(), "workflow-runner": app.ctx.workflows.run(),
-            "trigger-manager": triggers.run(),
+            "trigger-manager": triggers.run(), "dashboard": app.ctx.dashboard.run(),
+            "pod-usage": pod_usage.run(clock.wall),
         }
         if supervisor is not None:
             loops["supervisor"] = supervisor.run()
@@ -171,7 +202,8 @@ def build_app(settings: Settings, name: str = "allinone", *,
         app.ctx.deps = ApiDeps(
             settings=settings, store=store, sources=sources, functions=functions,
             activator=activator, metrics=metrics, autoscaler_status=autoscaler.status,
-            live_logs=kubelet.live_logs, budget=budget, readiness=readiness.check)
+            live_logs=kubelet.live_logs, budget=budget, readiness=readiness.check,
+            pod_usage=pod_usage.usage)
 
     @app.after_server_start
     async def start_loops(app: Sanic[Any, Any]) -> None:

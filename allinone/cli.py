@@ -30,6 +30,7 @@ from allinone.client import (
     token_for,
 )
 from allinone.config import DEFAULT_BASE_IMAGE, DEFAULT_STATE_DIR, Settings
+from allinone.ui import commands as ui_commands
 
 
 class CliError(Exception):
@@ -190,6 +191,10 @@ def cmd_get(client: Client, args: argparse.Namespace) -> int:
     ]
     for k, v in lines:
         print(f"{k + ':':<13}{v}")
+    pods = client.json("GET", "/api/v1/namespaces/serverless/pods?function="
+                       + urllib.parse.quote(args.name))["items"]
+    if pods:
+        print("\n" + ui_commands.render_pods(pods, time.time()))
     return 0
 
 
@@ -498,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
 
     add_trigger_parser(sub)
+    ui_commands.add_parsers(sub)
     from allinone import cli_workflows
 
     cli_workflows.add_parser(sub)
@@ -545,6 +551,9 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_logs(client, args)
         if args.command == "trigger":
             return cmd_trigger(client, args)
+        if args.command in ("status", "ui"):
+            return {"status": ui_commands.cmd_status, "ui": ui_commands.cmd_ui}[args.command](
+                client, args)
         if args.command == "workflow":
             from allinone import cli_workflows
 

@@ -51,8 +51,10 @@ from allinone.config import DEFAULT_BASE_IMAGE, PULLABLE_BASE_IMAGE
 Log = Callable[[str], None]
 
 # graphviz: `allinone workflow graph` lays out state machines with its `dot`.
+# chromium: the dashboard's browser tests (tests/ui) drive Debian's build through
+# Playwright, so no browser is downloaded.
 REQUIRED_PACKAGES: tuple[str, ...] = ("docker.io", "etcd-server", "docker-registry", "debootstrap",
-                                      "graphviz")
+                                      "graphviz", "chromium")
 
 # The commands each package provides; on a machine without apt these are what we look
 # for on PATH instead (the registry is called ``registry`` upstream).
@@ -62,6 +64,7 @@ PACKAGE_COMMANDS: dict[str, tuple[str, ...]] = {
     "docker-registry": ("docker-registry|registry",),
     "debootstrap": ("debootstrap",),
     "graphviz": ("dot",),
+    "chromium": ("chromium|chromium-browser",),
 }
 
 # Services that Debian's packages start on install, and the port each would hold that
@@ -165,7 +168,7 @@ def missing_commands(which: Callable[[str], str | None]) -> list[str]:
     ``a|b`` means either will do."""
     missing = []
     for pkg, commands in PACKAGE_COMMANDS.items():
-        if pkg == "debootstrap":
+        if pkg in ("debootstrap", "chromium"):  # only for the base image / the UI tests
             continue
         for alternatives in commands:
             if not any(which(cmd) for cmd in alternatives.split("|")):

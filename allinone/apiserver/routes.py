@@ -30,6 +30,7 @@ from sanic.response import raw, text
 
 from allinone import objects
 from allinone.activator.activator import Activator
+from allinone.apiserver.openapi import NAME, doc, json_body, query_param
 from allinone.budget import PodBudget
 from allinone.builder.sources import SourceStore
 from allinone.builder.validate import TooLarge, validate_source
@@ -68,6 +69,8 @@ class ApiDeps:
     readiness: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]] | None = None
     # Admission limits (pod memory budget, pods per function); None: no limits.
     budget: PodBudget | None = None
+    # pod name -> its last CPU/memory sample (allinone/usage.py), shown as status.usage
+    pod_usage: Callable[[str], dict[str, Any] | None] | None = None
 
 
 def _source_from(request: Request) -> tuple[str, bytes] | None:
@@ -102,6 +105,24 @@ async def _validated(deps: ApiDeps, filename: str, data: bytes, handler: str) ->
     except ValidationError as exc:
         raise ApiError(400, "BadSource", str(exc)) from exc
     return {"filename": v.filename, "sha256": v.sha256, "size": v.size}
+
+
+# The request bodies of the routes below (their contract, allinone/apiserver/openapi.py).
+_SOURCE_FORM = {
+    "name": {**NAME, "description": "the function's name (DNS-1123 label)"},
+    "source": {"type": "string", "format": "binary", "description": "a .py file or a .zip"},
+    "spec": {"type": "string", "description": "the spec as JSON text (optional)"},
+}
+FUNCTION_UPLOAD = {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["name", "source"], "properties": _SOURCE_FORM}}}}
+FUNCTION_UPDATE = {"required": True, "content": {
+    "multipart/form-data": {"schema": {
+        "type": "object", "anyOf": [{"required": ["source"]}, {"required": ["spec"]}],
+        "properties": {k: v for k, v in _SOURCE_FORM.items() if k != "name"}}},
+    "application/json": {"schema": {"type": "object", "required": ["spec"],
+                                    "properties": {"spec": {
+                                        "$ref": "#/components/schemas/FunctionSpecInput"}}}}}}
+INVOKE_BODY = json_body({"type": "object", "description": "the handler's keyword arguments"})
 
 
 def deps_of(request: Request) -> ApiDeps:
@@ -149,6 +170,10 @@ def make_blueprint() -> Blueprint:
                    if f["metadata"]["name"] != except_name)
 
     @bp.post("/api/v1/functions")
+    @doc("deploy a function: upload its source, build it, serve it", tag="functions",
+         body=FUNCTION_UPLOAD, responses={
+             201: ("created; building", "Function"), 400: ("bad name, spec or source", None),
+             409: ("a function of that name exists", None), 413: ("source too large", None)})
     async def create_function(request: Request) -> HTTPResponse:
         deps = deps_of(request)
         store = deps.store
@@ -192,6 +217,7 @@ def make_blueprint() -> Blueprint:
         return json_response(await view(deps, created), status=201)
 
     @bp.get("/api/v1/functions")
+    @doc("list functions", tag="functions", responses={200: ("all functions", "FunctionList")})
     async def list_functions(request: Request) -> HTTPResponse:
         deps = deps_of(request)
         store = deps.store
@@ -199,11 +225,18 @@ def make_blueprint() -> Blueprint:
         return json_response({"items": [await listed(deps, f) for f in items]})
 
     @bp.get("/api/v1/functions/<name>")
+    @doc("read a function", tag="functions",
+         responses={200: ("the function", "Function"), 404: ("no such function", None)})
     async def read_function(request: Request, name: str) -> HTTPResponse:
         deps = deps_of(request)
         return json_response(await listed(deps, await get_function(deps, name)))
 
     @bp.put("/api/v1/functions/<name>")
+    @doc("update a function's source and/or spec (a new generation, rolled out)",
+         tag="functions", body=FUNCTION_UPDATE, responses={
+             200: ("updated (or unchanged)", "Function"), 400: ("bad spec or source", None),
+             404: ("no such function", None), 409: ("kept changing; retry", None),
+             413: ("source too large", None)})
     async def update_function(request: Request, name: str) -> HTTPResponse:
         deps = deps_of(request)
         store = deps.store
@@ -256,6 +289,8 @@ def make_blueprint() -> Blueprint:
         raise ApiError(409, "Conflict", f"function {name!r} kept changing; retry the update")
 
     @bp.delete("/api/v1/functions/<name>")
+    @doc("delete a function, its ReplicaSet, pods and image tag", tag="functions",
+         responses={200: ("deleted", "FunctionDeleted"), 404: ("no such function", None)})
     async def delete_function(request: Request, name: str) -> HTTPResponse:
         deps = deps_of(request)
         store = deps.store
@@ -269,6 +304,9 @@ def make_blueprint() -> Blueprint:
         return json_response({"deleted": name, "function": fn})
 
     @bp.get("/api/v1/functions/<name>/logs")
+    @doc("what the function printed (saved logs, then its live pods')", tag="functions",
+         responses={200: ("the log text", {"text/plain": {"type": "string"}}),
+                    404: ("no such function", None)})
     async def function_logs(request: Request, name: str) -> HTTPResponse:
         deps = deps_of(request)
         await get_function(deps, name)
@@ -279,6 +317,8 @@ def make_blueprint() -> Blueprint:
         return text(saved + await deps.live_logs(name))
 
     @bp.get("/api/v1/namespaces/serverless/replicasets")
+    @doc("list ReplicaSets", tag="replicasets",
+         responses={200: ("all ReplicaSets", "ReplicaSetList")})
     async def list_replicasets(request: Request) -> HTTPResponse:
         deps = deps_of(request)
         store = deps.store
@@ -286,6 +326,8 @@ def make_blueprint() -> Blueprint:
         return json_response({"items": items})
 
     @bp.get("/api/v1/namespaces/serverless/replicasets/<name>")
+    @doc("read a ReplicaSet", tag="replicasets",
+         responses={200: ("the ReplicaSet", "ReplicaSet"), 404: ("no such ReplicaSet", None)})
     async def read_replicaset(request: Request, name: str) -> HTTPResponse:
         deps = deps_of(request)
         store = deps.store
@@ -295,6 +337,9 @@ def make_blueprint() -> Blueprint:
             raise ApiError(404, "NotFound", f"no ReplicaSet named {name!r}") from None
 
     @bp.get("/api/v1/namespaces/serverless/pods")
+    @doc("list pods", tag="pods", query=[query_param(
+             "function", {"type": "string"}, "only this function's pods")],
+         responses={200: ("the pods", "PodList")})
     async def list_pods(request: Request) -> HTTPResponse:
         deps = deps_of(request)
         store = deps.store
@@ -302,9 +347,20 @@ def make_blueprint() -> Blueprint:
         function = request.args.get("function")
         if function:
             items = [p for p in items if p["spec"].get("function") == function]
+        if deps.pod_usage is not None:
+            for p in items:
+                usage = deps.pod_usage(p["metadata"]["name"])
+                if usage is not None:
+                    p.setdefault("status", {})["usage"] = usage
         return json_response({"items": items})
 
     @bp.post("/function/<name>")
+    @doc("invoke a function: the JSON object body is passed as keyword arguments",
+         tag="invocation", body=INVOKE_BODY, responses={
+             200: ("the function's return value", "AnyJson"),
+             400: ("the body is not a JSON object, or the arguments do not fit", None),
+             404: ("no such function", None), 500: ("the function raised", None),
+             503: ("not ready, or overloaded", None), 504: ("timed out", None)})
     async def invoke(request: Request, name: str) -> HTTPResponse:
         deps = deps_of(request)
         body = request.body or b"{}"
@@ -312,10 +368,13 @@ def make_blueprint() -> Blueprint:
         return raw(result.body, status=result.status, content_type="application/json")
 
     @bp.get("/healthz")
+    @doc("liveness", tag="meta", responses={200: ("alive", "Health")})
     async def healthz(request: Request) -> HTTPResponse:
         return json_response({"status": "ok"})
 
     @bp.get("/readyz")
+    @doc("readiness: every component and loop, with what is wrong", tag="meta",
+         responses={200: ("ready", "Readiness"), 503: ("not ready", "Readiness")})
     async def readyz(request: Request) -> HTTPResponse:
         deps = deps_of(request)
         if deps.readiness is None:
@@ -325,6 +384,8 @@ def make_blueprint() -> Blueprint:
                               "components": components}, status=200 if ready else 503)
 
     @bp.get("/metrics")
+    @doc("Prometheus metrics", tag="meta",
+         responses={200: ("Prometheus text format", {"text/plain": {"type": "string"}})})
     async def metrics(request: Request) -> HTTPResponse:
         deps = deps_of(request)
         return raw(deps.metrics.render(), content_type="text/plain; version=0.0.4")

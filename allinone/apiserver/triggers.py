@@ -22,6 +22,7 @@ from sanic import Blueprint, HTTPResponse, Request
 from sanic.response import json as json_response
 
 from allinone import objects
+from allinone.apiserver.openapi import doc, json_body, query_param
 from allinone.apiserver.routes import ApiError, deps_of
 from allinone.objects import ValidationError
 from allinone.store import AlreadyExists, Conflict, NotFound, Obj
@@ -81,6 +82,10 @@ def make_trigger_blueprint() -> Blueprint:
     bp = Blueprint("triggers")
 
     @bp.post("/api/v1/triggers")
+    @doc("create a trigger (a schedule or a file watch firing a function or workflow)",
+         tag="triggers", body=json_body("TriggerInput"), responses={
+             201: ("created", "Trigger"), 400: ("bad name or spec", None),
+             409: ("a trigger of that name exists", None)})
     async def create_trigger(request: Request) -> HTTPResponse:
         body = _body(request)
         name = body.get("name")
@@ -100,16 +105,23 @@ def make_trigger_blueprint() -> Blueprint:
         return json_response(created, status=201)
 
     @bp.get("/api/v1/triggers")
+    @doc("list triggers", tag="triggers", responses={200: ("all triggers", "TriggerList")})
     async def list_triggers(request: Request) -> HTTPResponse:
         from allinone.triggers.spec import TRIGGERS_PREFIX
         items, _ = await deps_of(request).store.list(TRIGGERS_PREFIX)
         return json_response({"items": items})
 
     @bp.get("/api/v1/triggers/<name>")
+    @doc("read a trigger", tag="triggers",
+         responses={200: ("the trigger", "Trigger"), 404: ("no such trigger", None)})
     async def read_trigger(request: Request, name: str) -> HTTPResponse:
         return json_response(await _get(request, name))
 
     @bp.put("/api/v1/triggers/<name>")
+    @doc("replace a trigger's spec (a new generation)", tag="triggers",
+         body=json_body("TriggerUpdate"), responses={
+             200: ("updated (or unchanged)", "Trigger"), 400: ("bad spec", None),
+             404: ("no such trigger", None), 409: ("kept changing; retry", None)})
     async def update_trigger(request: Request, name: str) -> HTTPResponse:
         body = _body(request)
         if "spec" not in body:
@@ -136,6 +148,8 @@ def make_trigger_blueprint() -> Blueprint:
         raise ApiError(409, "Conflict", f"trigger {name!r} kept changing; retry the update")
 
     @bp.delete("/api/v1/triggers/<name>")
+    @doc("delete a trigger and its delivery records", tag="triggers",
+         responses={200: ("deleted", "TriggerDeleted"), 404: ("no such trigger", None)})
     async def delete_trigger(request: Request, name: str) -> HTTPResponse:
         obj = await _get(request, name)
         try:
@@ -145,6 +159,11 @@ def make_trigger_blueprint() -> Blueprint:
         return json_response({"deleted": name, "trigger": obj})
 
     @bp.get("/api/v1/triggers/<name>/events")
+    @doc("a trigger's latest deliveries, newest first", tag="triggers",
+         query=[query_param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_EVENTS},
+                            "how many (default 20)")],
+         responses={200: ("deliveries", "TriggerEventList"), 400: ("bad limit", None),
+                    404: ("no such trigger", None)})
     async def trigger_events(request: Request, name: str) -> HTTPResponse:
         obj = await _get(request, name)
         raw_limit = request.args.get("limit", "20")

@@ -21,6 +21,7 @@ from sanic import Blueprint, HTTPResponse, Request
 from sanic.response import json as json_response
 
 from allinone import objects
+from allinone.apiserver.openapi import doc, json_body, query_param
 from allinone.apiserver.routes import ApiError, deps_of
 from allinone.objects import ValidationError
 from allinone.store import AlreadyExists, Conflict, NotFound, Obj
@@ -68,6 +69,10 @@ def make_workflows_blueprint() -> Blueprint:
                            "list` shows what is deployed") from None
 
     @bp.post("/api/v1/workflows")
+    @doc("create a workflow (an Amazon States Language state machine over functions)",
+         tag="workflows", body=json_body("WorkflowInput"), responses={
+             201: ("created", "Workflow"), 400: ("bad name or definition", None),
+             409: ("a workflow of that name exists", None), 413: ("definition too large", None)})
     async def create_workflow(request: Request) -> HTTPResponse:
         body = _json_body(request, MAX_DEFINITION, "workflow")
         definition = _definition(body, '{"name": "...", "definition": {...}}')
@@ -85,15 +90,23 @@ def make_workflows_blueprint() -> Blueprint:
         return json_response(created, status=201)
 
     @bp.get("/api/v1/workflows")
+    @doc("list workflows", tag="workflows", responses={200: ("all workflows", "WorkflowList")})
     async def list_workflows(request: Request) -> HTTPResponse:
         items, _ = await deps_of(request).store.list(objects.WORKFLOWS_PREFIX)
         return json_response({"items": items})
 
     @bp.get("/api/v1/workflows/<name>")
+    @doc("read a workflow", tag="workflows",
+         responses={200: ("the workflow", "Workflow"), 404: ("no such workflow", None)})
     async def read_workflow(request: Request, name: str) -> HTTPResponse:
         return json_response(await get_workflow(request, name))
 
     @bp.put("/api/v1/workflows/<name>")
+    @doc("replace a workflow's definition (running executions keep theirs)", tag="workflows",
+         body=json_body("WorkflowUpdate"), responses={
+             200: ("updated (or unchanged)", "Workflow"), 400: ("bad definition", None),
+             404: ("no such workflow", None), 409: ("kept changing; retry", None),
+             413: ("definition too large", None)})
     async def update_workflow(request: Request, name: str) -> HTTPResponse:
         body = _json_body(request, MAX_DEFINITION, "workflow")
         definition = _definition(body, '{"definition": {...}}')
@@ -117,6 +130,8 @@ def make_workflows_blueprint() -> Blueprint:
         raise ApiError(409, "Conflict", f"workflow {name!r} kept changing; retry the update")
 
     @bp.delete("/api/v1/workflows/<name>")
+    @doc("delete a workflow, its executions and their history", tag="workflows",
+         responses={200: ("deleted", "WorkflowDeleted"), 404: ("no such workflow", None)})
     async def delete_workflow(request: Request, name: str) -> HTTPResponse:
         wf = await get_workflow(request, name)
         with contextlib.suppress(NotFound):
@@ -125,6 +140,13 @@ def make_workflows_blueprint() -> Blueprint:
         return json_response({"deleted": name, "workflow": wf})
 
     @bp.post("/workflow/<name>")
+    @doc("start an execution: wait for its outcome, or ?mode=async for 202 at once",
+         tag="invocation", body=json_body({"description": "the execution's input (JSON)"}),
+         query=[query_param("mode", {"type": "string", "enum": ["sync", "async"]},
+                            "sync (default): answer with the outcome; async: 202 at once")],
+         responses={200: ("the execution's outcome (a failed one included)", "ExecutionOutcome"),
+                    202: ("started", "ExecutionStarted"), 400: ("bad input or mode", None),
+                    404: ("no such workflow", None), 413: ("input too large", None)})
     async def start(request: Request, name: str) -> HTTPResponse:
         data = _json_body(request, MAX_PAYLOAD, "execution input")
         data = {} if data is None else data
@@ -142,6 +164,12 @@ def make_workflows_blueprint() -> Blueprint:
         return json_response({k: out[k] for k in keep if k in out})
 
     @bp.get("/api/v1/workflows/<name>/executions")
+    @doc("a workflow's executions, newest first, paged", tag="workflows",
+         query=[query_param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+                            f"page size (default {DEFAULT_PAGE})"),
+                query_param("continue", {"type": "string"}, "the previous page's continue")],
+         responses={200: ("executions", "ExecutionList"), 400: ("bad limit", None),
+                    404: ("no such workflow", None)})
     async def list_executions(request: Request, name: str) -> HTTPResponse:
         await get_workflow(request, name)
         try:
@@ -162,6 +190,9 @@ def make_workflows_blueprint() -> Blueprint:
         return json_response(out)
 
     @bp.get("/api/v1/workflows/<name>/executions/<eid>")
+    @doc("one execution with its history events", tag="workflows",
+         path={"eid": {"type": "string"}},
+         responses={200: ("the execution", "Execution"), 404: ("no such execution", None)})
     async def read_execution(request: Request, name: str, eid: str) -> HTTPResponse:
         try:
             return json_response(await runner_of(request).describe(name, eid))

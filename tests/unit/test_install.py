@@ -81,6 +81,7 @@ def test_missing_packages_keeps_the_required_order() -> None:
         "etcd-server": "deinstall ok config-files",
         # docker-registry: never heard of, so absent from dpkg-query's output
         "debootstrap": "install ok installed",
+        "chromium": "install ok installed",
         "graphviz": "install ok installed",
     }
     assert missing_packages(status) == ["etcd-server", "docker-registry"]

@@ -1,0 +1,141 @@
+"""The dashboard in a real browser (Chromium): it shows what the API says, live.
+
+Each test deploys through the API as a user would with the CLI, then reads the page.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import threading
+from typing import Any
+
+import pytest
+
+from allinone.testing import FIXTURES, ServerProcess, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def cell(page: Any, fn: str, col: str) -> str:
+    text: str = page.locator(f'tr[data-fn="{fn}"] td[data-col="{col}"]').inner_text()
+    return text.strip()
+
+
+def test_functions_table_shows_the_function_with_its_numbers(server: ServerProcess,
+                                                             page: Any) -> None:
+    assert server.deploy("add", FIXTURES / "add.py").status_code == 201
+    page.goto(server.url + "/ui")
+    page.wait_for_selector('tr[data-fn="add"]')
+    # latency and rate cover the last 10 s: call while the page is watching
+    for i in range(3):
+        resp = server.invoke("add", {"x": i, "y": 1})
+        assert resp.status_code == 200 and resp.json() == i + 1
+    fn = server.get("add")
+    assert cell(page, "add", "Phase") == "Ready"
+    assert fn["status"]["image"].split("/", 1)[1].split("@")[0] in cell(page, "add", "Image")
+    # a point is recorded every 2 s: wait for one that counts the three calls
+    def point() -> dict[str, Any]:
+        out: dict[str, Any] = server.http.get(server.url + "/api/v1/stats").json()[
+            "functions"].get("add", {})
+        return out
+    wait_for(lambda: point().get("requests") == 3, 10, "the three calls counted")
+    assert point()["coldStarts"] == 1
+    wait_for(lambda: cell(page, "add", "Cold starts") == "1", 10, "one cold start shown")
+    wait_for(lambda: cell(page, "add", "Ready") == str(server.get("add")["status"]
+                                                       ["readyReplicas"]), 10, "ready pods")
+    wait_for(lambda: cell(page, "add", "p50").endswith(" ms"), 10, "the p50 latency shown")
+
+
+def test_invoke_form_answers(server: ServerProcess, page: Any) -> None:
+    if server.http.get(server.url + "/api/v1/functions/add").status_code == 404:
+        assert server.deploy("add", FIXTURES / "add.py").status_code == 201
+    page.goto(server.url + "/ui#/f/add")
+    page.wait_for_selector("#invoke-form")
+    page.fill("#invoke-body", json.dumps({"x": 20, "y": 22}))
+    page.click("#invoke-form button")
+    page.wait_for_selector('#invoke-result[data-status]')
+    result = page.inner_text("#invoke-result")
+    assert result.startswith("HTTP 200") and result.strip().endswith("42"), result
+    page.fill("#invoke-body", json.dumps({"x": 1}))  # a missing argument: a 400 with the reason
+    page.click("#invoke-form button")
+    wait_for(lambda: page.get_attribute("#invoke-result", "data-status") == "400", 10,
+             "the 400 of a bad call")
+    assert "y" in page.inner_text("#invoke-result")
+
+
+def series(page: Any, chart: str, key: str) -> list[Any]:
+    raw = page.get_attribute(f'#{chart} polyline[data-series="{key}"]', "data-values")
+    values: list[Any] = json.loads(raw or "[]")
+    return values
+
+
+def test_replica_curve_moves_under_load(server: ServerProcess, page: Any) -> None:
+    spec = {"scaling": {"target": 1, "containerConcurrency": 1, "maxScale": 4,
+                        "stableWindowSeconds": 6}}
+    assert server.deploy("slow", FIXTURES / "sleep.py", spec=spec).status_code == 201
+    page.goto(server.url + "/ui#/f/slow")
+    page.wait_for_selector("#chart-replicas polyline", state="attached")
+    assert max([v for v in series(page, "chart-replicas", "ready") if v is not None] or [0]) == 0
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            server.invoke("slow", {"ms": 300}, timeout=60)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for _ in range(4):
+            pool.submit(load)
+        try:
+            wait_for(lambda: max([v or 0 for v in series(page, "chart-replicas", "ready")]
+                                 or [0]) >= 2, 90, "the ready curve to reach 2 pods", 1.0)
+            wait_for(lambda: max([v or 0 for v in series(page, "chart-rps", "rps")]
+                                 or [0]) > 0, 20, "the request rate curve to move", 1.0)
+        finally:
+            stop.set()
+    page.wait_for_selector('#pods tr[data-pod]')
+    assert page.locator("#pods tr[data-pod]").count() >= 1
+    # per-pod usage (psutil on the container's processes) in the API and on the page
+    usage = wait_for(lambda: [p["status"]["usage"] for p in server.pods("slow")
+                              if "usage" in p.get("status", {})], 10, "pods' status.usage")
+    assert all(u["memoryBytes"] > 0 and u["cpuSeconds"] >= 0 for u in usage)
+    wait_for(lambda: "MiB" in page.inner_text("#pods"), 10, "pod memory on the page")
+    metrics = server.http.get(server.url + "/metrics").text
+    assert 'allinone_pod_memory_bytes{function="slow"' in metrics
+
+
+def test_status_bar_and_triggers_page(server: ServerProcess, page: Any) -> None:
+    body = {"name": "tick", "spec": {"target": {"function": "add"}, "schedule": "@every 1h"}}
+    resp = server.http.post(server.url + "/api/v1/triggers", json=body)
+    assert resp.status_code in (201, 409), resp.text
+    page.goto(server.url + "/ui#/triggers")
+    page.wait_for_selector('tr[data-trigger="tick"]')
+    row = page.inner_text('tr[data-trigger="tick"]')
+    assert "schedule @every 1h" in row and "function/add" in row
+    page.wait_for_selector("#health span.up")
+    assert "etcd up" in page.inner_text("#health")
+
+
+def test_workflows_page_draws_the_graph_and_the_last_path(server: ServerProcess,
+                                                          page: Any) -> None:
+    if server.http.get(server.url + "/api/v1/functions/add").status_code == 404:
+        assert server.deploy("add", FIXTURES / "add.py").status_code == 201
+    definition = {"StartAt": "Sum", "States": {
+        "Sum": {"Type": "Task", "Resource": "add", "ResultPath": "$.sum", "Next": "Big?"},
+        "Big?": {"Type": "Choice", "Choices": [
+            {"Variable": "$.sum", "NumericGreaterThan": 10, "Next": "Big"}],
+            "Default": "Small"},
+        "Big": {"Type": "Succeed"}, "Small": {"Type": "Succeed"}}}
+    resp = server.http.post(server.url + "/api/v1/workflows",
+                            json={"name": "sizes", "definition": definition})
+    assert resp.status_code in (201, 409), resp.text
+    run = server.http.post(server.url + "/workflow/sizes", json={"x": 20, "y": 1}, timeout=60)
+    assert run.status_code == 200 and run.json()["status"] == "SUCCEEDED", run.text
+    page.goto(server.url + "/ui#/workflows")
+    page.wait_for_selector('section[data-workflow="sizes"] rect[data-state="Small"]',
+                           state="attached")
+    fill = {s: page.get_attribute(f'section[data-workflow="sizes"] rect[data-state="{s}"]',
+                                  "fill") for s in ("Sum", "Big?", "Big", "Small")}
+    visited = "#d7e6ff"
+    assert fill == {"Sum": visited, "Big?": visited, "Big": visited, "Small": "#fff"}
+    assert "SUCCEEDED" in page.inner_text('section[data-workflow="sizes"]')

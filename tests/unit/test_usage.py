@@ -1,0 +1,126 @@
+"""The pod usage sampler: CPU percent from two readings, forgetting vanished pods."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import psutil
+import pytest
+
+from allinone.objects import rfc3339
+from allinone.usage import (
+    PsutilReader,
+    Raw,
+    UsageSampler,
+    component_usage,
+    read_cgroup,
+    usage_between,
+)
+
+
+@pytest.mark.parametrize(("prev", "now", "cur", "percent"), [
+    (None, 10.0, Raw(5.0, 100), 0.0),                    # first reading: no interval
+    ((8.0, Raw(4.0, 100)), 10.0, Raw(5.0, 200), 50.0),   # 1 s of CPU in 2 s
+    ((8.0, Raw(4.0, 100)), 10.0, Raw(8.0, 200), 200.0),  # two cores busy
+    ((8.0, Raw(4.0, 100)), 10.0, Raw(1.0, 200), 0.0),    # counter went back: a new start
+    ((10.0, Raw(4.0, 100)), 10.0, Raw(5.0, 200), 0.0),   # no time passed
+])
+def test_usage_between(prev: tuple[float, Raw] | None, now: float, cur: Raw,
+                       percent: float) -> None:
+    u = usage_between(prev, now, cur)
+    assert u == {"cpuPercent": percent, "cpuSeconds": cur.cpu_seconds,
+                 "memoryBytes": cur.memory_bytes, "sampledAt": rfc3339(now)}
+
+
+class FakeReader:
+    def __init__(self) -> None:
+        self.values: dict[int, Raw] = {}
+        self.broken: set[int] = set()
+
+    def read(self, pids: Iterable[int]) -> Raw | None:
+        pids = list(pids)
+        if any(p in self.broken for p in pids):
+            raise OSError("gone")
+        found = [self.values[p] for p in pids if p in self.values]
+        if not found:
+            return None
+        return Raw(sum(r.cpu_seconds for r in found), sum(r.memory_bytes for r in found))
+
+
+def test_sampler_keeps_previous_and_forgets_vanished_pods() -> None:
+    reader = FakeReader()
+    s = UsageSampler(reader)
+    reader.values = {1: Raw(1.0, 10), 2: Raw(2.0, 20), 3: Raw(0.5, 5)}
+    first = s.sample({"a": [1, 2], "b": [3]}, now=100.0)
+    assert first["a"]["cpuSeconds"] == 3.0 and first["a"]["memoryBytes"] == 30
+    assert first["a"]["cpuPercent"] == 0.0
+    reader.values = {1: Raw(2.0, 10), 2: Raw(2.0, 25), 3: Raw(0.5, 5)}
+    second = s.sample({"a": [1, 2], "b": [3]}, now=102.0)
+    assert second["a"]["cpuPercent"] == 50.0 and second["a"]["memoryBytes"] == 35
+    assert second["b"]["cpuPercent"] == 0.0
+    # b vanishes, then comes back: a fresh start, not a difference to its old reading
+    assert set(s.sample({"a": [1, 2]}, now=104.0)) == {"a"}
+    reader.values[3] = Raw(9.0, 5)
+    assert s.sample({"a": [1, 2], "b": [3]}, now=106.0)["b"]["cpuPercent"] == 0.0
+
+
+def test_one_unreadable_pod_does_not_stop_the_others() -> None:
+    reader = FakeReader()
+    reader.values = {1: Raw(1.0, 10)}
+    reader.broken = {9}
+    s = UsageSampler(reader)
+    out = s.sample({"bad": [9], "good": [1], "empty": [4]}, now=1.0)
+    assert set(out) == {"good"}
+
+
+def test_psutil_reader_reads_this_process() -> None:
+    raw = PsutilReader(use_cgroup=False).read([os.getpid()])
+    assert raw is not None
+    assert raw.memory_bytes == pytest.approx(psutil.Process().memory_info().rss, rel=0.5)
+    assert PsutilReader(use_cgroup=False).read([]) is None
+
+
+def test_read_cgroup(tmp_path: os.PathLike[str]) -> None:
+    from pathlib import Path
+    d = Path(tmp_path)
+    (d / "cpu.stat").write_text("usage_usec 2500000\nuser_usec 2000000\n")
+    (d / "memory.current").write_text("4096\n")
+    assert read_cgroup(d) == Raw(2.5, 4096)
+    (d / "memory.current").write_text("garbage")
+    assert read_cgroup(d) is None
+
+
+def test_component_usage_names_the_server() -> None:
+    rows = component_usage()
+    assert rows[0]["name"] == "server" and rows[0]["pid"] == os.getpid()
+    assert rows[0]["memoryBytes"] > 0
+
+
+async def test_pod_usage_resolves_pids_once_per_container_and_exports_metrics() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from allinone.usage import PodUsage
+
+    reader = FakeReader()
+    reader.values = {101: Raw(1.5, 2048)}
+    asked: list[str] = []
+
+    def pid_of(cid: str) -> int | None:
+        asked.append(cid)
+        return {"c1": 101}.get(cid)
+
+    running = {"f-1": ("f", "c1"), "f-2": ("f", "gone")}
+    pu = PodUsage(lambda: running, pid_of, reader)
+    targets = await pu.targets()
+    assert targets == {"f-1": [101]}
+    pu.sampler.sample(targets, now=10.0)
+    await pu.targets()
+    assert asked.count("c1") == 1  # cached
+    usage = pu.usage("f-1")
+    assert usage is not None and usage["memoryBytes"] == 2048 and pu.usage("f-2") is None
+    reg = CollectorRegistry()
+    reg.register(pu.collector())
+    text = generate_latest(reg).decode()
+    assert 'allinone_pod_cpu_seconds_total{function="f",pod="f-1"} 1.5' in text
+    assert 'allinone_pod_memory_bytes{function="f",pod="f-1"} 2048.0' in text
