@@ -191,8 +191,7 @@ def cmd_get(client: Client, args: argparse.Namespace) -> int:
     ]
     for k, v in lines:
         print(f"{k + ':':<13}{v}")
-    pods = client.json("GET", "/api/v1/namespaces/serverless/pods?function="
-                       + urllib.parse.quote(args.name))["items"]
+    pods = client.pods(args.name)
     if pods:
         print("\n" + ui_commands.render_pods(pods, time.time()))
     return 0

@@ -9,7 +9,7 @@ import webbrowser
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from allinone.cli import Client
+    from allinone.client import Client
 
 
 def add_parsers(sub: Any) -> None:
