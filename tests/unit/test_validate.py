@@ -674,3 +674,22 @@ def test_requirements_plain_lines_accepted() -> None:
     text = b"# comment\n\nsix==1.17.0  # pinned\nhumanize>=4; python_version >= '3.8'\nA_b.c[x]\n"
     data = make_zip({"func.py": b"def run(): pass\n", "requirements.txt": text})
     assert check("f.zip", data).requirements == text
+
+
+def test_source_files_reads_data_files_from_the_zip_and_counts_each_file_once() -> None:
+    """Code files are kept in memory, data files stay in the zip and inflate on demand;
+    both kinds are listed, sized and opened the same way, and a path kept in memory
+    and also in the archive counts once."""
+    data = make_zip({"func.py": b"def run():\n    return 1\n", "helpers.py": b"X = 1\n",
+                     "table.csv": b"a,b\n1,2\n"})
+    files = check("f.zip", data).files
+    assert len(files) == 3 and sorted(files) == ["func.py", "helpers.py", "table.csv"]
+    assert files.size("func.py") == len(b"def run():\n    return 1\n")
+    assert files.size("table.csv") == len(b"a,b\n1,2\n")
+    with files.open("func.py") as f:
+        assert f.read() == b"def run():\n    return 1\n"
+    with files.open("table.csv") as f:
+        assert f.read() == b"a,b\n1,2\n"
+    assert files["table.csv"] == b"a,b\n1,2\n"
+    single = check("func.py", b"def run():\n    return 1\n").files  # no archive behind it
+    assert single.size("func.py") == len(b"def run():\n    return 1\n")
