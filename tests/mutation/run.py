@@ -11,7 +11,15 @@ A mutant with no test reaching it counts as a survivor. The script prints every
 file's rate and surviving mutant names and exits 1 when a file is under its floor or
 has no results at all (a core that silently stopped being mutated would otherwise pass).
 
+Each core's line records the ``fingerprint`` (sha256 over the core and its test files)
+of the code its floor was measured on. A mutation run is a function of exactly those
+files, so a core whose fingerprint still matches is reported as measured and not run
+again: CI pays only for the cores a change touched (all six cores take 15-25 minutes on
+two cores; one takes a few). A change to a core or to its tests changes the fingerprint
+and the core runs; when it passes, the script prints the new fingerprint to record.
+
     python tests/mutation/run.py            # what tox -e mutation runs
+    python tests/mutation/run.py --all      # every core, changed or not
     python tests/mutation/run.py --no-run   # only re-read the last run's results
     python tests/mutation/run.py --only allinone/controller/planning.py   # one core
     cd .mutation && mutmut show NAME        # the diff of one surviving mutant
@@ -20,6 +28,7 @@ has no results at all (a core that silently stopped being mutated would otherwis
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -43,6 +52,20 @@ class Core:
     path: str
     tests: tuple[str, ...]
     floor: float
+    fingerprint: str | None = None  # of the files the floor was measured on
+
+
+def fingerprint(core: Core, root: Path = ROOT) -> str:
+    """sha256 over the core's and its tests' bytes, each with its path."""
+    h = hashlib.sha256()
+    for rel in (core.path, *sorted(core.tests)):
+        h.update(rel.encode() + b"\0" + (root / rel).read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def stale(cores: list[Core], root: Path = ROOT) -> list[Core]:
+    """The cores whose code or tests changed since their floor was measured."""
+    return [c for c in cores if c.fingerprint != fingerprint(c, root)]
 
 
 @dataclass(frozen=True)
@@ -58,7 +81,8 @@ class Result:
 
 def load_cores(path: Path = CORES) -> list[Core]:
     data = tomllib.loads(path.read_text())
-    return [Core(c["path"], tuple(c["tests"]), float(c["floor"])) for c in data["cores"]]
+    return [Core(c["path"], tuple(c["tests"]), float(c["floor"]), c.get("fingerprint"))
+            for c in data["cores"]]
 
 
 def mutmut_config(cores: list[Core]) -> str:
@@ -123,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--only", action="append", metavar="PATH",
                     help="mutate and check only this core (repeatable), e.g. after changing it")
+    ap.add_argument("--all", action="store_true",
+                    help="run every core, also those unchanged since their floor was measured")
     args = ap.parse_args(argv)
     cores = load_cores()
     if args.only:
@@ -130,6 +156,16 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             ap.error(f"not in {CORES.name}: {', '.join(sorted(unknown))}")
         cores = [c for c in cores if c.path in args.only]
+    elif not args.all and not args.no_run:
+        changed = stale(cores)
+        for core in cores:
+            if core not in changed:
+                print(f"{core.path:40} unchanged since its floor {core.floor:.1f}% was measured "
+                      f"(fingerprint {core.fingerprint}): not run again")
+        cores = changed
+        if not cores:
+            print("mutation: no core or core test changed; nothing to run")
+            return 0
     if not args.no_run:
         prepare(args.work, cores)
         cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)]
@@ -143,7 +179,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mutation: mutmut failed (exit {done.returncode}); see {log}")
             return 1
         # mutmut's own exit code says nothing about the floors; the table below does.
-    return 0 if check(args.work, cores) else 1
+    ok = check(args.work, cores)
+    if ok and not args.no_run:
+        for core in cores:
+            if core.fingerprint != fingerprint(core):
+                print(f"record in {CORES.name}: {core.path} fingerprint = "
+                      f"\"{fingerprint(core)}\"")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -9,7 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.mutation.run import CORES, ROOT, Core, check, load_cores, mutmut_config, read_results
+from tests.mutation.run import (
+    CORES,
+    ROOT,
+    Core,
+    check,
+    fingerprint,
+    load_cores,
+    mutmut_config,
+    read_results,
+    stale,
+)
 
 
 def write_meta(work: Path, path: str, codes: dict[str, int | None]) -> None:
@@ -59,3 +69,19 @@ def test_generated_config_is_the_table() -> None:
     assert conf["only_mutate"] == ["allinone/a.py", "allinone/b.py"]
     assert conf["pytest_add_cli_args_test_selection"] == ["tests/unit/test_a.py",
                                                           "tests/unit/test_b.py"]
+
+
+def test_a_core_runs_again_when_it_or_its_tests_change(tmp_path: Path) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "pkg" / "x.py").write_text("A = 1\n")
+    (tmp_path / "tests" / "test_x.py").write_text("def test(): pass\n")
+    core = Core("pkg/x.py", ("tests/test_x.py",), 90.0)
+    measured = Core(core.path, core.tests, core.floor, fingerprint(core, tmp_path))
+    assert stale([core, measured], tmp_path) == [core]  # never measured: runs
+    (tmp_path / "tests" / "test_x.py").write_text("def test(): assert True\n")
+    assert stale([measured], tmp_path) == [measured]  # its tests changed
+    (tmp_path / "tests" / "test_x.py").write_text("def test(): pass\n")
+    assert stale([measured], tmp_path) == []
+    (tmp_path / "pkg" / "x.py").write_text("A = 2\n")
+    assert stale([measured], tmp_path) == [measured]  # the core changed
