@@ -204,7 +204,17 @@ def cmd_export(client: Client, args: argparse.Namespace) -> int:
     if bool(args.name) == bool(args.all):
         raise CliError("give one function NAME, or --all")
     if args.all:
-        fns = client.functions()
+        # Every function that has an image; one still building (or failed) has nothing
+        # a cluster could run, so it is named and left out rather than failing the rest.
+        fns = []
+        for fn in client.functions():
+            if fn.get("status", {}).get("image"):
+                fns.append(fn)
+            else:
+                print(f"skipped {fn['metadata']['name']}: no built image (phase "
+                      f"{fn.get('status', {}).get('phase', '-')})", file=sys.stderr)
+        if not fns:
+            raise CliError("no function has a built image yet; wait until one is Ready")
     else:
         fns = [client.get(args.name)]
     images: dict[str, str] = {}

@@ -73,7 +73,8 @@ def test_deploy_invoke_list_get_logs_delete(server: ServerProcess, tmp_path: Pat
     assert "cli-hello" in [f["metadata"]["name"] for f in listed["items"]]
 
     text = ok(cli("function", "get", "cli-hello", server=url))
-    fields = dict(line.split(":", 1) for line in text.splitlines())
+    head = text.split("\n\n", 1)[0]  # the fields; a table of pods may follow
+    fields = dict(line.split(":", 1) for line in head.splitlines())
     assert fields["Name"].strip() == "cli-hello"
     assert fields["Phase"].strip() == "Ready"
     assert fields["Handler"].strip() == "run"
@@ -119,6 +120,8 @@ def test_every_scaling_flag_reaches_the_spec(server: ServerProcess) -> None:
             "--panic-window-percentage", "20", "--panic-threshold", "300",
             "--max-scale-up-rate", "500", "--max-scale-down-rate", "4",
             "--scale-to-zero-grace", "15", "--initial-scale", "1", "--timeout", "45",
+            "--scale-to-zero-retention", "20", "--scale-down-delay", "10",
+            "--activation-scale", "2", "--metric", "rps", "--target-burst-capacity", "100",
             "--memory", "200", "--cpus", "0.5", "--env", "GREETING=hello", "--no-wait",
             "-o", "json"]
     fn = json.loads(ok(cli(*args, server=server.url)))
@@ -127,7 +130,9 @@ def test_every_scaling_flag_reaches_the_spec(server: ServerProcess) -> None:
         "minScale": 1, "maxScale": 8, "target": 5, "targetUtilizationPercentage": 80,
         "containerConcurrency": 3, "stableWindowSeconds": 30, "panicWindowPercentage": 20,
         "panicThresholdPercentage": 300, "maxScaleUpRate": 500, "maxScaleDownRate": 4,
-        "scaleToZeroGracePeriodSeconds": 15, "initialScale": 1}
+        "scaleToZeroGracePeriodSeconds": 15, "initialScale": 1,
+        "scaleToZeroPodRetentionSeconds": 20, "scaleDownDelaySeconds": 10,
+        "activationScale": 2, "metric": "rps", "targetBurstCapacity": 100}
     assert spec["timeoutSeconds"] == 45
     assert spec["resources"] == {"memoryMiB": 200, "cpus": 0.5}
     assert spec["env"] == {"GREETING": "hello"}
