@@ -15,8 +15,8 @@ import pytest
 import requests
 
 from allinone.testing import ServerProcess, wait_for
+from loadtests.loadgen import run_load
 from tests.faults.conftest import Stopwatch, record
-from tests.integration.load import run_load
 
 pytestmark = pytest.mark.faults
 

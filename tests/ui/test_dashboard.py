@@ -44,7 +44,13 @@ def test_functions_table_shows_the_function_with_its_numbers(server: ServerProce
     wait_for(lambda: cell(page, "add", "Cold starts") == "1", 10, "one cold start shown")
     wait_for(lambda: cell(page, "add", "Ready") == str(server.get("add")["status"]
                                                        ["readyReplicas"]), 10, "ready pods")
-    wait_for(lambda: cell(page, "add", "p50").endswith(" ms"), 10, "the p50 latency shown")
+
+    def p50_shown() -> bool:
+        # p50 covers the last 10 s, which the waits above may have outlasted: keep calling
+        # while the page is watched, as a user watching a live function would see it.
+        assert server.invoke("add", {"x": 1, "y": 1}).status_code == 200
+        return cell(page, "add", "p50").endswith(" ms")
+    wait_for(p50_shown, 20, "the p50 latency shown", interval=0.5)
 
 
 def test_invoke_form_answers(server: ServerProcess, page: Any) -> None:
