@@ -51,6 +51,13 @@ Windows. A sample ``(t, concurrency[, rps])`` covers the interval from the previ
 sample to ``t`` (the first one covers 1 s, Knative's bucket width). A window value is the
 time-weighted mean over the covered part of ``(now - window, now]``: with one sample a
 second this is Knative's per-second bucket average, including its partial-window rule.
+As Knative's buckets keep a running ``windowTotal``, the state keeps the stable window's
+totals (``window_sums``) and updates them by the intervals added and dropped, so a tick
+costs the same however long the window is. The totals are exact (integers in units of
+2^-1100, which every float's product fits), so adding and later dropping an interval
+leaves no residue: a day of traffic followed by a window of zeros reads exactly 0, as
+the scale-to-zero rule needs, where a float running sum would keep a rounding crumb.
+The panic window (a tenth of it) is summed over its few intervals, found by bisection.
 
 Where this differs from Knative, and why:
 
@@ -68,7 +75,8 @@ Where this differs from Knative, and why:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -133,7 +141,11 @@ class KPAState:
     """Everything the KPA remembers between decisions (JSON-friendly).
 
     ``samples``: ``(start, end, concurrency, rps)`` intervals that still overlap the
-    stable window. ``panic_time``/``max_panic_pods``/``delay_window`` are Knative's
+    stable window, contiguous and in time order. ``window_sums`` are their exact totals
+    of (length, length x concurrency, length x rps) as integers in units of 2^-1100
+    (see :func:`_exact`); None means "not yet computed" (a state built by hand), and
+    :func:`decide` computes them from ``samples`` once.
+    ``panic_time``/``max_panic_pods``/``delay_window`` are Knative's
     ``panicTime``/``maxPanicPods``/``delayWindow`` (``(2 s bucket, max count)``,
     values descending). ``active_since``/``inactive_since`` are the PodAutoscaler's
     Active condition: Active since, Inactive since; both None while activating.
@@ -142,6 +154,7 @@ class KPAState:
     created_at: float
     samples: tuple[tuple[float, float, float, float], ...] = ()
     last_sample_at: float | None = None
+    window_sums: tuple[int, int, int] | None = None
     panic_time: float | None = None
     max_panic_pods: int = 0
     delay_window: tuple[tuple[int, int], ...] = ()
@@ -166,6 +179,18 @@ class Decision:
     reason: str
     excess_burst_capacity: int = 0
     metric: str = CONCURRENCY
+
+
+def _evolve(state: KPAState, **changes: Any) -> KPAState:
+    """``dataclasses.replace`` for :class:`KPAState`, without its per-call introspection
+    of the fields (it was a third of a decide): a copy of the instance dictionary with
+    ``changes`` applied. KPAState has no ``__post_init__`` and no computed fields, so the
+    result is the one ``replace`` builds."""
+    new = object.__new__(KPAState)
+    d = new.__dict__
+    d.update(state.__dict__)
+    d.update(changes)
+    return new
 
 
 def decider_spec(scaling: Mapping[str, Any]) -> DeciderSpec:
@@ -285,38 +310,108 @@ def scale(spec: DeciderSpec, state: KPAState, ready_pods: int, stable: float | N
         ebc = -1.0
     return (
         ScaleResult(desired, int(ebc), True),
-        replace(state, panic_time=panic_time, max_panic_pods=max_panic, delay_window=window),
+        _evolve(state, panic_time=panic_time, max_panic_pods=max_panic, delay_window=window),
     )
+
+
+# Exact window totals: every finite float is n / 2^k with k <= 1074, so n x 2^(1100 - k)
+# is an integer and sums of them are exact (Python integers do not overflow).
+_EXACT_BITS = 1100
+_EXACT_ONE = 1 << _EXACT_BITS
+
+
+def _exact(x: float) -> int:
+    """``x`` as an integer count of 2^-1100 units, exactly."""
+    n, d = x.as_integer_ratio()
+    return n << (_EXACT_BITS + 1 - d.bit_length())
+
+
+def _sums(intervals: Iterable[tuple[float, float, float, float]]) -> tuple[int, int, int]:
+    """Exact totals (length, length x concurrency, length x rps) of ``intervals``."""
+    cov = area = rps = 0
+    for start, end, c, r in intervals:
+        length = end - start
+        cov += _exact(length)
+        area += _exact(length * c)
+        rps += _exact(length * r)
+    return cov, area, rps
+
+
+def _end(iv: tuple[float, float, float, float]) -> float:
+    return iv[1]
 
 
 def _record(
     state: KPAState, new: Iterable[tuple[float, ...]], now: float, keep: float
-) -> tuple[tuple[tuple[float, float, float, float], ...], float | None]:
-    """Append new samples as intervals and drop those wholly older than ``keep`` s."""
-    intervals = list(state.samples)
+) -> tuple[tuple[tuple[float, float, float, float], ...], float | None, tuple[int, int, int]]:
+    """Append new samples as intervals and drop those wholly older than ``keep`` s;
+    the exact totals of what is kept, updated by what was added and dropped."""
     last = state.last_sample_at
+    added = []
     for sample in sorted(new):
         at, concurrency = sample[0], sample[1]
         rps = sample[2] if len(sample) > 2 else 0.0
         if last is not None and at <= last:
             continue  # covers no time; the tracker never produces it
         start = last if last is not None else at - FIRST_SAMPLE_SECONDS
-        intervals.append((start, at, max(0.0, concurrency), max(0.0, rps)))
+        added.append((start, at, max(0.0, concurrency), max(0.0, rps)))
         last = at
-    horizon = now - keep
-    return tuple(iv for iv in intervals if iv[1] > horizon), last
+    sums = state.window_sums if state.window_sums is not None else _sums(state.samples)
+    intervals = state.samples + tuple(added) if added else state.samples
+    # Ends only grow (an interval starts where the previous one ended): the ones to
+    # drop, those ending at or before the horizon, are a prefix.
+    gone = bisect_right(intervals, now - keep, key=_end)
+    if added or gone:
+        plus, minus = _sums(added), _sums(intervals[:gone])
+        sums = (sums[0] + plus[0] - minus[0], sums[1] + plus[1] - minus[1],
+                sums[2] + plus[2] - minus[2])
+        intervals = intervals[gone:]
+    return intervals, last, sums
 
 
-def _window_average(intervals: Iterable[tuple[float, float, float, float]], now: float,
+def _stable_average(intervals: tuple[tuple[float, float, float, float], ...],
+                    sums: tuple[int, int, int], now: float, window: float,
+                    column: int) -> float:
+    """:func:`_window_average` over all of ``intervals`` (which all end inside the
+    window), from their exact totals: only the intervals crossing an edge of
+    ``(now - window, now]`` (the oldest one, and any ending after ``now``) are looked at.
+    """
+    lo = now - window
+    cov, area = sums[0], sums[column - 1]
+    n = len(intervals)
+    edges = []
+    i = 0
+    while i < n and intervals[i][0] < lo:
+        edges.append(intervals[i])
+        i += 1
+    j = n - 1
+    while j >= i and intervals[j][1] > now:
+        edges.append(intervals[j])
+        j -= 1
+    for iv in edges:
+        # Swap the whole interval's share for the part inside the window.
+        length = iv[1] - iv[0]
+        cov -= _exact(length)
+        area -= _exact(length * iv[column])
+        overlap = min(iv[1], now) - max(iv[0], lo)
+        if overlap > 0:
+            cov += _exact(overlap)
+            area += _exact(overlap * iv[column])
+    return area / cov if cov > 0 else 0.0  # int / int: correctly rounded
+
+
+def _window_average(intervals: Sequence[tuple[float, float, float, float]], now: float,
                     window: float, column: int) -> float:
     """Time-weighted mean of ``column`` over the covered part of ``(now - window, now]``.
 
     E.g. window 6 s, 20 for 4 s then 60 for 2 s: (4 x 20 + 2 x 60) / 6 = 33.3. Only 2 s
-    covered (a fresh function): the mean of those 2 s, not divided by 6.
+    covered (a fresh function): the mean of those 2 s, not divided by 6. ``intervals``
+    in time order: those ending at or before the window's start are skipped by bisection.
     """
     lo = now - window
     covered = area = 0.0
-    for iv in intervals:
+    for k in range(bisect_right(intervals, lo, key=_end), len(intervals)):
+        iv = intervals[k]
         overlap = min(iv[1], now) - max(iv[0], lo)
         if overlap > 0:
             covered += overlap
@@ -337,10 +432,11 @@ def decide(
     metric = str(s["metric"])
     min_scale, max_scale = int(s["minScale"]), int(s["maxScale"])
     initial = int(s["initialScale"])
-    intervals, last_sample_at = _record(state, obs.samples, now, spec.stable_window)
+    intervals, last_sample_at, sums = _record(state, obs.samples, now, spec.stable_window)
     reached = state.initial_scale_reached or obs.ready_pods >= initial
-    state = replace(
-        state, samples=intervals, last_sample_at=last_sample_at, initial_scale_reached=reached
+    state = _evolve(
+        state, samples=intervals, last_sample_at=last_sample_at, window_sums=sums,
+        initial_scale_reached=reached,
     )
     panicking = state.panic_time is not None
 
@@ -353,10 +449,10 @@ def decide(
         wanted = min(floor, max_scale)
         why = "minScale, no data yet" if floor == min_scale else "initial scale, no data yet"
         return (Decision(wanted, 0.0, 0.0, panicking, why, metric=metric),
-                replace(state, last_desired=wanted))
+                _evolve(state, last_desired=wanted))
 
     column = 3 if metric == RPS else 2
-    stable = _window_average(intervals, now, spec.stable_window, column)
+    stable = _stable_average(intervals, sums, now, spec.stable_window, column)
     # Knative rounds the panic window to whole seconds (half away from zero), at least 1:
     # 60 s x 10 % = 6 s; 6 s x 25 % = 1.5 s -> 2 s.
     panic_window = max(1.0, math.floor(
@@ -420,6 +516,6 @@ def decide(
     return (
         Decision(desired, stable, panic, in_panic, reason, result.excess_burst_capacity,
                  metric),
-        replace(state, last_desired=desired, active_since=active_since,
+        _evolve(state, last_desired=desired, active_since=active_since,
                 inactive_since=inactive_since),
     )
