@@ -57,7 +57,7 @@ costs the same however long the window is. The totals are exact (integers in uni
 2^-1100, which every float's product fits), so adding and later dropping an interval
 leaves no residue: a day of traffic followed by a window of zeros reads exactly 0, as
 the scale-to-zero rule needs, where a float running sum would keep a rounding crumb.
-The panic window (a tenth of it) is summed over its few intervals, found by bisection.
+The panic window (a tenth of it) is summed over its few newest intervals.
 
 Where this differs from Knative, and why:
 
@@ -75,7 +75,6 @@ Where this differs from Knative, and why:
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -337,10 +336,6 @@ def _sums(intervals: Iterable[tuple[float, float, float, float]]) -> tuple[int, 
     return cov, area, rps
 
 
-def _end(iv: tuple[float, float, float, float]) -> float:
-    return iv[1]
-
-
 def _record(
     state: KPAState, new: Iterable[tuple[float, ...]], now: float, keep: float
 ) -> tuple[tuple[tuple[float, float, float, float], ...], float | None, tuple[int, int, int]]:
@@ -359,8 +354,10 @@ def _record(
     sums = state.window_sums if state.window_sums is not None else _sums(state.samples)
     intervals = state.samples + tuple(added) if added else state.samples
     # Ends only grow (an interval starts where the previous one ended): the ones to
-    # drop, those ending at or before the horizon, are a prefix.
-    gone = bisect_right(intervals, now - keep, key=_end)
+    # drop, those ending at or before the horizon, are a prefix (one or two a tick).
+    horizon, gone, n = now - keep, 0, len(intervals)
+    while gone < n and intervals[gone][1] <= horizon:
+        gone += 1
     if added or gone:
         plus, minus = _sums(added), _sums(intervals[:gone])
         sums = (sums[0] + plus[0] - minus[0], sums[1] + plus[1] - minus[1],
@@ -406,11 +403,15 @@ def _window_average(intervals: Sequence[tuple[float, float, float, float]], now:
 
     E.g. window 6 s, 20 for 4 s then 60 for 2 s: (4 x 20 + 2 x 60) / 6 = 33.3. Only 2 s
     covered (a fresh function): the mean of those 2 s, not divided by 6. ``intervals``
-    in time order: those ending at or before the window's start are skipped by bisection.
+    in time order: the scan starts at the first one ending after the window's start,
+    found from the newest end (a short window holds a few of them).
     """
     lo = now - window
     covered = area = 0.0
-    for k in range(bisect_right(intervals, lo, key=_end), len(intervals)):
+    first = len(intervals)
+    while first > 0 and intervals[first - 1][1] > lo:
+        first -= 1
+    for k in range(first, len(intervals)):
         iv = intervals[k]
         overlap = min(iv[1], now) - max(iv[0], lo)
         if overlap > 0:

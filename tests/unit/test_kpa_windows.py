@@ -1,7 +1,7 @@
 """The KPA's window bookkeeping against its definition.
 
 ``decide`` keeps the stable window's totals running (exact integers) and finds the panic
-window by bisection; the definition is the time-weighted mean over the covered part of
+window from its newest intervals; the definition is the time-weighted mean over the covered part of
 ``(now - window, now]`` of every interval kept. With values on a binary grid (times in
 quarter seconds, concurrency in eighths) every sum is exact in floating point too, so the
 two must agree to the last bit, and so must every decision taken from them.
