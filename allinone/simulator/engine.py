@@ -7,9 +7,11 @@ What runs for real (imported, never copied):
   autoscaler loop's :func:`~allinone.autoscaler.loop.observation`, every ``tick``
   seconds per function on one grid, and at once (after ``poke_delay``) when a request
   finds no ready pod, as the loop does when the activator pokes it;
-- pod choice: :func:`allinone.activator.balancer.pick` over the function's
-  :class:`~allinone.activator.balancer.Endpoint` table, which respects
-  ``containerConcurrency`` and skips draining pods;
+- the activator's throttler: one :class:`~allinone.activator.throttler.Throttler` per
+  function holds the waiting requests (tickets: the request's index), admits them to
+  pods (:func:`~allinone.activator.balancer.pick`, ``containerConcurrency`` and the
+  per-pod connection bound, draining pods skipped), bounds the queue and says whom to
+  wake when a slot frees or a pod turns Ready, exactly as it does for the activator;
 - replica planning: :func:`allinone.controller.planning.plan` on every change of
   ``spec.replicas`` and every pod event, as the controller's ``sync`` does.
 
@@ -18,15 +20,12 @@ Ready ``pod_start`` after its creation (``unpause`` when a parked pod is resumed
 at most ``parallel_starts`` container starts in progress at once across the node; a
 request's service time is its trace duration plus ``activator_overhead``.
 
-The activator's queueing is mirrored in the driver, because it lives in the async
-:class:`~allinone.activator.activator.Activator` (futures, ``aiohttp``) and cannot run
-under a virtual clock without special cases (the seam: a pure throttler holding the
-waiter queue, admission and wake rules, which both the activator and this driver would
-call). The rules mirrored: a request with no free slot waits FIFO in the function's
-bounded queue (``queue_limit``; beyond it 503 at once) up to ``timeoutSeconds`` (then
-504); a pod becoming Ready wakes every waiter, a finished request wakes one; a request
-finding no ready pod pokes the autoscaler. Cold start = no ready pod when the request
-arrived (the activator's ``cold_starts`` metric). Paused-pod retention (the kubelet's
+What the driver does in the activator's place is its proxy's part, the I/O around the
+throttler's answers (:meth:`Activator._acquire`): a request asks the throttler for a
+pod; with none free it pokes the autoscaler when no pod is ready, and waits as a ticket
+(refused: 503) until woken, when it asks again, or until ``timeoutSeconds`` after its
+arrival, when it asks a last time before its 504. Cold start = no ready pod when the
+request arrived (the activator's ``cold_starts`` metric). Paused-pod retention (the kubelet's
 parking, inside its async stop/start) is mirrored the same way: a drained, ready pod of
 the current template is parked for ``keep_paused`` seconds and the next create resumes
 the most recent one.
@@ -50,14 +49,14 @@ import heapq
 import math
 import random
 from array import array
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from allinone import objects
-from allinone.activator.balancer import Endpoint, pick
+from allinone.activator.balancer import Endpoint
 from allinone.activator.stats import ConcurrencyTracker
+from allinone.activator.throttler import Throttler
 from allinone.autoscaler.kpa import KPAState, decide, initial_state
 from allinone.autoscaler.loop import observation
 from allinone.controller.planning import PENDING, RUNNING, TERMINATING, PodView, plan
@@ -141,26 +140,26 @@ class _Fn:
     """One function's live state in the driver."""
 
     __slots__ = (
-        "dormant", "endpoints", "eps", "last_tick", "live_waiters", "name", "panic_from", "parked",
-        "pod_count", "pod_since", "pods", "poked", "ready", "replicas", "res", "seq", "spec",
-        "state", "tracker", "waiters", "was_panic",
+        "dormant", "last_tick", "name", "panic_from", "parked", "pod_count", "pod_since",
+        "pods", "poked", "ready", "replicas", "res", "seq", "spec", "state", "throttler",
+        "tracker", "waiting", "was_panic",
     )
 
-    def __init__(self, name: str, spec: SimSpec, start: float) -> None:
+    def __init__(self, name: str, spec: SimSpec, start: float, queue_limit: int,
+                 rng: random.Random) -> None:
         self.name = name
         self.spec = spec
         self.tracker = ConcurrencyTracker()
         self.state: KPAState | None = None
-        self.endpoints: dict[str, Endpoint] = {}
-        self.eps: list[Endpoint] = []  # list(endpoints.values()), kept in step
-        self.ready = 0  # endpoints not draining
+        self.throttler: Throttler[int] = Throttler(queue_limit, rng)
+        self.waiting: dict[int, float] = {}  # ticket (request index) -> its duration
+        # The throttler's ready_count(), kept in step (it is read on every arrival).
+        self.ready = 0
         self.pods: dict[str, _Pod] = {}
         self.pod_count = 0  # pods that exist (any phase): the cost
         self.pod_since = start
         self.parked: list[tuple[int, float]] = []  # (id, since), most recent last
         self.replicas = 0
-        self.waiters: deque[list[Any]] = deque()
-        self.live_waiters = 0
         self.poked = False
         self.dormant = False
         self.last_tick = -math.inf
@@ -202,7 +201,7 @@ class Simulation:
             spec = specs if isinstance(specs, SimSpec) else specs.get(name) or specs.get("*")
             if spec is None:
                 raise ValueError(f"no spec for function {name!r} and no default '*' spec")
-            self.fns.append(_Fn(name, spec, 0.0))
+            self.fns.append(_Fn(name, spec, 0.0, queue_limit, self.rng))
 
     # -- the heap ------------------------------------------------------------------
 
@@ -264,71 +263,58 @@ class Simulation:
         res.latency.append(0.0)
         res.queued.append(0.0)
         res.status.append(OK)
-        req = [t, dur, idx, True]  # arrival, duration, result index, still waiting
-        if f.ready:
-            ep = pick(f.eps, f.spec.container_concurrency, self.rng)
-            if ep is not None:
-                self._dispatch(f, ep, req, t)
-                return
-        else:
+        if self._seek(f, idx, dur, t):
+            self._push(t + f.spec.timeout, _TIMEOUT, f, idx)
+
+    def _seek(self, f: _Fn, idx: int, dur: float, t: float) -> bool:
+        """One pass of the activator's acquire loop for request ``idx``: a pod from the
+        throttler, or a place in its queue (True: now waiting), or 503."""
+        ep = f.throttler.acquire(f.spec.container_concurrency)
+        if ep is not None:
+            f.res.queued[idx] = t - f.res.arrival[idx]
+            self._push(t + self.model.overhead + dur, _COMPLETE, f, (ep, idx))
+            return False
+        if f.ready == 0:
             self._poke_autoscaler(f, t)
-        if f.live_waiters >= self.queue_limit:
-            f.tracker.finish(t)
-            res.status[idx] = REJECTED
-            return
-        f.waiters.append(req)
-        f.live_waiters += 1
-        self._push(t + f.spec.timeout, _TIMEOUT, f, req)
+        if not f.throttler.enqueue(idx, f.res.arrival[idx] + f.spec.timeout):
+            self._end(f, idx, t, REJECTED)
+            return False
+        f.waiting[idx] = dur
+        return True
 
-    def _dispatch(self, f: _Fn, ep: Endpoint, req: list[Any], t: float) -> None:
-        ep.in_flight += 1
-        req[3] = False
-        self.res_queue(f, req, t)
-        self._push(t + self.model.overhead + req[1], _COMPLETE, f, (ep, req))
-
-    @staticmethod
-    def res_queue(f: _Fn, req: list[Any], t: float) -> None:
-        f.res.queued[req[2]] = t - req[0]
-
-    def _complete(self, f: _Fn, t: float, payload: tuple[Endpoint, list[Any]]) -> None:
-        ep, req = payload
+    def _end(self, f: _Fn, idx: int, t: float, status: int) -> None:
+        """A request answered without reaching a pod (503, 504)."""
         f.tracker.finish(t)
-        f.res.latency[req[2]] = t - req[0]
-        ep.in_flight -= 1
-        if ep.draining:
-            if ep.in_flight == 0:
-                self._drained(f, ep, t)
-        elif f.live_waiters:
-            self._wake_waiters(f, t, 1)
+        res = f.res
+        res.status[idx] = status
+        res.latency[idx] = res.queued[idx] = t - res.arrival[idx]
 
-    def _wake_waiters(self, f: _Fn, t: float, n: int) -> None:
-        """Wake up to ``n`` held requests in FIFO order; each tries :func:`pick` again and
-        goes back to the end of the queue when nothing is free, as in the activator."""
-        cc = f.spec.container_concurrency
-        waiters = f.waiters
-        retry = []
-        while n > 0 and waiters:
-            req = waiters.popleft()
-            if not req[3]:
-                continue  # timed out meanwhile
-            n -= 1
-            ep = pick(f.eps, cc, self.rng) if f.ready else None
-            if ep is None:
-                retry.append(req)
-                continue
-            f.live_waiters -= 1
-            self._dispatch(f, ep, req, t)
-        waiters.extend(retry)
+    def _woken(self, f: _Fn, tickets: list[int], t: float) -> None:
+        """Tickets the throttler woke: each asks again, in the order it gave them."""
+        for idx in tickets:
+            self._seek(f, idx, f.waiting.pop(idx), t)
 
-    def _timeout(self, f: _Fn, t: float, req: list[Any]) -> None:
-        if not req[3]:
-            return
-        req[3] = False
-        f.live_waiters -= 1
+    def _complete(self, f: _Fn, t: float, payload: tuple[Endpoint, int]) -> None:
+        ep, idx = payload
         f.tracker.finish(t)
-        f.res.status[req[2]] = TIMED_OUT
-        f.res.latency[req[2]] = t - req[0]
-        f.res.queued[req[2]] = t - req[0]
+        f.res.latency[idx] = t - f.res.arrival[idx]
+        drained, wake = f.throttler.release(ep)
+        if drained:
+            self._drained(f, ep, t)
+        self._woken(f, wake, t)
+
+    def _timeout(self, f: _Fn, t: float, idx: int) -> None:
+        dur = f.waiting.pop(idx, None)
+        if dur is None:
+            return  # it reached a pod (or was refused) before its deadline
+        f.throttler.dequeue(idx)
+        # The activator's last look when the wait times out, then 504.
+        ep = f.throttler.acquire(f.spec.container_concurrency)
+        if ep is not None:
+            f.res.queued[idx] = t - f.res.arrival[idx]
+            self._push(t + self.model.overhead + dur, _COMPLETE, f, (ep, idx))
+            return
+        self._end(f, idx, t, TIMED_OUT)
 
     # -- the autoscaler loop ------------------------------------------------------------
 
@@ -345,7 +331,7 @@ class Simulation:
         self.stats.ticks += 1
         self._decide(f, t)
         f.last_tick = t
-        if (not self.exact_ticks and not f.pods and f.replicas == 0 and not f.live_waiters
+        if (not self.exact_ticks and not f.pods and f.replicas == 0 and not f.waiting
                 and f.tracker.in_flight == 0 and not f.was_panic and not f.poked):
             f.dormant = True  # see the module docstring: exact, resumed by _wake
             return
@@ -420,12 +406,10 @@ class Simulation:
         pod.phase, pod.ready = RUNNING, True
         ep = Endpoint(pod=pod.name, address="simulated")  # nothing is ever sent to it
         pod.endpoint = ep
-        f.endpoints[pod.name] = ep
-        f.eps = list(f.endpoints.values())
+        _, wake = f.throttler.add(ep)
         f.ready += 1
         f.res.ready_series.append((t, f.ready))
-        if f.live_waiters:
-            self._wake_waiters(f, t, f.live_waiters)
+        self._woken(f, wake, t)
         self._sync(f, t, None)  # the controller syncs after every pod event
 
     def _terminate(self, f: _Fn, pod: _Pod, t: float) -> None:
@@ -435,15 +419,14 @@ class Simulation:
         if ep is None:
             self._remove(f, pod, t, park=False)  # never ready: its start is abandoned
             return
-        ep.draining = True
+        f.throttler.drain(pod.name)
         f.ready -= 1
         f.res.ready_series.append((t, f.ready))
         if ep.in_flight == 0:
             self._drained(f, ep, t, park=was_ready)
 
     def _drained(self, f: _Fn, ep: Endpoint, t: float, park: bool = True) -> None:
-        del f.endpoints[ep.pod]
-        f.eps = list(f.endpoints.values())
+        f.throttler.remove(ep.pod)
         self._remove(f, f.pods[ep.pod], t, park=park)
 
     def _remove(self, f: _Fn, pod: _Pod, t: float, *, park: bool) -> None:
