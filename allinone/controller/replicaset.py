@@ -40,6 +40,7 @@ from allinone import objects
 from allinone.clock import Clock
 from allinone.controller.planning import FAILED, TERMINATING, plan
 from allinone.informer import Informer
+from allinone.kubelet import parking
 from allinone.kubelet.kubelet import Kubelet, PodRecord
 from allinone.store import Conflict, NotFound, Obj, Store
 from allinone.workqueue import WorkQueue
@@ -135,8 +136,8 @@ class ReplicaSetController:
             rec = self.pods[pod_name]
             # Only a healthy pod of the current template, removed by a scale-down, is
             # worth keeping frozen; failed and outdated ones are gone for good.
-            park = (self.kubelet.keep_paused > 0 and rec.template_hash == thash and rec.ready
-                    and rec.container_id is not None)
+            park = parking.worth_parking(self.kubelet.keep_paused, rec.template_hash, thash,
+                                         rec.ready, rec.container_id is not None)
             rec.phase, rec.ready = TERMINATING, False
             self._spawn(self._delete(rec, template, park))
         if self.kubelet.parked.get(name):

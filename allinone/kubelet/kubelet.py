@@ -54,6 +54,8 @@ from typing import Protocol
 from allinone import objects
 from allinone.clock import Clock
 from allinone.controller.planning import FAILED, PENDING, RUNNING, TERMINATING, PodView
+from allinone.kubelet import parking
+from allinone.kubelet.parking import PARKED_CHECK_INTERVAL
 from allinone.kubelet.poddir import PodDirs
 from allinone.podclient import probe as socket_probe
 from allinone.runtime.base import ContainerEvent, ContainerRuntime, ContainerSpec
@@ -64,7 +66,6 @@ log = logging.getLogger(__name__)
 CRASH_BACKOFF_MAX = 30.0  # s: the longest wait before replacing a crash-looping pod
 PROBE_INTERVAL = 0.004  # s between /healthz probes: a container starts in ~100 ms
 PROBE_TIMEOUT = 120.0   # s a pod may take to answer /healthz (big imports) before it fails
-PARKED_CHECK_INTERVAL = 1.0  # s between expiry checks of parked containers
 SAFETY_LIST_INTERVAL = 5.0   # s between container lists that catch lost events
 
 
@@ -254,12 +255,12 @@ class Kubelet:
                         template_hash=template_hash, phase=PENDING, ready=False,
                         created=self.clock.now())
         stack = self.parked.get(function)
-        while stack:
-            p = stack.pop()  # the most recently parked: the warmest
-            if p.template_hash == template_hash:
+        if stack:
+            p, stale = parking.take(stack, template_hash)
+            if p is not None:
                 rec.name, rec.container_id = p.pod, p.container_id
-                break
-            self._spawn(self._remove_parked(p))
+            for old in stale:
+                self._spawn(self._remove_parked(old))
         return rec
 
     def pod_object(self, rec: PodRecord, template: Obj) -> Obj:
@@ -502,7 +503,7 @@ class Kubelet:
         keep = []
         for p in self.parked.pop(function, []):
             if keep_current_until is not None:
-                gone = keep_current_until - p.since > self.keep_paused
+                gone = parking.expired(p, keep_current_until, self.keep_paused)
             else:
                 gone = p.template_hash != current_hash
             if gone:

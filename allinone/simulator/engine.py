@@ -25,10 +25,12 @@ throttler's answers (:meth:`Activator._acquire`): a request asks the throttler f
 pod; with none free it pokes the autoscaler when no pod is ready, and waits as a ticket
 (refused: 503) until woken, when it asks again, or until ``timeoutSeconds`` after its
 arrival, when it asks a last time before its 504. Cold start = no ready pod when the
-request arrived (the activator's ``cold_starts`` metric). Paused-pod retention (the kubelet's
-parking, inside its async stop/start) is mirrored the same way: a drained, ready pod of
-the current template is parked for ``keep_paused`` seconds and the next create resumes
-the most recent one.
+request arrived (the activator's ``cold_starts`` metric). Paused-pod retention follows
+:mod:`allinone.kubelet.parking`, the rules the controller and the kubelet apply: which
+removed pod is parked (:func:`~allinone.kubelet.parking.worth_parking`), which one a new
+pod resumes (:func:`~allinone.kubelet.parking.take`), and when one expires
+(:func:`~allinone.kubelet.parking.expired`, checked every ``PARKED_CHECK_INTERVAL`` on
+the kubelet's 1 s grid while anything is parked).
 
 Invariants:
 
@@ -60,6 +62,8 @@ from allinone.activator.throttler import Throttler
 from allinone.autoscaler.kpa import KPAState, decide, initial_state
 from allinone.autoscaler.loop import observation
 from allinone.controller.planning import PENDING, RUNNING, TERMINATING, PodView, plan
+from allinone.kubelet import parking
+from allinone.kubelet.parking import PARKED_CHECK_INTERVAL
 from allinone.simulator.model import RuntimeModel
 from allinone.simulator.trace import Trace
 
@@ -68,7 +72,7 @@ QUEUE_LIMIT = 10_000  # the activator's default bounded queue per function
 TEMPLATE = "sim"  # one template per function: the simulator does no rollouts
 
 # Event kinds, in the heap as (time, seq, kind, function, payload).
-_COMPLETE, _READY, _TICK, _POKE, _SYNC, _TIMEOUT, _EVICT = range(7)
+_COMPLETE, _READY, _TICK, _POKE, _SYNC, _TIMEOUT, _SWEEP = range(7)
 
 # Outcomes recorded per request.
 OK, REJECTED, TIMED_OUT = 200, 503, 504
@@ -107,9 +111,18 @@ class _Pod:
     phase: str = PENDING
     ready: bool = False
     endpoint: Endpoint | None = None
+    park: bool = False  # the controller's choice when it removed the pod
 
     def view(self) -> PodView:
         return PodView(self.name, TEMPLATE, self.phase, self.ready, self.created)
+
+
+@dataclass(frozen=True)
+class _Parked:
+    """A parked pod, as :mod:`allinone.kubelet.parking` sees one."""
+
+    template_hash: str
+    since: float
 
 
 @dataclass
@@ -158,7 +171,7 @@ class _Fn:
         self.pods: dict[str, _Pod] = {}
         self.pod_count = 0  # pods that exist (any phase): the cost
         self.pod_since = start
-        self.parked: list[tuple[int, float]] = []  # (id, since), most recent last
+        self.parked: list[_Parked] = []  # most recent last, as the kubelet's stack
         self.replicas = 0
         self.poked = False
         self.dormant = False
@@ -195,7 +208,7 @@ class Simulation:
         self._heap: list[tuple[float, int, int, Any, Any]] = []
         self._seq = 0
         self._starters = [0.0] * self.model.parallel_starts  # when each start slot frees
-        self._park_ids = 0
+        self._parking: dict[str, _Fn] = {}  # functions with parked pods
         self.fns: list[_Fn] = []
         for name in trace.functions:
             spec = specs if isinstance(specs, SimSpec) else specs.get(name) or specs.get("*")
@@ -205,7 +218,7 @@ class Simulation:
 
     # -- the heap ------------------------------------------------------------------
 
-    def _push(self, t: float, kind: int, f: _Fn, payload: Any = None) -> None:
+    def _push(self, t: float, kind: int, f: _Fn | None, payload: Any = None) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (t, self._seq, kind, f, payload))
 
@@ -222,7 +235,7 @@ class Simulation:
         end = (arrival[-1] if n else 0.0) + self.drain_after
         events = 0
         handlers = (self._complete, self._pod_ready, self._tick, self._poke, self._sync,
-                    self._timeout, self._evict)
+                    self._timeout, self._sweep)
         while True:
             if heap and (i >= n or heap[0][0] <= arrival[i]):
                 t, _, kind, f, payload = heap[0]
@@ -386,9 +399,9 @@ class Simulation:
         if f.pod_count > f.res.peak_pods:
             f.res.peak_pods = f.pod_count
         f.res.pods_series.append((t, f.pod_count))
-        if f.parked:
-            _, since = f.parked.pop()  # the most recently parked: the warmest
-            f.res.paused_seconds += t - since
+        parked, _ = parking.take(f.parked, TEMPLATE)  # one template: nothing stale
+        if parked is not None:
+            f.res.paused_seconds += t - parked.since
             f.res.pods_resumed += 1
             self._push(t + self.model.unpause, _READY, f, pod)
             return
@@ -413,40 +426,56 @@ class Simulation:
         self._sync(f, t, None)  # the controller syncs after every pod event
 
     def _terminate(self, f: _Fn, pod: _Pod, t: float) -> None:
-        was_ready = pod.ready
+        # The controller's choice, made as it removes the pod (the kubelet acts on it
+        # once the pod is drained).
+        pod.park = parking.worth_parking(f.spec.keep_paused, TEMPLATE, TEMPLATE, pod.ready,
+                                         pod.endpoint is not None)
         pod.phase, pod.ready = TERMINATING, False
         ep = pod.endpoint
         if ep is None:
-            self._remove(f, pod, t, park=False)  # never ready: its start is abandoned
+            self._remove(f, pod, t)  # never ready: its start is abandoned
             return
         f.throttler.drain(pod.name)
         f.ready -= 1
         f.res.ready_series.append((t, f.ready))
         if ep.in_flight == 0:
-            self._drained(f, ep, t, park=was_ready)
+            self._drained(f, ep, t)
 
-    def _drained(self, f: _Fn, ep: Endpoint, t: float, park: bool = True) -> None:
+    def _drained(self, f: _Fn, ep: Endpoint, t: float) -> None:
         f.throttler.remove(ep.pod)
-        self._remove(f, f.pods[ep.pod], t, park=park)
+        self._remove(f, f.pods[ep.pod], t)
 
-    def _remove(self, f: _Fn, pod: _Pod, t: float, *, park: bool) -> None:
+    def _remove(self, f: _Fn, pod: _Pod, t: float) -> None:
         self._count_pods(f, t)
         del f.pods[pod.name]
         f.pod_count -= 1
         f.res.pods_series.append((t, f.pod_count))
-        keep = f.spec.keep_paused
-        if park and keep > 0:
-            self._park_ids += 1
-            f.parked.append((self._park_ids, t))
-            self._push(t + keep, _EVICT, f, self._park_ids)
+        if pod.park:
+            f.parked.append(_Parked(TEMPLATE, t))
+            if not self._parking:  # no expiry check on the heap yet
+                self._push(self._next_sweep(t), _SWEEP, None)
+            self._parking[f.name] = f
         self._push(t, _SYNC, f)  # the controller syncs after every pod event
 
-    def _evict(self, f: _Fn, t: float, park_id: int) -> None:
-        for j, (pid, since) in enumerate(f.parked):
-            if pid == park_id:
-                del f.parked[j]
-                f.res.paused_seconds += t - since
-                return
+    @staticmethod
+    def _next_sweep(t: float) -> float:
+        """The kubelet's next expiry check after ``t``, on its 1 s grid."""
+        return (math.floor(t / PARKED_CHECK_INTERVAL) + 1) * PARKED_CHECK_INTERVAL
+
+    def _sweep(self, _: Any, t: float, __: Any) -> None:
+        """The kubelet's expiry check: parked pods kept long enough are removed."""
+        for name, f in list(self._parking.items()):
+            keep = []
+            for p in f.parked:
+                if parking.expired(p, t, f.spec.keep_paused):
+                    f.res.paused_seconds += t - p.since
+                else:
+                    keep.append(p)
+            f.parked = keep
+            if not keep:
+                del self._parking[name]
+        if self._parking:
+            self._push(self._next_sweep(t), _SWEEP, None)
 
     def _count_pods(self, f: _Fn, t: float) -> None:
         f.res.pod_seconds += f.pod_count * (t - f.pod_since)

@@ -151,3 +151,14 @@ def test_spec_is_validated_like_the_api() -> None:
         SimSpec.from_user({"scaling": {"maxScale": 0}})
     with pytest.raises(ValidationError, match="keepPausedSeconds"):
         SimSpec.from_user({"keepPausedSeconds": -1})
+
+
+def test_parked_pod_expires_on_the_kubelets_check_grid() -> None:
+    # Kept 60 s: the pod parked at its drain is removed by the first 1 s check more than
+    # 60 s later, so the request at 300 s starts a new pod.
+    trace = Trace.from_rows([("f", 0.0, 0.05), ("f", 300.0, 0.05)])
+    keep = SimSpec.from_user({"scaling": {"scaleToZeroGracePeriodSeconds": 30},
+                              "keepPausedSeconds": 60})
+    [r] = Simulation(trace, keep, MODEL).run()
+    assert r.pods_started == 2 and r.pods_resumed == 0
+    assert 60.0 < r.paused_seconds <= 61.0
