@@ -15,10 +15,14 @@ What runs for real (imported, never copied):
 - replica planning: :func:`allinone.controller.planning.plan` on every change of
   ``spec.replicas`` and every pod event, as the controller's ``sync`` does.
 
-What is simulated, from the :class:`~allinone.simulator.model.RuntimeModel`: a pod is
-Ready ``pod_start`` after its creation (``unpause`` when a parked pod is resumed), with
-at most ``parallel_starts`` container starts in progress at once across the node; a
-request's service time is its trace duration plus ``activator_overhead``.
+What is simulated, from the :class:`~allinone.simulator.model.RuntimeModel`: a pod's
+container start is ``pod_start`` of work (``unpause`` when a parked pod is resumed,
+which is not shared). The node's container starts share it: up to ``parallel_starts``
+run at full speed, and with n > ``parallel_starts`` in progress each advances at
+``parallel_starts / n`` (processor sharing: a start is mostly the shim's CPU-bound
+interpreter start, and the cores are shared; 4 starts at once with 2 at full speed all
+finish after 2 x ``pod_start``, which is what ``calibrate`` measures). A request's
+service time is its trace duration plus ``activator_overhead``.
 
 What the driver does in the activator's place is its proxy's part, the I/O around the
 throttler's answers (:meth:`Activator._acquire`): a request asks the throttler for a
@@ -72,7 +76,8 @@ QUEUE_LIMIT = 10_000  # the activator's default bounded queue per function
 TEMPLATE = "sim"  # one template per function: the simulator does no rollouts
 
 # Event kinds, in the heap as (time, seq, kind, function, payload).
-_COMPLETE, _READY, _TICK, _POKE, _SYNC, _TIMEOUT, _SWEEP = range(7)
+_COMPLETE, _READY, _TICK, _POKE, _SYNC, _TIMEOUT, _SWEEP, _STARTED = range(8)
+_DONE = 1e-9  # s of start work left that counts as finished (float rounding)
 
 # Outcomes recorded per request.
 OK, REJECTED, TIMED_OUT = 200, 503, 504
@@ -207,7 +212,11 @@ class Simulation:
         self.stats = RunStats()
         self._heap: list[tuple[float, int, int, Any, Any]] = []
         self._seq = 0
-        self._starters = [0.0] * self.model.parallel_starts  # when each start slot frees
+        # Container starts in progress: [work left (s at full speed), function, pod],
+        # advanced to _start_clock; _start_version tells the one live _STARTED event.
+        self._starting: list[list[Any]] = []
+        self._start_clock = 0.0
+        self._start_version = 0
         self._parking: dict[str, _Fn] = {}  # functions with parked pods
         self.fns: list[_Fn] = []
         for name in trace.functions:
@@ -235,7 +244,7 @@ class Simulation:
         end = (arrival[-1] if n else 0.0) + self.drain_after
         events = 0
         handlers = (self._complete, self._pod_ready, self._tick, self._poke, self._sync,
-                    self._timeout, self._sweep)
+                    self._timeout, self._sweep, self._started)
         while True:
             if heap and (i >= n or heap[0][0] <= arrival[i]):
                 t, _, kind, f, payload = heap[0]
@@ -405,13 +414,40 @@ class Simulation:
             f.res.pods_resumed += 1
             self._push(t + self.model.unpause, _READY, f, pod)
             return
-        # The engine starts containers parallel_starts at a time; the rest wait in line.
-        starters = self._starters
-        k = min(range(len(starters)), key=starters.__getitem__)
-        begin = max(t, starters[k])
-        starters[k] = begin + self.model.pod_start
+        self._advance_starts(t)
+        self._starting.append([self.model.pod_start, f, pod])
         f.res.pods_started += 1
-        self._push(starters[k], _READY, f, pod)
+        self._schedule_start(t)
+
+    def _start_rate(self) -> float:
+        """Full speeds each start in progress gets (processor sharing)."""
+        return min(1.0, self.model.parallel_starts / len(self._starting))
+
+    def _advance_starts(self, t: float) -> None:
+        if self._starting:
+            done = (t - self._start_clock) * self._start_rate()
+            for job in self._starting:
+                job[0] -= done
+        self._start_clock = t
+
+    def _schedule_start(self, t: float) -> None:
+        """One event for the next start to finish at the current sharing; any change
+        of the set in progress schedules anew (the older event is then stale)."""
+        self._start_version += 1
+        if self._starting:
+            left = min(job[0] for job in self._starting)
+            self._push(t + max(0.0, left) / self._start_rate(), _STARTED, None,
+                       self._start_version)
+
+    def _started(self, _: Any, t: float, version: int) -> None:
+        if version != self._start_version:
+            return  # the set of starts changed since: a newer event stands
+        self._advance_starts(t)
+        done = [job for job in self._starting if job[0] <= _DONE]
+        self._starting = [job for job in self._starting if job[0] > _DONE]
+        self._schedule_start(t)
+        for _, f, pod in done:
+            self._pod_ready(f, t, pod)
 
     def _pod_ready(self, f: _Fn, t: float, pod: _Pod) -> None:
         if pod.phase != PENDING or f.pods.get(pod.name) is not pod:

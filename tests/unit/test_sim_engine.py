@@ -46,8 +46,8 @@ def test_burst_of_100_at_zero_cc1_max10_queues_as_computed() -> None:
     assert sum(r.cold) == 100
     assert r.peak_pods == 10 and r.pods_started == 10
     assert r.desired_series[0] == (pytest.approx(5.001), 10)  # held 100 -> panic, capped
-    # Pods start one after another: pod k (1..10) is Ready at 5 + 0.001 + 0.002 + 0.1 k.
-    ready = [0.003 + 0.1 * k for k in range(1, 11)]
+    # The 10 starts share one start's speed: all Ready at 5 + 0.001 + 0.002 + 10 x 0.1.
+    ready = [0.003 + 1.0] * 10
     assert [t - 5.0 for t, _ in r.ready_series] == pytest.approx(ready)
     # FIFO: each request takes the earliest free slot; pod k serves its m-th request
     # from ready_k + m x 1 s, so the 100 slots are m = 0..9 on each of the 10 pods.
@@ -95,7 +95,19 @@ def test_parallel_starts_overlap() -> None:
     model = RuntimeModel(pod_start_ms=100, parallel_starts=4, poke_delay_ms=1,
                          sync_delay_ms=2, activator_overhead_ms=0)
     [r] = Simulation(trace, spec(containerConcurrency=1, maxScale=8, target=1), model).run()
-    assert [round(t - 5.0, 6) for t, _ in r.ready_series[:8]] == [0.103] * 4 + [0.203] * 4
+    # 8 starts at once, 4 at full speed: each at half speed, all done after 0.2 s.
+    assert [round(t - 5.0, 6) for t, _ in r.ready_series[:8]] == [0.203] * 8
+
+
+def test_starts_share_the_engine_as_they_come_and_go() -> None:
+    # Start 1 alone from 5.003 (full speed, parallel 1); start 2 joins at 5.053 and both
+    # go at half speed: start 1 has 0.05 s left -> done at 5.153; start 2 has done 0.05
+    # of 0.1 by then and finishes alone at full speed at 5.203.
+    trace = Trace.from_rows([("f", 5.0, 1.0), ("f", 5.05, 1.0)])
+    s = spec(containerConcurrency=1, maxScale=2, target=1,
+             targetUtilizationPercentage=100)
+    [r] = Simulation(trace, s, MODEL).run()
+    assert [round(t, 6) for t, _ in r.ready_series[:2]] == [5.153, 5.203]
 
 
 def mixed_trace() -> Trace:
