@@ -194,7 +194,11 @@ def _evolve(state: KPAState, **changes: Any) -> KPAState:
 
 def decider_spec(scaling: Mapping[str, Any]) -> DeciderSpec:
     """Knative's ``MakeDecider`` + ``ResolveMetricTarget`` for a Function's scaling."""
-    s = {**DEFAULT_SCALING, **scaling}
+    return _decider_spec({**DEFAULT_SCALING, **scaling})
+
+
+def _decider_spec(s: Mapping[str, Any]) -> DeciderSpec:
+    """:func:`decider_spec` of a scaling that already has every field."""
     total = float(s["target"])
     cc = int(s["containerConcurrency"])
     if s["metric"] == CONCURRENCY and cc != 0:
@@ -359,9 +363,19 @@ def _record(
     while gone < n and intervals[gone][1] <= horizon:
         gone += 1
     if added or gone:
-        plus, minus = _sums(added), _sums(intervals[:gone])
-        sums = (sums[0] + plus[0] - minus[0], sums[1] + plus[1] - minus[1],
-                sums[2] + plus[2] - minus[2])
+        cov, area, rate = sums
+        for start, end, c, r in added:
+            length = end - start
+            cov += _exact(length)
+            area += _exact(length * c)
+            rate += _exact(length * r)
+        for k in range(gone):
+            start, end, c, r = intervals[k]
+            length = end - start
+            cov -= _exact(length)
+            area -= _exact(length * c)
+            rate -= _exact(length * r)
+        sums = (cov, area, rate)
         intervals = intervals[gone:]
     return intervals, last, sums
 
@@ -429,7 +443,7 @@ def decide(
     :data:`allinone.objects.DEFAULT_SCALING`). See the module docstring for the rules.
     """
     s = {**DEFAULT_SCALING, **scaling}
-    spec = decider_spec(s)
+    spec = _decider_spec(s)
     metric = str(s["metric"])
     min_scale, max_scale = int(s["minScale"]), int(s["maxScale"])
     initial = int(s["initialScale"])
