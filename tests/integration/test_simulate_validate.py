@@ -18,9 +18,10 @@ from allinone.simulator.trace import Trace
 from allinone.testing import ServerProcess, wait_for
 
 # Not in the integration run that CI makes (tox -e integration deselects `validation`):
-# it takes minutes, and its agreement is a measured finding about the simulator (met in
-# 1 of 3 runs so far: cold starts under-predicted by 13-16 %), not yet a promise. Run it
-# with `tox -e validation`.
+# it takes minutes, and its agreement is a measured finding about the simulator, not yet
+# a promise (BENCHMARKS.md: cold starts now within 2 %, peak pods equal; the total p50
+# sits on the knee between warm and cold requests and missed on a loaded machine). Run
+# it with `tox -e validation`.
 pytestmark = [pytest.mark.integration, pytest.mark.validation]
 
 SPEC = {"scaling": {"containerConcurrency": 1, "maxScale": 4, "stableWindowSeconds": 6,
