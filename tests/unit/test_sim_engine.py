@@ -174,3 +174,25 @@ def test_parked_pod_expires_on_the_kubelets_check_grid() -> None:
     [r] = Simulation(trace, keep, MODEL).run()
     assert r.pods_started == 2 and r.pods_resumed == 0
     assert 60.0 < r.paused_seconds <= 61.0
+
+
+def test_unlimited_concurrency_still_has_the_pods_connection_bound() -> None:
+    # containerConcurrency 0 is "unlimited", but the Throttler gives a pod at most
+    # POD_MAX_CONNECTIONS requests at once (what its shim serves): one over waits.
+    from allinone.runtime.base import POD_MAX_CONNECTIONS
+
+    n = POD_MAX_CONNECTIONS + 1
+    trace = Trace.from_rows([("f", 10.0, 2.0)] * n)
+    [r] = Simulation(trace, spec(minScale=1, maxScale=1), MODEL).run()
+    assert list(r.queued[:-1]) == [0.0] * (n - 1)
+    assert r.queued[-1] == pytest.approx(2.0)
+    assert set(r.status) == {OK}
+
+
+def test_a_woken_request_with_no_slot_waits_again_at_the_end() -> None:
+    # cc 1, one pod: A runs 0.5 s; B and C wait. A's end wakes one (B); C keeps waiting
+    # until B's end: FIFO through the Throttler's queue.
+    trace = Trace.from_rows([("f", 10.0, 0.5), ("f", 10.0, 0.5), ("f", 10.0, 0.5)])
+    [r] = Simulation(trace, spec(containerConcurrency=1, minScale=1, maxScale=1),
+                     MODEL).run()
+    assert list(r.queued) == pytest.approx([0.0, 0.5, 1.0])
