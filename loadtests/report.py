@@ -223,6 +223,16 @@ def failure_summary(records: Sequence[Sequence[Any]], limit: int = 20) -> list[d
     return [{"name": n, "error": e, "occurrences": c} for (n, e), c in ranked]
 
 
+# -- CPU and memory per function ------------------------------------------------------
+
+def pod_usage(pods: Iterable[Mapping[str, Any]]) -> tuple[float, int]:
+    """A function's CPU (percent of a core) and memory (bytes): the sums over its pods'
+    ``status.usage`` (the server's own sampling, every 2 s); a pod not sampled yet adds 0."""
+    usage = [p.get("status", {}).get("usage") or {} for p in pods]
+    return (round(sum(float(u.get("cpuPercent") or 0) for u in usage), 2),
+            sum(int(u.get("memoryBytes") or 0) for u in usage))
+
+
 # -- the report ------------------------------------------------------------------------
 
 @dataclass

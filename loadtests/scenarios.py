@@ -28,16 +28,26 @@ locust or gevent, so the runner lists the scenarios without gevent's monkey-patc
   (8 s short). Criteria: every execution answers ``SUCCEEDED`` with the expected output
   (a failed execution is a 200 too, so the body is checked); at least one ran.
 
+- **imagepipe_load**: the four Pillow functions of ``fixtures/imagepipe`` as
+  ``lt-img-*`` (minScale 1, maxScale 4, target 1: one request per pod, so the pods
+  follow the load) behind ``imagepipe.json`` as ``lt-imagepipe``; users run it
+  synchronously on the test images (a file trigger's event: name, size, contentBase64)
+  in rising steps (1, 2, 4, 8 users, 10 s each; short 1, 4, 6 s). The chart draws each
+  function's pods and CPU/memory. Criteria: every execution ``SUCCEEDED`` with labels
+  and a thumbnail, at least one ran, some function had more than one ready pod.
+
 Scenario options (``--trials``, ``--step-users``, ``--within``, ``--load-users``,
-``--rounds``, ``--burst-users``, ``--wf-users``) are given to locust after ``--``; see
-``loadtests/README.md``.
+``--rounds``, ``--burst-users``, ``--wf-users``, ``--pipe-steps``) are given to locust
+after ``--``; see ``loadtests/README.md``.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from loadtests.report import (
@@ -54,6 +64,10 @@ from loadtests.report import (
 )
 
 POLL_INTERVAL = 0.1  # s between the driver's reads while it waits for a state
+
+
+class ScenarioError(Exception):
+    """The scenario cannot go on (set-up failed, a state was never reached)."""
 COLD_METRIC = "allinone_cold_start_latency_seconds"
 
 
@@ -61,6 +75,8 @@ class Run(Protocol):
     """What a driver and a judge see of a running scenario (the locust adapter)."""
 
     function: str
+    functions: list[str]  # every function the scenario sampled (the main one first)
+    bodies: list[bytes]  # users send one of these, at random
     sending: bool  # users send only while it is true
     report: Any  # loadtests.report.Report
     api: Any  # allinone.client.Client
@@ -73,6 +89,10 @@ class Run(Protocol):
     def scaling(self) -> dict[str, Any]: ...
     @property
     def tick(self) -> float: ...
+    @property
+    def spec(self) -> dict[str, Any]: ...  # the scenario's function spec
+    @property
+    def fixtures(self) -> Path: ...
 
     def opt(self, name: str, default: Any) -> Any: ...
     def now(self) -> float: ...
@@ -113,6 +133,7 @@ class Scenario:
     options: tuple[Option, ...] = ()
     key_latency: str = ""  # the request name the --max-p50/p95-ms thresholds check
     path: str = "/function/{function}"  # what the users call
+    function: str = ""  # the deployed name (default lt-NAME)
     # After the deploy: what else the scenario needs (a workflow), and its removal.
     setup: Callable[[Run], None] | None = None
     teardown: Callable[[Run], None] | None = None
@@ -404,6 +425,87 @@ def workflow_judge(run: Run) -> list[Criterion]:
             no_failures(rep.records, "executions")]
 
 
+# -- imagepipe_load ----------------------------------------------------------------------
+
+PIPE = "imagepipe"  # fixtures/imagepipe: four Pillow functions, a workflow, test images
+STAGES = ("inspect", "thumbnail", "histogram", "classify")
+PIPE_WORKFLOW = "lt-imagepipe"
+
+
+def pipe_setup(run: Run) -> None:
+    """The other three functions, the workflow on them, the images, one warm execution."""
+    root = run.fixtures / PIPE
+    others = [s for s in STAGES if f"lt-img-{s}" != run.function]
+    for stage in others:
+        run.api.deploy(f"lt-img-{stage}", root / "functions" / stage, run.spec, wait=False)
+    for stage in others:
+        run.api.wait_ready(f"lt-img-{stage}", timeout=600)
+    run.functions[:] = [f"lt-img-{s}" for s in STAGES]
+    text = (root / "imagepipe.json").read_text().replace('"Resource": "img-',
+                                                         '"Resource": "lt-img-')
+    run.api.deploy_workflow(PIPE_WORKFLOW, json.loads(text))
+    images = sorted((root / "images").iterdir())
+    run.bodies[:] = [json.dumps({"name": p.name, "size": p.stat().st_size, "contentBase64":
+                                 base64.b64encode(p.read_bytes()).decode()}).encode()
+                     for p in images]
+    run.p["images"] = [p.name for p in images]
+    warm = run.api.start_workflow(PIPE_WORKFLOW, data=run.bodies[0], timeout=300)
+    if pipe_check(run, warm.json() if warm.ok else warm.text) is not None:
+        raise ScenarioError(f"the warm-up execution failed: {warm.text[:300]}")
+
+
+def pipe_teardown(run: Run) -> None:
+    run.api.delete_workflow(PIPE_WORKFLOW, missing_ok=True)
+    for fn in run.functions:
+        run.api.delete(fn, missing_ok=True)
+
+
+def pipe_check(run: Run, out: Any) -> str | None:
+    if not isinstance(out, dict) or out.get("status") != "SUCCEEDED":
+        return f"execution {out.get('status') if isinstance(out, dict) else out}: " \
+               f"{out.get('error') if isinstance(out, dict) else ''}"
+    result = out.get("output") or {}
+    if len(result.get("labels", [])) != 2 or not result.get("files"):
+        return f"no labels or thumbnail in {json.dumps(result)[:200]}"
+    return None
+
+
+def pipe_drive(run: Run) -> None:
+    p = run.p
+    for users in p["steps"]:
+        hold(run, users, p["hold_s"], f"{users} user{'s' if users > 1 else ''}")
+    run.event("load stops")
+    run.wait_until(lambda: run.in_flight == 0, 120, "the last executions")
+    run.sleep(1.0)
+
+
+def pipe_judge(run: Run) -> list[Criterion]:
+    rep = run.report
+    lat = summarize(latencies(run))
+    by_fn = rep.figures.get("replicas_by_function", {})
+    peaks = {fn: max((int(r[1]) for r in rows), default=0) for fn, rows in by_fn.items()}
+    rep.figures.update({"executions": len(rep.records), "execution_latency_ms": lat,
+                        "peak_ready_by_function": peaks})
+    rep.figures["headline"] = (
+        f"{len(rep.records)} pipeline executions at {run.p['steps']} users: p50 "
+        f"{fmt_ms(lat['p50'])} ms, p95 {fmt_ms(lat['p95'])} ms; peak ready pods "
+        + ", ".join(f"{fn.removeprefix('lt-img-')} {n}" for fn, n in peaks.items()))
+    top = max(peaks.values(), default=0)
+    return [Criterion("executions ran", bool(rep.records), len(rep.records), 1,
+                      f"{len(rep.records)} executions ran (at least 1 wanted)"),
+            no_failures(rep.records, "executions"),
+            Criterion("the pipeline scaled", top > 1, top, 2,
+                      f"peak ready pods of a function: {top} (more than 1 wanted)")]
+
+
+def steps(raw: str, short: bool) -> list[int]:
+    try:
+        return [int(x) for x in raw.split(",") if x.strip()] or ([1, 4] if short else
+                                                                [1, 2, 4, 8])
+    except ValueError:
+        raise ScenarioError(f"--pipe-steps {raw!r}: give user counts like 1,2,4") from None
+
+
 # -- the table ---------------------------------------------------------------------------
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -460,4 +562,16 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         setup=lambda run: run.api.deploy_workflow(WORKFLOW, workflow_definition(run.function)),
         teardown=lambda run: run.api.delete_workflow(WORKFLOW, missing_ok=True),
         options=(Option("--wf-users", int, 4, "users running the workflow (default 4)"),)),
+    Scenario(
+        "imagepipe_load", f"{PIPE}/functions/thumbnail", {},
+        {"scaling": {"minScale": 1, "maxScale": 4, "target": 1, "stableWindowSeconds": 6,
+                     "scaleToZeroGracePeriodSeconds": 2}},
+        params=lambda run, short: {"steps": steps(run.opt("pipe_steps", ""), short),
+                                   "hold_s": 6.0 if short else 10.0,
+                                   "workflow": PIPE_WORKFLOW},
+        drive=pipe_drive, judge=pipe_judge, start="floor", request_name="execution",
+        function="lt-img-thumbnail", path=f"/workflow/{PIPE_WORKFLOW}", check=pipe_check,
+        setup=pipe_setup, teardown=pipe_teardown,
+        options=(Option("--pipe-steps", str, "", "user counts, one step each (default "
+                        "1,2,4,8; short 1,4)"),)),
 )}

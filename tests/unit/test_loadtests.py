@@ -213,8 +213,8 @@ def test_split_argv_and_locust_command() -> None:
 
 def test_every_scenario_is_listed_by_its_name() -> None:
     assert list(SCENARIOS) == ["cold_start", "scale_up", "scale_to_zero", "burst_at_zero",
-                              "workflow_load"]
-    assert all(s.name == n and (ROOT / "fixtures" / s.fixture).is_file()
+                              "workflow_load", "imagepipe_load"]
+    assert all(s.name == n and (ROOT / "fixtures" / s.fixture).exists()
                for n, s in SCENARIOS.items())
 
 
@@ -265,6 +265,37 @@ def test_burst_counts_every_answer_of_every_round() -> None:
     assert crit[1].measured == 199 and "1.5 s" in str(fig["headline"])
 
 
+def test_imagepipe_passes_only_when_some_function_scaled() -> None:
+    p = {"steps": [1, 4]}
+    by_fn = {"lt-img-inspect": [[0.0, 1, 1], [5.0, 3, 3]], "lt-img-classify": [[0.0, 1, 1]]}
+    sc = SCENARIOS["imagepipe_load"]
+    rep = r.Report("imagepipe_load", records=[rec(1, 900, name="execution")], params=p)
+    rep.figures["replicas_by_function"] = by_fn
+    run = SimpleNamespace(p=p, report=rep)
+    assert [c.passed for c in sc.judge(run)] == [True, True, True]  # type: ignore[arg-type]
+    assert rep.figures["peak_ready_by_function"] == {"lt-img-inspect": 3, "lt-img-classify": 1}
+    by_fn["lt-img-inspect"] = [[0.0, 1, 1]]
+    assert [c.passed for c in sc.judge(run)] == [True, True, False]  # type: ignore[arg-type]
+
+
+def test_pipeline_check_wants_labels_and_a_thumbnail() -> None:
+    check = SCENARIOS["imagepipe_load"].check
+    assert check is not None
+    good = {"status": "SUCCEEDED", "output": {"labels": ["dark", "portrait"],
+                                              "files": {"t.png": "AA=="}}}
+    assert check(None, good) is None  # type: ignore[arg-type]
+    assert "no labels" in str(check(None, {**good, "output": {"labels": []}}))  # type: ignore
+    assert "FAILED" in str(check(None, {"status": "FAILED", "error": "X"}))  # type: ignore
+
+
+def test_pod_usage_sums_a_functions_pods() -> None:
+    pods = [{"status": {"usage": {"cpuPercent": 12.5, "memoryBytes": 2 << 20}}},
+            {"status": {"usage": {"cpuPercent": 30.25, "memoryBytes": 3 << 20}}},
+            {"status": {}}]  # a pod not sampled yet
+    assert r.pod_usage(pods) == (42.75, 5 << 20)
+    assert r.pod_usage([]) == (0.0, 0)
+
+
 def test_runner_never_imports_locust() -> None:
     # locust monkey-patches with gevent at import; the runner must stay clean of it.
     code = ("import sys, loadtests.__main__, loadtests.report; "
@@ -289,5 +320,6 @@ def test_plot_renders_a_png(tmp_path: Path) -> None:
     # several functions (imagepipe_load): one ready line each, [t, ready, desired] rows
     data["figures"]["replicas_by_function"] = {"a": [[0.0, 1, 1], [1.0, 5, 5]],
                                                "b": [[0.0, 1, 1]]}
+    data["figures"]["usage_by_function"] = {"a": [[0.0, 12.5, 2.0e7], [2.0, 40.0, 2.2e7]]}
     out = render(data, tmp_path / "y.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
