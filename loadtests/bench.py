@@ -50,7 +50,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -525,7 +525,8 @@ def bench_workflow(api: Client, n: int, runs: int) -> dict[str, Any]:
                           "invoking_ms": sum(ts[b["id"]] - ts[a["id"]]
                                              for a, b in zip(sched, done, strict=True))})
 
-    cases = {"direct": direct, "workflow": lambda: flow(f"tasks-{n}"),
+    cases: dict[str, Callable[[], None]] = {
+        "direct": direct, "workflow": lambda: flow(f"tasks-{n}"),
              "pass": lambda: flow(f"pass-{n}"), "empty": lambda: flow("empty")}
     times: dict[str, list[float]] = {k: [] for k in cases}
     errors: list[str] = []

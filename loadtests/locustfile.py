@@ -40,7 +40,7 @@ from locust.env import Environment
 
 from allinone.client import ApiError, Client, error_from
 from loadtests.report import Report, latency_threshold, pod_usage, write_report
-from loadtests.scenarios import POLL_INTERVAL, SCENARIOS, Scenario, ScenarioError
+from loadtests.scenarios import FIXTURES, POLL_INTERVAL, SCENARIOS, Scenario, ScenarioError
 
 log = logging.getLogger("loadtests")
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,14 +108,6 @@ class Runner:
     @property
     def tick(self) -> float:
         return self.report.tick_seconds
-
-    @property
-    def spec(self) -> dict[str, Any]:
-        return self.sc.spec
-
-    @property
-    def fixtures(self) -> Path:
-        return ROOT / "fixtures"
 
     def opt(self, name: str, default: Any) -> Any:
         assert self.env is not None
@@ -288,7 +280,7 @@ class Runner:
             self.function = self.sc.function or "lt-" + self.sc.name.replace("_", "-")
             t = time.monotonic()
             log.info("[%s] deploying %s as %s", self.sc.name, self.sc.fixture, self.function)
-            self.fn = self.api.deploy(self.function, ROOT / "fixtures" / self.sc.fixture,
+            self.fn = self.api.deploy(self.function, FIXTURES / self.sc.fixture,
                                       self.sc.spec)
             rep.deployed = True
             rep.figures["deploy_to_ready_s"] = round(time.monotonic() - t, 3)

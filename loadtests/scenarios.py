@@ -5,40 +5,8 @@ locust adapter, :mod:`loadtests.locustfile`, is the only implementation): ``driv
 sets user counts, opens and closes the tap (``run.sending``) and marks events;
 ``judge`` fills the report's figures and returns the criteria. Nothing here imports
 locust or gevent, so the runner lists the scenarios without gevent's monkey-patching.
-
-- **cold_start**: single requests, each after the function scaled to zero (no pod
-  object left, Docker idle), then at once a warm one. Split per trial: ``call`` = the
-  warm latency, ``pod wait`` = cold - warm, ``server`` = the activator's own latency of
-  the cold request (``allinone_cold_start_latency_seconds`` sum in ``/metrics``).
-  Criteria: no failed request, every trial was counted as a cold start, every trial ran.
-- **scale_up**: from one warm pod (minScale 1), idle, then a step to 6 users held 40 s
-  (15 s short); the KPA expects ceil(6 / (2 x 100 %)) = 3 pods. Criteria: ready
-  replicas reach that count within ``--within`` s (15) of the step; no failed request.
-- **scale_to_zero**: 4 users for 20 s (8 s short), silence, then the next request.
-  Criteria: no failed request; ready replicas reach 0 no later than window + grace + 2
-  ticks (+ the 0.1 s poll) after the last answer (the KPA halves per tick, and the
-  stable window must empty before the grace period runs); the next request succeeds as
-  a cold start (``allinone_cold_starts_total`` +1).
-- **burst_at_zero**: 100 users wait at a gate; a round opens it at zero and each
-  sends one request, which the activator holds while pods start (3 rounds, 1 short).
-  Criteria: every request succeeds, every user got an answer in every round.
-- **workflow_load**: ``--wf-users`` users (4) run the workflow ``lt-workflow-load``
-  (Task ``inc`` -> Choice -> a Map of three ``inc`` calls, two at a time -> Pass ->
-  Succeed: 4 invocations through the activator) synchronously, back to back, for 20 s
-  (8 s short). Criteria: every execution answers ``SUCCEEDED`` with the expected output
-  (a failed execution is a 200 too, so the body is checked); at least one ran.
-
-- **imagepipe_load**: the four Pillow functions of ``fixtures/imagepipe`` as
-  ``lt-img-*`` (minScale 1, maxScale 4, target 1: one request per pod, so the pods
-  follow the load) behind ``imagepipe.json`` as ``lt-imagepipe``; users run it
-  synchronously on the test images (a file trigger's event: name, size, contentBase64)
-  in rising steps (1, 2, 4, 8 users, 10 s each; short 1, 4, 6 s). The chart draws each
-  function's pods and CPU/memory. Criteria: every execution ``SUCCEEDED`` with labels
-  and a thumbnail, at least one ran, some function had more than one ready pod.
-
-Scenario options (``--trials``, ``--step-users``, ``--within``, ``--load-users``,
-``--rounds``, ``--burst-users``, ``--wf-users``, ``--pipe-steps``) are given to locust
-after ``--``; see ``loadtests/README.md``.
+What each scenario does, its criteria and its options (given to locust after ``--``)
+are in ``loadtests/README.md``'s table; the why of each limit is beside its code.
 """
 
 from __future__ import annotations
@@ -63,6 +31,7 @@ from loadtests.report import (
     summarize,
 )
 
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 POLL_INTERVAL = 0.1  # s between the driver's reads while it waits for a state
 
 
@@ -89,10 +58,6 @@ class Run(Protocol):
     def scaling(self) -> dict[str, Any]: ...
     @property
     def tick(self) -> float: ...
-    @property
-    def spec(self) -> dict[str, Any]: ...  # the scenario's function spec
-    @property
-    def fixtures(self) -> Path: ...
 
     def opt(self, name: str, default: Any) -> Any: ...
     def now(self) -> float: ...
@@ -430,14 +395,16 @@ def workflow_judge(run: Run) -> list[Criterion]:
 PIPE = "imagepipe"  # fixtures/imagepipe: four Pillow functions, a workflow, test images
 STAGES = ("inspect", "thumbnail", "histogram", "classify")
 PIPE_WORKFLOW = "lt-imagepipe"
+PIPE_SPEC = {"scaling": {"minScale": 1, "maxScale": 4, "target": 1, "stableWindowSeconds": 6,
+                         "scaleToZeroGracePeriodSeconds": 2}}  # one request per pod
 
 
 def pipe_setup(run: Run) -> None:
     """The other three functions, the workflow on them, the images, one warm execution."""
-    root = run.fixtures / PIPE
+    root = FIXTURES / PIPE
     others = [s for s in STAGES if f"lt-img-{s}" != run.function]
     for stage in others:
-        run.api.deploy(f"lt-img-{stage}", root / "functions" / stage, run.spec, wait=False)
+        run.api.deploy(f"lt-img-{stage}", root / "functions" / stage, PIPE_SPEC, wait=False)
     for stage in others:
         run.api.wait_ready(f"lt-img-{stage}", timeout=600)
     run.functions[:] = [f"lt-img-{s}" for s in STAGES]
@@ -563,9 +530,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         teardown=lambda run: run.api.delete_workflow(WORKFLOW, missing_ok=True),
         options=(Option("--wf-users", int, 4, "users running the workflow (default 4)"),)),
     Scenario(
-        "imagepipe_load", f"{PIPE}/functions/thumbnail", {},
-        {"scaling": {"minScale": 1, "maxScale": 4, "target": 1, "stableWindowSeconds": 6,
-                     "scaleToZeroGracePeriodSeconds": 2}},
+        "imagepipe_load", f"{PIPE}/functions/thumbnail", {}, PIPE_SPEC,
         params=lambda run, short: {"steps": steps(run.opt("pipe_steps", ""), short),
                                    "hold_s": 6.0 if short else 10.0,
                                    "workflow": PIPE_WORKFLOW},
