@@ -323,3 +323,26 @@ def test_plot_renders_a_png(tmp_path: Path) -> None:
     data["figures"]["usage_by_function"] = {"a": [[0.0, 12.5, 2.0e7], [2.0, 40.0, 2.2e7]]}
     out = render(data, tmp_path / "y.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- the benchmark's table ---------------------------------------------------------------
+
+def test_bench_chain_and_table() -> None:
+    from loadtests.bench import chain, table
+
+    wf = chain(3, "task")
+    assert wf["StartAt"] == "s0" and wf["States"]["s2"] == {
+        "Type": "Task", "Resource": "passthrough", "End": True}
+    assert chain(1, "pass")["States"] == {"s0": {"Type": "Pass", "End": True}}
+    dist = {"count": 5, "p50": 101.0, "p90": 150.0, "max": 180.0}
+    out = table({
+        "workflow": {"tasks": 10, "median_ms": {"direct": 50.0, "workflow": 80.0, "pass": 9.0,
+                                                "empty": 3.0},
+                     "server_side_ms": {"engine_per_task": 1.2}, "overhead_per_task_ms": 3.0,
+                     "pass_state_ms": 0.9},
+        "trigger": {"file_write_to_function_start": dist, "raw_s": {}},
+        "dashboard": {"functions": 40, "pods": 40, "first_paint_s": 0.4,
+                      "sampler_cpu_ms_per_period": 3.0, "sampler_core_percent": 0.15},
+        "idle": {"functions": 40, "seconds": 30.0, "server_cpu_percent": 0.7}})
+    assert "+3.0 ms per Task" in out and "p50 101 / p90 150 / max 180 ms (n=5)" in out
+    assert "0.400 s" in out and "0.70 % of a core" in out and "raw" not in out
