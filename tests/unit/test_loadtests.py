@@ -14,10 +14,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from allinone import objects
 from allinone.client import parse_metric
 from loadtests import report as r
 from loadtests.__main__ import SCENARIOS, locust_command, split_argv
-from loadtests.report import scaling_with_defaults
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -223,7 +223,7 @@ def judged(name: str, p: dict[str, object], records: list[list[object]],
     """A scenario's criteria over hand-made records and samples (no server, no locust)."""
     sc = SCENARIOS[name]
     rep = r.Report(name, records=records, samples=samples, params=p)
-    rep.scaling = scaling_with_defaults(sc.spec["scaling"])
+    rep.scaling = objects.scaling(sc.spec)
     run = SimpleNamespace(p=p, report=rep, scaling=rep.scaling, tick=0.5)
     return sc.judge(run), rep.figures  # type: ignore[arg-type]
 
