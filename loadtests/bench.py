@@ -6,7 +6,7 @@
 Without ``--server`` it starts its own ``allinone serve`` (``ServerProcess``: temporary
 state, free ports, tick 0.5 s) and stops it at the end. The parts (``PARTS``):
 
-- **warm**: the same ``add.py`` pod called sequentially over one keep-alive connection,
+- **warm**: the same ``add.py`` pod called sequentially over a keep-alive connection,
   directly on its Unix socket (``status.socket``) and through the activator, in
   interleaved blocks of 100; p50/p99 and the added latency.
 - **throughput**: ``--concurrency`` connections for ``--duration`` s, direct vs
@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import os
 import platform
@@ -57,14 +56,13 @@ from typing import Any
 from allinone.apiserver.workflows import MAX_PAGE
 from allinone.client import Client, poll
 from allinone.objects import parse_rfc3339
-from allinone.testing import ServerProcess, UnixHTTPConnection
-from loadtests.loadgen import measure
+from allinone.testing import ServerProcess
+from loadtests.loadgen import measure, sequence
 from loadtests.report import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
 ADD_BODY = b'{"x": 1, "y": 2}'
-HEADERS = {"Content-Type": "application/json"}
 PARTS = ("warm", "throughput", "cold", "paused", "deploy", "idle", "dashboard", "workflow",
          "trigger")
 THROUGHPUT_ROUNDS = 3  # runs per path, alternating; the median is reported
@@ -105,47 +103,31 @@ def connect(target: Target, timeout: float) -> socket.socket:
 
 # -- 1. warm latency -------------------------------------------------------------------
 
-class Caller:
-    """One keep-alive HTTP/1.1 connection, POSTing the same body again and again."""
+def url_of(target: Target, path: str) -> tuple[str, str | None]:
+    """loadgen's (url, unix socket) for a target: the activator's port or a pod's socket."""
+    if isinstance(target, int):
+        return f"http://127.0.0.1:{target}{path}", None
+    return f"http://pod{path}", target
 
-    def __init__(self, target: Target, path: str) -> None:
-        self.conn = (http.client.HTTPConnection("127.0.0.1", target, timeout=30)
-                     if isinstance(target, int) else UnixHTTPConnection(target, timeout=30))
-        self.path = path
 
-    def call(self) -> float:
-        """One request; its latency in ms (raises unless the answer is 200)."""
-        t = time.perf_counter_ns()
-        self.conn.request("POST", self.path, ADD_BODY, HEADERS)
-        resp = self.conn.getresponse()
-        body = resp.read()
-        ms = (time.perf_counter_ns() - t) / 1e6
-        if resp.status != 200:
-            raise RuntimeError(f"POST {self.path}: HTTP {resp.status} {body[:200]!r}")
-        return ms
-
-    def close(self) -> None:
-        self.conn.close()
+def calls(target: Target, path: str, n: int, steady: bool = False) -> list[float]:
+    """``n`` sequential calls of ``add.py`` on one new connection: each one's ms. With
+    ``steady``, one more call first, not counted: every counted call rides a connection
+    already in use, as on the one long keep-alive connection of a client."""
+    url, unix = url_of(target, path)
+    return sequence(url, n + steady, ADD_BODY, unix)[steady:]
 
 
 def bench_warm_latency(server_port: int, function: str, pod_socket: str,
                        n: int, block: int = 100) -> dict[str, Any]:
-    direct = Caller(pod_socket, "/")
-    via = Caller(server_port, f"/function/{function}")
-    try:
-        for _ in range(200):  # warm both paths: connections, caches, the JIT-less rest
-            direct.call()
-            via.call()
-        lat: dict[str, list[float]] = {"direct": [], "activator": []}
-        for i in range(max(1, n // block)):
-            order = [("direct", direct), ("activator", via)]
-            if i % 2:
-                order.reverse()
-            for key, caller in order:
-                lat[key].extend(caller.call() for _ in range(block))
-    finally:
-        direct.close()
-        via.close()
+    paths: dict[str, tuple[Target, str]] = {"direct": (pod_socket, "/"),
+                                            "activator": (server_port, f"/function/{function}")}
+    for target, path in paths.values():  # warm both paths: caches, the pod's first calls
+        calls(target, path, 200)
+    lat: dict[str, list[float]] = {"direct": [], "activator": []}
+    for i in range(max(1, n // block)):
+        for key in (("direct", "activator") if i % 2 == 0 else ("activator", "direct")):
+            lat[key].extend(calls(*paths[key], block, steady=True))
     d, a = stats(lat["direct"]), stats(lat["activator"])
     assert d["p50"] is not None and a["p50"] is not None
     assert d["p99"] is not None and a["p99"] is not None
@@ -158,9 +140,8 @@ def bench_warm_latency(server_port: int, function: str, pod_socket: str,
 
 def python_load(target: Target, path: str, conns: int, seconds: float) -> dict[str, Any]:
     """Closed-loop load with ``conns`` connections (:mod:`loadtests.loadgen`)."""
-    if isinstance(target, int):
-        return measure(f"http://127.0.0.1:{target}{path}", conns, seconds, ADD_BODY)
-    return measure(f"http://pod{path}", conns, seconds, ADD_BODY, unix=target)
+    url, unix = url_of(target, path)
+    return measure(url, conns, seconds, ADD_BODY, unix=unix)
 
 
 def bench_throughput(server_port: int, function: str, pod_socket: str, conns: int,
@@ -290,12 +271,7 @@ def bench_cold_start(api: Client, server_port: int, trials: int, tick: float) ->
         for i in range(trials):
             api.wait_replicas(name, 0, 0, 60 + 10 * tick, interval=0.02, no_pods=True)
             s0 = float(api.metric("allinone_cold_start_latency_seconds_sum", name) or 0)
-            caller = Caller(server_port, f"/function/{name}")
-            try:
-                cold = caller.call()
-                warm = caller.call()
-            finally:
-                caller.close()
+            cold, warm = calls(server_port, f"/function/{name}", 2)
             s1 = float(api.metric("allinone_cold_start_latency_seconds_sum", name) or 0)
             cli = docker_run_cli(sandbox, image, handler)
             sdk = docker_api_start(client, sandbox, image, handler)
@@ -350,14 +326,10 @@ def bench_paused(api: Client, server_port: int, trials: int, tick: float) -> dic
 
     rows = []
     try:
-        Caller(server_port, f"/function/{name}").call()  # the first pod, to be paused
+        calls(server_port, f"/function/{name}", 1)  # the first pod, to be paused
         for i in range(trials):
             poll(parked, 60 + 10 * tick, f"{name} at zero with its container paused")
-            caller = Caller(server_port, f"/function/{name}")
-            try:
-                resumed = caller.call()
-            finally:
-                caller.close()
+            resumed = calls(server_port, f"/function/{name}", 1)[0]
             rows.append({"trial": i + 1, "activator_resume_ms": round(resumed, 3)})
             log(f"paused start {i + 1}/{trials}: {resumed:.1f} ms")
         floor = bare_unpause_floor(client, image, handler, trials)
