@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                f"`{prog} --short -- --max-p95-ms 2000`; the scenarios' options are in "
                "loadtests/README.md.")
     p.add_argument("scenarios", nargs="*", metavar="SCENARIO",
-                   help=f"which to run (default all): {', '.join(SCENARIOS)}")
+                   help=f"which to run (default all; with --short all but the slow "
+                        f"ones): {', '.join(SCENARIOS)}")
     p.add_argument("--server", metavar="URL",
                    help="a running allinone server (default: start one for the run)")
     p.add_argument("--short", action="store_true", help="the short (CI) form of each scenario")
@@ -58,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the server's autoscaler tick (default 0.5 for the server started "
                         "here, 2 with --server)")
     return p
+
+
+def default_scenarios(short: bool) -> list[str]:
+    """Every scenario; the short (CI) form leaves out the slow ones (``Scenario.slow``)."""
+    return [n for n, sc in SCENARIOS.items() if not (short and sc.slow)]
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -147,7 +153,7 @@ def print_summary(results: list[dict[str, Any]], out: Path, total: float) -> Non
 def main(argv: list[str] | None = None) -> int:
     ours, extra = split_argv(sys.argv[1:] if argv is None else list(argv))
     args = build_parser().parse_args(ours)
-    names = args.scenarios or list(SCENARIOS)
+    names = args.scenarios or default_scenarios(args.short)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         print(f"error: unknown scenario(s) {unknown}; choose from {list(SCENARIOS)}",

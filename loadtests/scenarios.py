@@ -99,6 +99,7 @@ class Scenario:
     key_latency: str = ""  # the request name the --max-p50/p95-ms thresholds check
     path: str = "/function/{function}"  # what the users call
     function: str = ""  # the deployed name (default lt-NAME)
+    slow: bool = False  # left out of --short's default list (CI); run when named
     # After the deploy: what else the scenario needs (a workflow), and its removal.
     setup: Callable[[Run], None] | None = None
     teardown: Callable[[Run], None] | None = None
@@ -536,7 +537,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                                    "workflow": PIPE_WORKFLOW},
         drive=pipe_drive, judge=pipe_judge, start="floor", request_name="execution",
         function="lt-img-thumbnail", path=f"/workflow/{PIPE_WORKFLOW}", check=pipe_check,
-        setup=pipe_setup, teardown=pipe_teardown,
+        setup=pipe_setup, teardown=pipe_teardown, slow=True,  # builds Pillow: ~1 min
         options=(Option("--pipe-steps", str, "", "user counts, one step each (default "
                         "1,2,4,8; short 1,4)"),)),
 )}

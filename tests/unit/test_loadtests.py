@@ -17,7 +17,7 @@ import pytest
 from allinone import objects
 from allinone.client import parse_metric
 from loadtests import report as r
-from loadtests.__main__ import SCENARIOS, locust_command, split_argv
+from loadtests.__main__ import SCENARIOS, default_scenarios, locust_command, split_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -216,6 +216,11 @@ def test_every_scenario_is_listed_by_its_name() -> None:
                               "workflow_load", "imagepipe_load"]
     assert all(s.name == n and (ROOT / "fixtures" / s.fixture).exists()
                for n, s in SCENARIOS.items())
+
+
+def test_the_short_form_leaves_out_the_slow_scenarios() -> None:
+    assert default_scenarios(False) == list(SCENARIOS)
+    assert default_scenarios(True) == [n for n in SCENARIOS if n != "imagepipe_load"]
 
 
 def judged(name: str, p: dict[str, object], records: list[list[object]],
