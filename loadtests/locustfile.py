@@ -360,6 +360,10 @@ class Runner:
                               "time cap): the criteria below cover only what ran")
         gevent.killall(self.greenlets)
         rep.samples.sort(key=lambda x: x["t"])  # the sampler's and the driver's readings
+        rep.figures["peak_usage_by_function"] = {
+            fn: {"cpu_percent": max(r[1] for r in rows),
+                 "memory_mib": round(max(r[2] for r in rows) / 2**20, 1)}
+            for fn, rows in rep.figures.get("usage_by_function", {}).items() if rows}
         if self.t0 is not None:
             rep.duration_s = time.time() - self.t0
             try:
