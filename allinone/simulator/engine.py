@@ -28,7 +28,7 @@ What the driver does in the activator's place is its proxy's part, the I/O aroun
 throttler's answers (:meth:`Activator._acquire`): a request asks the throttler for a
 pod; with none free it pokes the autoscaler when no pod is ready, and waits as a ticket
 (refused: 503) until woken, when it asks again, or until ``timeoutSeconds`` after its
-arrival, when it asks a last time before its 504. Cold start = no ready pod when the
+arrival (504). Cold start = no ready pod when the
 request arrived (the activator's ``cold_starts`` metric). Paused-pod retention follows
 :mod:`allinone.kubelet.parking`, the rules the controller and the kubelet apply: which
 removed pod is parked (:func:`~allinone.kubelet.parking.worth_parking`), which one a new
@@ -330,12 +330,9 @@ class Simulation:
         if dur is None:
             return  # it reached a pod (or was refused) before its deadline
         f.throttler.dequeue(idx)
-        # The activator's last look when the wait times out, then 504.
-        ep = f.throttler.acquire(f.spec.container_concurrency)
-        if ep is not None:
-            f.res.queued[idx] = t - f.res.arrival[idx]
-            self._push(t + self.model.overhead + dur, _COMPLETE, f, (ep, idx))
-            return
+        # The activator looks for a pod once more before its 504; here that look would
+        # always find none: every freed slot and every new pod wakes the queue at once
+        # (synchronously), so a request still waiting has no free slot to find.
         self._end(f, idx, t, TIMED_OUT)
 
     # -- the autoscaler loop ------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from allinone.objects import ValidationError
@@ -173,7 +175,25 @@ def test_parked_pod_expires_on_the_kubelets_check_grid() -> None:
                               "keepPausedSeconds": 60})
     [r] = Simulation(trace, keep, MODEL).run()
     assert r.pods_started == 2 and r.pods_resumed == 0
-    assert 60.0 < r.paused_seconds <= 61.0
+    parked_at = next(t for t, n in r.pods_series if n == 0)
+    assert r.paused_seconds == pytest.approx(math.floor(parked_at + 60) + 1 - parked_at)
+
+
+def test_a_start_abandoned_before_ready_is_removed_unparked() -> None:
+    # A 120 s container start, and the only request gives up after 1 s: the function
+    # goes to zero while its pod is still starting; that pod never serves, is not
+    # parked (never ready), and its start finishing later changes nothing.
+    trace = Trace.from_rows([("f", 1.0, 0.05)])
+    slow = RuntimeModel(pod_start_ms=120_000, poke_delay_ms=1, sync_delay_ms=2,
+                        activator_overhead_ms=0)
+    s = SimSpec.from_user({"timeoutSeconds": 1, "keepPausedSeconds": 600})
+    [r] = Simulation(trace, s, slow, drain_after=200).run()
+    assert list(r.status) == [TIMED_OUT]
+    assert r.ready_series == [] and r.pods_started == 1 and r.peak_pods == 1
+    gone = r.pods_series[-1]
+    assert gone[1] == 0 and 1.003 < gone[0] < 121.003
+    assert r.paused_seconds == 0.0
+    assert r.pod_seconds == pytest.approx(gone[0] - 1.003)
 
 
 def test_unlimited_concurrency_still_has_the_pods_connection_bound() -> None:
