@@ -9,7 +9,8 @@
 
 Then, for every one of them: no container labelled with its name (running or not), no
 object in etcd that names it (Function, ReplicaSet, Pods, anything else), no tag in the
-registry and no reference to its repository among the local Docker images. The random
+registry, no reference to its repository among the local Docker images, and nothing in
+the state directory (saved logs, the source archive, pod socket directories). The random
 choices come from one seed, printed (and taken from ``ALLINONE_FAULT_SEED`` to replay a
 run); what a failure leaves is listed per function.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import hashlib
 import json
 import os
 import random
@@ -75,12 +77,18 @@ def naming(objs: list[dict[str, Any]], name: str) -> list[str]:
     return out
 
 
-def leftovers(server: ServerProcess, names: list[str]) -> dict[str, list[str]]:
-    """What is left of each function of ``names`` (only those with something left)."""
+def leftovers(server: ServerProcess, names: list[str], sources: dict[str, str]
+              ) -> dict[str, list[str]]:
+    """What is left of each function of ``names`` (only those with something left);
+    ``sources`` maps each name to its source's sha256 (every source is unique)."""
     objs = etcd_objects(server)
+    state = server.state_dir
     left: dict[str, list[str]] = {}
     for name in names:
         found = [f"etcd {o}" for o in naming(objs, name)]
+        found += [f"file {p.relative_to(state)}" for p in
+                  [*(state / "logs").glob(f"{name}.log*"), *(state / "pods").glob(f"{name}-*"),
+                   *(state / "sources").glob(f"*/{sources[name]}")]]
         found += [f"container {c.name} ({c.status})" for c in server.containers(name, all=True)]
         tags = registry_tags(server, f"allinone/{name}")
         if tags is None:
@@ -165,11 +173,12 @@ def test_delete_at_any_moment_leaves_nothing(server: ServerProcess, tmp_path: Pa
             future.result()
     deleted = clock()
     names = [life.name for life in lives]
+    sources = {life.name: hashlib.sha256(life.path.read_bytes()).hexdigest() for life in lives}
     try:
-        wait_for(lambda: not leftovers(server, names), 120,
+        wait_for(lambda: not leftovers(server, names, sources), 120,
                  "nothing of the deleted functions to remain")
     except AssertionError:
-        left = leftovers(server, names)
+        left = leftovers(server, names, sources)
         raise AssertionError(f"seed {seed}: {len(left)} of {LIFECYCLES} functions left "
                              f"something behind:\n" + json.dumps(left, indent=1)) from None
     cleaned = clock()
@@ -185,6 +194,6 @@ def test_delete_at_any_moment_leaves_nothing(server: ServerProcess, tmp_path: Pa
              "tracebacks": log.count("Traceback")}
     record("DELETE at a random moment, 50 lifecycles", seed=seed, by_moment=by_moment,
            seconds_all_deleted=deleted, seconds_until_nothing_left=cleaned,
-           containers_left=0, objects_left=0, image_tags_left=0,
+           containers_left=0, objects_left=0, image_tags_left=0, state_files_left=0,
            answers_during_drain=answers("drain"), answers_during_load=answers("load"),
            server_log=paths)
