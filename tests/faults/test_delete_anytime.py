@@ -26,6 +26,7 @@ import os
 import random
 import threading
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ import pytest
 import requests
 
 from allinone.store.etcd import EtcdStore
-from allinone.testing import ServerProcess, wait_for
+from allinone.testing import ServerProcess, make_zip, wait_for
 from tests.faults.conftest import Stopwatch, record, registry_tags
 from tests.faults.test_objects import local_refs
 
@@ -111,9 +112,18 @@ class Lifecycle:
         self.moment = moment
         # Drawn up front, in order, so the seed alone replays every choice.
         # A build takes seconds (queued, built, pushed); the other moments are short.
-        self.delay = rng.uniform(0.0, 8.0 if moment == "build" else 0.6)
-        self.path = src_dir / f"{self.name}.py"
-        self.path.write_text(SOURCE.format(name=self.name))
+        self.delay = rng.uniform(0.0, 6.0 if moment == "build" else 0.6)
+        source = SOURCE.format(name=self.name)
+        if moment == "build":
+            # 8 MiB of data make the build (its COPY, then the push) last seconds, so
+            # the random moment falls inside it, not only before or after.
+            self.path = src_dir / f"{self.name}.zip"
+            self.path.write_bytes(make_zip({"func.py": source.encode(),
+                                            "data.bin": rng.randbytes(8 * 1024 * 1024)},
+                                           method=zipfile.ZIP_STORED))
+        else:
+            self.path = src_dir / f"{self.name}.py"
+            self.path.write_text(source)
         self.answers: list[int | str] = []
         self.deleted_after = 0.0
 
