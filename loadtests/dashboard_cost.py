@@ -38,11 +38,7 @@ from typing import Any
 
 import psutil
 
-from allinone.testing import FIXTURES, ServerProcess, wait_for
-
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run"]
+from allinone.testing import FIXTURES, ServerProcess, launch_chromium, wait_for
 
 # Installed in the page before its own script: records when the functions table first
 # holds ``want`` rows, and the frame that paints it.
@@ -72,7 +68,7 @@ def first_paint(url: str, n: int, loads: int) -> dict[str, float]:
 
     runs: list[dict[str, float]] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        browser = launch_chromium(p)
         try:
             for _ in range(loads + 1):  # the first load warms the browser's caches
                 page = browser.new_page()
