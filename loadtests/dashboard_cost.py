@@ -139,7 +139,8 @@ def main() -> None:
     ap.add_argument("--paint-only", action="store_true",
                     help="measure the first paint only (a server without --usage-period)")
     args = ap.parse_args()
-    srv = ServerProcess(Path(tempfile.mkdtemp(prefix="allinone-dash-")))
+    # The production autoscaler tick (2 s), not the tests' 0.5 s: a user's server.
+    srv = ServerProcess(Path(tempfile.mkdtemp(prefix="allinone-dash-")), tick=2.0)
     srv.start()
     out: dict[str, Any] = {"functions": args.functions}
     try:

@@ -157,8 +157,12 @@ def make_blueprint() -> Blueprint:
 
     def view(deps: ApiDeps, fn: Obj, rs: Obj | None) -> Obj:
         """The Function as shown to users: replica counts (from its ReplicaSet ``rs``,
-        None when it has none) and autoscaler state merged in."""
-        out = copy.deepcopy(fn)
+        None when it has none) and autoscaler state merged in.
+
+        Only ``status`` is copied (shallowly) before it is filled in: the store hands out
+        freshly decoded objects, and a deep copy per function was most of the time a list
+        of 40 took on a busy machine."""
+        out = {**fn, "status": dict(fn["status"])}
         name = fn["metadata"]["name"]
         if rs is not None:
             out["status"]["replicas"] = rs.get("status", {}).get("replicas", 0)
