@@ -36,8 +36,10 @@ import psutil
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from allinone.config import USAGE_PERIOD_SECONDS as DEFAULT_PERIOD_SECONDS
+from allinone.config import USAGE_PERIOD_SECONDS
 from allinone.objects import rfc3339
+
+DEFAULT_PERIOD_SECONDS = USAGE_PERIOD_SECONDS  # serve --usage-period's default
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 

@@ -1,7 +1,7 @@
 """Benchmark: the dashboard's first paint and the pod sampler's cost, N warm pods.
 
     python -m loadtests.dashboard_cost [--functions 40] [--seconds 30] [--loads 5]
-                                       [--paint-only]
+                                       [--paint-only] [--also URL]
 
 Starts its own server (``ServerProcess``), deploys N functions with ``minScale: 1`` (so
 N warm pods), then measures:
@@ -13,7 +13,9 @@ N warm pods), then measures:
   dashboard is changed for the measurement, so the same script measures any version
   of the server. Also the duration of the page's ``GET /api/v1/functions`` (Resource
   Timing), the request the first paint waits on longest. Median of ``--loads`` loads
-  after one warm-up load.
+  after one warm-up load. ``--also URL`` measures another running server with N
+  functions too (another version of the code, say), load by load in turn with this
+  one, so both see the same machine.
 - **the sampler's cost**, side by side: the server's CPU (percent of one core) over
   ``--seconds`` with the N pods idle, sampler on, then the same state served again
   with ``--usage-period 0`` (its pods adopted, sampler off), then on again (so drift
@@ -63,26 +65,28 @@ TIMINGS = """() => {
 }"""
 
 
-def first_paint(url: str, n: int, loads: int) -> dict[str, float]:
+def first_paint(urls: list[str], n: int, loads: int) -> list[dict[str, Any]]:
+    """Each server's first paint; loads go to the servers in turn (side by side)."""
     from playwright.sync_api import sync_playwright
 
-    runs: list[dict[str, float]] = []
+    runs: list[list[dict[str, float]]] = [[] for _ in urls]
     with sync_playwright() as p:
         browser = launch_chromium(p)
         try:
             for _ in range(loads + 1):  # the first load warms the browser's caches
-                page = browser.new_page()
-                page.add_init_script(OBSERVER % n)
-                page.goto(url + "/ui")
-                page.wait_for_function("window.__paint !== undefined", timeout=60_000)
-                runs.append(page.evaluate(TIMINGS))
-                page.close()
+                for url, out in zip(urls, runs, strict=True):
+                    page = browser.new_page()
+                    page.add_init_script(OBSERVER % n)
+                    page.goto(url + "/ui")
+                    page.wait_for_function("window.__paint !== undefined", timeout=60_000)
+                    out.append(page.evaluate(TIMINGS))
+                    page.close()
         finally:
             browser.close()
-    runs = runs[1:]
-    return {f"{k}_ms": round(statistics.median(r[k] for r in runs), 1)
-            for k in ("paint", "rows", "api")} | {"paint_ms_all": [round(r["paint"], 1)
-                                                                  for r in runs]}
+    return [{"url": url} | {f"{k}_ms": round(statistics.median(r[k] for r in rs[1:]), 1)
+                            for k in ("paint", "rows", "api")}
+            | {"paint_ms_all": [round(r["paint"], 1) for r in rs[1:]]}
+            for url, rs in zip(urls, runs, strict=True)]
 
 
 def server_cpu(srv: ServerProcess, seconds: float) -> float:
@@ -130,12 +134,15 @@ def sampling_cost(srv: ServerProcess) -> float:
 
 
 def main() -> None:
-    from allinone.usage import DEFAULT_PERIOD_SECONDS
+    from allinone.config import USAGE_PERIOD_SECONDS
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--functions", type=int, default=40)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--loads", type=int, default=5)
+    ap.add_argument("--also", action="append", default=[], metavar="URL",
+                    help="measure the first paint of this running server too (N functions "
+                         "deployed), its loads interleaved with this one's")
     ap.add_argument("--paint-only", action="store_true",
                     help="measure the first paint only (a server without --usage-period)")
     args = ap.parse_args()
@@ -153,11 +160,14 @@ def main() -> None:
             srv.wait_phase(name, "Ready", timeout=900)
         all_ready(srv, names)
         out["load_before_paint"] = os.getloadavg()[0]
-        out["first_paint"] = first_paint(srv.url, args.functions, args.loads)
+        painted = first_paint([srv.url, *args.also], args.functions, args.loads)
+        out["first_paint"] = painted[0]
+        if args.also:
+            out["first_paint_also"] = painted[1:]
         if not args.paint_only:
             per_sample = sampling_cost(srv)
             out["sampler_cpu_ms_per_sampling"] = round(per_sample * 1000, 2)
-            out["sampler_core_percent"] = round(100 * per_sample / DEFAULT_PERIOD_SECONDS, 3)
+            out["sampler_core_percent"] = round(100 * per_sample / USAGE_PERIOD_SECONDS, 3)
             cpu: dict[str, list[float]] = {"on": [], "off": []}
             for phase in ("on", "off", "on"):
                 srv.stop()
