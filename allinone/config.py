@@ -53,7 +53,8 @@ class Settings:
     # other host; allinone/auth.py).
     require_token: bool = False
     # The pod sampler's period; 0 turns it off (no status.usage, no pod CPU/memory
-    # metrics): how its own cost is measured (loadtests/dashboard_cost.py).
+    # metrics): how its own cost is measured (``python -m loadtests.bench --only
+    # dashboard --sampler-seconds 30``).
     usage_period_seconds: float = USAGE_PERIOD_SECONDS
 
     @property
