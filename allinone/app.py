@@ -71,7 +71,7 @@ from allinone.store.etcd import EtcdStore
 from allinone.triggers.invoker import EngineWorkflows, Targets
 from allinone.triggers.runner import TriggerManager
 from allinone.ui import Dashboard, make_ui_blueprint
-from allinone.usage import ComponentCollector, PodUsage, docker_pid
+from allinone.usage import ComponentCollector, PodUsage
 from allinone.workflows.runner import WorkflowRunner
 
 log = logging.getLogger("allinone")
@@ -175,7 +175,7 @@ def build_app(settings: Settings, name: str = "allinone", *,
         pod_usage = PodUsage(
             lambda: {r.name: (r.function, r.container_id) for r in kubelet.pods.values()
                      if r.phase == "Running" and r.container_id},
-            docker_pid(runtime._client))
+            runtime)
         metrics.registry.register(pod_usage.collector())
         app.ctx.dashboard = Dashboard(functions, metrics, autoscaler.status,
                                       activator.ready_pods, clock)
@@ -189,8 +189,9 @@ def build_app(settings: Settings, name: str = "allinone", *,
             "replicaset-controller": controller.run(), "build-reconciler": reconciler.run(),
             "autoscaler": autoscaler.run(), "workflow-runner": app.ctx.workflows.run(),
             "trigger-manager": triggers.run(), "dashboard": app.ctx.dashboard.run(),
-            "pod-usage": pod_usage.run(clock.wall),
         }
+        if settings.usage_period_seconds > 0:
+            loops["pod-usage"] = pod_usage.run(clock.wall, settings.usage_period_seconds)
         if supervisor is not None:
             loops["supervisor"] = supervisor.run()
             if "registry" in supervisor.children:
@@ -203,7 +204,7 @@ def build_app(settings: Settings, name: str = "allinone", *,
             settings=settings, store=store, sources=sources, functions=functions,
             activator=activator, metrics=metrics, autoscaler_status=autoscaler.status,
             live_logs=kubelet.live_logs, budget=budget, readiness=readiness.check,
-            pod_usage=pod_usage.usage)
+            pod_usage=pod_usage.usage, pod_in_flight=activator.pod_in_flight)
 
     @app.after_server_start
     async def start_loops(app: Sanic[Any, Any]) -> None:

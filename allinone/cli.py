@@ -30,7 +30,12 @@ from allinone.client import (
     read_source,
     token_for,
 )
-from allinone.config import DEFAULT_BASE_IMAGE, DEFAULT_STATE_DIR, Settings
+from allinone.config import (
+    DEFAULT_BASE_IMAGE,
+    DEFAULT_STATE_DIR,
+    USAGE_PERIOD_SECONDS,
+    Settings,
+)
 from allinone.ui import commands as ui_commands
 
 
@@ -403,7 +408,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         drain_seconds=args.drain_seconds,
                         pod_memory_budget_mib=args.pod_memory_budget,
                         max_pods_per_function=args.max_pods_per_function,
-                        require_token=args.require_token)
+                        require_token=args.require_token,
+                        usage_period_seconds=args.usage_period)
     try:
         serve(settings)
     except PreflightError as exc:
@@ -427,6 +433,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"{text} must be 0 or more seconds")
     return value
 
 
@@ -483,6 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--require-token", action="store_true",
                    help="require the bearer token (STATE_DIR/token) on /api/ even on a "
                         "loopback --host (always required on any other host)")
+    p.add_argument("--usage-period", type=_seconds, default=USAGE_PERIOD_SECONDS,
+                   metavar="SECONDS", help="sample every pod's CPU and memory this often "
+                   "(default %(default)s); 0 turns the sampler off")
     p.add_argument("--base-image", default=base_image)
     p.add_argument("--quiet", action="store_true", help="log warnings only")
 

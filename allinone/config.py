@@ -20,6 +20,8 @@ DEFAULT_STATE_DIR = Path(os.environ.get("ALLINONE_STATE_DIR", "~/.local/share/al
 DEFAULT_BASE_IMAGE = "allinone/python-base:bookworm"
 # A pullable alternative the setup uses when Docker Hub is reachable.
 PULLABLE_BASE_IMAGE = "python:3.11-slim"
+# How often the pod sampler reads every pod's CPU and memory (allinone/usage.py).
+USAGE_PERIOD_SECONDS = 2.0
 
 
 @dataclass
@@ -50,6 +52,10 @@ class Settings:
     # Require the bearer token on /api/ even on a loopback host (always required on any
     # other host; allinone/auth.py).
     require_token: bool = False
+    # The pod sampler's period; 0 turns it off (no status.usage, no pod CPU/memory
+    # metrics): how its own cost is measured (``python -m loadtests.bench --only
+    # dashboard --sampler-seconds 30``).
+    usage_period_seconds: float = USAGE_PERIOD_SECONDS
 
     @property
     def instance(self) -> str:

@@ -1,7 +1,7 @@
 """A real ``allinone serve`` in a subprocess, spoken to through :mod:`allinone.client`.
 
 Used by the integration tests and by ``python -m loadtests`` when it starts its own
-server.
+server; :func:`live_server` is the one body of the test fixtures that serve one.
 
 :class:`ServerProcess` runs the CLI exactly as a user does (``allinone serve``), in a
 temporary state directory on free ports, with its own embedded etcd and registry. It
@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -37,6 +37,13 @@ from allinone.client import Client, NotFound, Timeout, Unreachable, poll
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
+# Debian's chromium (``allinone setup`` installs it), driven by Playwright without a
+# browser download, with the flags that work offline and as root: the dashboard's
+# browser tests and its first-paint benchmark.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--no-first-run")
 # Where test servers find a registry storage that already holds the base image's layers.
 SEED_ROOT = Path(os.environ.get("ALLINONE_TEST_REGISTRY_SEED", "/tmp/allinone-registry-seed"))
 
@@ -354,3 +361,18 @@ class ServerProcess:
             return []
         tags: list[str] = resp.json().get("tags") or []
         return tags
+
+
+def live_server(tmp_path_factory: Any, name: str, **kwargs: Any) -> Iterator[ServerProcess]:
+    """The body of a pytest fixture serving one ``ServerProcess`` (``kwargs``: its
+    options) in a fresh temporary state dir named after ``name``: started, yielded, then
+    stopped and its containers removed, however the tests went. Use it with
+    ``yield from``."""
+    with ServerProcess(Path(tmp_path_factory.mktemp(name)), **kwargs) as srv:
+        yield srv
+
+
+def launch_chromium(playwright: Any) -> Any:
+    """A headless :data:`CHROMIUM` browser from a started Playwright (sync API)."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_FLAGS),
+                                      headless=True)

@@ -16,8 +16,10 @@ Two parts:
   RSS and those of its embedded etcd and registry (its child processes), read at scrape
   time for ``/metrics`` and ``GET /api/v1/status``: nothing samples in the background.
 
-:func:`run_sampler` is the loop the pod-lifecycle component runs: period 2 s, and idle
-(no reading at all) while there are no pods.
+:func:`run_sampler` is the loop the pod-lifecycle component runs: period 2 s
+(``serve --usage-period``; 0 turns it off), and idle (no reading at all) while there
+are no pods. It reaches the container runtime only through its ``pid`` (the
+:class:`PidSource` protocol).
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ import psutil
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from allinone.config import USAGE_PERIOD_SECONDS
 from allinone.objects import rfc3339
 
-DEFAULT_PERIOD_SECONDS = 2.0
+DEFAULT_PERIOD_SECONDS = USAGE_PERIOD_SECONDS  # serve --usage-period's default
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -238,23 +242,31 @@ class ComponentCollector(Collector):
 # -- pods of the kubelet ---------------------------------------------------------------
 
 
+class PidSource(Protocol):
+    """What the pod sampler needs of the container runtime
+    (:class:`~allinone.runtime.base.ContainerRuntime` has it)."""
+
+    async def pid(self, container_id: str) -> int | None: ...
+
+
 class PodUsage:
     """The pod sampler wired to the kubelet's running pods (see :func:`run_sampler`).
 
-    ``pods()`` gives each running pod's function and container id; ``pid_of`` maps a
-    container id to its main PID (asked once per container and cached: a container's
-    PID does not change while it runs). The cgroup of that PID covers every process of
-    the container. ``usage(pod)`` is what the pods API shows as ``status.usage``; the
-    collector exports ``allinone_pod_cpu_seconds_total`` and ``allinone_pod_memory_bytes``.
+    ``pods()`` gives each running pod's function and container id; the container
+    runtime (its :meth:`~allinone.runtime.base.ContainerRuntime.pid`, the only part of
+    the runtime used here) maps a container id to its main PID, asked once per
+    container and cached: a container's PID does not change while it runs. The cgroup
+    of that PID covers every process of the container. ``usage(pod)`` is what the pods
+    API shows as ``status.usage``; the collector exports
+    ``allinone_pod_cpu_seconds_total`` and ``allinone_pod_memory_bytes``.
     Usage lives in memory only: a write to etcd per pod every 2 s would cost more than
     the sampling.
     """
 
     def __init__(self, pods: Callable[[], Mapping[str, tuple[str, str]]],
-                 pid_of: Callable[[str], int | None],
-                 reader: ProcessReader | None = None) -> None:
+                 runtime: PidSource, reader: ProcessReader | None = None) -> None:
         self.pods = pods
-        self.pid_of = pid_of
+        self.runtime = runtime
         self.sampler = UsageSampler(reader or PsutilReader())
         self._pids: dict[str, int] = {}
         self._functions: dict[str, str] = {}
@@ -268,7 +280,7 @@ class PodUsage:
         out: dict[str, list[int]] = {}
         for pod, (_, cid) in pods.items():
             if cid not in self._pids:
-                pid = await asyncio.to_thread(self.pid_of, cid)
+                pid = await self.runtime.pid(cid)
                 if not pid:
                     continue
                 self._pids[cid] = pid
@@ -303,14 +315,3 @@ class PodUsage:
                 yield mem
 
         return _PodCollector()
-
-
-def docker_pid(client: Any) -> Callable[[str], int | None]:
-    """A container's main PID from the Docker engine (``State.Pid``; None when gone)."""
-    def pid_of(container_id: str) -> int | None:
-        try:
-            pid = client.api.inspect_container(container_id)["State"]["Pid"]
-        except Exception:  # gone, or the engine does not answer: skip it this period
-            return None
-        return int(pid) or None
-    return pid_of

@@ -22,7 +22,10 @@ state, free ports, tick 0.5 s) and stops it at the end. The parts (``PARTS``):
 - **idle**: the server process's own CPU (etcd and registry not counted) over
   ``--idle-seconds`` with ``--idle-functions`` warm functions and no traffic; with
   **dashboard** on those same functions: ``/ui``'s first paint in Debian's chromium
-  (Playwright, median of 5) and the pod sampler's CPU per sampling of all their pods.
+  (Playwright; in the page's own clock, from navigation start to the frame that draws
+  every row; median of 5; ``--paint-also URL`` measures another running server in turn
+  with it) and the pod sampler's CPU per sampling of all their pods; with
+  ``--sampler-seconds S`` also the server's CPU with the sampler on, off, on.
 - **workflow**: what a workflow adds per Task state: N direct calls of a pass-through
   function vs one workflow of N Task states, N Pass states, one Pass state, interleaved
   run by run; the server's split from each execution's history.
@@ -56,7 +59,7 @@ from typing import Any
 from allinone.apiserver.workflows import MAX_PAGE
 from allinone.client import Client, poll
 from allinone.objects import parse_rfc3339
-from allinone.testing import ServerProcess
+from allinone.testing import ServerProcess, launch_chromium
 from loadtests.loadgen import measure, sequence
 from loadtests.report import summarize
 
@@ -416,34 +419,66 @@ def bench_idle(pid: int, n: int, seconds: float) -> dict[str, Any]:
 
 # -- 7. the dashboard: first paint and the pod sampler's cost ------------------------
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--no-first-run"]
+# Installed in the page before its own script: records (performance.now(), ms from the
+# navigation's start) when the functions table first holds ``want`` rows, and the frame
+# that paints it. Nothing in the dashboard changes for it: any version can be measured.
+OBSERVER = """
+(() => {
+  const want = %d;
+  const obs = new MutationObserver(() => {
+    if (window.__rows !== undefined) return;
+    if (document.querySelectorAll('#functions tbody tr').length < want) return;
+    window.__rows = performance.now();
+    obs.disconnect();
+    requestAnimationFrame(() => { window.__paint = performance.now(); });
+  });
+  obs.observe(document, {childList: true, subtree: true});
+})();
+"""
+TIMINGS = """() => {
+  const api = performance.getEntriesByType('resource')
+    .filter(e => new URL(e.name).pathname === '/api/v1/functions')[0];
+  return {paint: window.__paint, api: api ? api.duration : null};
+}"""
 
 
-def bench_dashboard(url: str, names: list[str], loads: int = 5) -> dict[str, Any]:
-    """``/ui`` to its functions table holding every row, in chromium (median of
-    ``loads``); one sampling of the functions' pods (cgroup, else psutil), median of 50."""
-    import docker
+def first_paints(urls: list[str], n: int, loads: int) -> list[dict[str, Any]]:
+    """Each server's ``/ui`` first paint with ``n`` functions: ms from navigation start to
+    the frame drawing all rows, and the page's ``GET /api/v1/functions`` (Resource
+    Timing); one warm-up load, then ``loads`` loads going to the servers in turn."""
     from playwright.sync_api import sync_playwright
+
+    runs: list[list[dict[str, float]]] = [[] for _ in urls]
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            for _ in range(loads + 1):
+                for url, out in zip(urls, runs, strict=True):
+                    page = browser.new_page()
+                    page.add_init_script(OBSERVER % n)
+                    page.goto(url + "/ui")
+                    page.wait_for_function("window.__paint !== undefined", timeout=60_000)
+                    out.append(page.evaluate(TIMINGS))
+                    page.close()
+        finally:
+            browser.close()
+    return [{"url": url, "first_paint_s": round(statistics.median(r["paint"] for r in rs[1:])
+                                                / 1000, 3),
+             "api_ms": round(statistics.median(r["api"] for r in rs[1:]), 1),
+             "paint_ms_all": [round(r["paint"], 1) for r in rs[1:]]}
+            for url, rs in zip(urls, runs, strict=True)]
+
+
+def bench_dashboard(url: str, names: list[str], loads: int = 5,
+                    also: list[str] | None = None) -> dict[str, Any]:
+    """``/ui``'s first paint (:func:`first_paints`; ``also``: other running servers with
+    as many functions, interleaved); one sampling of the functions' pods (cgroup, else
+    psutil), median of 50."""
+    import docker
 
     from allinone.usage import DEFAULT_PERIOD_SECONDS, PsutilReader, UsageSampler
 
-    paint = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        try:
-            for _ in range(loads):
-                page = browser.new_page()
-                t0 = time.perf_counter()
-                page.goto(url + "/ui")
-                page.wait_for_function("document.querySelectorAll('#functions tbody tr')"
-                                       f".length >= {len(names)}")
-                paint.append(time.perf_counter() - t0)
-                page.close()
-        finally:
-            browser.close()
+    paint, *others = first_paints([url, *(also or [])], len(names), loads)
     client = docker.from_env()
     pids = {c.name: [c.attrs["State"]["Pid"]] for c in client.containers.list(
         filters={"label": "allinone.managed=1"}) if c.labels.get("allinone.function") in names}
@@ -454,10 +489,31 @@ def bench_dashboard(url: str, names: list[str], loads: int = 5) -> dict[str, Any
         sampler.sample(pids, now=float(i))
         costs.append(time.process_time() - p0)
     per = statistics.median(costs)
-    return {"functions": len(names), "pods": len(pids),
-            "first_paint_s": round(statistics.median(paint), 3),
+    return {"functions": len(names), "pods": len(pids), "loads": loads,
+            "first_paint_s": paint["first_paint_s"], "first_paint_api_ms": paint["api_ms"],
+            "first_paint_ms_all": paint["paint_ms_all"], "also": others,
             "sampler_cpu_ms_per_period": round(per * 1000, 2),
             "sampler_core_percent": round(100 * per / DEFAULT_PERIOD_SECONDS, 3)}
+
+
+def bench_sampler(server: ServerProcess, api: Client, names: list[str],
+                  seconds: float) -> dict[str, Any]:
+    """The server's CPU over ``seconds`` with the pod sampler on, off (``serve
+    --usage-period 0``) and on again: the same state served again each time (its pods
+    adopted), so only the sampler differs. Leaves the server running with it on."""
+    assert server.proc is not None
+    cpu: dict[str, list[float]] = {"on": [], "off": []}
+    for phase in ("on", "off", "on"):
+        server.stop()
+        server.extra_args = () if phase == "on" else ("--usage-period", "0")
+        server.start()
+        for name in names:
+            api.wait_replicas(name, 1, 1, timeout=600)
+        time.sleep(5.0)  # the adoption's probes and status writes settle
+        assert server.proc is not None
+        cpu[phase].append(bench_idle(server.proc.pid, len(names), seconds)["server_cpu_percent"])
+    return {"functions": len(names), "seconds": seconds, "sampler_on_cpu_percent": cpu["on"],
+            "sampler_off_cpu_percent": cpu["off"]}
 
 
 # -- 8. what a workflow adds per Task state --------------------------------------------
@@ -690,6 +746,15 @@ def table(res: dict[str, Any]) -> str:
                  (f"pod sampler, one sampling of {ds['pods']} pods",
                   f"{ds['sampler_cpu_ms_per_period']:.2f} ms CPU = "
                   f"{ds['sampler_core_percent']:.3f} % of a core", "")]
+        rows += [(f"/ui first paint of {o['url']}, interleaved", f"{o['first_paint_s']:.3f} s",
+                  "") for o in ds.get("also", [])]
+    if sp := res.get("sampler"):
+        rows.append((f"server CPU, {sp['functions']} warm pods, {sp['seconds']:g} s, "
+                     "sampler on / off / on",
+                     " / ".join(f"{v:.2f}" for v in (sp["sampler_on_cpu_percent"][0],
+                                                      *sp["sampler_off_cpu_percent"],
+                                                      *sp["sampler_on_cpu_percent"][1:]))
+                     + " % of a core", ""))
     if wf := res.get("workflow"):
         m, n, sv = wf["median_ms"], wf["tasks"], wf["server_side_ms"]
         rows += [(f"{n} direct calls / workflow of {n} Task states", f"{m['direct']:.1f} / "
@@ -746,6 +811,11 @@ def parser() -> argparse.ArgumentParser:
     add("--deploys", type=int, default=5, help="deploys of each kind (5)")
     add("--idle-functions", type=int, default=40, help="warm functions for idle (40)")
     add("--idle-seconds", type=float, default=30.0, help="the idle CPU window (30)")
+    add("--paint-also", action="append", default=[], metavar="URL", help="dashboard: also "
+        "the first paint of this running server with --idle-functions functions (another "
+        "version of the code), loads interleaved")
+    add("--sampler-seconds", type=float, default=0.0, metavar="S", help="dashboard, own "
+        "server only: its CPU over S s with the pod sampler on, off, on (three restarts)")
     add("--tasks", type=int, default=10, help="Task states of the workflow part (10)")
     add("--runs", type=int, default=30, help="interleaved runs of the workflow part (30)")
     add("--files", type=int, default=20, help="files dropped by the trigger part (20)")
@@ -805,7 +875,11 @@ def main(argv: list[str] | None = None) -> int:
                 elif "idle" in parts:
                     log("idle: skipped (give --server-pid PID with --server)")
                 if "dashboard" in parts:
-                    res["dashboard"] = bench_dashboard(url, names)
+                    res["dashboard"] = bench_dashboard(url, names, also=args.paint_also)
+                    if server is not None and args.sampler_seconds > 0:
+                        log(f"sampler: server CPU over {args.sampler_seconds:g} s, on/off/on")
+                        res["sampler"] = bench_sampler(server, api, names,
+                                                       args.sampler_seconds)
         if "workflow" in parts:
             log(f"workflow: {args.tasks} Task states, {args.runs} interleaved runs")
             res["workflow"] = bench_workflow(api, args.tasks, args.runs)

@@ -1,13 +1,21 @@
 """Shared test configuration: the repository root on sys.path for ``tests.*`` imports,
-and fixtures more than one test module needs."""
+and fixtures more than one test module needs (the integration and browser tests share
+``server``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from allinone.testing import FIXTURES, load_module
+from allinone.testing import FIXTURES, ServerProcess, live_server, load_module
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One real server (etcd, registry, Docker) for the session."""
+    yield from live_server(tmp_path_factory, "allinone-state")
 
 
 @pytest.fixture(scope="session")

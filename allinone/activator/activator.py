@@ -221,6 +221,12 @@ class Activator:
         r = self.routes.get(function)
         return r.ready_count() if r else 0
 
+    def pod_in_flight(self, function: str, pod: str) -> int:
+        """Requests on one pod now (0 for a pod the data plane does not serve)."""
+        r = self.routes.get(function)
+        ep = r.endpoints.get(pod) if r else None
+        return ep.in_flight if ep is not None else 0
+
     def queued(self, function: str) -> int:
         r = self.routes.get(function)
         return r.throttler.queued() if r else 0

@@ -152,6 +152,11 @@ SCHEMAS: dict[str, Any] = {
         {"type": "object", "properties": {"function": {"type": "string"}}},
         {"type": "object", "properties": {
             "phase": {"type": "string"},
+            "restartCount": {"type": "integer", "minimum": 0, "description":
+                             "pods of the function that failed in a row before this one "
+                             "(a crashed pod is replaced, not restarted in place)"},
+            "inFlight": {"type": "integer", "minimum": 0,
+                         "description": "requests on this pod now (the activator's count)"},
             "usage": _ref("PodUsage"),
         }},
     ),

@@ -104,6 +104,10 @@ class PodRecord:
     container_id: str | None = None
     obj: Obj | None = None  # as last stored in etcd
     message: str = ""
+    # Pods of the function that failed in a row before this one started: a crashed pod
+    # is replaced, not restarted in place, so this is what Kubernetes' restartCount
+    # counts (shown as ``status.restartCount``).
+    restarts: int = 0
 
     def view(self) -> PodView:
         return PodView(self.name, self.template_hash, self.phase, self.ready, self.created)
@@ -256,7 +260,7 @@ class Kubelet:
         one (it keeps its name and socket directory), else a fresh name."""
         rec = PodRecord(name=f"{function}-{secrets.token_hex(3)}", function=function,
                         template_hash=template_hash, phase=PENDING, ready=False,
-                        created=self.clock.now())
+                        created=self.clock.now(), restarts=self.crash_count(function))
         stack = self.parked.get(function)
         if stack:
             p, stale = parking.take(stack, template_hash)
@@ -369,6 +373,7 @@ class Kubelet:
                 name=name, function=obj["spec"]["function"],
                 template_hash=obj["spec"]["templateHash"], phase=PENDING, ready=False,
                 created=self.clock.now(), container_id=c.id, obj=obj,
+                restarts=int((obj.get("status") or {}).get("restartCount") or 0),
             )
             self.pods[name] = rec
             adopted.append(rec)
@@ -452,7 +457,7 @@ class Kubelet:
     def _status(self, rec: PodRecord) -> Obj:
         status: Obj = {"phase": rec.phase, "ready": rec.ready,
                        "socket": self.dirs.socket_path(rec.name),
-                       "containerID": rec.container_id}
+                       "containerID": rec.container_id, "restartCount": rec.restarts}
         if rec.message:
             status["message"] = rec.message
         return status

@@ -106,6 +106,12 @@ class ContainerRuntime(Protocol):
         while it runs or when it is gone."""
         ...
 
+    async def pid(self, container_id: str) -> int | None:
+        """The main process id of a running container on this host (its cgroup holds
+        every process of the container), for the usage sampler; None when it is not
+        running or gone."""
+        ...
+
 
 def describe_exit(exit_code: int, oom_killed: bool, memory_bytes: int) -> str:
     """Why a container ended, in words that say what to fix."""

@@ -224,6 +224,16 @@ class DockerRuntime:
         return describe_exit(int(state.get("ExitCode") or 0), bool(state.get("OOMKilled")),
                              int((info.get("HostConfig") or {}).get("Memory") or 0))
 
+    async def pid(self, container_id: str) -> int | None:
+        return await asyncio.to_thread(self._pid, container_id)
+
+    def _pid(self, container_id: str) -> int | None:
+        try:
+            state = self._api.inspect_container(container_id).get("State") or {}
+        except (NotFound, APIError):
+            return None
+        return int(state.get("Pid") or 0) or None
+
     async def logs(self, container_id: str, tail: int = 1000) -> str:
         return await asyncio.to_thread(self._logs, container_id, tail)
 

@@ -78,6 +78,11 @@ class MemoryRuntime:
     async def logs(self, container_id: str, tail: int = 1000) -> str:
         return f"logs of {container_id}\n" if container_id in self.containers else ""
 
+    async def pid(self, container_id: str) -> int | None:
+        """A made-up PID per running container (tests map it to readings)."""
+        c = self.containers.get(container_id)
+        return 10_000 + int(container_id[1:]) if c is not None and c.running else None
+
     async def pause(self, container_id: str) -> None:
         self.paused.add(container_id)
 

@@ -65,18 +65,21 @@ def cmd_ui(client: Client, args: argparse.Namespace) -> int:
 
 
 def render_pods(pods: list[dict[str, Any]], now: float) -> str:
-    """``function get``'s per-pod table: pod, phase, age, CPU % and memory (status.usage)."""
+    """``function get``'s per-pod table: pod, phase, age, requests in flight, CPU % and
+    memory (status.usage), restarts (status.restartCount); '-' for what a pod lacks."""
     from allinone.objects import parse_rfc3339
 
-    rows = [("POD", "PHASE", "AGE", "CPU %", "MEMORY")]
+    rows = [("POD", "PHASE", "AGE", "IN-FLIGHT", "CPU %", "MEMORY", "RESTARTS")]
     for p in pods:
         st = p.get("status") or {}
         u = st.get("usage") or {}
         created = p["metadata"].get("creationTimestamp")
         age = f"{int(now - parse_rfc3339(created))}s" if created else "-"
         rows.append((p["metadata"]["name"], str(st.get("phase", "?")), age,
+                     str(st.get("inFlight", "-")),
                      f"{u['cpuPercent']:.1f}" if u else "-",
-                     _mib(u.get("memoryBytes")) if u else "-"))
+                     _mib(u.get("memoryBytes")) if u else "-",
+                     str(st.get("restartCount", "-"))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
                      for r in rows)

@@ -26,7 +26,7 @@ from xml.etree import ElementTree
 import pytest
 
 from allinone.apiserver import openapi
-from allinone.testing import ServerProcess
+from allinone.testing import ServerProcess, live_server
 
 pytestmark = pytest.mark.integration
 
@@ -37,14 +37,7 @@ EXAMPLES_PER_OPERATION = 15
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    srv = ServerProcess(Path(tmp_path_factory.mktemp("fuzz-state")),
-                        extra_args=("--require-token",))
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-        srv.cleanup_containers()
+    yield from live_server(tmp_path_factory, "fuzz-state", extra_args=("--require-token",))
 
 
 def test_served_contract_is_the_committed_one(guarded: ServerProcess) -> None:

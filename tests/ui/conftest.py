@@ -1,7 +1,8 @@
 """Browser fixtures: Debian's Chromium driven by Playwright, no browser download.
 
-The flags are the ones that work offline and as root in CI. Screenshots go to
-``tests/ui/reports/`` (gitignored, kept as CI artifacts).
+The browser and its flags are ``allinone.testing``'s (``launch_chromium``). Screenshots go to
+``tests/ui/reports/`` (gitignored, kept as CI artifacts). The live ``server`` is the
+shared one of ``tests/conftest.py``.
 """
 
 from __future__ import annotations
@@ -13,11 +14,8 @@ from typing import Any
 
 import pytest
 
-from allinone.testing import ServerProcess
+from allinone.testing import CHROMIUM, launch_chromium
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run"]
 REPORTS = Path(__file__).parent / "reports"
 
 
@@ -28,23 +26,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    srv = ServerProcess(Path(tmp_path_factory.mktemp("ui-state")))
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-        srv.cleanup_containers()
-
-
-@pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     if shutil.which(CHROMIUM) is None:
         pytest.fail(f"{CHROMIUM} is missing: `allinone setup` installs Debian's chromium")
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        b = launch_chromium(p)
         try:
             yield b
         finally:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -44,6 +46,8 @@ def test_functions_table_shows_the_function_with_its_numbers(server: ServerProce
     wait_for(lambda: cell(page, "add", "Cold starts") == "1", 10, "one cold start shown")
     wait_for(lambda: cell(page, "add", "Ready") == str(server.get("add")["status"]
                                                        ["readyReplicas"]), 10, "ready pods")
+    wait_for(lambda: cell(page, "add", "Desired") == str(server.get("add")["status"]
+                                                         ["desiredReplicas"]), 10, "desired")
 
     def p50_shown() -> bool:
         # p50 covers the last 10 s, which the waits above may have outlasted: keep calling
@@ -68,6 +72,20 @@ def test_invoke_form_answers(server: ServerProcess, page: Any) -> None:
     wait_for(lambda: page.get_attribute("#invoke-result", "data-status") == "400", 10,
              "the 400 of a bad call")
     assert "y" in page.inner_text("#invoke-result")
+
+
+def pod_cells(page: Any, col: str) -> list[str]:
+    """The column ``col`` of the function page's pods table, one cell per pod."""
+    cells: list[str] = page.locator(f'#pods tr[data-pod] td[data-col="{col}"]').all_inner_texts()
+    return [c.strip() for c in cells]
+
+
+def function_get(server: ServerProcess, name: str) -> str:
+    """``allinone function get NAME``'s output, the CLI run as a user runs it."""
+    out = subprocess.run([sys.executable, "-m", "allinone.cli", "--server", server.url,
+                          "function", "get", name], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
 
 
 def series(page: Any, chart: str, key: str) -> list[Any]:
@@ -97,8 +115,19 @@ def test_replica_curve_moves_under_load(server: ServerProcess, page: Any) -> Non
                                  or [0]) >= 2, 90, "the ready curve to reach 2 pods", 1.0)
             wait_for(lambda: max([v or 0 for v in series(page, "chart-rps", "rps")]
                                  or [0]) > 0, 20, "the request rate curve to move", 1.0)
+            # containerConcurrency 1 and four callers: a pod is busy most of the time,
+            # and the page shows its one request in flight (the activator's count).
+            wait_for(lambda: "1" in pod_cells(page, "In-flight"), 20, "a request in flight")
+            table = function_get(server, "slow")
         finally:
             stop.set()
+    assert set(pod_cells(page, "In-flight")) <= {"0", "1"}  # never above the limit
+    assert set(pod_cells(page, "Restarts")) == {"0"}  # nothing crashed
+    # `allinone function get`'s per-pod table, as a user sees it
+    head, *rows = [line.split() for line in table.split("\n\n")[-1].splitlines()]
+    assert head == ["POD", "PHASE", "AGE", "IN-FLIGHT", "CPU", "%", "MEMORY", "RESTARTS"]
+    assert rows and all(r[0].startswith("slow-") and r[3] in ("0", "1") and r[-1] == "0"
+                        for r in rows), table
     page.wait_for_selector('#pods tr[data-pod]')
     assert page.locator("#pods tr[data-pod]").count() >= 1
     # per-pod usage (psutil on the container's processes) in the API and on the page

@@ -274,6 +274,45 @@ async def test_read_views(api: Api) -> None:
     assert status == 200 and [p["metadata"]["name"] for p in body["items"]] == ["add-a1"]
 
 
+async def test_pods_show_requests_in_flight_from_the_data_plane(api: Api) -> None:
+    on_pod = {("add", "add-a1"): 3}
+    api.app.ctx.deps.pod_in_flight = lambda fn, pod: on_pod.get((fn, pod), 0)
+    for name, fn in (("add-a1", "add"), ("other-b2", "other")):
+        pod = objects.new_object("Pod", name, {"function": fn}, namespace=objects.NAMESPACE)
+        pod["status"] = {"phase": "Running", "restartCount": 1}
+        await api.store.create(objects.pod_key(name), pod)
+    status, body = await api.request("get", "/api/v1/namespaces/serverless/pods")
+    assert status == 200
+    shown = {p["metadata"]["name"]: p["status"] for p in body["items"]}
+    assert shown == {"add-a1": {"phase": "Running", "restartCount": 1, "inFlight": 3},
+                     "other-b2": {"phase": "Running", "restartCount": 1, "inFlight": 0}}
+
+
+async def test_function_list_reads_replicasets_in_one_range_not_one_by_one(api: Api) -> None:
+    for i, name in enumerate(("a", "b", "c")):
+        assert (await api.create(name, spec={"scaling": {"initialScale": i}}))[0] == 201
+    rs = await api.store.get(objects.replicaset_key("b"))
+    rs["status"] = {"replicas": 5}
+    await api.store.update(objects.replicaset_key("b"), rs)
+    await api.store.delete(objects.replicaset_key("c"))  # a function mid-deletion
+    gets = 0
+    real_get = api.store.get
+
+    async def counting_get(key: str) -> Any:
+        nonlocal gets
+        gets += 1
+        return await real_get(key)
+
+    api.store.get = counting_get  # type: ignore[method-assign]
+    status, body = await api.request("get", "/api/v1/functions")
+    assert status == 200 and gets == 0
+    st = {f["metadata"]["name"]: f["status"] for f in body["items"]}
+    assert (st["a"]["desiredReplicas"], st["b"]["desiredReplicas"]) == (0, 1)
+    assert (st["a"]["replicas"], st["b"]["replicas"]) == (0, 5)
+    assert st["b"]["readyReplicas"] == 0 and "desiredReplicas" not in st["c"]
+    assert all(s["autoscaler"] == {"desired": 0} for s in st.values())
+
+
 async def test_trigger_passes_the_body_to_the_activator(api: Api) -> None:
     status, body = await api.request("post", "/function/add", content=b'{"x": 3, "y": 5}')
     assert status == 200 and body == {"result": 8}

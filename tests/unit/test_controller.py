@@ -287,6 +287,39 @@ async def test_crash_loop_backs_off_exponentially(tmp_path: Path) -> None:
         assert len(env.sink.failed) == 4
 
 
+class CrashingTwice(MemoryRuntime):
+    """The first two containers exit right after they start; the others keep running."""
+
+    async def start(self, spec: ContainerSpec) -> str:
+        cid = await super().start(spec)
+        if len(self.specs) + len(self.exits) <= 2:
+            asyncio.get_running_loop().call_soon(self.crash, cid)
+        return cid
+
+
+async def test_a_pod_replacing_crashed_ones_counts_them_as_restarts(tmp_path: Path) -> None:
+    env = Env(tmp_path)
+    env.runtime = CrashingTwice()
+    env.healthy = False  # the two crashing pods never answer their probe
+    env.new_controller()
+    async with running_env(tmp_path, env=env):
+        await put_rs(env.store, "f", 1)
+        await env.until(lambda: len(env.sink.failed) == 1, "the first failure")
+        await env.advance(0.06)  # backoff 0.05 s: the second pod starts and crashes
+        await env.until(lambda: len(env.sink.failed) == 2, "the second failure")
+        env.healthy = True
+        await env.advance(0.12)  # backoff 0.1 s: the third pod starts and stays
+        await env.until(lambda: len(env.sink.ready) == 1, "the third pod ready")
+        await env.settle()
+        (pod,) = [p for p in await env.pods() if p["status"]["phase"] == "Running"]  # type: ignore[index]
+        assert pod["status"]["restartCount"] == 2  # type: ignore[index]
+        await put_rs(env.store, "f", 2)  # a ready pod ended the crash loop: no restarts
+        await env.until(lambda: len(env.sink.ready) == 2, "the scale-up's pod ready")
+        await env.settle()
+        counts = sorted(p["status"]["restartCount"] for p in await env.pods())  # type: ignore[index]
+        assert counts == [0, 2]
+
+
 async def test_deleted_replicaset_removes_pods(tmp_path: Path) -> None:
     async with running_env(tmp_path) as env:
         await put_rs(env.store, "f", 2)

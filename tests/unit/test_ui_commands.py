@@ -30,16 +30,19 @@ def test_render_status_lists_components_pods_and_budget() -> None:
     assert "512 of 1000 MiB used" in out
 
 
-def test_render_pods_shows_usage_or_a_dash() -> None:
+def test_render_pods_shows_in_flight_usage_restarts_or_a_dash() -> None:
     pods = [
         {"metadata": {"name": "f-1", "creationTimestamp": rfc3339(100.0)},
-         "status": {"phase": "Running", "usage": {"cpuPercent": 12.345, "cpuSeconds": 1.0,
-                                                   "memoryBytes": 3 * 1048576,
-                                                   "sampledAt": rfc3339(130.0)}}},
+         "status": {"phase": "Running", "inFlight": 4, "restartCount": 2,
+                    "usage": {"cpuPercent": 12.345, "cpuSeconds": 1.0,
+                              "memoryBytes": 3 * 1048576, "sampledAt": rfc3339(130.0)}}},
         {"metadata": {"name": "f-2", "creationTimestamp": rfc3339(120.0)},
-         "status": {"phase": "Pending"}},
+         "status": {"phase": "Pending", "inFlight": 0, "restartCount": 0}},
+        {"metadata": {"name": "f-3"}, "status": {}},  # an older server: fields missing
     ]
     lines = render_pods(pods, now=130.0).splitlines()
-    assert lines[0].split() == ["POD", "PHASE", "AGE", "CPU", "%", "MEMORY"]
-    assert lines[1].split() == ["f-1", "Running", "30s", "12.3", "3.0", "MiB"]
-    assert lines[2].split() == ["f-2", "Pending", "10s", "-", "-"]
+    assert lines[0].split() == ["POD", "PHASE", "AGE", "IN-FLIGHT", "CPU", "%", "MEMORY",
+                                "RESTARTS"]
+    assert lines[1].split() == ["f-1", "Running", "30s", "4", "12.3", "3.0", "MiB", "2"]
+    assert lines[2].split() == ["f-2", "Pending", "10s", "0", "-", "-", "0"]
+    assert lines[3].split() == ["f-3", "?", "-", "-", "-", "-", "-"]

@@ -10,6 +10,7 @@ import pytest
 
 from allinone.objects import rfc3339
 from allinone.usage import (
+    DEFAULT_PERIOD_SECONDS,
     PsutilReader,
     Raw,
     UsageSampler,
@@ -100,23 +101,35 @@ def test_component_usage_names_the_server() -> None:
 async def test_pod_usage_resolves_pids_once_per_container_and_exports_metrics() -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
+    from allinone.runtime.base import ContainerSpec
+    from allinone.runtime.memory import MemoryRuntime
     from allinone.usage import PodUsage
 
+    class CountingRuntime(MemoryRuntime):
+        def __init__(self) -> None:
+            super().__init__()
+            self.asked: list[str] = []
+
+        async def pid(self, container_id: str) -> int | None:
+            self.asked.append(container_id)
+            return await super().pid(container_id)
+
+    runtime = CountingRuntime()
+    c1 = await runtime.start(ContainerSpec(pod="f-1", function="f", image="i", socket_dir="/x"))
+    c2 = await runtime.start(ContainerSpec(pod="f-2", function="f", image="i", socket_dir="/y"))
+    pid1 = await runtime.pid(c1)
+    assert pid1 is not None
+    runtime.crash(c2)  # exited between the kubelet's view and the sampling: no PID
     reader = FakeReader()
-    reader.values = {101: Raw(1.5, 2048)}
-    asked: list[str] = []
-
-    def pid_of(cid: str) -> int | None:
-        asked.append(cid)
-        return {"c1": 101}.get(cid)
-
-    running = {"f-1": ("f", "c1"), "f-2": ("f", "gone")}
-    pu = PodUsage(lambda: running, pid_of, reader)
+    reader.values = {pid1: Raw(1.5, 2048)}
+    running = {"f-1": ("f", c1), "f-2": ("f", c2)}
+    pu = PodUsage(lambda: running, runtime, reader)
+    runtime.asked.clear()
     targets = await pu.targets()
-    assert targets == {"f-1": [101]}
+    assert targets == {"f-1": [pid1]}
     pu.sampler.sample(targets, now=10.0)
     await pu.targets()
-    assert asked.count("c1") == 1  # cached
+    assert runtime.asked.count(c1) == 1  # cached
     usage = pu.usage("f-1")
     assert usage is not None and usage["memoryBytes"] == 2048 and pu.usage("f-2") is None
     reg = CollectorRegistry()
@@ -124,3 +137,16 @@ async def test_pod_usage_resolves_pids_once_per_container_and_exports_metrics() 
     text = generate_latest(reg).decode()
     assert 'allinone_pod_cpu_seconds_total{function="f",pod="f-1"} 1.5' in text
     assert 'allinone_pod_memory_bytes{function="f",pod="f-1"} 2048.0' in text
+
+
+def test_serve_takes_the_sampler_period_and_refuses_a_negative_one(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from allinone.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["serve"]).usage_period == DEFAULT_PERIOD_SECONDS
+    assert parser.parse_args(["serve", "--usage-period", "0"]).usage_period == 0.0
+    for bad in ("-1", "soon", "nan"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["serve", "--usage-period", bad])
+        assert "--usage-period" in capsys.readouterr().err

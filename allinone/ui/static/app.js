@@ -211,16 +211,16 @@ function functionPage(name) {
         {key: "p95", label: "p95 ms", values: pts.map(p => p.p95)}], " ms"),
       chart("chart-rps", "Requests per second", ts, [
         {key: "rps", label: "req/s", values: pts.map(p => p.rps)}]));
-    const head = ["Pod", "Phase", "Age", "CPU %", "Memory"];
+    const head = ["Pod", "Phase", "Age", "In-flight", "CPU %", "Memory", "Restarts"];
     parts.pods.replaceChildren(pods.items.length ? el("table", {id: "pods"},
       el("thead", {}, el("tr", {}, head.map(h => el("th", {}, h)))),
       el("tbody", {}, pods.items.map(p => {
-        const u = (p.status || {}).usage;
-        return el("tr", {"data-pod": p.metadata.name},
-          el("td", {}, p.metadata.name), el("td", {}, (p.status || {}).phase || "?"),
-          el("td", {}, fmt.age(p.metadata.creationTimestamp)),
-          el("td", {class: "num"}, u ? fmt.num(u.cpuPercent, 1) : "-"),
-          el("td", {class: "num"}, u ? fmt.mib(u.memoryBytes) : "-"));
+        const st = p.status || {}, u = st.usage;
+        return el("tr", {"data-pod": p.metadata.name}, [
+          p.metadata.name, st.phase || "?", fmt.age(p.metadata.creationTimestamp),
+          st.inFlight ?? "-", u ? fmt.num(u.cpuPercent, 1) : "-", u ? fmt.mib(u.memoryBytes) : "-",
+          st.restartCount ?? "-",
+        ].map((c, i) => el("td", {class: i >= 3 ? "num" : "", "data-col": head[i]}, c)));
       }))) : el("p", {class: "muted"}, "no pods (scaled to zero)"));
     const logs = await api("/api/v1/functions/" + encodeURIComponent(name) + "/logs");
     if (logs.ok) {
@@ -364,9 +364,14 @@ async function refresh() {
     if (mine === current) $("#view").replaceChildren(el("p", {class: "error"}, e.message));
   }
   if (mine === current) timer = setTimeout(refresh, POLL_MS);
+  if (!healthTimer) {  // after the first view: see below
+    renderHealth();
+    healthTimer = setInterval(renderHealth, 10000);
+  }
 }
 
+// The header's component states start after the first view is drawn: /api/v1/status
+// asks etcd, the registry and Docker, and the first paint should not wait behind it.
+let healthTimer = null;
 window.addEventListener("hashchange", route);
 route();
-renderHealth();
-setInterval(renderHealth, 10000);
