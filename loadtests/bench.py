@@ -3,7 +3,7 @@
     python -m loadtests.bench [--server URL --tick S [--paused-server URL]] [--trials 20]
                               [--requests 2000] [--concurrency 32] [--duration 5]
                               [--deploys 5] [--json loadtests/reports/bench.json]
-                              [--only warm throughput cold paused deploy idle]
+                              [--only warm throughput cold paused deploy idle storm]
 
 Without ``--server`` it starts its own ``allinone serve`` (``ServerProcess``: temporary
 state, free ports, tick 0.5 s) and stops it at the end. It measures:
@@ -34,7 +34,12 @@ state, free ports, tick 0.5 s) and stops it at the end. It measures:
    times each, timed from the POST to ``phase: Ready``.
 6. **Idle CPU**: the server process's own CPU (``/proc/PID/stat``; etcd and the
    registry not counted) over ``--idle-seconds`` with ``--idle-functions`` warm
-   functions (minScale 1) and no traffic.
+   functions (minScale 1) and no traffic, on a second server the bench starts at the
+   default autoscaler tick (2 s, what ``allinone serve`` runs), or ``--server-pid``.
+7. **Cold storm**: ``--storm-functions`` distinct functions, all at zero, invoked at the
+   same moment (one request each, one thread each), ``--storm-rounds`` times: every
+   answer, p50 and max, and the server's CPU from the storm to 3 s after it; then as
+   many bare containers created and started at once (the engine's floor).
 
 It prints a table (with DESIGN.md's targets) and writes everything, raw trials
 included, as JSON. Numbers from a shared 2-core machine are noisy: compare the columns
@@ -69,7 +74,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
 ADD_BODY = b'{"x": 1, "y": 2}'
 HEADERS = {"Content-Type": "application/json"}
-PARTS = ("warm", "throughput", "cold", "paused", "deploy", "idle")
+PARTS = ("warm", "throughput", "cold", "paused", "deploy", "idle", "storm")
 THROUGHPUT_ROUNDS = 3  # runs per path and tool, alternating; the median is reported
 TARGETS = {
     "cold_start_p50_vs_docker_api": 1.0,  # cold start p50 <= bare create+start p50
@@ -78,6 +83,8 @@ TARGETS = {
     "throughput_ratio": 0.5,  # activator / direct-to-pod
     "deploy_to_ready_s": 1.0,
     "idle_cpu_percent": 1.0,
+    "storm_p50_ms": 2000.0,  # 40 functions at zero invoked at once (issue 10)
+    "storm_max_ms": 3000.0,
 }
 # A pod's address for the bench: a TCP port (the activator) or a Unix socket path (a pod).
 Target = int | str
@@ -194,8 +201,8 @@ def bench_throughput(server_port: int, function: str, pod_socket: str, conns: in
 
 # -- 3. cold start -----------------------------------------------------------------
 
-def healthz_until_200(target: Target, timeout: float = 30.0) -> float:
-    """Poll GET /healthz every 1 ms; perf_counter time of the first 200."""
+def healthz_until_200(target: Target, timeout: float = 30.0, poll: float = 0.001) -> float:
+    """Poll GET /healthz every ``poll`` s; perf_counter time of the first 200."""
     req = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     deadline = time.perf_counter() + timeout
     while time.perf_counter() < deadline:
@@ -207,7 +214,7 @@ def healthz_until_200(target: Target, timeout: float = 30.0) -> float:
                     return time.perf_counter()
         except OSError:
             pass
-        time.sleep(0.001)
+        time.sleep(poll)
     raise RuntimeError(f"nothing answered /healthz on {target} within {timeout} s")
 
 
@@ -449,6 +456,111 @@ def bench_idle(api: Client, pid: int, n: int, seconds: float) -> dict[str, Any]:
             "server_cpu_percent": round(100 * cpu / wall, 2)}
 
 
+
+# -- 7. cold storm: many functions at zero invoked at the same moment -------------------
+
+def bare_storm(client: Any, image: str, handler: str, n: int,
+               workers: int | None = None) -> list[float]:
+    """The engine's floor: ``n`` bare pods created and started at once (``workers``
+    threads, default one each), each timed from the common start to its first 200 on
+    /healthz (ms), polled every 5 ms (40 threads polling every 1 ms would measure the
+    bench's own contention)."""
+    from concurrent.futures import ThreadPoolExecutor
+    sandbox = Sandbox()
+    made: list[tuple[str, Any]] = []
+
+    def one(t0: float) -> float:
+        name, sock, cid = docker_api_create(client, sandbox, image, handler)
+        made.append((name, cid))
+        client.api.start(cid)
+        return (healthz_until_200(sock, poll=0.005) - t0) * 1000
+
+    try:
+        with ThreadPoolExecutor(workers or n) as pool:
+            t0 = time.perf_counter()
+            return sorted(pool.map(one, [t0] * n))
+    finally:
+        for name, cid in made:
+            with contextlib.suppress(Exception):
+                client.api.remove_container(cid, force=True)
+            sandbox.dirs.remove(name)
+        sandbox.close()
+
+
+def bench_storm(api: Client, pid: int | None, n: int, rounds: int,
+                tick: float) -> dict[str, Any]:
+    """``n`` distinct functions, all at zero, each invoked once at the same moment (one
+    thread per request), ``rounds`` times; then the same number of bare containers
+    started at once (the engine's floor). Also the server's CPU from the storm's start
+    until 3 s after its last answer (``pid`` given)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import docker
+
+    names = [f"bench-storm-{i}" for i in range(n)]
+    spec = {"scaling": {"scaleToZeroGracePeriodSeconds": 1, "stableWindowSeconds": 6},
+            "resources": {"memoryMiB": 64}}
+    rows: list[dict[str, Any]] = []
+    client = docker.from_env(max_pool_size=n)
+    try:
+        for name in names:
+            api.deploy(name, FIXTURES / "add.py", spec, wait=False)
+        image = handler = ""
+        for name in names:
+            fn = api.wait_ready(name, timeout=600)
+            image, handler = fn["status"]["image"], fn["spec"]["handler"]
+        server_port = int(api.server.rsplit(":", 1)[1])
+
+        def call(name: str) -> tuple[int, float]:
+            caller = Caller(server_port, f"/function/{name}")
+            t = time.perf_counter()
+            try:
+                caller.conn.request("POST", caller.path, ADD_BODY, HEADERS)
+                resp = caller.conn.getresponse()
+                resp.read()
+                return resp.status, (time.perf_counter() - t) * 1000
+            except OSError:
+                return 0, (time.perf_counter() - t) * 1000
+            finally:
+                caller.close()
+
+        with ThreadPoolExecutor(n) as pool:
+            for i in range(rounds):
+                for name in names:
+                    api.wait_replicas(name, 0, 0, 60 + 10 * tick, interval=0.05, no_pods=True)
+                c0 = cpu_seconds(pid) if pid else 0.0
+                t0 = time.perf_counter()
+                got = list(pool.map(call, names))
+                storm_s = time.perf_counter() - t0
+                time.sleep(3.0)
+                cpu = cpu_seconds(pid) - c0 if pid else None
+                ms = [m for _, m in got]
+                ok = sum(1 for st, _ in got if st == 200)
+                row: dict[str, Any] = {"round": i + 1, "ok": ok, "requests": n,
+                                       "failed": sorted(st for st, _ in got if st != 200),
+                                       "latency_ms": stats(ms), "storm_s": round(storm_s, 3)}
+                if cpu is not None:
+                    row["server_cpu_s"] = round(cpu, 3)
+                    row["server_cpu_percent"] = round(100 * cpu / (storm_s + 3.0), 1)
+                rows.append(row)
+                lat = row["latency_ms"]
+                log(f"storm {i + 1}/{rounds}: {ok}/{n} ok, p50 {lat['p50']:.0f} ms, max "
+                    f"{lat['max']:.0f} ms, server CPU "
+                    f"{row.get('server_cpu_s', '-')} s")
+        floor = bare_storm(client, image, handler, n)
+        log(f"storm floor: {n} bare containers at once: p50 {stats(floor)['p50']:.0f} ms, "
+            f"max {max(floor):.0f} ms")
+    finally:
+        client.close()
+        for name in names:
+            api.delete(name, missing_ok=True)
+    p50s = [float(r["latency_ms"]["p50"]) for r in rows]
+    maxes = [float(r["latency_ms"]["max"]) for r in rows]
+    return {"functions": n, "rounds": rows, "p50_ms_median": sorted(p50s)[len(p50s) // 2],
+            "max_ms_worst": max(maxes), "all_ok": all(r["ok"] == n for r in rows),
+            "bare_docker_ms": stats(floor)}
+
+
 # -- the run ---------------------------------------------------------------------------
 
 def machine() -> dict[str, Any]:
@@ -524,9 +636,25 @@ def table(res: dict[str, Any]) -> str:
                          "", f"<= {TARGETS['deploy_to_ready_s']:g} s"))
     idle = res.get("idle")
     if idle:
+        at = f", tick {idle['tick_seconds']:g} s" if "tick_seconds" in idle else ""
         rows.append((f"idle server CPU, {idle['functions']} warm functions, "
-                     f"{idle['seconds']:g} s", f"{idle['server_cpu_percent']:.2f} % of a core",
+                     f"{idle['seconds']:g} s{at}", f"{idle['server_cpu_percent']:.2f} % of a core",
                      "", f"< {TARGETS['idle_cpu_percent']:g} %"))
+    st = res.get("storm")
+    if st:
+        lat = [r["latency_ms"] for r in st["rounds"]]
+        rows.append((f"cold storm, {st['functions']} functions at once ({len(lat)} rounds)",
+                     "p50 " + " / ".join(f"{x['p50']:.0f}" for x in lat) + ", max "
+                     + " / ".join(f"{x['max']:.0f}" for x in lat) + " ms",
+                     "all 200" if st["all_ok"] else "ERRORS",
+                     f"p50 <= {TARGETS['storm_p50_ms']:g}, max <= {TARGETS['storm_max_ms']:g} ms"))
+        b = st["bare_docker_ms"]
+        rows.append((f"bare docker create+start, {st['functions']} at once (the floor)",
+                     f"p50 {b['p50']:.0f} / max {b['max']:.0f} ms", "", ""))
+        cpu = [r.get("server_cpu_percent") for r in st["rounds"]]
+        if all(c is not None for c in cpu):
+            rows.append(("server CPU, storm start to 3 s after",
+                         " / ".join(f"{c:.0f}" for c in cpu) + " % of a core", "", ""))
     widths = [max(len(r[i]) for r in [("figure", "measured", "", "target"), *rows])
               for i in range(4)]
     lines = []
@@ -559,6 +687,28 @@ def run_paused_part(args: argparse.Namespace, tmp: str | None,
         server.cleanup_containers()
 
 
+def run_idle_part(args: argparse.Namespace, tmp: str | None) -> dict[str, Any]:
+    """Idle CPU on a second own server at the default autoscaler tick (what ``allinone
+    serve`` runs; the first server's 0.5 s tick is there to make cold-start trials
+    quick, and the autoscaler's idle work is per tick)."""
+    from allinone.config import Settings
+    from allinone.testing import ServerProcess
+    assert tmp is not None
+    tick = Settings.autoscaler_tick_seconds
+    server = ServerProcess(Path(tmp) / "state-idle", tick=tick)
+    log(f"idle: starting allinone serve (tick {tick:g} s) in {server.state_dir}; "
+        f"{args.idle_functions} warm functions, server CPU over {args.idle_seconds:g} s")
+    server.start()
+    try:
+        assert server.proc is not None
+        out = bench_idle(Client(server.url), server.proc.pid, args.idle_functions,
+                         args.idle_seconds)
+        return {**out, "tick_seconds": tick}
+    finally:
+        server.stop()
+        server.cleanup_containers()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtests.bench", description=__doc__.split(
         "\n\n")[0])
@@ -582,6 +732,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle-seconds", type=float, default=30.0, help="its window (default 30)")
     p.add_argument("--server-pid", type=int,
                    help="with --server: its process id, for the idle CPU figure")
+    p.add_argument("--storm-functions", type=int, default=40,
+                   help="functions in the cold storm (default 40)")
+    p.add_argument("--storm-rounds", type=int, default=3, help="cold storms (default 3)")
     p.add_argument("--only", nargs="*", choices=PARTS, help="run only these parts")
     args = p.parse_args(argv)
     parts = set(args.only or PARTS)
@@ -631,12 +784,18 @@ def main(argv: list[str] | None = None) -> int:
             log(f"deploy to Ready: {args.deploys} first builds and cached rebuilds")
             res["deploy"] = bench_deploy(api, args.deploys)
         pid = server.proc.pid if server is not None and server.proc else args.server_pid
-        if "idle" in parts and pid:
+        if "idle" in parts and server is not None:
+            res["idle"] = run_idle_part(args, tmp)
+        elif "idle" in parts and pid:
             log(f"idle: {args.idle_functions} warm functions, server CPU over "
                 f"{args.idle_seconds:g} s")
             res["idle"] = bench_idle(api, pid, args.idle_functions, args.idle_seconds)
         elif "idle" in parts:
             log("idle: skipped (give --server-pid PID with --server)")
+        if "storm" in parts:
+            log(f"storm: {args.storm_functions} functions at zero invoked at once, "
+                f"{args.storm_rounds} rounds")
+            res["storm"] = bench_storm(api, pid, args.storm_functions, args.storm_rounds, tick)
     finally:
         if server is not None:
             server.stop()
