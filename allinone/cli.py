@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -525,6 +526,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The CLI; a reader that goes away (``allinone ... | head``) ends it quietly.
+
+    Python raises BrokenPipeError on the write after the reader closed the pipe (it
+    ignores SIGPIPE). For every command that means "stop": stdout is pointed at
+    /dev/null so the flush at exit cannot raise again, and the exit status is the one
+    a tool killed by SIGPIPE has (128 + 13), as shells expect of ``cmd | head``.
+    """
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     if "loadtest" in argv[:3]:

@@ -112,19 +112,25 @@ def seed_registry(state_dir: Path) -> None:
 
 
 def free_port(pair: bool = False) -> int:
-    """A free loopback port (and port+1 free too when ``pair``, for etcd's peer port)."""
+    """A free loopback port (and port+1 free too when ``pair``, for etcd's peer port).
+
+    For a pair, the first port stays bound while port+1 is tried: released in between,
+    another process (a parallel test asking for a port) could take it, and the pair
+    handed out would not be free. Free ports are still only free at the moment of the
+    check; the servers that take them bind soon after.
+    """
     for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
-        if not pair:
-            return port
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port: int = first.getsockname()[1]
+            if not pair:
                 return port
-            except OSError:
-                continue
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+                return port
     raise RuntimeError("no free port pair")
 
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sanic import Blueprint, HTTPResponse, Request
+from sanic.headers import parse_content_header
+from sanic.request import RequestParameters, parse_multipart_form
 from sanic.response import json as json_response
 from sanic.response import raw, text
 
@@ -73,8 +75,36 @@ class ApiDeps:
     pod_usage: Callable[[str], dict[str, Any] | None] | None = None
 
 
+def _form(request: Request) -> tuple[RequestParameters, RequestParameters]:
+    """The request's form fields and files, parsed once, here.
+
+    Sanic's own parsing (``request.form``) logs a traceback for a malformed multipart
+    body and hands back an empty form, so the caller would be told "no name" or "no
+    source" instead of what is wrong. A malformed body is a 400 saying so.
+    """
+    if request.parsed_form is not None and request.parsed_files is not None:
+        return request.parsed_form, request.parsed_files
+    content_type, params = parse_content_header(request.headers.get("content-type", ""))
+    if content_type != "multipart/form-data":  # urlencoded fields, or no form at all
+        return request.form or RequestParameters(), request.files or RequestParameters()
+    boundary = params.get("boundary")
+    if not isinstance(boundary, str) or not boundary:
+        raise ApiError(400, "BadRequest", "the multipart/form-data body has no boundary "
+                       "in its Content-Type header; let the client build the form "
+                       "(curl -F, requests' files=) rather than setting the header by hand")
+    try:
+        form, files = parse_multipart_form(  # type: ignore[no-untyped-call]
+            request.body, boundary.encode("utf-8"))
+    except Exception as exc:  # the parser fails in many shapes on hostile input
+        raise ApiError(400, "BadRequest", "the multipart/form-data body is malformed "
+                       f"({type(exc).__name__}: {exc}); each part needs a "
+                       "Content-Disposition header with a name") from None
+    request.parsed_form, request.parsed_files = form, files
+    return form, files
+
+
 def _source_from(request: Request) -> tuple[str, bytes] | None:
-    files = request.files.getlist("source") if request.files else None
+    files = _form(request)[1].getlist("source")
     if not files:
         return None
     f = files[0]
@@ -82,7 +112,7 @@ def _source_from(request: Request) -> tuple[str, bytes] | None:
 
 
 def _spec_from(request: Request) -> Any:
-    raw_spec = request.form.get("spec") if request.form else None
+    raw_spec = _form(request)[0].get("spec")
     if raw_spec in (None, ""):
         return None
     try:
@@ -177,7 +207,7 @@ def make_blueprint() -> Blueprint:
     async def create_function(request: Request) -> HTTPResponse:
         deps = deps_of(request)
         store = deps.store
-        name = (request.form.get("name") if request.form else None) or ""
+        name = _form(request)[0].get("name") or ""
         try:
             objects.validate_name(name)
             user_spec = _spec_from(request)

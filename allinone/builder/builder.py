@@ -124,7 +124,10 @@ class BuildError(Exception):
 # function is wrong".
 _INFRA_MARKERS = ("connection refused", "connection reset", "dial tcp", "no such host",
                   "i/o timeout", "timeout", "eof", "502 bad gateway", "503 service",
-                  "500 internal server error", "cannot reach", "unavailable")
+                  "500 internal server error", "cannot reach", "unavailable",
+                  # The engine lost an image a build step uses (the base, the build
+                  # cache): nothing in the function's code; a retry rebuilds it.
+                  "unable to find image", "no such image")
 
 
 def _is_infrastructure(message: str) -> bool:
@@ -188,6 +191,7 @@ class Builder:
         self._last_active = time.monotonic()
         self._open = asyncio.Event()
         self._open.set()
+        self._exclusive = 0  # holders of exclusive(); the gate opens when the last leaves
         # Set when manifests were deleted: the registry has blobs to collect.
         self.garbage_pending = False
 
@@ -199,14 +203,19 @@ class Builder:
 
     @contextlib.asynccontextmanager
     async def exclusive(self) -> AsyncIterator[None]:
-        """No build runs inside (new ones wait): for the registry's offline GC."""
+        """No build runs inside (new ones wait): for the registry's offline GC and for
+        removing local images. Several holders may be inside at once (they do not
+        conflict with each other); builds resume when the last one leaves."""
+        self._exclusive += 1
         self._open.clear()
         try:
-            while self._active:  # noqa: ASYNC110 (rare: once per registry collection)
+            while self._active:  # noqa: ASYNC110 (rare, and short: builds take seconds)
                 await asyncio.sleep(0.05)
             yield
         finally:
-            self._open.set()
+            self._exclusive -= 1
+            if not self._exclusive:
+                self._open.set()
 
     async def build(self, name: str, source: ValidatedSource, handler: str) -> BuildResult:
         """Build (or reuse) and push the image of function ``name``."""
@@ -280,7 +289,12 @@ class Builder:
         """
         validate_name(name)
         client = await self._docker()
-        done = await asyncio.to_thread(self._remove_local, client, name, keep)
+        # Not while a build runs: removing an image makes the engine delete its untagged
+        # parents, and those are the build cache (base and deps steps) that a build of
+        # another function is using at that moment; its next step then fails with
+        # "unable to find image" (found by tests/faults/test_delete_anytime.py).
+        async with self.exclusive():
+            done = await asyncio.to_thread(self._remove_local, client, name, keep)
         base = f"http://{self.registry}/v2/{REPO_PREFIX}/{name}"
         timeout = aiohttp.ClientTimeout(total=self.registry_timeout)
         try:
@@ -432,7 +446,8 @@ class Builder:
                 if error is not None:
                     detail = " | ".join(line for line in tail if line)
                     raise BuildError(f"docker build failed: {error}"
-                                     + (f" (last output: {detail})" if detail else ""))
+                                     + (f" (last output: {detail})" if detail else ""),
+                                     infrastructure=_is_infrastructure(error))
                 stream = event.get("stream")
                 if isinstance(stream, str) and stream.strip():
                     tail.append(stream.strip())

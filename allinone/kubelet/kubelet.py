@@ -72,6 +72,9 @@ PROBE_INTERVAL = 0.004  # s between /healthz probes: a container starts in ~100 
 PROBE_TIMEOUT = 120.0   # s a pod may take to answer /healthz (big imports) before it fails
 PARKED_CHECK_INTERVAL = 1.0  # s between expiry checks of parked containers
 SAFETY_LIST_INTERVAL = 5.0   # s between container lists that catch lost events
+# Saved logs of a function (logs/NAME.log): rotated to NAME.log.1 past this size, so
+# what all its retired pods printed takes at most twice this on disk.
+SAVED_LOG_MAX_BYTES = 10 * 1024 * 1024
 
 
 class EndpointSink(Protocol):
@@ -585,6 +588,20 @@ class Kubelet:
 
     def _append_log(self, function: str, text: str) -> None:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.logs_dir / f"{function}.log", "a", encoding="utf-8") as f:
-            f.write(text if text.endswith("\n") else text + "\n")
+        append_bounded(self.logs_dir / f"{function}.log", text, SAVED_LOG_MAX_BYTES)
+
+
+def append_bounded(path: Path, text: str, limit: int) -> None:
+    """Append ``text`` (its last ``limit`` bytes) to ``path``, first moving a file that
+    would grow past ``limit`` to ``path.1`` (replacing an older one): bounded, rotated."""
+    data = (text if text.endswith("\n") else text + "\n").encode("utf-8", "replace")
+    data = data[-limit:]
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        size = 0
+    if size and size + len(data) > limit:
+        path.replace(path.with_name(path.name + ".1"))
+    with open(path, "ab") as f:
+        f.write(data)
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import aiohttp
 
-from allinone.services.process import log_tail, stop_process
+from allinone.services.process import ChildProcess, log_tail
 
 ETCD_BINARY = "/usr/bin/etcd"
 HOST = "127.0.0.1"
@@ -73,7 +73,7 @@ async def etcd_healthy(url: str, timeout: float = 1.0) -> bool:
     return isinstance(body, dict) and str(body.get("health")).lower() == "true"
 
 
-class EtcdProcess:
+class EtcdProcess(ChildProcess):
     """``/usr/bin/etcd`` for one state directory, on ``127.0.0.1:client_port``.
 
     ``start`` may be called again after ``stop`` (the integration tests restart etcd
@@ -109,14 +109,6 @@ class EtcdProcess:
     @property
     def peer_url(self) -> str:
         return f"http://{HOST}:{self.peer_port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def command(self) -> list[str]:
         """The exact command line ``start`` runs."""
@@ -212,8 +204,3 @@ class EtcdProcess:
     def log_tail(self, lines: int = 8) -> str:
         """The last lines of the log, for error messages."""
         return log_tail(self.log_path, lines)
-
-    async def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM, then SIGKILL if etcd has not exited after ``grace`` seconds."""
-        proc, self._proc = self._proc, None
-        await stop_process(proc, grace)

@@ -50,6 +50,26 @@ async def stop_process(proc: subprocess.Popen[bytes] | None, grace: float = 5.0)
         await asyncio.to_thread(proc.wait)
 
 
+class ChildProcess:
+    """What every embedded child (etcd, the registry) has the same way: its Popen, its
+    pid, whether it runs, and stopping it (:func:`stop_process`). Subclasses spawn."""
+
+    _proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL if the child has not exited after ``grace`` seconds."""
+        proc, self._proc = self._proc, None
+        await stop_process(proc, grace)
+
+
 # -- pidfiles -------------------------------------------------------------------------
 
 

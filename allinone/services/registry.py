@@ -25,7 +25,7 @@ from pathlib import Path
 
 import aiohttp
 
-from allinone.services.process import log_tail, stop_process
+from allinone.services.process import ChildProcess, log_tail
 
 _log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ async def registry_answers(address: str, timeout: float = 1.0) -> bool:
         return False
 
 
-class RegistryProcess:
+class RegistryProcess(ChildProcess):
     """``docker-registry serve CONFIG`` under our supervision.
 
     ``start`` returns once ``/v2/`` answers; ``stop`` sends SIGTERM and, after a few
@@ -102,14 +102,6 @@ class RegistryProcess:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def command(self) -> list[str]:
         return [find_registry_binary(), "serve", str(self.config_path)]
@@ -177,7 +169,3 @@ class RegistryProcess:
 
     def _log_tail(self) -> str:
         return log_tail(self.log_path, 5)
-
-    async def stop(self, grace: float = 5.0) -> None:
-        proc, self._proc = self._proc, None
-        await stop_process(proc, grace)

@@ -4,12 +4,17 @@ and Docker, and real faults (SIGKILL, SIGTERM, malformed objects, hostile upload
 Each module shares one server (a fresh registry costs a ~250 MB base-image push, which
 dominates a test's time on a loaded machine); its tests run in file order, and each
 leaves the server recovered for the next, which is itself part of what is proven. Every
-test prints, for the record, what it measured: time to recover and requests lost.
+test records what it measured (time to recover, requests lost) with :func:`record`;
+the session writes those figures to ``tests/faults/reports/matrix.json`` and
+``matrix.md`` (merged with rows of earlier runs, since files run one at a time), so a
+note can quote them. The figures are observations, not bounds.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,9 +72,50 @@ def readyz(server: ServerProcess) -> dict[str, object]:
     return out
 
 
+REPORTS = Path(__file__).parent / "reports"
+# Rows measured in this session: row -> figures (written by the session fixture).
+_measured: dict[str, dict[str, object]] = {}
+
+
 def record(row: str, **figures: object) -> None:
-    """One line per row of the matrix, collected from the test output (-s or -rA)."""
+    """What a test measured for one row of the matrix: printed, and kept for the report."""
     print(f"FAULT-MATRIX {row}: {json.dumps(figures)}")
+    _measured[row] = {**figures,
+                      "measured_at": datetime.datetime.now(datetime.UTC).isoformat(
+                          timespec="seconds"),
+                      "load_average_1m": round(os.getloadavg()[0], 2)}
+
+
+def write_matrix_report(directory: Path, measured: dict[str, dict[str, object]]) -> None:
+    """Merge ``measured`` into ``directory``/matrix.json (rows of earlier runs stay,
+    rows measured again are replaced) and write matrix.md from the result."""
+    if not measured:
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "matrix.json"
+    try:
+        rows: dict[str, dict[str, object]] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        rows = {}
+    rows.update(measured)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rows, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)  # whole or not at all
+    lines = ["# Fault matrix: what each row measured", "",
+             "Written by tests/faults (conftest.record); observations, not bounds.", "",
+             "| fault | measured | when (UTC), load |", "|---|---|---|"]
+    for row in sorted(rows):
+        figures = dict(rows[row])
+        when = f"{figures.pop('measured_at', '?')}, {figures.pop('load_average_1m', '?')}"
+        shown = ", ".join(f"{k} {v}" for k, v in figures.items())
+        lines.append(f"| {row} | {shown} | {when} |")
+    (directory / "matrix.md").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def matrix_report() -> Iterator[None]:
+    yield
+    write_matrix_report(Path(os.environ.get("ALLINONE_FAULT_REPORTS", REPORTS)), _measured)
 
 
 class Stopwatch:

@@ -113,6 +113,8 @@ def test_invocation_body_limits(server: ServerProcess) -> None:
     message = r.json()["error"]["message"]
     assert "invocation body" in message and "upload" not in message
     assert any(ch.isdigit() for ch in message)  # the limit, in bytes
+    record("invocation body nested 100,000 deep, and over the limit", nested_status=400,
+           oversize_status=413, oversize_message=message, pod_survived=True)
 
 
 def bomb_zip(size: int) -> bytes:

@@ -20,6 +20,8 @@ from tests.faults.conftest import Stopwatch, record
 
 pytestmark = pytest.mark.faults
 
+MiB = 1024 * 1024
+
 # One function file for every pod fault: what it does is chosen by the body.
 FAULTY = '''
 import time
@@ -31,6 +33,10 @@ def run(mode="ok", ms=0, mib=0):
     elif mode == "spin":  # never returns, burns a core
         while True:
             pass
+    elif mode == "print":  # mib MiB to stdout, a line at a time
+        line = "x" * 1023
+        for _ in range(mib * 1024):
+            print(line)
     elif mode == "alloc":  # past any memory limit, one touched MiB at a time
         hold = []
         while True:
@@ -74,7 +80,9 @@ def test_delete_while_pods_start_leaves_no_container(server: ServerProcess,
         wait_for(lambda n=name: not server.containers(n, all=True), 30,
                  f"no container of {name} left")
         worst = max(worst, clock())
-        assert server.pods(name) == []
+        # The Pod objects go right after their containers (the kubelet stops the
+        # container, then the controller deletes the object): waited for, not assumed.
+        wait_for(lambda n=name: server.pods(n) == [], 30, f"no Pod object of {name} left")
     record("DELETE while pods start", rounds=4, worst_seconds_to_no_container=worst,
            containers_left=0)
 
@@ -144,6 +152,44 @@ def test_out_of_memory_names_the_limit(server: ServerProcess, faulty: Path) -> N
     wait_for(lambda: server.invoke("oom", {}, timeout=60).status_code == 200, 60,
              "the replacement pod")
     record("handler past its memory limit", status=503, message_names_limit=True)
+
+
+def test_a_function_printing_50_mb_keeps_bounded_logs(server: ServerProcess,
+                                                      faulty: Path) -> None:
+    """Its container's log is capped and rotated by the engine; what its retired pods
+    printed is saved bounded too; all of it goes with the function."""
+    from allinone.kubelet.kubelet import SAVED_LOG_MAX_BYTES
+    from allinone.runtime.docker import LOG_MAX_FILES, LOG_MAX_SIZE
+
+    spec = {"scaling": {"minScale": 1, "maxScale": 1}, "timeoutSeconds": 300}
+    assert server.deploy("chatty", faulty, spec=spec).status_code == 201
+    wait_for(lambda: server.get("chatty")["status"].get("readyReplicas") == 1, 60,
+             "a ready pod")
+    clock = Stopwatch()
+    r = server.invoke("chatty", {"mode": "print", "mib": 50}, timeout=300)
+    assert r.status_code == 200, r.text
+    printed = clock()
+    (pod,) = server.containers("chatty")
+    pod.reload()
+    log_path = Path(pod.attrs["LogPath"])
+    container_log = sum(p.stat().st_size for p in log_path.parent.glob(log_path.name + "*"))
+    cap = int(LOG_MAX_SIZE.rstrip("m")) * MiB * LOG_MAX_FILES
+    assert container_log <= cap + MiB, (container_log, cap)
+    # Retired (killed, replaced): what it printed is saved, bounded.
+    pod.kill()
+    wait_for(lambda: pod.id not in running_ids(server, "chatty") and running_ids(
+        server, "chatty"), 60, "the replacement pod")
+    saved_dir = server.state_dir / "logs"
+    wait_for(lambda: list(saved_dir.glob("chatty.log*")), 30, "the saved log")
+    saved = sum(p.stat().st_size for p in saved_dir.glob("chatty.log*"))
+    assert saved <= 2 * SAVED_LOG_MAX_BYTES, saved
+    assert server.delete("chatty").status_code == 200
+    gone = Stopwatch()
+    wait_for(lambda: not list(saved_dir.glob("chatty.log*"))
+             and not server.containers("chatty", all=True), 60, "chatty's logs removed")
+    record("a function printing 50 MB", seconds_to_print=printed,
+           container_log_bytes=container_log, container_log_cap_bytes=cap,
+           saved_log_bytes=saved, seconds_to_remove_logs_after_delete=gone())
 
 
 @pytest.mark.parametrize("clients", [1000, 2000])

@@ -142,6 +142,25 @@ async def test_bad_create_is_rejected_and_stores_nothing(
     assert await api.stored() == []
 
 
+@pytest.mark.parametrize(("content_type", "body", "words"), [
+    ("multipart/form-data; boundary=B", b"--B\r\nContent-Disposition\r\n\r\nx\r\n--B--\r\n",
+     ["multipart/form-data body is malformed", "Content-Disposition"]),
+    ("multipart/form-data", b"--B\r\n\r\n", ["no boundary"]),
+])
+async def test_malformed_multipart_is_400_without_a_traceback(
+        api: Api, caplog: pytest.LogCaptureFixture, content_type: str, body: bytes,
+        words: list[str]) -> None:
+    for method, path in (("post", "/api/v1/functions"), ("put", "/api/v1/functions/add")):
+        got, answer = await api.request(method, path, content=body,
+                                        headers={"content-type": content_type})
+        assert got == 400, answer
+        message = error(answer, "BadRequest")
+        for word in words:
+            assert word in message, message
+    assert "Failed when parsing form" not in caplog.text
+    assert await api.stored() == []
+
+
 async def test_duplicate_is_409_and_keeps_the_first(api: Api) -> None:
     assert (await api.create())[0] == 201
     status, body = await api.create(source=b"def run():\n    return 2\n")

@@ -28,3 +28,34 @@ def test_watch_flags_resolve_folders(tmp_path: Path) -> None:
         "watch": {"path": str(tmp_path / "in"), "patterns": ["*.png", "*.jpg"],
                   "events": ["created"], "recursive": True, "maxContentBytes": 100},
         "sink": {"directory": str(tmp_path / "out")}}
+
+
+# `allinone trigger events t | head`: the events as the API lists them, many of them.
+_EVENTS_TO_CLOSED_PIPE = '''
+import sys
+from allinone import cli
+from allinone.client import Client
+
+event = {"time": "2026-11-30T12:00:00Z", "status": "Succeeded", "latencySeconds": 0.01,
+         "input": {"name": "x" * 100}}
+Client.trigger_events = lambda self, name, limit: [event] * 20000
+sys.exit(cli.main(["trigger", "events", "t"]))
+'''
+
+
+def test_a_reader_that_goes_away_ends_the_cli_quietly() -> None:
+    """A closed pipe (`... | head`) ends any command with SIGPIPE's status, no traceback."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    try:
+        done = subprocess.run([sys.executable, "-c", _EVENTS_TO_CLOSED_PIPE], stdout=write,
+                              stderr=subprocess.PIPE, timeout=60)
+    finally:
+        os.close(write)
+    assert done.stderr.decode() == ""
+    assert done.returncode == 128 + signal.SIGPIPE

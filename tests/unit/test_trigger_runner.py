@@ -153,31 +153,35 @@ async def test_a_crash_between_record_and_checkpoint_neither_loses_nor_repeats(
 
 async def test_failed_deliveries_are_retried_then_recorded(
         make_env: Callable[..., Env]) -> None:
-    answers = [Answer(503, b'{"error": {"code": "NotReady", "message": "warming"}}'),
-               Answer(200, b'{"ok": 1}')]
+    # One script of answers per file, not one shared list: the two deliveries run
+    # concurrently, and which of them calls first (or retries before the other's first
+    # call) depends on scheduling. A shared list handed the 200 to whichever call came
+    # second, so a.png could take 503 then 200 and leave b.png three 500s: five calls,
+    # read as a duplicate delivery (issue 12). Per file, every count is exact.
+    scripts = {"a.png": [Answer(503, b'{"error": {"code": "NotReady", "message": "warming"}}'),
+                         Answer(200, b'{"ok": 1}')],
+               "b.png": [Answer(500, b"{}")] * 3}
     env = make_env({"target": {"function": "f"},
-                         "retry": {"maxAttempts": 3, "backoffSeconds": 5}},
-              answer=lambda f, kw: answers.pop(0) if answers else Answer(500, b"{}"))
+                    "retry": {"maxAttempts": 3, "backoffSeconds": 5}},
+                   answer=lambda f, kw: scripts[kw["name"]].pop(0))
     (env.inbox / "a.png").write_bytes(b"A")
     (env.inbox / "b.png").write_bytes(b"B")
     await env.create()
-    await env.start()
+    mgr = await env.start()
     await env.settle()
     by_name = {r["spec"]["event"]["name"]: r["status"] for r in await env.records()}
-    ok = [s for s in by_name.values() if s["phase"] == SUCCEEDED]
-    failed = [s for s in by_name.values() if s["phase"] == FAILED]
-    assert len(ok) == 1 and len(failed) == 1
-    # 503 and 200 go to the first attempts of the two files; the one that got 503 is
-    # retried twice (500, 500) and given up after maxAttempts.
-    # The records are exact (below). The invoker's own count is not: in about one run
-    # of ten a file is delivered once more (a fifth call) -- a duplicate that at-least-once
-    # allows but "one write, one event" does not; its cause is not found yet (see the
-    # stop-6 note), so this counts what the journal promises, not the calls.
+    assert len(await env.records()) == 2  # one record per file, no second event
+    # a.png: 503 (retryable), then 200 after 5 s. b.png: 500 three times, given up
+    # after maxAttempts, waiting 5 s then 10 s (exponential) between attempts.
+    assert by_name["a.png"]["phase"] == SUCCEEDED and by_name["a.png"]["attempts"] == 2
+    assert by_name["b.png"]["phase"] == FAILED and by_name["b.png"]["attempts"] == 3
+    assert by_name["b.png"]["httpStatus"] == 500
     names = [kw["name"] for _, kw in env.invoker.calls]
-    assert names.count("a.png") + names.count("b.png") >= 1 + 3
-    assert failed[0]["attempts"] == 3 and failed[0]["httpStatus"] == 500
+    assert sorted(names) == ["a.png"] * 2 + ["b.png"] * 3
+    assert scripts == {"a.png": [], "b.png": []}
+    assert mgr.clock.now() == 1000.0 + 5 + (5 + 10)  # the backoffs, on the manual clock
     t = await env.store.get(trigger_key("t"))
-    assert t["status"]["failures"] == 1
+    assert t["status"]["failures"] == 1 and t["status"]["fires"] == 2
     await env.stop()
 
 
