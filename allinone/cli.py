@@ -402,7 +402,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         drain_seconds=args.drain_seconds,
                         pod_memory_budget_mib=args.pod_memory_budget,
                         max_pods_per_function=args.max_pods_per_function,
-                        require_token=args.require_token)
+                        require_token=args.require_token, queue_limit=args.queue_limit)
     try:
         serve(settings)
     except PreflightError as exc:
@@ -482,6 +482,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--require-token", action="store_true",
                    help="require the bearer token (STATE_DIR/token) on /api/ even on a "
                         "loopback --host (always required on any other host)")
+    p.add_argument("--queue-limit", type=_positive_int, metavar="N",
+                   default=Settings.queue_limit,
+                   help="requests one function may have waiting for a pod; the one over "
+                        "gets 503 Overloaded at once (default %(default)s)")
     p.add_argument("--base-image", default=base_image)
     p.add_argument("--quiet", action="store_true", help="log warnings only")
 
