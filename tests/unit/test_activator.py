@@ -147,6 +147,24 @@ async def test_request_at_zero_pokes_and_waits_for_a_pod(env: Env) -> None:
         await pod.stop()
 
 
+async def test_cold_start_metric_counts_requests_that_arrive_at_zero_only(env: Env) -> None:
+    pod = FakePod()
+    await pod.start()
+    try:
+        await env.put_function("f")
+        call = asyncio.ensure_future(env.invoke("f", {"a": 1}))
+        await until(lambda: env.activator.queued("f") == 1, "the request waits at zero")
+        env.activator.pod_ready("f", "f-1", pod.address)
+        assert await call == (200, {"echo": {"a": 1}})
+        assert await env.invoke("f", {"a": 2}) == (200, {"echo": {"a": 2}})  # warm
+        registry = env.activator.metrics.registry
+        assert registry.get_sample_value("allinone_cold_starts_total", {"function": "f"}) == 1
+        assert registry.get_sample_value("allinone_cold_start_latency_seconds_count",
+                                         {"function": "f"}) == 1
+    finally:
+        await pod.stop()
+
+
 async def test_full_queue_answers_503_at_once(env: Env) -> None:
     await env.put_function("f")
     held = [asyncio.ensure_future(env.invoke("f", {})) for _ in range(3)]
@@ -354,6 +372,30 @@ async def test_a_serving_pod_crash_fails_only_its_in_flight_requests(env: Env) -
     finally:
         await crashing.stop()
         await replacement.stop()
+
+
+async def test_a_request_already_sent_to_a_pod_is_not_retried(env: Env) -> None:
+    # Functions need not be idempotent: once the request reached a pod, a broken
+    # connection is the caller's 503, never a second run on another pod.
+    crashing, other = CrashingPod(), FakePod()
+    await crashing.start()
+    await other.start()
+    try:
+        # containerConcurrency 1 picks the first free pod in order: the crashing one.
+        await env.put_function("f", scaling={"containerConcurrency": 1})
+        env.activator.pod_ready("f", "f-crash", crashing.address)
+        env.activator.pod_ready("f", "f-other", other.address)
+        call = asyncio.ensure_future(env.invoke("f", {"n": 1}))
+        await until(lambda: crashing.received == 1, "the pod received the request")
+        env.activator.pod_failed("f", "f-crash", "its container exited with code 137")
+        crashing.crash.set()
+        status, body = await asyncio.wait_for(call, 5)
+        assert status == 503 and body["error"]["code"] == "PodFailed"
+        assert "not retried" in body["error"]["message"]
+        assert crashing.received == 1 and other.calls == 0
+    finally:
+        await crashing.stop()
+        await other.stop()
 
 
 async def test_a_timed_out_request_retires_its_pod(env: Env) -> None:
