@@ -30,9 +30,10 @@ def small_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
 
 def test_requests_over_the_queue_limit_get_503_overloaded(small_queue: ServerProcess) -> None:
     srv = small_queue
-    spec = {"timeoutSeconds": 120, "containerConcurrency": 1,
-            "scaling": {"minScale": 1, "maxScale": 1}}
-    assert srv.deploy("slow", FIXTURES / "sleep.py", spec=spec).status_code == 201
+    spec = {"timeoutSeconds": 120,
+            "scaling": {"containerConcurrency": 1, "minScale": 1, "maxScale": 1}}
+    created = srv.deploy("slow", FIXTURES / "sleep.py", spec=spec)
+    assert created.status_code == 201, created.text
     wait_for(lambda: srv.get("slow")["status"].get("readyReplicas", 0) == 1, 120, "1 ready pod")
     url = srv.url + "/function/slow"
 
