@@ -4,27 +4,14 @@
                         [--tick S] [-- LOCUST ARGS...]
     allinone loadtest   (the same arguments)
 
-Without ``--server`` it starts its own ``allinone serve`` (``allinone.testing.
-ServerProcess``: a temporary state directory, free ports, embedded etcd and registry,
-autoscaler tick 0.5 s), and at the end stops it and removes its containers; the
-server's log is copied to the report folder. With ``--server`` it uses that one and
-``--tick`` must say its autoscaler tick (2 s unless ``allinone serve --tick``).
-
-Each scenario runs as its own process, exactly as a user would run it::
-
-    python -m locust -f loadtests/locustfile.py --scenario NAME --headless --host URL \\
-        --only-summary --report DIR/NAME.json --tick S --max-seconds CAP [--short] [ARGS]
-
-The scenario's shape ends the run; ``--max-seconds`` (3 minutes with ``--short``, 10
-otherwise) is a safety cap after which the scenario stops, fails and still writes its
-report (locust's own ``--run-time`` does not apply to shape-driven tests: its timer
-starts only after the shape has finished, and SIGTERM is not handled while a shape
-runs). A locust process still alive a minute after its cap is killed. The runner
-reads the exit code and the JSON report, draws ``DIR/NAME.png`` and keeps locust's
-output in ``DIR/NAME.log``; it prints a summary table and writes ``DIR/summary.json``.
-The exit status is 1 when any scenario's criteria failed (or it produced no report),
-0 otherwise. Arguments after ``--`` go to every locust command, e.g. ``-- --max-p95-ms
-2000``.
+Without ``--server`` it starts its own ``allinone serve`` (``ServerProcess``, autoscaler
+tick 0.5 s) and at the end stops it, removes its containers and keeps its log. Each
+scenario is its own ``python -m locust -f loadtests/locustfile.py --scenario NAME ...``
+process, as a user would run it, with ``--max-seconds`` as a safety cap (locust's
+``--run-time`` does not apply to shape-driven tests); a locust still alive a minute
+after its cap is killed. Per scenario: ``NAME.json``, ``NAME.png``, ``NAME.log``; then
+a summary table and ``summary.json``. Exit 1 when any scenario failed or wrote no
+report. Arguments after ``--`` go to every locust command.
 """
 
 from __future__ import annotations
@@ -61,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                f"`{prog} --short -- --max-p95-ms 2000`; the scenarios' options are in "
                "loadtests/README.md.")
     p.add_argument("scenarios", nargs="*", metavar="SCENARIO",
-                   help=f"which to run (default all): {', '.join(SCENARIOS)}")
+                   help=f"which to run (default all; with --short all but the slow "
+                        f"ones): {', '.join(SCENARIOS)}")
     p.add_argument("--server", metavar="URL",
                    help="a running allinone server (default: start one for the run)")
     p.add_argument("--short", action="store_true", help="the short (CI) form of each scenario")
@@ -71,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the server's autoscaler tick (default 0.5 for the server started "
                         "here, 2 with --server)")
     return p
+
+
+def default_scenarios(short: bool) -> list[str]:
+    """Every scenario; the short (CI) form leaves out the slow ones (``Scenario.slow``)."""
+    return [n for n, sc in SCENARIOS.items() if not (short and sc.slow)]
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -157,17 +150,10 @@ def print_summary(results: list[dict[str, Any]], out: Path, total: float) -> Non
           f"total {total:.0f} s")
 
 
-def tail(path: Path, n: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
-
-
 def main(argv: list[str] | None = None) -> int:
     ours, extra = split_argv(sys.argv[1:] if argv is None else list(argv))
     args = build_parser().parse_args(ours)
-    names = args.scenarios or list(SCENARIOS)
+    names = args.scenarios or default_scenarios(args.short)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         print(f"error: unknown scenario(s) {unknown}; choose from {list(SCENARIOS)}",
@@ -207,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {'PASS' if r['passed'] else 'FAIL'} in {r['seconds']:.0f} s: "
                   f"{r.get('headline') or r.get('problem', '')}", flush=True)
             if not r["passed"]:
-                print(f"    last lines of {r['log']}:\n" + tail(Path(r["log"])), flush=True)
+                lines = Path(r["log"]).read_text(errors="replace").splitlines()[-25:]
+                print(f"    last lines of {r['log']}:", *lines, sep="\n", flush=True)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

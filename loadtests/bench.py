@@ -1,76 +1,71 @@
-"""Benchmarks behind DESIGN.md's "What fast means here", side by side in one run.
+"""The benchmarks, side by side in one run: ``python -m loadtests.bench``.
 
-    python -m loadtests.bench [--server URL --tick S [--paused-server URL]] [--trials 20]
-                              [--requests 2000] [--concurrency 32] [--duration 5]
-                              [--deploys 5] [--json loadtests/reports/bench.json]
-                              [--only warm throughput cold paused deploy idle]
+    python -m loadtests.bench [--server URL --tick S [--server-pid PID] [--paused-server URL]]
+                              [--only PART ...] [--json PATH] [part options, see --help]
 
 Without ``--server`` it starts its own ``allinone serve`` (``ServerProcess``: temporary
-state, free ports, tick 0.5 s) and stops it at the end. It measures:
+state, free ports, tick 0.5 s) and stops it at the end. The parts (``PARTS``):
 
-1. **Warm latency**, one client, sequential, keep-alive (``http.client``): the same
-   ``add.py`` pod called directly on its Unix socket (``status.socket`` of the Pod
-   object; the bench runs on the server's machine as a user who may open it) and
-   through the activator (``POST /function/NAME``, which reaches the pod over that
-   socket), in interleaved blocks of 100 so that drift and noise hit both alike.
-   p50/p99 and the added latency.
-2. **Throughput**, ``--concurrency`` keep-alive connections for ``--duration`` s, direct
-   (to the pod's socket) vs activator, alternating, 3 runs each (the median is
-   reported), with the same load generator for both (:mod:`loadtests.loadgen`: asyncio
-   on uvloop, raw HTTP/1.1). On 2 cores the load generator competes with the server and
-   the pod for CPU: through the activator three busy processes share two cores,
-   directly only two, so the ratio understates the activator.
-3. **Cold start** through the activator over ``--trials`` trials (a function with a 1 s
-   scale-to-zero grace period: each trial waits until it is at zero, pods gone), next
-   to the same image started bare with the same sandbox, interleaved trial by trial:
-   ``docker run -d`` (the CLI) and the Docker API's create + start (what the platform
-   does), each timed to the first 200 on ``/healthz`` over the container's socket.
-4. **Start from paused** (``allinone serve --keep-paused``: a scaled-down pod is frozen
-   and the next scale-up resumes it) over ``--trials`` trials, on a second server the
-   bench starts with that option (or ``--paused-server URL``), next to a bare ``docker
-   unpause`` of the same image to the first 200 on ``/healthz`` over its socket.
-5. **Deploy to Ready** of a 1 KB function: a first build of new source (unique bytes
-   each time) and a cached rebuild (the same bytes under a new name), ``--deploys``
-   times each, timed from the POST to ``phase: Ready``.
-6. **Idle CPU**: the server process's own CPU (``/proc/PID/stat``; etcd and the
-   registry not counted) over ``--idle-seconds`` with ``--idle-functions`` warm
-   functions (minScale 1) and no traffic.
+- **warm**: the same ``add.py`` pod called sequentially over a keep-alive connection,
+  directly on its Unix socket (``status.socket``) and through the activator, in
+  interleaved blocks of 100; p50/p99 and the added latency.
+- **throughput**: ``--concurrency`` connections for ``--duration`` s, direct vs
+  activator, alternating, 3 runs each (median), with :mod:`loadtests.loadgen` for both.
+  On 2 cores the generator competes with server and pod, so the ratio understates.
+- **cold**: cold start through the activator (grace 1 s, each trial waits until no pod
+  is left) interleaved with the same image started bare with the platform's sandbox:
+  ``docker run -d`` and the Docker API's create + start, each to the first 200 on
+  ``/healthz`` over the container's socket.
+- **paused**: start from paused (``serve --keep-paused``, a second server this bench
+  starts, or ``--paused-server``) next to a bare ``docker unpause``.
+- **deploy**: deploy to Ready of a 1 KB function: first build and cached rebuild.
+- **idle**: the server process's own CPU (etcd and registry not counted) over
+  ``--idle-seconds`` with ``--idle-functions`` warm functions and no traffic; with
+  **dashboard** on those same functions: ``/ui``'s first paint in Debian's chromium
+  (Playwright, median of 5) and the pod sampler's CPU per sampling of all their pods.
+- **workflow**: what a workflow adds per Task state: N direct calls of a pass-through
+  function vs one workflow of N Task states, N Pass states, one Pass state, interleaved
+  run by run; the server's split from each execution's history.
+- **trigger**: a file's write to its function's start (watch trigger + sink, the floor
+  is the 0.1 s debounce) and a schedule's jitter (``@every 1s``); with ``--pipeline N``
+  also the image pipeline behind a file trigger, each test image dropped N times.
 
-It prints a table (with DESIGN.md's targets) and writes everything, raw trials
-included, as JSON. Numbers from a shared 2-core machine are noisy: compare the columns
-of one run, quote medians, and run it twice before believing a difference.
+It prints one table (with the targets) and writes everything, raw trials included, as
+JSON. A shared 2-core machine is noisy: compare the columns of one run, quote medians.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import os
 import platform
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from allinone.apiserver.workflows import MAX_PAGE
 from allinone.client import Client, poll
-from allinone.testing import UnixHTTPConnection
-from loadtests.loadgen import measure
+from allinone.objects import parse_rfc3339
+from allinone.testing import ServerProcess
+from loadtests.loadgen import measure, sequence
 from loadtests.report import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
 ADD_BODY = b'{"x": 1, "y": 2}'
-HEADERS = {"Content-Type": "application/json"}
-PARTS = ("warm", "throughput", "cold", "paused", "deploy", "idle")
-THROUGHPUT_ROUNDS = 3  # runs per path and tool, alternating; the median is reported
+PARTS = ("warm", "throughput", "cold", "paused", "deploy", "idle", "dashboard", "workflow",
+         "trigger")
+THROUGHPUT_ROUNDS = 3  # runs per path, alternating; the median is reported
 TARGETS = {
     "cold_start_p50_vs_docker_api": 1.0,  # cold start p50 <= bare create+start p50
     "paused_start_p50_ms": 20.0,
@@ -78,9 +73,11 @@ TARGETS = {
     "throughput_ratio": 0.5,  # activator / direct-to-pod
     "deploy_to_ready_s": 1.0,
     "idle_cpu_percent": 1.0,
+    "first_paint_s": 1.0,
 }
 # A pod's address for the bench: a TCP port (the activator) or a Unix socket path (a pod).
 Target = int | str
+Row = tuple[str, str, str]  # figure, measured, target
 
 
 def log(msg: str) -> None:
@@ -106,47 +103,31 @@ def connect(target: Target, timeout: float) -> socket.socket:
 
 # -- 1. warm latency -------------------------------------------------------------------
 
-class Caller:
-    """One keep-alive HTTP/1.1 connection, POSTing the same body again and again."""
+def url_of(target: Target, path: str) -> tuple[str, str | None]:
+    """loadgen's (url, unix socket) for a target: the activator's port or a pod's socket."""
+    if isinstance(target, int):
+        return f"http://127.0.0.1:{target}{path}", None
+    return f"http://pod{path}", target
 
-    def __init__(self, target: Target, path: str) -> None:
-        self.conn = (http.client.HTTPConnection("127.0.0.1", target, timeout=30)
-                     if isinstance(target, int) else UnixHTTPConnection(target, timeout=30))
-        self.path = path
 
-    def call(self) -> float:
-        """One request; its latency in ms (raises unless the answer is 200)."""
-        t = time.perf_counter_ns()
-        self.conn.request("POST", self.path, ADD_BODY, HEADERS)
-        resp = self.conn.getresponse()
-        body = resp.read()
-        ms = (time.perf_counter_ns() - t) / 1e6
-        if resp.status != 200:
-            raise RuntimeError(f"POST {self.path}: HTTP {resp.status} {body[:200]!r}")
-        return ms
-
-    def close(self) -> None:
-        self.conn.close()
+def calls(target: Target, path: str, n: int, steady: bool = False) -> list[float]:
+    """``n`` sequential calls of ``add.py`` on one new connection: each one's ms. With
+    ``steady``, one more call first, not counted: every counted call rides a connection
+    already in use, as on the one long keep-alive connection of a client."""
+    url, unix = url_of(target, path)
+    return sequence(url, n + steady, ADD_BODY, unix)[steady:]
 
 
 def bench_warm_latency(server_port: int, function: str, pod_socket: str,
                        n: int, block: int = 100) -> dict[str, Any]:
-    direct = Caller(pod_socket, "/")
-    via = Caller(server_port, f"/function/{function}")
-    try:
-        for _ in range(200):  # warm both paths: connections, caches, the JIT-less rest
-            direct.call()
-            via.call()
-        lat: dict[str, list[float]] = {"direct": [], "activator": []}
-        for i in range(max(1, n // block)):
-            order = [("direct", direct), ("activator", via)]
-            if i % 2:
-                order.reverse()
-            for key, caller in order:
-                lat[key].extend(caller.call() for _ in range(block))
-    finally:
-        direct.close()
-        via.close()
+    paths: dict[str, tuple[Target, str]] = {"direct": (pod_socket, "/"),
+                                            "activator": (server_port, f"/function/{function}")}
+    for target, path in paths.values():  # warm both paths: caches, the pod's first calls
+        calls(target, path, 200)
+    lat: dict[str, list[float]] = {"direct": [], "activator": []}
+    for i in range(max(1, n // block)):
+        for key in (("direct", "activator") if i % 2 == 0 else ("activator", "direct")):
+            lat[key].extend(calls(*paths[key], block, steady=True))
     d, a = stats(lat["direct"]), stats(lat["activator"])
     assert d["p50"] is not None and a["p50"] is not None
     assert d["p99"] is not None and a["p99"] is not None
@@ -159,37 +140,25 @@ def bench_warm_latency(server_port: int, function: str, pod_socket: str,
 
 def python_load(target: Target, path: str, conns: int, seconds: float) -> dict[str, Any]:
     """Closed-loop load with ``conns`` connections (:mod:`loadtests.loadgen`)."""
-    if isinstance(target, int):
-        return measure(f"http://127.0.0.1:{target}{path}", conns, seconds, ADD_BODY)
-    return measure(f"http://pod{path}", conns, seconds, ADD_BODY, unix=target)
+    url, unix = url_of(target, path)
+    return measure(url, conns, seconds, ADD_BODY, unix=unix)
 
 
 def bench_throughput(server_port: int, function: str, pod_socket: str, conns: int,
                      seconds: float) -> dict[str, Any]:
-    out: dict[str, Any] = {"concurrency": conns, "seconds": seconds}
-    # One load generator for both paths (wrk cannot speak to a Unix socket).
-    tools: list[tuple[str, Callable[..., dict[str, Any] | None]]] = [("python", python_load)]
-    for tool, fn in tools:
-        res: dict[str, Any] = {}
-        # activator, direct, activator, direct...: ROUNDS each, the median run reported
-        runs: dict[str, list[dict[str, Any]]] = {"direct": [], "activator": []}
-        for _ in range(THROUGHPUT_ROUNDS):
-            targets: tuple[tuple[str, Target, str], ...] = (
-                ("activator", server_port, f"/function/{function}"), ("direct", pod_socket, "/"))
-            for key, target, path in targets:
-                log(f"throughput {tool} {key} ({conns} connections, {seconds:g} s)")
-                r = fn(target, path, conns, seconds)
-                if r is not None:
-                    runs[key].append(r)
-        for key, rs in runs.items():
-            good = sorted((r for r in rs if "rps" in r), key=lambda r: r["rps"])
-            res[key] = good[len(good) // 2] if good else (rs[0] if rs else None)
-            res[key + "_runs_rps"] = [r.get("rps") for r in rs]
-        if res.get("direct") and res.get("activator") and "rps" in res["direct"] \
-                and "rps" in res["activator"]:
-            res["ratio"] = round(res["activator"]["rps"] / res["direct"]["rps"], 3)
-        out[tool] = res
-    return out
+    """Activator and direct alternating, THROUGHPUT_ROUNDS runs each, the median reported."""
+    runs: dict[str, list[dict[str, Any]]] = {"direct": [], "activator": []}
+    for _ in range(THROUGHPUT_ROUNDS):
+        for key, target, path in (("activator", server_port, f"/function/{function}"),
+                                  ("direct", pod_socket, "/")):
+            log(f"throughput {key} ({conns} connections, {seconds:g} s)")
+            runs[key].append(python_load(target, path, conns, seconds))
+    res: dict[str, Any] = {}
+    for key, rs in runs.items():
+        res[key] = sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]
+        res[key + "_runs_rps"] = [r["rps"] for r in rs]
+    res["ratio"] = round(res["activator"]["rps"] / res["direct"]["rps"], 3)
+    return {"concurrency": conns, "seconds": seconds, "python": res}
 
 
 # -- 3. cold start -----------------------------------------------------------------
@@ -302,12 +271,7 @@ def bench_cold_start(api: Client, server_port: int, trials: int, tick: float) ->
         for i in range(trials):
             api.wait_replicas(name, 0, 0, 60 + 10 * tick, interval=0.02, no_pods=True)
             s0 = float(api.metric("allinone_cold_start_latency_seconds_sum", name) or 0)
-            caller = Caller(server_port, f"/function/{name}")
-            try:
-                cold = caller.call()
-                warm = caller.call()
-            finally:
-                caller.close()
+            cold, warm = calls(server_port, f"/function/{name}", 2)
             s1 = float(api.metric("allinone_cold_start_latency_seconds_sum", name) or 0)
             cli = docker_run_cli(sandbox, image, handler)
             sdk = docker_api_start(client, sandbox, image, handler)
@@ -362,14 +326,10 @@ def bench_paused(api: Client, server_port: int, trials: int, tick: float) -> dic
 
     rows = []
     try:
-        Caller(server_port, f"/function/{name}").call()  # the first pod, to be paused
+        calls(server_port, f"/function/{name}", 1)  # the first pod, to be paused
         for i in range(trials):
             poll(parked, 60 + 10 * tick, f"{name} at zero with its container paused")
-            caller = Caller(server_port, f"/function/{name}")
-            try:
-                resumed = caller.call()
-            finally:
-                caller.close()
+            resumed = calls(server_port, f"/function/{name}", 1)[0]
             rows.append({"trial": i + 1, "activator_resume_ms": round(resumed, 3)})
             log(f"paused start {i + 1}/{trials}: {resumed:.1f} ms")
         floor = bare_unpause_floor(client, image, handler, trials)
@@ -427,9 +387,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def bench_idle(api: Client, pid: int, n: int, seconds: float) -> dict[str, Any]:
-    """The server's own CPU (etcd and the registry are other processes) over ``seconds``
-    with ``n`` warm functions (minScale 1, 64 MiB each) and no traffic."""
+@contextlib.contextmanager
+def warm_functions(api: Client, n: int) -> Iterator[list[str]]:
+    """``n`` warm functions (add.py, minScale 1, 64 MiB each), deleted afterwards."""
     names = [f"bench-idle-{i}" for i in range(n)]
     spec = {"scaling": {"minScale": 1, "maxScale": 1}, "resources": {"memoryMiB": 64}}
     try:
@@ -439,14 +399,225 @@ def bench_idle(api: Client, pid: int, n: int, seconds: float) -> dict[str, Any]:
             api.wait_ready(name, timeout=600)
             api.wait_replicas(name, 1, 1, timeout=600)
         time.sleep(5.0)  # the last starts' follow-up (probes, status writes) settles
-        c0, t0 = cpu_seconds(pid), time.monotonic()
-        time.sleep(seconds)
-        cpu, wall = cpu_seconds(pid) - c0, time.monotonic() - t0
+        yield names
     finally:
         for name in names:
             api.delete(name, missing_ok=True)
+
+
+def bench_idle(pid: int, n: int, seconds: float) -> dict[str, Any]:
+    """The server's own CPU over ``seconds`` (``n`` warm functions, no traffic)."""
+    c0, t0 = cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)
+    cpu, wall = cpu_seconds(pid) - c0, time.monotonic() - t0
     return {"functions": n, "seconds": round(wall, 1), "server_cpu_s": round(cpu, 3),
             "server_cpu_percent": round(100 * cpu / wall, 2)}
+
+
+# -- 7. the dashboard: first paint and the pod sampler's cost ------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--no-first-run"]
+
+
+def bench_dashboard(url: str, names: list[str], loads: int = 5) -> dict[str, Any]:
+    """``/ui`` to its functions table holding every row, in chromium (median of
+    ``loads``); one sampling of the functions' pods (cgroup, else psutil), median of 50."""
+    import docker
+    from playwright.sync_api import sync_playwright
+
+    from allinone.usage import DEFAULT_PERIOD_SECONDS, PsutilReader, UsageSampler
+
+    paint = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            for _ in range(loads):
+                page = browser.new_page()
+                t0 = time.perf_counter()
+                page.goto(url + "/ui")
+                page.wait_for_function("document.querySelectorAll('#functions tbody tr')"
+                                       f".length >= {len(names)}")
+                paint.append(time.perf_counter() - t0)
+                page.close()
+        finally:
+            browser.close()
+    client = docker.from_env()
+    pids = {c.name: [c.attrs["State"]["Pid"]] for c in client.containers.list(
+        filters={"label": "allinone.managed=1"}) if c.labels.get("allinone.function") in names}
+    client.close()
+    sampler, costs = UsageSampler(PsutilReader()), []
+    for i in range(50):
+        p0 = time.process_time()
+        sampler.sample(pids, now=float(i))
+        costs.append(time.process_time() - p0)
+    per = statistics.median(costs)
+    return {"functions": len(names), "pods": len(pids),
+            "first_paint_s": round(statistics.median(paint), 3),
+            "sampler_cpu_ms_per_period": round(per * 1000, 2),
+            "sampler_core_percent": round(100 * per / DEFAULT_PERIOD_SECONDS, 3)}
+
+
+# -- 8. what a workflow adds per Task state --------------------------------------------
+
+def chain(n: int, kind: str) -> dict[str, Any]:
+    """A workflow of ``n`` pass-through Task states (``kind`` task) or Pass states."""
+    state: dict[str, Any] = ({"Type": "Task", "Resource": "passthrough"} if kind == "task"
+                             else {"Type": "Pass"})
+    return {"StartAt": "s0", "States": {f"s{i}": {**state, **(
+        {"End": True} if i == n - 1 else {"Next": f"s{i + 1}"})} for i in range(n)}}
+
+
+def bench_workflow(api: Client, n: int, runs: int) -> dict[str, Any]:
+    body = {"k": "v", "n": 1}
+    api.deploy("passthrough", FIXTURES / "workflows/functions/passthrough.py",
+               {"scaling": {"minScale": 1}})
+    flows = {f"tasks-{n}": chain(n, "task"), f"pass-{n}": chain(n, "pass"),
+             "empty": chain(1, "pass")}
+    for name, d in flows.items():
+        api.deploy_workflow(name, d)
+    split: list[dict[str, float]] = []
+
+    def direct() -> None:
+        for _ in range(n):
+            api.call("passthrough", body)
+
+    def flow(name: str) -> None:
+        r = api.start_workflow(name, body)
+        if r.status_code != 200 or r.json()["status"] != "SUCCEEDED":
+            raise RuntimeError(r.text[:300])
+        if name.startswith("tasks-"):  # the server's split, from the history
+            events = api.execution(name, r.json()["executionId"])["events"]
+            ts = {e["id"]: parse_rfc3339(e["timestamp"]) * 1000 for e in events}
+            sched = [e for e in events if e["type"] == "TaskScheduled"]
+            done = [e for e in events if e["type"] == "TaskSucceeded"]
+            split.append({"server_ms": ts[events[-1]["id"]] - ts[events[0]["id"]],
+                          "invoking_ms": sum(ts[b["id"]] - ts[a["id"]]
+                                             for a, b in zip(sched, done, strict=True))})
+
+    cases: dict[str, Callable[[], None]] = {
+        "direct": direct, "workflow": lambda: flow(f"tasks-{n}"),
+             "pass": lambda: flow(f"pass-{n}"), "empty": lambda: flow("empty")}
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    errors: list[str] = []
+    try:
+        for i in range(runs + 1):  # run 0 warms every path and is not counted
+            for k, f in cases.items():
+                t0 = time.perf_counter()
+                try:
+                    f()
+                except Exception as exc:  # a failed call: counted, its run dropped
+                    errors.append(str(exc)[:300])
+                    continue
+                if i:
+                    times[k].append((time.perf_counter() - t0) * 1000)
+            if not i:
+                split.clear()
+    finally:
+        for name in flows:
+            api.delete_workflow(name, missing_ok=True)
+        api.delete("passthrough", missing_ok=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    server = statistics.median(x["server_ms"] for x in split)
+    invoking = statistics.median(x["invoking_ms"] for x in split)
+    return {"tasks": n, "runs": runs, "median_ms": {k: round(v, 2) for k, v in med.items()},
+            "server_side_ms": {"execution": server, "in_task_invocations": invoking,
+                               "engine_per_task": round((server - invoking) / n, 2)},
+            "direct_per_call_ms": round(med["direct"] / n, 2),
+            "workflow_per_task_ms": round(med["workflow"] / n, 2),
+            "overhead_per_task_ms": round((med["workflow"] - med["direct"]) / n, 2),
+            "pass_state_ms": round(med["pass"] / n, 2),
+            "execution_fixed_ms": round(med["empty"], 2), "errors": errors,
+            "raw_ms": {k: [round(x, 2) for x in v] for k, v in times.items()}}
+
+
+# -- 9. trigger latency -----------------------------------------------------------------
+
+def drop_and_wait(inbox: Path, outbox: Path, name: str, data: bytes) -> float:
+    """Write ``name`` into the watched ``inbox``; when it was closed (time.time())."""
+    with open(inbox / name, "wb") as f:
+        f.write(data)
+    written = time.time()
+    poll((outbox / f"{name}.json").exists, 120, f"{name}.json in {outbox}", 0.01)
+    return written
+
+
+def bench_trigger(api: Client, tmp: Path, files: int, fires: int,
+                  pipeline: int) -> dict[str, Any]:
+    """``fixtures/echo.py`` returns its event and ``startedAt`` (its time.time(): pods
+    share the host's clock) behind a watch trigger and an ``@every 1s`` schedule."""
+    for d in ("inbox", "outbox", "ticks", "pipe-inbox", "pipe-outbox"):
+        (tmp / d).mkdir(parents=True)
+    api.deploy("echo", FIXTURES / "echo.py", timeout=600)
+    api.call("echo", {})
+    raw: dict[str, list[float]] = {"drops": [], "fired": [], "started": []}
+    try:
+        api.create_trigger("drop", {"target": {"function": "echo"}, "watch": {
+            "path": str(tmp / "inbox")}, "sink": {"directory": str(tmp / "outbox")}})
+        time.sleep(1.0)
+        for i in range(files):
+            written = drop_and_wait(tmp / "inbox", tmp / "outbox", f"f{i}.txt", b"x" * 1000)
+            doc = json.loads((tmp / "outbox" / f"f{i}.txt.json").read_text())
+            raw["drops"].append(doc["startedAt"] - written)
+        api.delete_trigger("drop")
+        api.create_trigger("tick", {"target": {"function": "echo"}, "schedule": "@every 1s",
+                                    "sink": {"directory": str(tmp / "ticks")}})
+        poll(lambda: len(list((tmp / "ticks").glob("*.json"))) >= fires, fires + 30,
+             f"{fires} fires")
+        api.delete_trigger("tick")
+        for p in sorted((tmp / "ticks").glob("*.json"))[:fires]:
+            doc = json.loads(p.read_text())
+            scheduled = parse_rfc3339(doc["received"]["scheduledTime"])
+            raw["fired"].append(parse_rfc3339(doc["received"]["firedTime"]) - scheduled)
+            raw["started"].append(doc["startedAt"] - scheduled)
+        if pipeline:
+            raw.update(bench_pipeline(api, tmp, pipeline))
+    finally:
+        for t in ("drop", "tick", "pipe"):
+            api.delete_trigger(t, missing_ok=True)
+        api.delete_workflow("imagepipe", missing_ok=True)
+        for fn in ("echo", "img-inspect", "img-thumbnail", "img-histogram", "img-classify"):
+            api.delete(fn, missing_ok=True)
+    names = {"drops": "file_write_to_function_start", "fired":
+             "schedule_fired_minus_scheduled", "started":
+             "schedule_function_start_minus_scheduled"}
+    return {**{names.get(k, f"pipeline {k}"): summarize([x * 1000 for x in v], (50, 90), 1)
+               for k, v in raw.items() if v}, "raw_s": raw}
+
+
+def bench_pipeline(api: Client, tmp: Path, n: int) -> dict[str, list[float]]:
+    """``imagepipe.json`` behind a watch trigger with a sink, each test image dropped
+    ``n`` times one at a time (round 0 warms and is not counted): the execution's start
+    after the write, the result in the outbox after the write, each image's execution."""
+    pipe = FIXTURES / "imagepipe"
+    for fn in ("inspect", "thumbnail", "histogram", "classify"):
+        api.deploy(f"img-{fn}", pipe / "functions" / fn, wait=False)
+    for fn in ("inspect", "thumbnail", "histogram", "classify"):
+        api.wait_ready(f"img-{fn}", timeout=600)
+    api.deploy_workflow("imagepipe", json.loads((pipe / "imagepipe.json").read_text()))
+    api.create_trigger("pipe", {"target": {"workflow": "imagepipe"}, "watch": {
+        "path": str(tmp / "pipe-inbox")}, "sink": {"directory": str(tmp / "pipe-outbox")}})
+    time.sleep(1.0)
+    written: dict[str, float] = {}
+    out: dict[str, list[float]] = {"start": [], "outbox": []}
+    for i in range(n + 1):
+        for image in sorted((pipe / "images").iterdir()):
+            name = f"r{i}-{image.name}"
+            written[name] = drop_and_wait(tmp / "pipe-inbox", tmp / "pipe-outbox", name,
+                                          image.read_bytes())
+            if i:
+                out["outbox"].append(time.time() - written[name])
+    for ex in api.executions("imagepipe", limit=MAX_PAGE):
+        name = ex["input"].get("name", "")
+        if name.startswith("r0-") or name not in written or ex["status"] != "SUCCEEDED":
+            continue
+        started = parse_rfc3339(ex["startDate"])
+        out["start"].append(started - written[name])
+        out.setdefault(f"execution {name.split('-', 1)[1]}", []).append(
+            parse_rfc3339(ex["stopDate"]) - started)
+    return out
 
 
 # -- the run ---------------------------------------------------------------------------
@@ -463,80 +634,80 @@ def machine() -> dict[str, Any]:
                     Path("/proc/cpuinfo").read_text().splitlines()
                     if line.startswith("model name")), "")
     return {"nproc": os.cpu_count(), "cpu": cpu, "free_m": sh("free", "-m"),
-            "loadavg_at_start": " ".join(os.getloadavg().__repr__().strip("()").split(", ")),
+            "loadavg_at_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
             "kernel": platform.release(), "python": platform.python_version(),
             "docker": sh("docker", "version", "--format", "{{.Server.Version}}")}
 
 
+def dist(s: dict[str, Any], unit: str = "ms") -> str:
+    """p50 / p90 / max of a summary, 1 decimal below 10, else whole."""
+    def f(x: float) -> str:
+        return f"{x:.3f}" if unit == "s" else f"{x:.2f}" if x < 10 else f"{x:.0f}"
+    return f"p50 {f(s['p50'])} / p90 {f(s['p90'])} / max {f(s['max'])} {unit} (n={s['count']})"
+
+
 def table(res: dict[str, Any]) -> str:
-    rows: list[tuple[str, str, str, str]] = []
-    w = res.get("warm_latency")
-    if w:
+    rows: list[Row] = []
+    if w := res.get("warm_latency"):
         d, a = w["direct_ms"], w["activator_ms"]
-        rows.append(("warm latency p50, direct / activator",
-                     f"{d['p50']:.3f} / {a['p50']:.3f} ms", f"+{w['added_p50_ms']:.3f} ms",
-                     f"<= +{TARGETS['added_latency_p50_ms']} ms added"))
-        rows.append(("warm latency p99, direct / activator",
-                     f"{d['p99']:.3f} / {a['p99']:.3f} ms", f"+{w['added_p99_ms']:.3f} ms", ""))
-    t = res.get("throughput")
-    if t:
-        x = t.get("python")
-        if x and "ratio" in x:
-            rows.append((f"throughput ({t['concurrency']} conns, median of "
-                         f"{THROUGHPUT_ROUNDS}), direct / activator",
-                         f"{x['direct']['rps']:.0f} / {x['activator']['rps']:.0f} req/s",
-                         f"ratio {x['ratio']:.2f}",
-                         f"ratio >= {TARGETS['throughput_ratio']:g}"))
-    c = res.get("cold_start")
-    if c:
-        n = c["activator_cold_ms"]["count"]
-        for key, label, target in (
-                ("activator_cold_ms", "cold start via activator", "p50 <= docker API p50"),
-                ("docker_run_cli_ms", "docker run (CLI) to first 200", ""),
-                ("docker_api_ms", "docker API create+start to first 200", ""),
-                ("warm_call_ms", "warm call right after a cold start", "")):
-            s = c[key]
-            rows.append((f"{label} ({n} trials)",
-                         f"p50 {s['p50']:.0f} / p90 {s['p90']:.0f} / max {s['max']:.0f} ms"
-                         if s["p50"] and s["p50"] >= 10 else
-                         f"p50 {s['p50']:.2f} / p90 {s['p90']:.2f} / max {s['max']:.2f} ms",
-                         "", target))
-        ratio = c["activator_cold_ms"]["p50"] / c["docker_api_ms"]["p50"]
-        rows.append(("cold start p50 / docker API create+start p50", f"{ratio:.2f}", "",
+        rows += [("warm latency p50, direct / activator", f"{d['p50']:.3f} / {a['p50']:.3f}"
+                  f" ms, +{w['added_p50_ms']:.3f} ms",
+                  f"<= +{TARGETS['added_latency_p50_ms']} ms added"),
+                 ("warm latency p99, direct / activator", f"{d['p99']:.3f} / {a['p99']:.3f}"
+                  f" ms, +{w['added_p99_ms']:.3f} ms", "")]
+    if t := res.get("throughput"):
+        x = t["python"]
+        rows.append((f"throughput ({t['concurrency']} conns, median of {THROUGHPUT_ROUNDS}), "
+                     "direct / activator", f"{x['direct']['rps']:.0f} / "
+                     f"{x['activator']['rps']:.0f} req/s, ratio {x['ratio']:.2f}",
+                     f"ratio >= {TARGETS['throughput_ratio']:g}"))
+    if c := res.get("cold_start"):
+        rows += [(label, dist(c[key]), target) for key, label, target in (
+            ("activator_cold_ms", "cold start via activator", "p50 <= docker API p50"),
+            ("docker_run_cli_ms", "docker run (CLI) to first 200", ""),
+            ("docker_api_ms", "docker API create+start to first 200", ""),
+            ("warm_call_ms", "warm call right after a cold start", ""))]
+        rows.append(("cold start p50 / docker API create+start p50",
+                     f"{c['activator_cold_ms']['p50'] / c['docker_api_ms']['p50']:.2f}",
                      f"<= {TARGETS['cold_start_p50_vs_docker_api']:g}"))
-    pz = res.get("paused")
-    if pz:
-        for key, label, target in (
-                ("activator_resume_ms", "start from paused via activator",
-                 f"p50 <= {TARGETS['paused_start_p50_ms']:g} ms"),
-                ("docker_unpause_ms", "docker unpause to first 200", "floor ~15-25 ms")):
-            s = pz[key]
-            rows.append((f"{label} ({s['count']} trials)",
-                         f"p50 {s['p50']:.1f} / p90 {s['p90']:.1f} / max {s['max']:.1f} ms",
-                         "", target))
-    dp = res.get("deploy")
-    if dp:
-        for key, label in (("first_build_s", "deploy to Ready, 1 KB, first build"),
-                           ("cached_rebuild_s", "deploy to Ready, 1 KB, cached rebuild")):
-            s = dp[key]
-            rows.append((f"{label} ({s['count']})",
-                         f"p50 {s['p50']:.3f} s (min {s['min']:.3f}, max {s['max']:.3f})",
-                         "", f"<= {TARGETS['deploy_to_ready_s']:g} s"))
-    idle = res.get("idle")
-    if idle:
+    if pz := res.get("paused"):
+        rows += [("start from paused via activator", dist(pz["activator_resume_ms"]),
+                  f"p50 <= {TARGETS['paused_start_p50_ms']:g} ms"),
+                 ("docker unpause to first 200", dist(pz["docker_unpause_ms"]),
+                  "floor ~15-25 ms")]
+    if dp := res.get("deploy"):
+        rows += [(f"deploy to Ready, 1 KB, {label}", dist(dp[key], "s"),
+                  f"<= {TARGETS['deploy_to_ready_s']:g} s")
+                 for key, label in (("first_build_s", "first build"),
+                                    ("cached_rebuild_s", "cached rebuild"))]
+    if idle := res.get("idle"):
         rows.append((f"idle server CPU, {idle['functions']} warm functions, "
                      f"{idle['seconds']:g} s", f"{idle['server_cpu_percent']:.2f} % of a core",
-                     "", f"< {TARGETS['idle_cpu_percent']:g} %"))
-    widths = [max(len(r[i]) for r in [("figure", "measured", "", "target"), *rows])
-              for i in range(4)]
-    lines = []
-    for r in [("figure", "measured", "", "target"), *rows]:
-        lines.append("  ".join(c.ljust(wd) for c, wd in zip(r, widths, strict=True)).rstrip())
-    return "\n".join(lines)
+                     f"< {TARGETS['idle_cpu_percent']:g} %"))
+    if ds := res.get("dashboard"):
+        rows += [(f"/ui first paint, {ds['functions']} functions (chromium, median of 5)",
+                  f"{ds['first_paint_s']:.3f} s", f"< {TARGETS['first_paint_s']:g} s"),
+                 (f"pod sampler, one sampling of {ds['pods']} pods",
+                  f"{ds['sampler_cpu_ms_per_period']:.2f} ms CPU = "
+                  f"{ds['sampler_core_percent']:.3f} % of a core", "")]
+    if wf := res.get("workflow"):
+        m, n, sv = wf["median_ms"], wf["tasks"], wf["server_side_ms"]
+        rows += [(f"{n} direct calls / workflow of {n} Task states", f"{m['direct']:.1f} / "
+                  f"{m['workflow']:.1f} ms, +{wf['overhead_per_task_ms']} ms per Task", ""),
+                 (f"workflow of {n} Pass states / of 1 Pass state", f"{m['pass']:.1f} / "
+                  f"{m['empty']:.1f} ms ({wf['pass_state_ms']} ms per state)", ""),
+                 ("workflow engine per Task state (server's history)",
+                  f"{sv['engine_per_task']} ms", "")]
+    if tr := res.get("trigger"):
+        rows += [(key.replace("_", " "), dist(s), "") for key, s in tr.items()
+                 if key != "raw_s"]
+    head: Row = ("figure", "measured", "target")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(3)]
+    return "\n".join("  ".join(c.ljust(wd) for c, wd in zip(r, widths, strict=True)).rstrip()
+                     for r in [head, *rows])
 
 
-def run_paused_part(args: argparse.Namespace, tmp: str | None,
-                    tick: float) -> dict[str, Any] | None:
+def run_paused_part(args: argparse.Namespace, tmp: Path, tick: float) -> dict[str, Any] | None:
     """The paused part needs a server with --keep-paused: the one given, or a second own one
     (not the first: its cold starts must be fresh containers)."""
     if args.server and not args.paused_server:
@@ -544,67 +715,63 @@ def run_paused_part(args: argparse.Namespace, tmp: str | None,
         return None
     if args.paused_server:
         url = args.paused_server.rstrip("/")
-        log(f"paused: {args.trials} trials on {url}")
         return bench_paused(Client(url), int(url.rsplit(":", 1)[1]), args.trials, tick)
-    from allinone.testing import ServerProcess
-    assert tmp is not None
-    server = ServerProcess(Path(tmp) / "state-paused", extra_args=("--keep-paused", "300"))
+    server = ServerProcess(tmp / "state-paused", extra_args=("--keep-paused", "300"))
     log(f"paused: starting allinone serve --keep-paused 300 in {server.state_dir}")
     server.start()
     try:
-        log(f"paused: {args.trials} trials, then bare docker unpause")
         return bench_paused(Client(server.url), server.port, args.trials, server.tick)
     finally:
         server.stop()
         server.cleanup_containers()
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtests.bench", description=__doc__.split(
-        "\n\n")[0])
-    p.add_argument("--server", metavar="URL", help="a running server (default: start one)")
-    p.add_argument("--tick", type=float, default=None,
-                   help="its autoscaler tick (default 0.5 for the server started here, 2 "
-                        "with --server)")
-    p.add_argument("--trials", type=int, default=20, help="cold start trials (default 20)")
-    p.add_argument("--requests", type=int, default=2000,
-                   help="sequential warm requests per path (default 2000)")
-    p.add_argument("--concurrency", type=int, default=32, help="throughput connections")
-    p.add_argument("--duration", type=float, default=5.0, help="seconds per throughput run")
-    p.add_argument("--deploys", type=int, default=5, help="deploys of each kind (default 5)")
-    p.add_argument("--json", type=Path, default=ROOT / "loadtests" / "reports" / "bench.json",
-                   help="where the JSON goes (default %(default)s)")
-    p.add_argument("--paused-server", metavar="URL",
-                   help="with --server: a server started with --keep-paused, for the paused "
-                        "part (without --server the bench starts one itself)")
-    p.add_argument("--idle-functions", type=int, default=40,
-                   help="warm functions for the idle CPU figure (default 40)")
-    p.add_argument("--idle-seconds", type=float, default=30.0, help="its window (default 30)")
-    p.add_argument("--server-pid", type=int,
-                   help="with --server: its process id, for the idle CPU figure")
-    p.add_argument("--only", nargs="*", choices=PARTS, help="run only these parts")
-    args = p.parse_args(argv)
-    parts = set(args.only or PARTS)
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m loadtests.bench",
+                                description=(__doc__ or "").split("\n\n")[0])
+    add = p.add_argument
+    add("--server", metavar="URL", help="a running server (default: start one)")
+    add("--tick", type=float, help="its autoscaler tick (default 0.5 for the server started "
+        "here, 2 with --server)")
+    add("--server-pid", type=int, help="with --server: its process id (idle CPU)")
+    add("--paused-server", metavar="URL", help="with --server: a server run with "
+        "--keep-paused (without --server the bench starts one)")
+    add("--only", nargs="*", choices=PARTS, help="run only these parts (default all)")
+    add("--json", type=Path, default=ROOT / "loadtests" / "reports" / "bench.json",
+        help="where the JSON goes (default %(default)s)")
+    add("--trials", type=int, default=20, help="cold and paused start trials (20)")
+    add("--requests", type=int, default=2000, help="sequential warm requests per path")
+    add("--concurrency", type=int, default=32, help="throughput connections (32)")
+    add("--duration", type=float, default=5.0, help="seconds per throughput run (5)")
+    add("--deploys", type=int, default=5, help="deploys of each kind (5)")
+    add("--idle-functions", type=int, default=40, help="warm functions for idle (40)")
+    add("--idle-seconds", type=float, default=30.0, help="the idle CPU window (30)")
+    add("--tasks", type=int, default=10, help="Task states of the workflow part (10)")
+    add("--runs", type=int, default=30, help="interleaved runs of the workflow part (30)")
+    add("--files", type=int, default=20, help="files dropped by the trigger part (20)")
+    add("--fires", type=int, default=20, help="schedule fires of the trigger part (20)")
+    add("--pipeline", type=int, default=0, metavar="N", help="trigger part: also drop each "
+        "imagepipe test image N times (builds the Pillow functions, ~1 min)")
+    return p
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    parts = set(args.only or PARTS)
+    tmp = Path(tempfile.mkdtemp(prefix="allinone-bench-"))
     server = None
-    tmp = None
     if args.server:
-        url = args.server.rstrip("/")
-        tick = args.tick if args.tick is not None else 2.0
+        url, tick = args.server.rstrip("/"), args.tick or 2.0
     else:
-        from allinone.testing import ServerProcess
-        tmp = tempfile.mkdtemp(prefix="allinone-bench-")
-        server = ServerProcess(Path(tmp) / "state")
-        url, tick = server.url, (args.tick if args.tick is not None else server.tick)
-        if parts - {"paused"}:
+        server = ServerProcess(tmp / "state")
+        url, tick = server.url, args.tick or server.tick
+        if parts - {"paused"}:  # the paused part starts its own
             log(f"starting allinone serve in {server.state_dir}")
             server.start()
-        else:
-            server = None  # only the paused part, which starts its own
-    server_port = int(url.rsplit(":", 1)[1])
-    api = Client(url)
-    res: dict[str, Any] = {"command": " ".join(["python -m loadtests.bench", *(argv or
-                                                                               sys.argv[1:])]),
+    port, api = int(url.rsplit(":", 1)[1]), Client(url)
+    pid = server.proc.pid if server is not None and server.proc else args.server_pid
+    res: dict[str, Any] = {"command": " ".join(["python -m loadtests.bench",
+                                                *(sys.argv[1:] if argv is None else argv)]),
                            "server": url, "tick_seconds": tick, "machine": machine(),
                            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "targets": TARGETS}
     try:
@@ -614,29 +781,38 @@ def main(argv: list[str] | None = None) -> int:
             api.deploy("bench-warm", FIXTURES / "add.py",
                        {"scaling": {"minScale": 1, "maxScale": 1}})
             res["first_deploy_on_this_registry_s"] = round(time.perf_counter() - t, 3)
-            pod_socket = str(api.ready_pod("bench-warm")["socket"])
+            sock = str(api.ready_pod("bench-warm")["socket"])
             if "warm" in parts:
-                log(f"warm latency: {args.requests} sequential requests each, direct to the "
-                    f"pod's socket {pod_socket} and through the activator")
-                res["warm_latency"] = bench_warm_latency(server_port, "bench-warm", pod_socket,
-                                                         args.requests)
+                log(f"warm latency: {args.requests} requests each, direct to {sock} and "
+                    "through the activator")
+                res["warm_latency"] = bench_warm_latency(port, "bench-warm", sock, args.requests)
             if "throughput" in parts:
-                res["throughput"] = bench_throughput(server_port, "bench-warm", pod_socket,
+                res["throughput"] = bench_throughput(port, "bench-warm", sock,
                                                      args.concurrency, args.duration)
             api.delete("bench-warm", missing_ok=True)
         if "cold" in parts:
             log(f"cold start: {args.trials} trials, interleaved with bare docker starts")
-            res["cold_start"] = bench_cold_start(api, server_port, args.trials, tick)
+            res["cold_start"] = bench_cold_start(api, port, args.trials, tick)
         if "deploy" in parts:
             log(f"deploy to Ready: {args.deploys} first builds and cached rebuilds")
             res["deploy"] = bench_deploy(api, args.deploys)
-        pid = server.proc.pid if server is not None and server.proc else args.server_pid
-        if "idle" in parts and pid:
-            log(f"idle: {args.idle_functions} warm functions, server CPU over "
-                f"{args.idle_seconds:g} s")
-            res["idle"] = bench_idle(api, pid, args.idle_functions, args.idle_seconds)
-        elif "idle" in parts:
-            log("idle: skipped (give --server-pid PID with --server)")
+        if parts & {"idle", "dashboard"}:
+            log(f"idle/dashboard: {args.idle_functions} warm functions")
+            with warm_functions(api, args.idle_functions) as names:
+                if "idle" in parts and pid:
+                    log(f"idle: server CPU over {args.idle_seconds:g} s")
+                    res["idle"] = bench_idle(pid, len(names), args.idle_seconds)
+                elif "idle" in parts:
+                    log("idle: skipped (give --server-pid PID with --server)")
+                if "dashboard" in parts:
+                    res["dashboard"] = bench_dashboard(url, names)
+        if "workflow" in parts:
+            log(f"workflow: {args.tasks} Task states, {args.runs} interleaved runs")
+            res["workflow"] = bench_workflow(api, args.tasks, args.runs)
+        if "trigger" in parts:
+            log(f"trigger: {args.files} files, {args.fires} fires, pipeline {args.pipeline}")
+            res["trigger"] = bench_trigger(api, tmp / "trigger", args.files, args.fires,
+                                           args.pipeline)
     finally:
         if server is not None:
             server.stop()
@@ -645,11 +821,9 @@ def main(argv: list[str] | None = None) -> int:
         if "paused" in parts:
             res["paused"] = run_paused_part(args, tmp, tick)
     finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    out = table(res)
+        shutil.rmtree(tmp, ignore_errors=True)
+    res["table"] = out = table(res)
     print(out)
-    res["table"] = out
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(res, indent=1) + "\n")
     print(f"\nJSON: {args.json}")

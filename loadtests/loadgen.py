@@ -1,7 +1,8 @@
 """The one closed-loop HTTP load generator outside locust (asyncio, raw HTTP/1.1).
 
-Used by the benchmark's throughput figure (:func:`measure`) and by the integration
-tests (:func:`run_load`, :func:`burst`). Each connection is one user: it sends the same
+Used by the benchmark (:func:`measure` for throughput, :func:`sequence` for sequential
+latency and cold starts) and by the integration tests (:func:`run_load`, :func:`burst`).
+Each connection is one user: it sends the same
 ``POST`` and sends again as soon as the whole answer is in, over one keep-alive
 connection (TCP with ``TCP_NODELAY``, or a pod's Unix socket when ``unix`` is given).
 Answers are framed by ``Content-Length`` (every answer of the server and the pods has
@@ -172,17 +173,35 @@ async def burst(url: str, n: int, body: Any, timeout: float = 120) -> LoadResult
     return await _run(url, n, body, lambda: False, timeout)
 
 
+def _runner() -> Callable[[Any], LoadResult]:
+    """uvloop's run when installed (the benchmark's figures), else asyncio's."""
+    try:
+        import uvloop
+        out: Callable[[Any], LoadResult] = uvloop.run
+    except ImportError:
+        out = asyncio.run
+    return out
+
+
+def sequence(url: str, n: int, body: bytes, unix: str | None = None,
+             timeout: float = 120) -> list[float]:
+    """``n`` requests one after another on one new keep-alive connection: each one's
+    latency in ms (the first pays no connect: timing starts at the send). RuntimeError
+    unless all ``n`` answered 200."""
+    sent = iter(range(1, n))
+    res = _runner()(_run(url, 1, body, lambda: next(sent, None) is not None, timeout, unix))
+    if res.failures or len(res.outcomes) != n:
+        raise RuntimeError(f"POST {url}: {res.summary()}")
+    return [o.seconds * 1000 for o in res.outcomes]
+
+
 def measure(url: str, conns: int, seconds: float, body: bytes,
             unix: str | None = None) -> dict[str, Any]:
     """The benchmark's throughput run: 0.5 s warm-up, then ``seconds`` of closed-loop
-    load on ``conns`` connections (uvloop when installed): req/s, errors, latency (ms)."""
-    try:
-        import uvloop
-        runner: Callable[[Any], LoadResult] = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    runner(run_load(url, conns, 0.5, body, timeout=30, unix=unix))  # warm-up
-    res = runner(run_load(url, conns, seconds, body, timeout=30, unix=unix))
+    load on ``conns`` connections: req/s, errors, latency (ms)."""
+    run = _runner()
+    run(run_load(url, conns, 0.5, body, timeout=30, unix=unix))  # warm-up
+    res = run(run_load(url, conns, seconds, body, timeout=30, unix=unix))
     ok = [o.seconds * 1000 for o in res.outcomes if o.status == 200]
     return {"rps": round(len(ok) / res.seconds, 1), "errors": len(res.failures),
             "requests": len(ok), "latency_ms": summarize(ok, (50, 90, 99), 4)}

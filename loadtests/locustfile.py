@@ -6,7 +6,8 @@
 On ``test_start`` it deploys the scenario's fixture through :mod:`allinone.client`
 (or takes ``--function NAME``), waits for Ready and for the state the scenario starts
 in, then runs two greenlets: the *sampler* reads the function every 0.5 s (ready and
-desired replicas, the autoscaler's view; the driver's own readings while it waits are
+desired replicas, the autoscaler's view, of each of the scenario's functions; every 2 s
+their pods' CPU and memory (``status.usage``); the driver's own readings while it waits are
 kept too, ``"by": "driver"``) and the *driver* (the scenario's ``drive``). Each request
 becomes a record ``[t, ms, ok, name, error]`` (``t``: start, seconds since set-up). On
 ``quitting`` it judges, deletes what it deployed (unless ``--keep``), writes the JSON
@@ -25,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,16 +39,13 @@ from locust.clients import HttpSession
 from locust.env import Environment
 
 from allinone.client import ApiError, Client, error_from
-from loadtests.report import Report, latency_threshold, write_report
-from loadtests.scenarios import POLL_INTERVAL, SCENARIOS, Scenario
+from loadtests.report import Report, latency_threshold, pod_usage, write_report
+from loadtests.scenarios import FIXTURES, POLL_INTERVAL, SCENARIOS, Scenario, ScenarioError
 
 log = logging.getLogger("loadtests")
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_INTERVAL = 0.5  # s between the sampler's reads of the function
-
-
-class ScenarioError(Exception):
-    """The scenario cannot go on (set-up failed, a state was never reached)."""
+USAGE_EVERY = 4  # samples between two reads of the pods' usage (2 s: the server's period)
 
 
 @events.init_command_line_parser.add_listener
@@ -79,6 +78,8 @@ class Runner:
         self.api: Client = Client()
         self.report = Report("")
         self.function = ""
+        self.functions: list[str] = []
+        self.bodies: list[bytes] = []
         self.fn: dict[str, Any] = {}
         self.t0: float | None = None
         self.users = self.started_users = self.in_flight = self.answered = 0
@@ -178,7 +179,8 @@ class Runner:
         self.in_flight += 1
         t = time.perf_counter()
         try:
-            with session.post(self.sc.path.format(function=self.function), data=self.data,
+            with session.post(self.sc.path.format(function=self.function),
+                              data=random.choice(self.bodies),
                               name=name,
                               catch_response=True, timeout=self.request_timeout(),
                               headers={"Content-Type": "application/json"}) as resp:
@@ -234,8 +236,8 @@ class Runner:
                                f"{opts.max_seconds:g}: the scenario had not finished")
         rep = self.report = Report(sc.name, short=opts.short, tick_seconds=opts.tick,
                                    server=(environment.host or "").rstrip("/"))
-        rep.params = sc.params(self, opts.short)
         try:
+            rep.params = sc.params(self, opts.short)
             if not rep.server:
                 raise ScenarioError("no --host: give the server's address, e.g. "
                                     "--host http://127.0.0.1:8080")
@@ -246,6 +248,7 @@ class Runner:
             except ValueError as exc:
                 raise ScenarioError(f"--body must be a JSON object ({exc})") from None
             self.data, rep.params["body"] = json.dumps(body).encode(), body
+            self.bodies = [self.data]
             self.api = Client(rep.server, token=os.environ.get("ALLINONE_TOKEN"), timeout=60)
             self.session = HttpSession(rep.server, environment.events.request, None)
             self.session.trust_env = False
@@ -274,14 +277,15 @@ class Runner:
                 raise ScenarioError(f"--function {given}: no such function on {rep.server}")
             self.function, self.fn = given, self.api.wait_ready(given)
         else:
-            self.function = "lt-" + self.sc.name.replace("_", "-")
+            self.function = self.sc.function or "lt-" + self.sc.name.replace("_", "-")
             t = time.monotonic()
             log.info("[%s] deploying %s as %s", self.sc.name, self.sc.fixture, self.function)
-            self.fn = self.api.deploy(self.function, ROOT / "fixtures" / self.sc.fixture,
+            self.fn = self.api.deploy(self.function, FIXTURES / self.sc.fixture,
                                       self.sc.spec)
             rep.deployed = True
             rep.figures["deploy_to_ready_s"] = round(time.monotonic() - t, 3)
         rep.function = self.function
+        self.functions = [self.function]
         rep.scaling = dict(self.fn["spec"]["scaling"])
         rep.params["fixture"] = None if given else self.sc.fixture
 
@@ -311,16 +315,28 @@ class Runner:
             "reason": auto.get("reason"), "by": by})
 
     def sample_loop(self) -> None:
-        next_t = time.time()
-        errors = 0
+        """Every 0.5 s each function's replicas (the main one as ``samples``; with several
+        functions each in ``figures.replicas_by_function``), every 2 s (the server's pod
+        sampling period) each one's CPU and memory (``figures.usage_by_function``)."""
+        figs = self.report.figures
+        next_t, n = time.time(), 0
         while True:
             t = time.time()
+            at = round(t - (self.t0 or t), 3)
             try:
-                self.sample(t, (self.api.find(self.function) or {}).get("status", {}),
-                            "sampler")
+                for fn in self.functions:
+                    st = (self.api.find(fn) or {}).get("status", {})
+                    if fn == self.function:
+                        self.sample(t, st, "sampler")
+                    if len(self.functions) > 1:
+                        figs.setdefault("replicas_by_function", {}).setdefault(fn, []).append(
+                            [at, st.get("readyReplicas", 0), st.get("desiredReplicas", 0)])
+                    if n % USAGE_EVERY == 0:
+                        figs.setdefault("usage_by_function", {}).setdefault(fn, []).append(
+                            [at, *pod_usage(self.api.pods(fn))])
             except (ApiError, ValueError):
-                errors += 1
-                self.report.figures["sample_errors"] = errors
+                figs["sample_errors"] = figs.get("sample_errors", 0) + 1
+            n += 1
             next_t += SAMPLE_INTERVAL
             gevent.sleep(max(0.0, next_t - time.time()))
 
@@ -344,6 +360,10 @@ class Runner:
                               "time cap): the criteria below cover only what ran")
         gevent.killall(self.greenlets)
         rep.samples.sort(key=lambda x: x["t"])  # the sampler's and the driver's readings
+        rep.figures["peak_usage_by_function"] = {
+            fn: {"cpu_percent": max(r[1] for r in rows),
+                 "memory_mib": round(max(r[2] for r in rows) / 2**20, 1)}
+            for fn, rows in rep.figures.get("usage_by_function", {}).items() if rows}
         if self.t0 is not None:
             rep.duration_s = time.time() - self.t0
             try:

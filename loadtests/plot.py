@@ -1,6 +1,6 @@
 """One PNG per scenario report: load, latency and replicas on a shared time axis.
 
-Three panels, top to bottom, x = seconds since the scenario's set-up finished:
+Four panels, top to bottom, x = seconds since the scenario's set-up finished:
 
 1. answers per second (1 s buckets, by when the answer came), failures in red;
 2. latency: every request as a dot at the time of its answer, one colour per request
@@ -10,7 +10,9 @@ Three panels, top to bottom, x = seconds since the scenario's set-up finished:
 3. ready replicas (solid) and the replicas the autoscaler wants (dashed), read from
    the API every 0.5 s (and every 0.1 s while a scenario waits for a state); panic
    mode shaded red, the criterion's deadline green, the KPA's expected count dotted.
-   A scenario of several functions adds each one's ready pods as its own line.
+   A scenario of several functions adds each one's ready pods as its own line;
+4. CPU (percent of a core, solid, left axis) and memory (MiB, dashed, right axis) of
+   each function's pods (their ``status.usage``, the server's sampling) every 2 s.
 
 The scenario's events (step, silence, bursts...) are dotted vertical lines through all
 three, and the criteria are written under the plot, so the picture says when the
@@ -55,8 +57,8 @@ def render(report: Mapping[str, Any], path: Path) -> Path:
     errors = report.get("errors") or []
     figures = report.get("figures") or {}
 
-    fig, (ax_rps, ax_lat, ax_rep) = plt.subplots(
-        3, 1, sharex=True, figsize=(13, 8.5), gridspec_kw={"height_ratios": [1, 1.4, 1]})
+    fig, (ax_rps, ax_lat, ax_rep, ax_use) = plt.subplots(
+        4, 1, sharex=True, figsize=(13, 10.5), gridspec_kw={"height_ratios": [1, 1.4, 1, 1]})
     verdict = "PASSED" if report.get("passed") else "FAILED"
     fig.suptitle(f"{report.get('scenario')}: {verdict}   (function {report.get('function')}, "
                  f"autoscaler tick {report.get('tick_seconds')} s"
@@ -114,9 +116,11 @@ def render(report: Mapping[str, Any], path: Path) -> Path:
                 linewidth=1.5, label="desired")
     # a scenario of several functions (imagepipe_load): each one's ready pods
     by_fn = figures.get("replicas_by_function") or {}
-    for i, (fn, rows) in enumerate(sorted(by_fn.items())):
+    usage = figures.get("usage_by_function") or {}
+    fn_color = {fn: COLORS[(i + 1) % len(COLORS)] for i, fn in enumerate(sorted({*by_fn, *usage}))}
+    for fn, rows in sorted(by_fn.items()):
         ax_rep.plot([r[0] for r in rows], [r[1] for r in rows], drawstyle="steps-post",
-                    color=COLORS[(i + 1) % len(COLORS)], linewidth=1.3, label=f"{fn} ready")
+                    color=fn_color[fn], linewidth=1.3, label=f"{fn} ready")
         ready = [*ready, *(float(r[1]) for r in rows)]
     panic = [(s["t"], bool(s.get("panic"))) for s in samples]
     for i, (t0, on) in enumerate(panic):
@@ -139,17 +143,33 @@ def render(report: Mapping[str, Any], path: Path) -> Path:
     ax_rep.set_ylim(-0.2, top + 0.8)
     ax_rep.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax_rep.set_ylabel("replicas")
-    ax_rep.set_xlabel("seconds since set-up finished")
     ax_rep.legend(**LEGEND)
+
+    # 4. CPU and memory per function
+    ax_mem = ax_use.twinx()
+    for fn, rows in sorted(usage.items()):
+        ts = [r[0] for r in rows]
+        ax_use.plot(ts, [r[1] for r in rows], color=fn_color[fn], linewidth=1.3,
+                    label=f"{fn} CPU")
+        ax_mem.plot(ts, [r[2] / 2**20 for r in rows], color=fn_color[fn], linewidth=1,
+                    linestyle="--", label=f"{fn} memory")
+    ax_use.set_ylabel("CPU (% of a core)")
+    ax_mem.set_ylabel("memory (MiB)")
+    ax_use.set_ylim(bottom=0)
+    ax_mem.set_ylim(bottom=0)
+    ax_use.set_xlabel("seconds since set-up finished")
+    handles = [h for ax in (ax_use, ax_mem) for h in ax.get_legend_handles_labels()[0]]
+    if handles:
+        ax_use.legend(handles=handles, **{**LEGEND, "bbox_to_anchor": (1.06, 1.0)})
 
     # events, through all panels; labels on the top one
     for ev in events:
-        for ax in (ax_rps, ax_lat, ax_rep):
+        for ax in (ax_rps, ax_lat, ax_rep, ax_use):
             ax.axvline(ev["t"], color="0.5", linestyle=":", linewidth=0.9)
         ax_rps.annotate(ev["label"], xy=(ev["t"], 1.0), xycoords=("data", "axes fraction"),
                         xytext=(2, -2), textcoords="offset points", rotation=90,
                         fontsize=6.5, va="top", ha="left", color="0.3")
-    for ax in (ax_rps, ax_lat, ax_rep):
+    for ax in (ax_rps, ax_lat, ax_rep, ax_use):
         ax.grid(True, alpha=0.25)
     end = max([float(report.get("duration_s") or 0), *(x + 0.5 for x in xs), 1.0])
     ax_rep.set_xlim(0, end)

@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from allinone.objects import DEFAULT_SCALING
+from allinone import objects
+from allinone.autoscaler.kpa import decider_spec
 
 REPORT_VERSION = 1
 
@@ -77,24 +78,16 @@ def fmt_ms(x: float | None) -> str:
 
 # -- the KPA's expected count -------------------------------------------------------
 
-def scaling_with_defaults(scaling: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {**DEFAULT_SCALING, **(scaling or {})}
-
-
 def per_pod_target(scaling: Mapping[str, Any] | None) -> float:
-    """Concurrent requests one pod should carry: target x utilization, 10 x 70 % = 7."""
-    s = scaling_with_defaults(scaling)
-    return float(s["target"]) * float(s["targetUtilizationPercentage"]) / 100.0
+    """Concurrent requests one pod should carry, as the KPA computes it (10 x 70 % = 7)."""
+    return round(decider_spec(scaling or {}).target_value, 9)
 
 
 def expected_replicas(concurrency: float, scaling: Mapping[str, Any] | None) -> int:
-    """The pods the KPA settles on for a steady ``concurrency`` (see EXPECTED_FORMULA).
-
-    6 concurrent at target 2 and 100 % -> ceil(6 / 2) = 3; bounded by min/max scale.
-    The 1e-9 rounding matches the KPA, so 1.1 x 10 = 11.000000000000002 is 11, not 12.
-    """
-    s = scaling_with_defaults(scaling)
-    raw = math.ceil(round(concurrency / per_pod_target(s), 9)) if concurrency > 0 else 0
+    """The pods the KPA settles on for a steady ``concurrency`` (see EXPECTED_FORMULA):
+    6 concurrent at target 2 and 100 % -> ceil(6 / 2) = 3; bounded by min/max scale."""
+    s = objects.scaling({"scaling": scaling or {}})
+    raw = math.ceil(concurrency / per_pod_target(s)) if concurrency > 0 else 0
     return int(min(s["maxScale"], max(s["minScale"], raw)))
 
 
@@ -221,6 +214,16 @@ def failure_summary(records: Sequence[Sequence[Any]], limit: int = 20) -> list[d
             counts[key] = counts.get(key, 0) + 1
     ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:limit]
     return [{"name": n, "error": e, "occurrences": c} for (n, e), c in ranked]
+
+
+# -- CPU and memory per function ------------------------------------------------------
+
+def pod_usage(pods: Iterable[Mapping[str, Any]]) -> tuple[float, int]:
+    """A function's CPU (percent of a core) and memory (bytes): the sums over its pods'
+    ``status.usage`` (the server's own sampling, every 2 s); a pod not sampled yet adds 0."""
+    usage = [p.get("status", {}).get("usage") or {} for p in pods]
+    return (round(sum(float(u.get("cpuPercent") or 0) for u in usage), 2),
+            sum(int(u.get("memoryBytes") or 0) for u in usage))
 
 
 # -- the report ------------------------------------------------------------------------

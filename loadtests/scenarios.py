@@ -5,39 +5,17 @@ locust adapter, :mod:`loadtests.locustfile`, is the only implementation): ``driv
 sets user counts, opens and closes the tap (``run.sending``) and marks events;
 ``judge`` fills the report's figures and returns the criteria. Nothing here imports
 locust or gevent, so the runner lists the scenarios without gevent's monkey-patching.
-
-- **cold_start**: single requests, each after the function scaled to zero (no pod
-  object left, Docker idle), then at once a warm one. Split per trial: ``call`` = the
-  warm latency, ``pod wait`` = cold - warm, ``server`` = the activator's own latency of
-  the cold request (``allinone_cold_start_latency_seconds`` sum in ``/metrics``).
-  Criteria: no failed request, every trial was counted as a cold start, every trial ran.
-- **scale_up**: from one warm pod (minScale 1), idle, then a step to 6 users held 40 s
-  (15 s short); the KPA expects ceil(6 / (2 x 100 %)) = 3 pods. Criteria: ready
-  replicas reach that count within ``--within`` s (15) of the step; no failed request.
-- **scale_to_zero**: 4 users for 20 s (8 s short), silence, then the next request.
-  Criteria: no failed request; ready replicas reach 0 no later than window + grace + 2
-  ticks (+ the 0.1 s poll) after the last answer (the KPA halves per tick, and the
-  stable window must empty before the grace period runs); the next request succeeds as
-  a cold start (``allinone_cold_starts_total`` +1).
-- **burst_at_zero**: 100 users wait at a gate; a round opens it at zero and each
-  sends one request, which the activator holds while pods start (3 rounds, 1 short).
-  Criteria: every request succeeds, every user got an answer in every round.
-- **workflow_load**: ``--wf-users`` users (4) run the workflow ``lt-workflow-load``
-  (Task ``inc`` -> Choice -> a Map of three ``inc`` calls, two at a time -> Pass ->
-  Succeed: 4 invocations through the activator) synchronously, back to back, for 20 s
-  (8 s short). Criteria: every execution answers ``SUCCEEDED`` with the expected output
-  (a failed execution is a 200 too, so the body is checked); at least one ran.
-
-Scenario options (``--trials``, ``--step-users``, ``--within``, ``--load-users``,
-``--rounds``, ``--burst-users``, ``--wf-users``) are given to locust after ``--``; see
-``loadtests/README.md``.
+What each scenario does, its criteria and its options (given to locust after ``--``)
+are in ``loadtests/README.md``'s table; the why of each limit is beside its code.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from loadtests.report import (
@@ -53,7 +31,12 @@ from loadtests.report import (
     summarize,
 )
 
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 POLL_INTERVAL = 0.1  # s between the driver's reads while it waits for a state
+
+
+class ScenarioError(Exception):
+    """The scenario cannot go on (set-up failed, a state was never reached)."""
 COLD_METRIC = "allinone_cold_start_latency_seconds"
 
 
@@ -61,6 +44,8 @@ class Run(Protocol):
     """What a driver and a judge see of a running scenario (the locust adapter)."""
 
     function: str
+    functions: list[str]  # every function the scenario sampled (the main one first)
+    bodies: list[bytes]  # users send one of these, at random
     sending: bool  # users send only while it is true
     report: Any  # loadtests.report.Report
     api: Any  # allinone.client.Client
@@ -113,6 +98,8 @@ class Scenario:
     options: tuple[Option, ...] = ()
     key_latency: str = ""  # the request name the --max-p50/p95-ms thresholds check
     path: str = "/function/{function}"  # what the users call
+    function: str = ""  # the deployed name (default lt-NAME)
+    slow: bool = False  # left out of --short's default list (CI); run when named
     # After the deploy: what else the scenario needs (a workflow), and its removal.
     setup: Callable[[Run], None] | None = None
     teardown: Callable[[Run], None] | None = None
@@ -404,6 +391,89 @@ def workflow_judge(run: Run) -> list[Criterion]:
             no_failures(rep.records, "executions")]
 
 
+# -- imagepipe_load ----------------------------------------------------------------------
+
+PIPE = "imagepipe"  # fixtures/imagepipe: four Pillow functions, a workflow, test images
+STAGES = ("inspect", "thumbnail", "histogram", "classify")
+PIPE_WORKFLOW = "lt-imagepipe"
+PIPE_SPEC = {"scaling": {"minScale": 1, "maxScale": 4, "target": 1, "stableWindowSeconds": 6,
+                         "scaleToZeroGracePeriodSeconds": 2}}  # one request per pod
+
+
+def pipe_setup(run: Run) -> None:
+    """The other three functions, the workflow on them, the images, one warm execution."""
+    root = FIXTURES / PIPE
+    others = [s for s in STAGES if f"lt-img-{s}" != run.function]
+    for stage in others:
+        run.api.deploy(f"lt-img-{stage}", root / "functions" / stage, PIPE_SPEC, wait=False)
+    for stage in others:
+        run.api.wait_ready(f"lt-img-{stage}", timeout=600)
+    run.functions[:] = [f"lt-img-{s}" for s in STAGES]
+    text = (root / "imagepipe.json").read_text().replace('"Resource": "img-',
+                                                         '"Resource": "lt-img-')
+    run.api.deploy_workflow(PIPE_WORKFLOW, json.loads(text))
+    images = sorted((root / "images").iterdir())
+    run.bodies[:] = [json.dumps({"name": p.name, "size": p.stat().st_size, "contentBase64":
+                                 base64.b64encode(p.read_bytes()).decode()}).encode()
+                     for p in images]
+    run.p["images"] = [p.name for p in images]
+    warm = run.api.start_workflow(PIPE_WORKFLOW, data=run.bodies[0], timeout=300)
+    if pipe_check(run, warm.json() if warm.ok else warm.text) is not None:
+        raise ScenarioError(f"the warm-up execution failed: {warm.text[:300]}")
+
+
+def pipe_teardown(run: Run) -> None:
+    run.api.delete_workflow(PIPE_WORKFLOW, missing_ok=True)
+    for fn in run.functions:
+        run.api.delete(fn, missing_ok=True)
+
+
+def pipe_check(run: Run, out: Any) -> str | None:
+    if not isinstance(out, dict) or out.get("status") != "SUCCEEDED":
+        return f"execution {out.get('status') if isinstance(out, dict) else out}: " \
+               f"{out.get('error') if isinstance(out, dict) else ''}"
+    result = out.get("output") or {}
+    if len(result.get("labels", [])) != 2 or not result.get("files"):
+        return f"no labels or thumbnail in {json.dumps(result)[:200]}"
+    return None
+
+
+def pipe_drive(run: Run) -> None:
+    p = run.p
+    for users in p["steps"]:
+        hold(run, users, p["hold_s"], f"{users} user{'s' if users > 1 else ''}")
+    run.event("load stops")
+    run.wait_until(lambda: run.in_flight == 0, 120, "the last executions")
+    run.sleep(1.0)
+
+
+def pipe_judge(run: Run) -> list[Criterion]:
+    rep = run.report
+    lat = summarize(latencies(run))
+    by_fn = rep.figures.get("replicas_by_function", {})
+    peaks = {fn: max((int(r[1]) for r in rows), default=0) for fn, rows in by_fn.items()}
+    rep.figures.update({"executions": len(rep.records), "execution_latency_ms": lat,
+                        "peak_ready_by_function": peaks})
+    rep.figures["headline"] = (
+        f"{len(rep.records)} pipeline executions at {run.p['steps']} users: p50 "
+        f"{fmt_ms(lat['p50'])} ms, p95 {fmt_ms(lat['p95'])} ms; peak ready pods "
+        + ", ".join(f"{fn.removeprefix('lt-img-')} {n}" for fn, n in peaks.items()))
+    top = max(peaks.values(), default=0)
+    return [Criterion("executions ran", bool(rep.records), len(rep.records), 1,
+                      f"{len(rep.records)} executions ran (at least 1 wanted)"),
+            no_failures(rep.records, "executions"),
+            Criterion("the pipeline scaled", top > 1, top, 2,
+                      f"peak ready pods of a function: {top} (more than 1 wanted)")]
+
+
+def steps(raw: str, short: bool) -> list[int]:
+    try:
+        return [int(x) for x in raw.split(",") if x.strip()] or ([1, 4] if short else
+                                                                [1, 2, 4, 8])
+    except ValueError:
+        raise ScenarioError(f"--pipe-steps {raw!r}: give user counts like 1,2,4") from None
+
+
 # -- the table ---------------------------------------------------------------------------
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -460,4 +530,14 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         setup=lambda run: run.api.deploy_workflow(WORKFLOW, workflow_definition(run.function)),
         teardown=lambda run: run.api.delete_workflow(WORKFLOW, missing_ok=True),
         options=(Option("--wf-users", int, 4, "users running the workflow (default 4)"),)),
+    Scenario(
+        "imagepipe_load", f"{PIPE}/functions/thumbnail", {}, PIPE_SPEC,
+        params=lambda run, short: {"steps": steps(run.opt("pipe_steps", ""), short),
+                                   "hold_s": 6.0 if short else 10.0,
+                                   "workflow": PIPE_WORKFLOW},
+        drive=pipe_drive, judge=pipe_judge, start="floor", request_name="execution",
+        function="lt-img-thumbnail", path=f"/workflow/{PIPE_WORKFLOW}", check=pipe_check,
+        setup=pipe_setup, teardown=pipe_teardown, slow=True,  # builds Pillow: ~1 min
+        options=(Option("--pipe-steps", str, "", "user counts, one step each (default "
+                        "1,2,4,8; short 1,4)"),)),
 )}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from allinone.testing import free_port
-from loadtests.loadgen import burst
+from loadtests.loadgen import burst, sequence
 
 
 class Adder(BaseHTTPRequestHandler):
@@ -65,3 +66,13 @@ def test_a_refused_connection_is_a_failure() -> None:
     res = asyncio.run(burst(f"http://127.0.0.1:{free_port()}/f", 2, {}))
     assert [o.status for o in res.outcomes] == [-1, -1]
     assert "Refused" in res.summary()
+
+
+def test_a_sequence_sends_exactly_n_one_after_another(url: str) -> None:
+    ms = sequence(url, 7, b'{"x": 1, "y": 2}')
+    assert len(ms) == 7 and all(m > 0 for m in ms)
+
+
+def test_a_sequence_with_a_failed_answer_raises_with_the_codes(url: str) -> None:
+    with pytest.raises(RuntimeError, match=re.escape("codes {400: 3}")):
+        sequence(url, 3, b'{"x": -1, "y": 2}')

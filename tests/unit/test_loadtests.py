@@ -14,10 +14,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from allinone import objects
 from allinone.client import parse_metric
 from loadtests import report as r
-from loadtests.__main__ import SCENARIOS, locust_command, split_argv
-from loadtests.report import scaling_with_defaults
+from loadtests.__main__ import SCENARIOS, default_scenarios, locust_command, split_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -213,9 +213,14 @@ def test_split_argv_and_locust_command() -> None:
 
 def test_every_scenario_is_listed_by_its_name() -> None:
     assert list(SCENARIOS) == ["cold_start", "scale_up", "scale_to_zero", "burst_at_zero",
-                              "workflow_load"]
-    assert all(s.name == n and (ROOT / "fixtures" / s.fixture).is_file()
+                              "workflow_load", "imagepipe_load"]
+    assert all(s.name == n and (ROOT / "fixtures" / s.fixture).exists()
                for n, s in SCENARIOS.items())
+
+
+def test_the_short_form_leaves_out_the_slow_scenarios() -> None:
+    assert default_scenarios(False) == list(SCENARIOS)
+    assert default_scenarios(True) == [n for n in SCENARIOS if n != "imagepipe_load"]
 
 
 def judged(name: str, p: dict[str, object], records: list[list[object]],
@@ -223,7 +228,7 @@ def judged(name: str, p: dict[str, object], records: list[list[object]],
     """A scenario's criteria over hand-made records and samples (no server, no locust)."""
     sc = SCENARIOS[name]
     rep = r.Report(name, records=records, samples=samples, params=p)
-    rep.scaling = scaling_with_defaults(sc.spec["scaling"])
+    rep.scaling = objects.scaling(sc.spec)
     run = SimpleNamespace(p=p, report=rep, scaling=rep.scaling, tick=0.5)
     return sc.judge(run), rep.figures  # type: ignore[arg-type]
 
@@ -265,6 +270,37 @@ def test_burst_counts_every_answer_of_every_round() -> None:
     assert crit[1].measured == 199 and "1.5 s" in str(fig["headline"])
 
 
+def test_imagepipe_passes_only_when_some_function_scaled() -> None:
+    p = {"steps": [1, 4]}
+    by_fn = {"lt-img-inspect": [[0.0, 1, 1], [5.0, 3, 3]], "lt-img-classify": [[0.0, 1, 1]]}
+    sc = SCENARIOS["imagepipe_load"]
+    rep = r.Report("imagepipe_load", records=[rec(1, 900, name="execution")], params=p)
+    rep.figures["replicas_by_function"] = by_fn
+    run = SimpleNamespace(p=p, report=rep)
+    assert [c.passed for c in sc.judge(run)] == [True, True, True]  # type: ignore[arg-type]
+    assert rep.figures["peak_ready_by_function"] == {"lt-img-inspect": 3, "lt-img-classify": 1}
+    by_fn["lt-img-inspect"] = [[0.0, 1, 1]]
+    assert [c.passed for c in sc.judge(run)] == [True, True, False]  # type: ignore[arg-type]
+
+
+def test_pipeline_check_wants_labels_and_a_thumbnail() -> None:
+    check = SCENARIOS["imagepipe_load"].check
+    assert check is not None
+    good = {"status": "SUCCEEDED", "output": {"labels": ["dark", "portrait"],
+                                              "files": {"t.png": "AA=="}}}
+    assert check(None, good) is None  # type: ignore[arg-type]
+    assert "no labels" in str(check(None, {**good, "output": {"labels": []}}))  # type: ignore
+    assert "FAILED" in str(check(None, {"status": "FAILED", "error": "X"}))  # type: ignore
+
+
+def test_pod_usage_sums_a_functions_pods() -> None:
+    pods = [{"status": {"usage": {"cpuPercent": 12.5, "memoryBytes": 2 << 20}}},
+            {"status": {"usage": {"cpuPercent": 30.25, "memoryBytes": 3 << 20}}},
+            {"status": {}}]  # a pod not sampled yet
+    assert r.pod_usage(pods) == (42.75, 5 << 20)
+    assert r.pod_usage([]) == (0.0, 0)
+
+
 def test_runner_never_imports_locust() -> None:
     # locust monkey-patches with gevent at import; the runner must stay clean of it.
     code = ("import sys, loadtests.__main__, loadtests.report; "
@@ -289,5 +325,29 @@ def test_plot_renders_a_png(tmp_path: Path) -> None:
     # several functions (imagepipe_load): one ready line each, [t, ready, desired] rows
     data["figures"]["replicas_by_function"] = {"a": [[0.0, 1, 1], [1.0, 5, 5]],
                                                "b": [[0.0, 1, 1]]}
+    data["figures"]["usage_by_function"] = {"a": [[0.0, 12.5, 2.0e7], [2.0, 40.0, 2.2e7]]}
     out = render(data, tmp_path / "y.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- the benchmark's table ---------------------------------------------------------------
+
+def test_bench_chain_and_table() -> None:
+    from loadtests.bench import chain, table
+
+    wf = chain(3, "task")
+    assert wf["StartAt"] == "s0" and wf["States"]["s2"] == {
+        "Type": "Task", "Resource": "passthrough", "End": True}
+    assert chain(1, "pass")["States"] == {"s0": {"Type": "Pass", "End": True}}
+    dist = {"count": 5, "p50": 101.0, "p90": 150.0, "max": 180.0}
+    out = table({
+        "workflow": {"tasks": 10, "median_ms": {"direct": 50.0, "workflow": 80.0, "pass": 9.0,
+                                                "empty": 3.0},
+                     "server_side_ms": {"engine_per_task": 1.2}, "overhead_per_task_ms": 3.0,
+                     "pass_state_ms": 0.9},
+        "trigger": {"file_write_to_function_start": dist, "raw_s": {}},
+        "dashboard": {"functions": 40, "pods": 40, "first_paint_s": 0.4,
+                      "sampler_cpu_ms_per_period": 3.0, "sampler_core_percent": 0.15},
+        "idle": {"functions": 40, "seconds": 30.0, "server_cpu_percent": 0.7}})
+    assert "+3.0 ms per Task" in out and "p50 101 / p90 150 / max 180 ms (n=5)" in out
+    assert "0.400 s" in out and "0.70 % of a core" in out and "raw" not in out
