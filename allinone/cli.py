@@ -409,7 +409,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         pod_memory_budget_mib=args.pod_memory_budget,
                         max_pods_per_function=args.max_pods_per_function,
                         require_token=args.require_token,
-                        usage_period_seconds=args.usage_period)
+                        usage_period_seconds=args.usage_period,
+                        queue_limit=args.queue_limit)
     try:
         serve(settings)
     except PreflightError as exc:
@@ -502,6 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--usage-period", type=_seconds, default=USAGE_PERIOD_SECONDS,
                    metavar="SECONDS", help="sample every pod's CPU and memory this often "
                    "(default %(default)s); 0 turns the sampler off")
+    p.add_argument("--queue-limit", type=_positive_int, metavar="N",
+                   default=Settings.queue_limit,
+                   help="requests one function may have waiting for a pod; the one over "
+                        "gets 503 Overloaded at once (default %(default)s)")
     p.add_argument("--base-image", default=base_image)
     p.add_argument("--quiet", action="store_true", help="log warnings only")
 

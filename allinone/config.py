@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from allinone.activator.throttler import QUEUE_LIMIT
 from allinone.auth import TOKEN_FILENAME
 from allinone.budget import DEFAULT_MAX_PODS_PER_FUNCTION
 
@@ -41,7 +42,7 @@ class Settings:
     max_upload_bytes: int = 50 * 1024 * 1024
     max_unzipped_bytes: int = 200 * 1024 * 1024
     # Requests held per function while it scales from zero or waits for a free slot.
-    queue_limit: int = 10_000
+    queue_limit: int = QUEUE_LIMIT
     # On SIGTERM, how long in-flight invocations may take to finish before shutdown
     # goes on without them.
     drain_seconds: float = 30.0

@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
@@ -183,6 +184,24 @@ async def running(*loops: Coroutine[Any, Any, Any]) -> AsyncIterator[None]:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def until(cond: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
+    """Let the event loop run until ``cond()`` is true; AssertionError after ``timeout``.
+
+    The unit tests' wait for another task (an informer, a loop, a fake pod's I/O): it
+    waits for a condition, never for a while. Each turn yields to the loop for 1 ms at
+    most (the unit tests' sleep guard, tests/unit/conftest.py, allows that); the time-out
+    only bounds a test whose condition never comes.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened within {timeout:g} s: {what}")
+        await asyncio.sleep(0.001)
 
 
 def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:

@@ -44,7 +44,7 @@ from typing import Any
 from allinone import objects
 from allinone.activator.balancer import Endpoint
 from allinone.activator.stats import ConcurrencyTracker
-from allinone.activator.throttler import Throttler
+from allinone.activator.throttler import QUEUE_LIMIT, Throttler
 from allinone.clock import Clock
 from allinone.informer import Informer
 from allinone.metrics import Metrics
@@ -97,7 +97,7 @@ class Activator:
         functions: Informer,
         clock: Clock,
         metrics: Metrics,
-        queue_limit: int = 10_000,
+        queue_limit: int = QUEUE_LIMIT,
         poke: Callable[[str], None] | None = None,
     ) -> None:
         self.functions = functions

@@ -37,6 +37,10 @@ from typing import Generic, TypeVar
 from allinone.activator.balancer import Endpoint, pick
 from allinone.runtime.base import POD_MAX_CONNECTIONS
 
+# Requests one function may have waiting for a pod; the one over is refused at once
+# (503 Overloaded). `serve --queue-limit` overrides it; the simulator uses it too.
+QUEUE_LIMIT = 10_000
+
 T = TypeVar("T")
 
 

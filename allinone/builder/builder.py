@@ -191,6 +191,8 @@ class Builder:
         self._last_active = time.monotonic()
         self._open = asyncio.Event()
         self._open.set()
+        self._idle = asyncio.Event()  # set while no build runs
+        self._idle.set()
         self._exclusive = 0  # holders of exclusive(); the gate opens when the last leaves
         # Set when manifests were deleted: the registry has blobs to collect.
         self.garbage_pending = False
@@ -209,8 +211,7 @@ class Builder:
         self._exclusive += 1
         self._open.clear()
         try:
-            while self._active:  # noqa: ASYNC110 (rare, and short: builds take seconds)
-                await asyncio.sleep(0.05)
+            await self._idle.wait()
             yield
         finally:
             self._exclusive -= 1
@@ -221,12 +222,21 @@ class Builder:
         """Build (or reuse) and push the image of function ``name``."""
         validate_name(name)
         await self._open.wait()
-        self._active += 1
+        self._begin()
         try:
             return await self._build(name, source, handler)
         finally:
-            self._active -= 1
-            self._last_active = time.monotonic()
+            self._end()
+
+    def _begin(self) -> None:
+        self._active += 1
+        self._idle.clear()
+
+    def _end(self) -> None:
+        self._active -= 1
+        self._last_active = time.monotonic()
+        if not self._active:
+            self._idle.set()
 
     async def _build(self, name: str, source: ValidatedSource, handler: str) -> BuildResult:
         started = time.monotonic()

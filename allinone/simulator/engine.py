@@ -62,7 +62,7 @@ from typing import Any
 from allinone import objects
 from allinone.activator.balancer import Endpoint
 from allinone.activator.stats import ConcurrencyTracker
-from allinone.activator.throttler import Throttler
+from allinone.activator.throttler import QUEUE_LIMIT, Throttler
 from allinone.autoscaler.kpa import KPAState, decide, initial_state
 from allinone.autoscaler.loop import observation
 from allinone.controller.planning import PENDING, RUNNING, TERMINATING, PodView, plan
@@ -72,7 +72,6 @@ from allinone.simulator.model import RuntimeModel
 from allinone.simulator.trace import Trace
 
 TICK_SECONDS = 2.0  # the autoscaler loop's default tick (allinone serve --tick)
-QUEUE_LIMIT = 10_000  # the activator's default bounded queue per function
 TEMPLATE = "sim"  # one template per function: the simulator does no rollouts
 
 # Event kinds, in the heap as (time, seq, kind, function, payload).

@@ -20,13 +20,13 @@ from allinone.clock import ManualClock
 from allinone.informer import Informer
 from allinone.metrics import Metrics
 from allinone.store.memory import MemoryStore
+from allinone.testing import until
 
 
 class FakePod:
-    """A pod that answers POST / after ``delay`` seconds and records its concurrency."""
+    """A pod that answers POST / once ``release`` is set and records its concurrency."""
 
-    def __init__(self, delay: float = 0.0) -> None:
-        self.delay = delay
+    def __init__(self) -> None:
         self.now = 0
         self.max_seen = 0
         self.calls = 0
@@ -41,7 +41,6 @@ class FakePod:
         self.max_seen = max(self.max_seen, self.now)
         try:
             body = await request.json()
-            await asyncio.sleep(self.delay)
             await self.release.wait()
             return web.json_response({"echo": body})
         finally:
@@ -61,6 +60,12 @@ class FakePod:
         if self.runner:
             await self.runner.cleanup()
             self._dir.cleanup()
+
+
+async def settle() -> None:
+    """Let every ready task run a few turns (no time passes): for "still not done"."""
+    for _ in range(20):
+        await asyncio.sleep(0)
 
 
 def dead_address() -> str:
@@ -87,10 +92,12 @@ class Env:
         try:
             old = await self.store.get(key)
             fn["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
-            await self.store.update(key, fn)
+            stored = await self.store.update(key, fn)
         except Exception:
-            await self.store.create(key, fn)
-        await asyncio.sleep(0.01)  # let the informer see it
+            stored = await self.store.create(key, fn)
+        version = stored["metadata"]["resourceVersion"]
+        await until(lambda: (self.functions.get(name) or {}).get("metadata", {})
+                    .get("resourceVersion") == version, f"the informer sees {name}")
 
     async def invoke(self, name: str, body: Any) -> tuple[int, Any]:
         result = await self.activator.invoke(name, json.dumps(body).encode())
@@ -131,7 +138,7 @@ async def test_request_at_zero_pokes_and_waits_for_a_pod(env: Env) -> None:
     try:
         await env.put_function("f")
         call = asyncio.ensure_future(env.invoke("f", {"a": 1}))
-        await asyncio.sleep(0.05)
+        await until(lambda: env.activator.queued("f") == 1, "the request waits")
         assert env.pokes == ["f"] and not call.done()
         assert env.activator.queued("f") == 1
         env.activator.pod_ready("f", "f-1", pod.address)
@@ -140,10 +147,28 @@ async def test_request_at_zero_pokes_and_waits_for_a_pod(env: Env) -> None:
         await pod.stop()
 
 
+async def test_cold_start_metric_counts_requests_that_arrive_at_zero_only(env: Env) -> None:
+    pod = FakePod()
+    await pod.start()
+    try:
+        await env.put_function("f")
+        call = asyncio.ensure_future(env.invoke("f", {"a": 1}))
+        await until(lambda: env.activator.queued("f") == 1, "the request waits at zero")
+        env.activator.pod_ready("f", "f-1", pod.address)
+        assert await call == (200, {"echo": {"a": 1}})
+        assert await env.invoke("f", {"a": 2}) == (200, {"echo": {"a": 2}})  # warm
+        registry = env.activator.metrics.registry
+        assert registry.get_sample_value("allinone_cold_starts_total", {"function": "f"}) == 1
+        assert registry.get_sample_value("allinone_cold_start_latency_seconds_count",
+                                         {"function": "f"}) == 1
+    finally:
+        await pod.stop()
+
+
 async def test_full_queue_answers_503_at_once(env: Env) -> None:
     await env.put_function("f")
     held = [asyncio.ensure_future(env.invoke("f", {})) for _ in range(3)]
-    await asyncio.sleep(0.05)
+    await until(lambda: env.activator.queued("f") == 3, "three requests wait")
     status, body = await asyncio.wait_for(env.invoke("f", {}), 1)
     assert status == 503 and body["error"]["code"] == "Overloaded"
     for h in held:
@@ -154,9 +179,9 @@ async def test_full_queue_answers_503_at_once(env: Env) -> None:
 async def test_no_pod_within_timeout_is_504(env: Env) -> None:
     await env.put_function("f", timeoutSeconds=0.2)
     call = asyncio.ensure_future(env.invoke("f", {}))
-    await asyncio.sleep(0.01)
+    await until(lambda: env.activator.queued("f") == 1, "the request waits")
     env.clock.advance(0.1)
-    await asyncio.sleep(0.01)
+    await settle()
     assert not call.done()  # half its timeout on the activator's clock
     env.clock.advance(0.15)
     status, body = await asyncio.wait_for(call, 1)
@@ -171,7 +196,7 @@ async def test_slow_pod_is_504_after_its_timeout(env: Env) -> None:
         env.activator.pod_ready("f", "f-1", pod.address)
         pod.release.clear()
         call = asyncio.ensure_future(env.invoke("f", {}))
-        await asyncio.sleep(0.05)
+        await until(lambda: pod.now == 1, "the pod holds the request")
         assert pod.now == 1 and not call.done()
         env.clock.advance(5.1)
         status, body = await asyncio.wait_for(call, 1)
@@ -182,7 +207,7 @@ async def test_slow_pod_is_504_after_its_timeout(env: Env) -> None:
 
 
 async def test_container_concurrency_holds_requests_for_a_free_slot(env: Env) -> None:
-    pods = [FakePod(delay=0.05), FakePod(delay=0.05)]
+    pods = [FakePod(), FakePod()]
     for p in pods:
         await p.start()
     try:
@@ -190,7 +215,13 @@ async def test_container_concurrency_holds_requests_for_a_free_slot(env: Env) ->
         env.activator.pod_ready("f", "f-1", pods[0].address)
         env.activator.pod_ready("f", "f-2", pods[1].address)
         env.activator.queue_limit = 100
-        results = await asyncio.gather(*(env.invoke("f", {"i": i}) for i in range(10)))
+        for p in pods:
+            p.release.clear()
+        calls = asyncio.gather(*(env.invoke("f", {"i": i}) for i in range(10)))
+        await until(lambda: env.activator.queued("f") == 8, "eight wait for a free slot")
+        for p in pods:
+            p.release.set()
+        results = await calls
         assert all(status == 200 for status, _ in results)
         assert [p.max_seen for p in pods] == [1, 1]
         assert sum(p.calls for p in pods) == 10
@@ -200,14 +231,19 @@ async def test_container_concurrency_holds_requests_for_a_free_slot(env: Env) ->
 
 
 async def test_least_in_flight_spreads_load(env: Env) -> None:
-    pods = [FakePod(delay=0.05) for _ in range(3)]
+    pods = [FakePod() for _ in range(3)]
     for p in pods:
         await p.start()
     try:
         await env.put_function("f")
         for i, p in enumerate(pods):
             env.activator.pod_ready("f", f"f-{i}", p.address)
-        await asyncio.gather(*(env.invoke("f", {}) for _ in range(9)))
+            p.release.clear()
+        calls = asyncio.gather(*(env.invoke("f", {}) for _ in range(9)))
+        await until(lambda: sum(p.now for p in pods) == 9, "nine requests on the pods")
+        for p in pods:
+            p.release.set()
+        await calls
         assert [p.max_seen for p in pods] == [3, 3, 3]
     finally:
         for p in pods:
@@ -237,11 +273,11 @@ async def test_drain_stops_new_requests_and_waits_for_in_flight(env: Env) -> Non
         env.activator.pod_ready("f", "f-old", old.address)
         old.release.clear()  # the request on the old pod hangs until released
         slow = asyncio.ensure_future(env.invoke("f", {"slow": True}))
-        await asyncio.sleep(0.05)
+        await until(lambda: old.now == 1, "the old pod holds the request")
         assert old.now == 1
         env.activator.pod_ready("f", "f-new", new.address)
         drain = asyncio.ensure_future(env.activator.drain("f", "f-old", timeout=5))
-        await asyncio.sleep(0.05)
+        await settle()
         assert not drain.done()  # still serving its in-flight request
         assert await env.invoke("f", {"after": 1}) == (200, {"echo": {"after": 1}})
         assert new.calls == 1 and old.calls == 1  # the draining pod got nothing new
@@ -257,7 +293,7 @@ async def test_drain_stops_new_requests_and_waits_for_in_flight(env: Env) -> Non
 async def test_held_request_gets_503_when_the_pod_fails(env: Env) -> None:
     await env.put_function("f")
     call = asyncio.ensure_future(env.invoke("f", {}))
-    await asyncio.sleep(0.05)
+    await until(lambda: env.activator.queued("f") == 1, "the request waits")
     env.activator.pod_failed("f", "f-1", "its container exited: see `allinone logs f`")
     status, body = await asyncio.wait_for(call, 1)
     assert status == 503 and "allinone logs f" in body["error"]["message"]
@@ -266,7 +302,7 @@ async def test_held_request_gets_503_when_the_pod_fails(env: Env) -> None:
 async def test_held_request_waits_for_the_first_build_then_fails_with_it(env: Env) -> None:
     await env.put_function("f", image=None, phase="Building")
     call = asyncio.ensure_future(env.invoke("f", {}))
-    await asyncio.sleep(0.05)
+    await until(lambda: env.activator.queued("f") == 1, "the request waits")
     assert not call.done() and env.pokes == []  # nothing to scale before an image exists
     await env.put_function("f", image=None, phase="Failed", message="pip could not install x")
     status, body = await asyncio.wait_for(call, 1)
@@ -276,7 +312,7 @@ async def test_held_request_waits_for_the_first_build_then_fails_with_it(env: En
 async def test_held_request_gets_404_when_the_function_is_deleted(env: Env) -> None:
     await env.put_function("f")
     call = asyncio.ensure_future(env.invoke("f", {}))
-    await asyncio.sleep(0.05)
+    await until(lambda: env.activator.queued("f") == 1, "the request waits")
     await env.store.delete(objects.function_key("f"))
     status, _ = await asyncio.wait_for(call, 1)
     assert status == 404
@@ -315,9 +351,9 @@ async def test_a_serving_pod_crash_fails_only_its_in_flight_requests(env: Env) -
         await env.put_function("f", scaling={"containerConcurrency": 1})
         env.activator.pod_ready("f", "f-1", crashing.address)
         in_flight = asyncio.ensure_future(env.invoke("f", {"n": 1}))
-        await asyncio.sleep(0.05)
+        await until(lambda: crashing.received == 1, "the pod holds the first request")
         held = asyncio.ensure_future(env.invoke("f", {"n": 2}))  # waits for the slot
-        await asyncio.sleep(0.05)
+        await until(lambda: env.activator.queued("f") == 1, "the second waits for the slot")
         assert crashing.received == 1 and env.activator.queued("f") == 1
         # The kubelet sees the container die (with Docker's reason), then removes it.
         env.activator.pod_failed("f", "f-1", "the function ran out of memory: it was "
@@ -328,7 +364,7 @@ async def test_a_serving_pod_crash_fails_only_its_in_flight_requests(env: Env) -
         assert status == 503
         assert "f-1" in body["error"]["message"] and "64 MiB" in body["error"]["message"]
         after = asyncio.ensure_future(env.invoke("f", {"n": 3}))  # arrives after the crash
-        await asyncio.sleep(0.05)
+        await until(lambda: env.activator.queued("f") == 2, "both wait for a replacement")
         assert not held.done() and not after.done()  # they wait for a replacement
         env.activator.pod_ready("f", "f-2", replacement.address)
         assert await asyncio.wait_for(held, 1) == (200, {"echo": {"n": 2}})
@@ -336,6 +372,30 @@ async def test_a_serving_pod_crash_fails_only_its_in_flight_requests(env: Env) -
     finally:
         await crashing.stop()
         await replacement.stop()
+
+
+async def test_a_request_already_sent_to_a_pod_is_not_retried(env: Env) -> None:
+    # Functions need not be idempotent: once the request reached a pod, a broken
+    # connection is the caller's 503, never a second run on another pod.
+    crashing, other = CrashingPod(), FakePod()
+    await crashing.start()
+    await other.start()
+    try:
+        # containerConcurrency 1 picks the first free pod in order: the crashing one.
+        await env.put_function("f", scaling={"containerConcurrency": 1})
+        env.activator.pod_ready("f", "f-crash", crashing.address)
+        env.activator.pod_ready("f", "f-other", other.address)
+        call = asyncio.ensure_future(env.invoke("f", {"n": 1}))
+        await until(lambda: crashing.received == 1, "the pod received the request")
+        env.activator.pod_failed("f", "f-crash", "its container exited with code 137")
+        crashing.crash.set()
+        status, body = await asyncio.wait_for(call, 5)
+        assert status == 503 and body["error"]["code"] == "PodFailed"
+        assert "not retried" in body["error"]["message"]
+        assert crashing.received == 1 and other.calls == 0
+    finally:
+        await crashing.stop()
+        await other.stop()
 
 
 async def test_a_timed_out_request_retires_its_pod(env: Env) -> None:
@@ -350,7 +410,7 @@ async def test_a_timed_out_request_retires_its_pod(env: Env) -> None:
         env.activator.pod_ready("f", "f-other", other.address)
         hung.release.clear()
         call = asyncio.ensure_future(env.invoke("f", {}))
-        await asyncio.sleep(0.05)
+        await until(lambda: hung.now == 1, "the pod holds the request")
         assert hung.now == 1
         env.clock.advance(5.1)
         status, _ = await asyncio.wait_for(call, 1)

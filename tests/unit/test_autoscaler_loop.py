@@ -4,7 +4,6 @@ excess burst capacity reaches the status and /metrics."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,7 +16,7 @@ from allinone.clock import ManualClock
 from allinone.informer import Informer
 from allinone.metrics import Metrics
 from allinone.store.memory import MemoryStore
-from allinone.testing import running
+from allinone.testing import running, until
 
 
 class Env:
@@ -37,7 +36,8 @@ class Env:
         rs = objects.new_object("ReplicaSet", name, {"replicas": 0},
                                 namespace=objects.NAMESPACE)
         await self.store.create(objects.replicaset_key(name), rs)
-        await asyncio.sleep(0.01)  # let the informers see them
+        await until(lambda: self.functions.get(name) and self.replicasets.get(name),
+                    f"the informers see {name}")
 
     def requests(self, name: str, count: int, seconds: float) -> None:
         """``count`` requests spread over ``seconds``, each finishing at once."""

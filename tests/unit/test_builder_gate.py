@@ -37,12 +37,12 @@ async def test_local_removal_waits_for_running_builds_and_holds_new_ones(
     client = FakeClient()
     # A registry nobody listens on: the registry half of prune fails after the local half.
     builder = Builder("base", f"127.0.0.1:{free_port()}", tmp_path, client=client)
-    builder._active = 1  # a build of another function is running
+    builder._begin()  # a build of another function is running
     prune = asyncio.create_task(builder.prune("gone", frozenset()))
     await yield_a_while()
     assert client.api.calls == []  # waits for the build
     assert not builder._open.is_set()  # and new builds wait for it
-    builder._active = 0  # the build ends
+    builder._end()  # the build ends
     try:
         await prune
     except BuildError as exc:

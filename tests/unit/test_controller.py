@@ -30,6 +30,8 @@ class Sink:
         self.ready: dict[str, str] = {}
         self.drained: list[str] = []
         self.failed: list[tuple[str, str]] = []
+        # Set to an unset Event to keep drains going (requests still in flight) until set.
+        self.hold: asyncio.Event | None = None
 
     def pod_failed(self, function: str, pod: str, message: str) -> None:
         self.failed.append((pod, message))
@@ -40,6 +42,8 @@ class Sink:
     async def drain(self, function: str, pod: str, timeout: float) -> None:
         self.drained.append(pod)
         self.ready.pop(pod, None)
+        if self.hold is not None:
+            await self.hold.wait()
 
 
 TEMPLATE = {"image": "reg/allinone/f@sha256:1", "handler": "run", "env": {"A": "1"},
@@ -226,6 +230,21 @@ async def test_rollout_keeps_old_pods_until_new_are_ready(tmp_path: Path) -> Non
         await env.until(lambda: len(env.running()) == 2, "old pods removed")
         assert not (set(env.running()) & old)
         assert {s.image for s in env.runtime.specs.values()} == {"reg/x@2"}
+
+
+async def test_scale_down_removes_a_container_only_after_its_drain_finished(
+        tmp_path: Path) -> None:
+    async with running_env(tmp_path) as env:
+        await put_rs(env.store, "f", 1)
+        await env.until(lambda: len(env.sink.ready) == 1, "one ready pod")
+        [pod] = env.running()
+        env.sink.hold = asyncio.Event()  # a request is still in flight on the pod
+        await put_rs(env.store, "f", 0)
+        await env.until(lambda: pod in env.sink.drained, "the drain began")
+        await env.advance(1.0)  # the drain takes its time; the container must wait
+        assert env.running() == [pod]
+        env.sink.hold.set()
+        await env.until(lambda: not env.running() and not env.kubelet.pods, "pod removed")
 
 
 async def test_restart_adopts_running_pods_and_removes_strays(tmp_path: Path) -> None:

@@ -289,6 +289,8 @@ def fake_dockerd(
     unprivileged.setattr(install, "DOCKER_PIDFILE", tmp_path / "docker.pid")
     unprivileged.setattr(install, "DOCKERD_LOG", tmp_path / "dockerd.log")
     unprivileged.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    # The start loop's pause between asking Docker: no real wait in a unit test.
+    unprivileged.setattr(install.time, "sleep", lambda seconds: None)
     return unprivileged, tmp_path
 
 

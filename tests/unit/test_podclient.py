@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from allinone.podclient import ConnectError, PodClient, PodError, probe
+from allinone.testing import until
 
 Reply = Callable[[bytes], Awaitable[bytes | None]]
 
@@ -85,7 +86,7 @@ async def test_concurrent_requests_open_more_connections_then_pool_them(tmp_path
     async with Server(tmp_path / "s", slow) as srv:
         client = PodClient(srv.path, max_idle=3)
         calls = [asyncio.ensure_future(client.request("POST", "/")) for _ in range(5)]
-        await asyncio.sleep(0.05)
+        await until(lambda: srv.connections == 5, "five connections opened")
         gate.set()
         assert [r[0] for r in await asyncio.gather(*calls)] == [200] * 5
         assert srv.connections == 5

@@ -133,6 +133,7 @@ def test_parse_stat_counts_fields_after_the_command_name() -> None:
     assert parse_stat(f"42 (a (weird) name) {fields}") == ("S", 123456)
 
 
+@pytest.mark.real_process("stop_leftovers polls a real child process until it exits")
 def test_pidfiles_recognise_the_process_not_its_pid(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:

@@ -18,19 +18,12 @@ from allinone import objects
 from allinone.clock import ManualClock
 from allinone.metrics import Metrics
 from allinone.store.memory import MemoryStore
+from allinone.testing import until
 from allinone.triggers import files as fs
 from allinone.triggers.invoker import Answer, MemoryInvoker, Targets
 from allinone.triggers.journal import FAILED, SUCCEEDED, Journal
 from allinone.triggers.runner import TriggerManager
 from allinone.triggers.spec import normalize, seen_key, trigger_key
-
-
-async def until(cond: Callable[[], bool], what: str) -> None:
-    for _ in range(500):
-        if cond():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never happened: {what}")
 
 
 class Env:

@@ -190,3 +190,44 @@ def test_dst_fall_back_runs_a_repeated_time_once() -> None:
     # An every-30-minutes job runs in both repeated hours: it is about elapsed time.
     every30 = parse_schedule("*/30 * * * *", "Europe/Berlin")
     assert every30.due(utc(2026, 10, 25, 0), utc(2026, 10, 25, 2)) == (4, utc(2026, 10, 25, 2))
+
+
+# --- what a user reads: each refusal word for word, each bound inclusive -------------
+
+
+@pytest.mark.parametrize(("expr", "timezone", "field", "message"), [
+    ("*/5 * * * *", 5, "timezone",
+     "timezone must be an IANA zone name such as 'Europe/Berlin'"),
+    ("*/5 * * * *", "Mars/Base", "timezone",
+     "timezone 'Mars/Base' is not a known IANA zone; use a name such as 'UTC', "
+     "'Europe/Berlin' or 'America/New_York'"),
+    ("  ", None, "schedule",
+     "schedule must be a cron expression such as '*/5 * * * *' or '@every 10s'"),
+    ("@sometimes", None, "schedule",
+     "unknown macro '@sometimes'; use one of ['@annually', '@daily', '@hourly', "
+     "'@midnight', '@monthly', '@weekly', '@yearly'] or '@every DURATION'"),
+    ("@every 5x", None, "schedule",
+     "'5x' is not a duration: write a number and a unit (ms, s, m, h), e.g. '2s', '5m' "
+     "or '1h30m'"),
+])
+def test_refusals_word_for_word(expr: str, timezone: object, field: str,
+                                message: str) -> None:
+    with pytest.raises(ScheduleError) as info:
+        parse_schedule(expr, timezone)
+    assert (info.value.field, str(info.value)) == (field, message)
+
+
+def test_every_bounds_are_inclusive_and_the_schedule_keeps_its_text_and_zone() -> None:
+    assert parse_schedule("@every 1s").every == 1.0
+    assert parse_schedule("@every 8784h").every == 366 * 86400.0
+    every = parse_schedule("@every   10s", "Europe/Berlin")
+    assert (every.expr, every.zone.key) == ("@every 10s", "Europe/Berlin")
+    cron = parse_schedule("0  *  * * *")
+    assert (cron.expr, cron.cron, cron.zone.key) == ("0 * * * *", "0 * * * *", "UTC")
+
+
+def test_forbid_with_a_deadline_wakes_just_after_the_held_time_expires() -> None:
+    s = step(parse_schedule("@every 60s"), Policy(FORBID, 10.0), ScheduleState(0.0), 60.0,
+             running=True)
+    assert (s.fire, s.state.pending) == (None, 60.0)
+    assert s.wake == 60.0 + 10.0 + 0.001
