@@ -29,6 +29,10 @@ state, free ports, tick 0.5 s) and stops it at the end. The parts (``PARTS``):
 - **workflow**: what a workflow adds per Task state: N direct calls of a pass-through
   function vs one workflow of N Task states, N Pass states, one Pass state, interleaved
   run by run; the server's split from each execution's history.
+- **storm**: ``--storm-functions`` distinct functions, all at zero, each invoked once at
+  the same moment (a thread each), ``--storm-rounds`` times: every answer, p50 and max,
+  the server's CPU from the storm to 3 s after it; then as many bare containers created
+  and started at once (the engine's floor).
 - **trigger**: a file's write to its function's start (watch trigger + sink, the floor
   is the 0.1 s debounce) and a schedule's jitter (``@every 1s``); with ``--pipeline N``
   also the image pipeline behind a file trigger, each test image dropped N times.
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import os
 import platform
@@ -67,7 +72,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
 ADD_BODY = b'{"x": 1, "y": 2}'
 PARTS = ("warm", "throughput", "cold", "paused", "deploy", "idle", "dashboard", "workflow",
-         "trigger")
+         "trigger", "storm")
 THROUGHPUT_ROUNDS = 3  # runs per path, alternating; the median is reported
 TARGETS = {
     "cold_start_p50_vs_docker_api": 1.0,  # cold start p50 <= bare create+start p50
@@ -77,6 +82,8 @@ TARGETS = {
     "deploy_to_ready_s": 1.0,
     "idle_cpu_percent": 1.0,
     "first_paint_s": 1.0,
+    "storm_p50_ms": 2000.0,  # 40 functions at zero invoked at once (issue 10)
+    "storm_max_ms": 3000.0,
 }
 # A pod's address for the bench: a TCP port (the activator) or a Unix socket path (a pod).
 Target = int | str
@@ -166,8 +173,8 @@ def bench_throughput(server_port: int, function: str, pod_socket: str, conns: in
 
 # -- 3. cold start -----------------------------------------------------------------
 
-def healthz_until_200(target: Target, timeout: float = 30.0) -> float:
-    """Poll GET /healthz every 1 ms; perf_counter time of the first 200."""
+def healthz_until_200(target: Target, timeout: float = 30.0, poll: float = 0.001) -> float:
+    """Poll GET /healthz every ``poll`` s; perf_counter time of the first 200."""
     req = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     deadline = time.perf_counter() + timeout
     while time.perf_counter() < deadline:
@@ -179,7 +186,7 @@ def healthz_until_200(target: Target, timeout: float = 30.0) -> float:
                     return time.perf_counter()
         except OSError:
             pass
-        time.sleep(0.001)
+        time.sleep(poll)
     raise RuntimeError(f"nothing answered /healthz on {target} within {timeout} s")
 
 
@@ -678,6 +685,113 @@ def bench_pipeline(api: Client, tmp: Path, n: int) -> dict[str, list[float]]:
 
 # -- the run ---------------------------------------------------------------------------
 
+# -- storm: many functions at zero invoked at the same moment -------------------
+
+def bare_storm(client: Any, image: str, handler: str, n: int,
+               workers: int | None = None) -> list[float]:
+    """The engine's floor: ``n`` bare pods created and started at once (``workers``
+    threads, default one each), each timed from the common start to its first 200 on
+    /healthz (ms), polled every 5 ms (40 threads polling every 1 ms would measure the
+    bench's own contention)."""
+    from concurrent.futures import ThreadPoolExecutor
+    sandbox = Sandbox()
+    made: list[tuple[str, Any]] = []
+
+    def one(t0: float) -> float:
+        name, sock, cid = docker_api_create(client, sandbox, image, handler)
+        made.append((name, cid))
+        client.api.start(cid)
+        return (healthz_until_200(sock, poll=0.005) - t0) * 1000
+
+    try:
+        with ThreadPoolExecutor(workers or n) as pool:
+            t0 = time.perf_counter()
+            return sorted(pool.map(one, [t0] * n))
+    finally:
+        for name, cid in made:
+            with contextlib.suppress(Exception):
+                client.api.remove_container(cid, force=True)
+            sandbox.dirs.remove(name)
+        sandbox.close()
+
+
+def bench_storm(api: Client, pid: int | None, n: int, rounds: int,
+                tick: float) -> dict[str, Any]:
+    """``n`` distinct functions, all at zero, each invoked once at the same moment (one
+    thread per request), ``rounds`` times; then the same number of bare containers
+    started at once (the engine's floor). Also the server's CPU from the storm's start
+    until 3 s after its last answer (``pid`` given)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import docker
+
+    names = [f"bench-storm-{i}" for i in range(n)]
+    spec = {"scaling": {"scaleToZeroGracePeriodSeconds": 1, "stableWindowSeconds": 6},
+            "resources": {"memoryMiB": 64}}
+    rows: list[dict[str, Any]] = []
+    client = docker.from_env(max_pool_size=n)
+    try:
+        for name in names:
+            api.deploy(name, FIXTURES / "add.py", spec, wait=False)
+        image = handler = ""
+        for name in names:
+            fn = api.wait_ready(name, timeout=600)
+            image, handler = fn["status"]["image"], fn["spec"]["handler"]
+        server_port = int(api.server.rsplit(":", 1)[1])
+
+        def call(name: str) -> tuple[int, float]:
+            # A long client timeout: a slow storm is measured, not cut off (status 0 is a
+            # connection error or no answer within 120 s).
+            conn = http.client.HTTPConnection("127.0.0.1", server_port, timeout=120)
+            t = time.perf_counter()
+            try:
+                conn.request("POST", f"/function/{name}", ADD_BODY,
+                             {"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                resp.read()
+                return resp.status, (time.perf_counter() - t) * 1000
+            except OSError:
+                return 0, (time.perf_counter() - t) * 1000
+            finally:
+                conn.close()
+
+        with ThreadPoolExecutor(n) as pool:
+            for i in range(rounds):
+                for name in names:
+                    api.wait_replicas(name, 0, 0, 60 + 10 * tick, interval=0.05, no_pods=True)
+                c0 = cpu_seconds(pid) if pid else 0.0
+                t0 = time.perf_counter()
+                got = list(pool.map(call, names))
+                storm_s = time.perf_counter() - t0
+                time.sleep(3.0)
+                cpu = cpu_seconds(pid) - c0 if pid else None
+                ms = [m for _, m in got]
+                ok = sum(1 for st, _ in got if st == 200)
+                row: dict[str, Any] = {"round": i + 1, "ok": ok, "requests": n,
+                                       "failed": sorted(st for st, _ in got if st != 200),
+                                       "latency_ms": stats(ms), "storm_s": round(storm_s, 3)}
+                if cpu is not None:
+                    row["server_cpu_s"] = round(cpu, 3)
+                    row["server_cpu_percent"] = round(100 * cpu / (storm_s + 3.0), 1)
+                rows.append(row)
+                lat = row["latency_ms"]
+                log(f"storm {i + 1}/{rounds}: {ok}/{n} ok, p50 {lat['p50']:.0f} ms, max "
+                    f"{lat['max']:.0f} ms, server CPU "
+                    f"{row.get('server_cpu_s', '-')} s")
+        floor = bare_storm(client, image, handler, n)
+        log(f"storm floor: {n} bare containers at once: p50 {stats(floor)['p50']:.0f} ms, "
+            f"max {max(floor):.0f} ms")
+    finally:
+        client.close()
+        for name in names:
+            api.delete(name, missing_ok=True)
+    p50s = [float(r["latency_ms"]["p50"]) for r in rows]
+    maxes = [float(r["latency_ms"]["max"]) for r in rows]
+    return {"functions": n, "rounds": rows, "p50_ms_median": sorted(p50s)[len(p50s) // 2],
+            "max_ms_worst": max(maxes), "all_ok": all(r["ok"] == n for r in rows),
+            "bare_docker_ms": stats(floor)}
+
+
 def machine() -> dict[str, Any]:
     def sh(*cmd: str) -> str:
         try:
@@ -766,6 +880,19 @@ def table(res: dict[str, Any]) -> str:
     if tr := res.get("trigger"):
         rows += [(key.replace("_", " "), dist(s), "") for key, s in tr.items()
                  if key != "raw_s"]
+    if st := res.get("storm"):
+        lat = [r["latency_ms"] for r in st["rounds"]]
+        rows += [(f"cold storm, {st['functions']} functions at once ({len(lat)} rounds)",
+                  "p50 " + " / ".join(f"{x['p50']:.0f}" for x in lat) + ", max "
+                  + " / ".join(f"{x['max']:.0f}" for x in lat) + " ms"
+                  + ("" if st["all_ok"] else ", NOT ALL 200"),
+                  f"p50 <= {TARGETS['storm_p50_ms']:g}, max <= {TARGETS['storm_max_ms']:g} ms"),
+                 (f"bare docker create+start, {st['functions']} at once (the floor)",
+                  dist(st["bare_docker_ms"]), "")]
+        cpu = [r.get("server_cpu_percent") for r in st["rounds"]]
+        if all(c is not None for c in cpu):
+            rows.append(("server CPU, storm start to 3 s after",
+                         " / ".join(f"{c:.0f}" for c in cpu) + " % of a core", ""))
     head: Row = ("figure", "measured", "target")
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(3)]
     return "\n".join("  ".join(c.ljust(wd) for c, wd in zip(r, widths, strict=True)).rstrip()
@@ -816,6 +943,8 @@ def parser() -> argparse.ArgumentParser:
         "version of the code), loads interleaved")
     add("--sampler-seconds", type=float, default=0.0, metavar="S", help="dashboard, own "
         "server only: its CPU over S s with the pod sampler on, off, on (three restarts)")
+    add("--storm-functions", type=int, default=40, help="functions in the cold storm (40)")
+    add("--storm-rounds", type=int, default=3, help="cold storms (3)")
     add("--tasks", type=int, default=10, help="Task states of the workflow part (10)")
     add("--runs", type=int, default=30, help="interleaved runs of the workflow part (30)")
     add("--files", type=int, default=20, help="files dropped by the trigger part (20)")
@@ -883,6 +1012,10 @@ def main(argv: list[str] | None = None) -> int:
         if "workflow" in parts:
             log(f"workflow: {args.tasks} Task states, {args.runs} interleaved runs")
             res["workflow"] = bench_workflow(api, args.tasks, args.runs)
+        if "storm" in parts:
+            log(f"storm: {args.storm_functions} functions at zero invoked at once, "
+                f"{args.storm_rounds} rounds")
+            res["storm"] = bench_storm(api, pid, args.storm_functions, args.storm_rounds, tick)
         if "trigger" in parts:
             log(f"trigger: {args.files} files, {args.fires} fires, pipeline {args.pipeline}")
             res["trigger"] = bench_trigger(api, tmp / "trigger", args.files, args.fires,

@@ -135,18 +135,39 @@ class Autoscaler:
         obs = observation(sample, ready)
         state = self.states.get(name) or initial_state(scaling, now, ready_pods=ready)
         decision, self.states[name] = decide(scaling, state, obs, now)
-        if decision.desired is not None and self.budget is not None:
+        previous = self.decisions.get(name)
+        if decision.desired is not None and self.budget is not None \
+                and self._needs_cap(name, fn, decision.desired, previous):
             cap = await self.budget.cap(name, fn, decision.desired)
             if cap.capped:
                 decision = dataclasses.replace(
                     decision, desired=cap.replicas, reason=f"{decision.reason}; {cap.message}")
         self.decisions[name] = decision
-        self.metrics.panic.labels(name).set(1 if decision.panic else 0)
-        self.metrics.excess_burst_capacity.labels(name).set(decision.excess_burst_capacity)
+        # Gauges are set when they change: a labels() lookup per function per tick is
+        # most of what an idle server would spend here.
+        if previous is None or previous.panic != decision.panic:
+            self.metrics.panic.labels(name).set(1 if decision.panic else 0)
+        if previous is None or previous.excess_burst_capacity != decision.excess_burst_capacity:
+            self.metrics.excess_burst_capacity.labels(name).set(decision.excess_burst_capacity)
         if decision.desired is not None:
-            self.metrics.desired_replicas.labels(name).set(decision.desired)
+            if previous is None or previous.desired != decision.desired:
+                self.metrics.desired_replicas.labels(name).set(decision.desired)
             await self._set_replicas(name, decision)
         return decision
+
+    def _needs_cap(self, name: str, fn: Any, desired: int, previous: Decision | None) -> bool:
+        """Whether ``desired`` must go through the pod budget.
+
+        The budget is checked whenever the count would change, while the function is
+        marked capped (so the mark is cleared once it fits), and at its first decision
+        after a start (limits may have changed). Keeping the current count otherwise
+        needs no check: it fitted when it was written, because every other function's
+        growth was capped against it. This keeps an idle server's tick O(functions)
+        rather than O(functions^2) (each check sums every ReplicaSet).
+        """
+        rs = self.replicasets.get(name)
+        return (previous is None or previous.desired is None or rs is None
+                or rs["spec"].get("replicas") != desired or "capped" in fn.get("status", {}))
 
     async def _set_replicas(self, name: str, decision: Decision) -> None:
         assert decision.desired is not None

@@ -60,6 +60,8 @@ class ReplicaSetController:
         self.pods: dict[str, PodRecord] = {}
         self.queue = WorkQueue("replicaset-controller", self.sync, workers, clock=clock)
         self._tasks: set[asyncio.Task[None]] = set()
+        # pod -> the write of its Pod object, while it is under way
+        self._creating: dict[str, asyncio.Future[Obj]] = {}
         self.started = asyncio.Event()
         replicasets.add_handler(self._on_replicaset)
         kubelet.on_change = self.enqueue
@@ -158,24 +160,34 @@ class ReplicaSetController:
             await self._write_rs_status(rs)
 
     async def _create(self, rec: PodRecord, template: Obj) -> None:
+        # The Pod object is written while the kubelet creates the container (both take
+        # milliseconds to hundreds of them; in a row they added up on every cold start).
+        stored = asyncio.ensure_future(self.store.create(
+            objects.pod_key(rec.name), self.kubelet.pod_object(rec, template)))
+        self._creating[rec.name] = stored
+        stored.add_done_callback(lambda f: self._created(rec.name, f))
         try:
-            rec.obj = await self.store.create(objects.pod_key(rec.name),
-                                              self.kubelet.pod_object(rec, template))
+            await self.kubelet.start(rec, template, stored)
         except Exception as exc:
-            # No Pod object, no pod: forget it; the next sync plans it again.
+            # No Pod object, no pod: the kubelet removed the container; forget it, and
+            # the next sync plans it again.
             log.warning("could not create pod %s: %s", rec.name, exc)
             self.pods.pop(rec.name, None)
-            if rec.container_id is not None:  # the parked container taken for it goes
-                with contextlib.suppress(Exception):
-                    await self.kubelet.stop(rec, 0)
             self._spawn(self._enqueue_later(rec.function, 0.5))
-            return
-        await self.kubelet.start(rec, template)
+
+    def _created(self, pod: str, stored: asyncio.Future[Obj]) -> None:
+        self._creating.pop(pod, None)
+        if not stored.cancelled():
+            stored.exception()  # seen here even when the kubelet never awaited it
 
     async def _delete(self, rec: PodRecord, template: Obj | None, park: bool) -> None:
         timeout = float((template or {}).get("timeoutSeconds", 60))
         try:
             await self.kubelet.stop(rec, timeout, park)
+            creating = self._creating.get(rec.name)
+            if creating is not None:  # deleting before the create landed would leave it
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(creating)
             with contextlib.suppress(NotFound):
                 await self.store.delete(objects.pod_key(rec.name))
         except Exception:

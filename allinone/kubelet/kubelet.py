@@ -6,9 +6,13 @@ kubelet makes each one real and reports on it, as Kubernetes' kubelet does:
 - **start** (:meth:`Kubelet.start`): the pod's socket directory
   (:class:`~allinone.kubelet.poddir.PodDirs`), then a sandboxed container
   (:class:`~allinone.runtime.base.ContainerSpec`), or the unpause of a parked one;
-  then the readiness probe, ``GET /healthz`` over the pod's Unix socket every
-  :data:`PROBE_INTERVAL`, while watching the container through the runtime's event
-  stream (a ``die`` ends the wait at once; no container listing per pending pod).
+  then the readiness probe, ``GET /healthz`` over the pod's Unix socket, sent once
+  the socket file exists (the shim binds it after importing the function): an inotify
+  watch (:mod:`~allinone.kubelet.sockwatch`) wakes the probe when it appears, with a
+  check every :data:`~allinone.kubelet.sockwatch.SLOW_POLL` as a safety net, then every
+  :data:`PROBE_INTERVAL` until it answers; meanwhile the container is watched through
+  the runtime's event stream (a ``die`` ends the wait at once; no container listing
+  per pending pod).
   Ready -> the data plane is told first (``pod_ready``), then etcd.
 - **liveness**: the same event stream fails a Running pod whose container dies, with
   the runtime's words for why (exit code, ``OOMKilled`` and the memory limit), which
@@ -45,6 +49,7 @@ import asyncio
 import contextlib
 import copy
 import logging
+import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -57,6 +62,7 @@ from allinone.controller.planning import FAILED, PENDING, RUNNING, TERMINATING, 
 from allinone.kubelet import parking
 from allinone.kubelet.parking import PARKED_CHECK_INTERVAL
 from allinone.kubelet.poddir import PodDirs
+from allinone.kubelet.sockwatch import SLOW_POLL, SocketWatch
 from allinone.podclient import probe as socket_probe
 from allinone.runtime.base import ContainerEvent, ContainerRuntime, ContainerSpec
 from allinone.store import Conflict, NotFound, Obj, Store, StoreError
@@ -144,6 +150,9 @@ class Kubelet:
         self.dirs = PodDirs(pods_dir)
         self.logs_dir = logs_dir
         self.probe = probe or socket_probe
+        # The real probe waits for the socket file (inotify) before it connects; a test's
+        # probe stands for the whole pod, files included.
+        self.sockets = SocketWatch(pods_dir) if probe is None else None
         self.crash_backoff = crash_backoff
         self.keep_paused = keep_paused
         # Called with a function's name whenever one of its pods changed state.
@@ -154,7 +163,8 @@ class Kubelet:
         # replacement starts.
         self._crashes: dict[str, tuple[int, float]] = {}
         self._dead: set[str] = set()  # container ids seen dying
-        self._died: dict[str, asyncio.Event] = {}  # container id -> set when it dies
+        # container id -> set when it dies (and, while it starts, when its socket appears)
+        self._died: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.watching = asyncio.Event()  # the event stream is subscribed
 
@@ -173,6 +183,8 @@ class Kubelet:
         finally:
             for task in list(self._tasks):
                 task.cancel()
+            if self.sockets is not None:
+                self.sockets.stop()
             close = getattr(events, "aclose", None)  # stops Docker's event reader thread
             if close is not None:
                 with contextlib.suppress(RuntimeError):  # already closing with its task
@@ -284,12 +296,20 @@ class Kubelet:
         obj["status"] = self._status(rec)
         return obj
 
-    async def start(self, rec: PodRecord, template: Obj) -> None:
-        """Run the pod (its Pod object exists) until it is Ready or Failed."""
+    async def start(self, rec: PodRecord, template: Obj,
+                    recorded: Awaitable[Obj] | None = None) -> None:
+        """Run the pod until it is Ready or Failed.
+
+        ``recorded`` is the write of its Pod object, under way while the container is
+        created (a cold start waits for Docker, not for etcd and then Docker). If that
+        write fails, the container is removed and the error raised: no Pod object, no
+        pod. Without it, the Pod object exists already (``rec.obj``)."""
         if rec.phase == TERMINATING:
             return  # deleted before it started
         self.pods[rec.name] = rec
         if rec.container_id is not None:  # a parked container: resume it
+            if recorded is not None:
+                await self._recorded(rec, recorded)
             try:
                 await self.runtime.unpause(rec.container_id)
             except Exception as exc:
@@ -309,14 +329,31 @@ class Kubelet:
                     memory_mib=int(res.get("memoryMiB", 256)), cpus=float(res.get("cpus", 1.0)),
                 ))
             except Exception as exc:
+                if recorded is not None:
+                    await self._recorded(rec, recorded)
                 await self._start_failed(rec, f"container failed to start: {exc}")
                 return
+            if recorded is not None:
+                await self._recorded(rec, recorded)
             if rec.phase == TERMINATING or rec.name not in self.pods:
                 # Deleted while its container was being created: :meth:`stop` found no
                 # container to remove, so the container is ours to remove now.
                 await self._remove_late(rec)
                 return
         await self._await_ready(rec)
+
+    async def _recorded(self, rec: PodRecord, recorded: Awaitable[Obj]) -> None:
+        try:
+            rec.obj = await recorded
+        except BaseException:
+            log.warning("pod %s: its Pod object could not be written; removing its "
+                        "container", rec.name)
+            if rec.container_id is not None:
+                with contextlib.suppress(Exception):
+                    await self.runtime.remove(rec.container_id)
+            await asyncio.to_thread(self.dirs.remove, rec.name)
+            self._forget(rec)
+            raise
 
     async def _remove_late(self, rec: PodRecord) -> None:
         assert rec.container_id is not None
@@ -403,13 +440,39 @@ class Kubelet:
         assert rec.container_id is not None
         address = self.dirs.connect_path(rec.name)
         started = self.clock.now()
-        died = self._died.setdefault(rec.container_id, asyncio.Event())
+        # One wake-up event per starting pod: set when its container dies and when its
+        # socket file appears (the socket watch); the loop re-checks which it was.
+        wake = self._died.setdefault(rec.container_id, asyncio.Event())
+        if self.sockets is not None:
+            self.sockets.start()
+            self.sockets.watch(rec.name, wake)
+        try:
+            await self._probe_until_ready(rec, address, started, wake)
+        finally:
+            if self.sockets is not None:
+                self.sockets.forget(rec.name)
+        if rec.phase == FAILED:
+            await self.write_status(rec)
+            self.on_change(rec.function)
+
+    async def _probe_until_ready(self, rec: PodRecord, address: str, started: float,
+                                 wake: asyncio.Event) -> None:
+        socket_file = self.dirs.socket_path(rec.name)
         while rec.phase == PENDING:
-            try:
-                healthy = await self.probe(address)
-            except Exception:  # a probe bug must not leave the pod Pending forever
-                log.exception("probing pod %s failed", rec.name)
+            # Nothing listens before the socket file exists: skip the connect, and with
+            # the socket watch, sleep until it appears (or the container dies).
+            watched = self.sockets is not None and self.sockets.active
+            # A stat of a local file: cheaper than the thread hop aiofiles would take.
+            if self.sockets is not None and not os.path.exists(socket_file):  # noqa: ASYNC240
                 healthy = False
+                interval = SLOW_POLL if watched else PROBE_INTERVAL
+            else:
+                interval = PROBE_INTERVAL  # bound, not yet listening: a moment away
+                try:
+                    healthy = await self.probe(address)
+                except Exception:  # a probe bug must not leave the pod Pending forever
+                    log.exception("probing pod %s failed", rec.name)
+                    healthy = False
             if healthy:
                 if rec.phase != PENDING:
                     break  # terminated while probing
@@ -421,20 +484,19 @@ class Kubelet:
                 self.on_change(rec.function)
                 await self.write_status(rec)
                 return
-            if died.is_set() or rec.container_id in self._dead:
+            if rec.container_id in self._dead:
                 self._fail(rec, "its container exited before it was ready (an import "
                            f"error?): see `allinone logs {rec.function}`")
-                break
+                return
             if self.clock.now() - started > PROBE_TIMEOUT:
                 self._fail(rec, f"did not answer /healthz within {PROBE_TIMEOUT:.0f} s")
-                break
-            try:  # the next probe, or at once when the container dies
-                await self.clock.wait_for(died.wait(), PROBE_INTERVAL)
-            except TimeoutError:
-                pass
-        if rec.phase == FAILED:
-            await self.write_status(rec)
-            self.on_change(rec.function)
+                return
+            if not wake.is_set():
+                try:  # the next probe, or at once when the socket appears or it dies
+                    await self.clock.wait_for(wake.wait(), interval)
+                except TimeoutError:
+                    pass
+            wake.clear()
 
     # -- failures and backoff -------------------------------------------------------
 

@@ -453,3 +453,36 @@ async def test_a_retired_pod_is_replaced_without_backoff(tmp_path: Path) -> None
                         "the retired pod replaced")
         assert env.sink.failed == [] and env.kubelet.crash_count("f") == 0
         assert pod in env.sink.drained
+
+
+class PodWriteFailsOnce(MemoryStore):
+    """The first Pod object write fails (etcd refused it) after the container started."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    async def create(self, key: str, obj: dict[str, object]) -> dict[str, object]:
+        if key.startswith(objects.PODS_PREFIX) and not self.failed:
+            self.failed = True
+            raise RuntimeError("etcd refused the write")
+        return await super().create(key, obj)
+
+
+async def test_a_pod_whose_object_cannot_be_written_leaves_no_container(
+        tmp_path: Path) -> None:
+    # The Pod object is written while the container is created; when the write fails,
+    # the container goes and the controller plans the pod again (no pod without object).
+    env = Env(tmp_path)
+    env.store = store = PodWriteFailsOnce()
+    env.new_controller()
+    async with running_env(tmp_path, env=env):
+        await put_rs(env.store, "f", 1)
+        await env.until(lambda: store.failed, "the first write refused")
+        await env.advance(0.6)  # the controller's retry
+        await env.until(lambda: len(env.sink.ready) == 1, "a replacement pod ready")
+        await env.settle()
+        pods = await env.pods()
+        assert [p["metadata"]["name"] for p in pods] == list(env.sink.ready)  # type: ignore[index]
+        assert env.running() == list(env.sink.ready)
+        assert [p.name for p in (tmp_path / "pods").iterdir()] == list(env.sink.ready)
