@@ -2,8 +2,12 @@
 
 - ``GET /ui`` is one static page (``static/index.html``) with its script and style
   (``static/app.js``, ``static/style.css``), shipped inside the package: no build step,
-  no CDN. Charts are plain SVG drawn by the script. Only the files in :data:`ASSETS` are
-  served; nothing is read from a path the client names.
+  no CDN. The curves are drawn by uPlot, vendored under ``static/vendor/uplot/`` (its
+  README says the version and source commit) and served from the same route. Only the
+  files in :data:`ASSETS` are served, each with its content type; nothing is read from a
+  path the client names (the name is looked up in that table, never joined as given).
+  Every file in :data:`ASSETS` must match the package-data globs in ``pyproject.toml``
+  (a unit test checks it), or a non-editable install would miss it.
 - ``GET /api/v1/stats`` is every function's latest point (phase and image come from
   the functions API, which the page reads too); ``GET /api/v1/stats/functions/NAME`` is
   one function's history for the curves. Both come from :class:`Dashboard`, which
@@ -31,15 +35,23 @@ from allinone.informer import Informer
 from allinone.metrics import Metrics
 from allinone.ui.history import PERIOD_SECONDS, History, Reading, read_counters
 
+# Path under static/ -> content type. The page loads uPlot before app.js (index.html).
 ASSETS = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
+    "vendor/uplot/uPlot.iife.min.js": "text/javascript; charset=utf-8",
+    "vendor/uplot/uPlot.min.css": "text/css; charset=utf-8",
+    "vendor/uplot/LICENSE": "text/plain; charset=utf-8",
 }
 
 
 def _asset(name: str) -> bytes:
-    return (resources.files("allinone.ui") / "static" / name).read_bytes()
+    """The bytes of ``static/NAME``, NAME a key of :data:`ASSETS` (``/``-separated)."""
+    path = resources.files("allinone.ui") / "static"
+    for part in name.split("/"):
+        path = path / part
+    return path.read_bytes()
 
 
 class Dashboard:
@@ -99,7 +111,7 @@ def make_ui_blueprint() -> Blueprint:
         return raw(_asset("index.html"), content_type=ASSETS["index.html"],
                    headers={"Cache-Control": "no-cache"})
 
-    @bp.get("/ui/static/<name>")
+    @bp.get("/ui/static/<name:path>")
     @doc(hidden=True)
     async def ui_asset(request: Request, name: str) -> HTTPResponse:
         if name not in ASSETS:

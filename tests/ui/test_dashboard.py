@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import threading
+from importlib import resources
 from typing import Any
 
 import pytest
@@ -88,10 +89,31 @@ def function_get(server: ServerProcess, name: str) -> str:
     return out.stdout
 
 
-def series(page: Any, chart: str, key: str) -> list[Any]:
-    raw = page.get_attribute(f'#{chart} polyline[data-series="{key}"]', "data-values")
-    values: list[Any] = json.loads(raw or "[]")
-    return values
+# The curves are uPlot charts; the page keeps each instance in window.allinoneCharts by
+# the chart's id. A series is found by its legend label; u.data[0] is the time axis.
+_SERIES_JS = """([id, label]) => {
+  const u = (window.allinoneCharts || {})[id];
+  if (!u) return null;
+  const i = u.series.findIndex((s, j) => j > 0 && s.label === label);
+  return i < 0 ? null : {t: u.data[0], values: u.data[i]};
+}"""
+
+
+def curve(page: Any, chart: str, label: str) -> dict[str, list[Any]]:
+    """The times and values of the series ``label`` of the uPlot chart ``chart``."""
+    found: dict[str, list[Any]] | None = page.evaluate(_SERIES_JS, [chart, label])
+    assert found is not None, f"no series {label!r} in the chart #{chart}"
+    return found
+
+
+def series(page: Any, chart: str, label: str) -> list[Any]:
+    return curve(page, chart, label)["values"]
+
+
+def chart_labels(page: Any, chart: str) -> list[str]:
+    labels: list[str] = page.evaluate(
+        "id => window.allinoneCharts[id].series.slice(1).map(s => s.label)", chart)
+    return labels
 
 
 def test_replica_curve_moves_under_load(server: ServerProcess, page: Any) -> None:
@@ -99,7 +121,8 @@ def test_replica_curve_moves_under_load(server: ServerProcess, page: Any) -> Non
                         "stableWindowSeconds": 6}}
     assert server.deploy("slow", FIXTURES / "sleep.py", spec=spec).status_code == 201
     page.goto(server.url + "/ui#/f/slow")
-    page.wait_for_selector("#chart-replicas polyline", state="attached")
+    page.wait_for_function("() => (window.allinoneCharts || {})['chart-replicas']")
+    page.wait_for_selector("#chart-replicas canvas")
     assert max([v for v in series(page, "chart-replicas", "ready") if v is not None] or [0]) == 0
     stop = threading.Event()
 
@@ -113,7 +136,7 @@ def test_replica_curve_moves_under_load(server: ServerProcess, page: Any) -> Non
         try:
             wait_for(lambda: max([v or 0 for v in series(page, "chart-replicas", "ready")]
                                  or [0]) >= 2, 90, "the ready curve to reach 2 pods", 1.0)
-            wait_for(lambda: max([v or 0 for v in series(page, "chart-rps", "rps")]
+            wait_for(lambda: max([v or 0 for v in series(page, "chart-rps", "req/s")]
                                  or [0]) > 0, 20, "the request rate curve to move", 1.0)
             # containerConcurrency 1 and four callers: a pod is busy most of the time,
             # and the page shows its one request in flight (the activator's count).
@@ -174,3 +197,53 @@ def test_workflows_page_draws_the_graph_and_the_last_path(server: ServerProcess,
     visited = "#d7e6ff"
     assert fill == {"Sum": visited, "Big?": visited, "Big": visited, "Small": "#fff"}
     assert "SUCCEEDED" in page.inner_text('section[data-workflow="sizes"]')
+
+
+def test_charts_are_the_vendored_uplot_and_nothing_leaves_the_server(
+        server: ServerProcess, page: Any) -> None:
+    """Every request of every view goes to the server's own origin (no CDN), the
+    vendored chart library is served from the package with its content type, and the
+    function page's charts draw the stats API's numbers."""
+    if server.http.get(server.url + "/api/v1/functions/add").status_code == 404:
+        assert server.deploy("add", FIXTURES / "add.py").status_code == 201
+    requested: list[str] = []
+    page.on("request", lambda req: requested.append(req.url))
+    assets = {}
+    page.on("response", lambda resp: assets.__setitem__(resp.url, resp.headers))
+    for view, heading in (("#/", "Functions"), ("#/workflows", "Workflows"),
+                          ("#/triggers", "Triggers"), ("#/f/add", "Functions / add")):
+        page.goto(server.url + "/ui" + view)
+        page.wait_for_function("h => (document.querySelector('#view h2') || {}).innerText"
+                               "?.startsWith(h)", arg=heading)
+    page.wait_for_function("() => (window.allinoneCharts || {})['chart-latency']")
+    foreign = [u for u in requested if not u.startswith(server.url + "/")
+               and not u.startswith("data:")]
+    assert foreign == [], f"the page asked another origin: {foreign}"
+    js = server.url + "/ui/static/vendor/uplot/uPlot.iife.min.js"
+    css = server.url + "/ui/static/vendor/uplot/uPlot.min.css"
+    assert js in requested and css in requested
+    assert assets[js]["content-type"].startswith("text/javascript")
+    assert assets[css]["content-type"].startswith("text/css")
+    shipped = resources.files("allinone.ui") / "static" / "vendor" / "uplot"
+    resp = server.http.get(js)
+    assert resp.status_code == 200
+    assert resp.content == (shipped / "uPlot.iife.min.js").read_bytes()
+    # uPlot's documented statics are there (the page's global is the vendored library)
+    assert page.evaluate("['rangeNum', 'fmtDate', 'sync'].every(f => typeof uPlot[f] === "
+                         "'function') && typeof uPlot.paths.spline === 'function'")
+    for bad in ("vendor/uplot/README.md", "vendor%2F..%2Fapp.js", "vendor/uplot",
+                "..%2F__init__.py"):
+        assert server.http.get(server.url + "/ui/static/" + bad).status_code == 404, bad
+    # the same curves as before, each on a canvas
+    assert chart_labels(page, "chart-replicas") == ["desired", "ready"]
+    assert chart_labels(page, "chart-concurrency") == ["stable", "panic"]
+    assert chart_labels(page, "chart-latency") == ["p50", "p95"]
+    assert chart_labels(page, "chart-rps") == ["req/s"]
+    for chart in ("chart-replicas", "chart-concurrency", "chart-latency", "chart-rps"):
+        assert page.locator(f"#{chart} canvas").count() == 1
+    # the chart holds the stats API's points (those still in both: the page polls)
+    api = {p["t"]: p for p in server.http.get(
+        server.url + "/api/v1/stats/functions/add").json()["points"]}
+    ready = curve(page, "chart-replicas", "ready")
+    common = [(t, v) for t, v in zip(ready["t"], ready["values"], strict=True) if t in api]
+    assert common and all(api[t]["ready"] == v for t, v in common), (common, api)

@@ -1,5 +1,6 @@
 // The allinone dashboard: one page, hash routes, short polling (every 2 s) of the API.
-// No framework, no build step, no CDN: charts are plain SVG drawn here. Everything shown
+// No framework, no build step, no CDN: the curves are uPlot's (vendored in the package,
+// see vendor/uplot/README.md); the workflow graphs are SVG drawn here. Everything shown
 // is read from the public API (the same one the CLI uses); text from the server is
 // always inserted as text (textContent), never as HTML: names and logs are untrusted.
 "use strict";
@@ -76,51 +77,52 @@ function usageByFunction(pods) {
 
 // -- charts ---------------------------------------------------------------------------
 
-// A line chart of series [{key, label, cls, values}] over times ts; data-values on each
-// polyline carries the numbers (the browser tests read them).
-function chart(id, title, ts, series, unit = "") {
-  const W = 600, H = 160, P = 28;
-  const all = series.flatMap(s => s.values.filter(v => v !== null && v !== undefined));
-  const max = Math.max(1, ...all);
-  const t0 = ts.length ? ts[0] : 0, t1 = ts.length ? ts[ts.length - 1] : 1;
-  const x = t => P + (W - P - 4) * (t1 > t0 ? (t - t0) / (t1 - t0) : 1);
-  const y = v => H - P + 4 - (H - P) * (v / max);
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
-  svg.setAttribute("id", id);
-  const line = (x1, y1, x2, y2, color) => {
-    const l = document.createElementNS(ns, "line");
-    Object.entries({x1, y1, x2, y2, stroke: color, "stroke-width": 1}).forEach(([k, v]) => l.setAttribute(k, v));
-    svg.append(l);
+// The function page's curves are uPlot charts (vendor/uplot, loaded before this script).
+// A chart is made once per page visit and fed new data on every poll (setData), so the
+// curves move without a reload. window.allinoneCharts maps a chart's id to its uPlot
+// instance: the browser tests read the curves from there (u.data, u.series).
+const COLORS = ["#2f6fde", "#e07b00", "#1a7f37"];
+const CHART_HEIGHT = 160;
+const charts = window.allinoneCharts = {};
+
+// A chart of series [{label, values}] over times ts (unix seconds), unit appended to
+// the y axis' numbers and the legend's values. Returns {node, update(ts, series)}; the
+// node must be in the document before update is first called (uPlot sizes to it).
+function chart(id, title, unit = "") {
+  const body = el("div", {id, class: "plot"});
+  const node = el("div", {class: "chart"}, el("div", {}, el("b", {}, title)), body);
+  const show = v => (v === null || v === undefined) ? "-" : fmt.num(v, v < 10 ? 2 : 0) + unit;
+  let u = null, resize = null, gone = false;
+  const width = () => Math.max(200, body.clientWidth);
+  const update = (ts, series) => {
+    if (gone) return;  // a poll that was under way when the page was left
+    const data = [ts, ...series.map(s => s.values.map(v => v === undefined ? null : v))];
+    if (u) { u.setData(data); return; }
+    u = new uPlot({
+      width: width(), height: CHART_HEIGHT,
+      scales: {x: {time: true}, y: {range: (self, lo, hi) => [0, Math.max(1, hi || 0) * 1.1]}},
+      // the y axis is as wide as its longest label needs ("12000 ms" at 12 px)
+      axes: [{}, {size: unit ? 80 : 50, values: (self, ticks) => ticks.map(t => +t.toFixed(3) + unit)}],
+      series: [{}, ...series.map((s, i) => ({label: s.label, stroke: COLORS[i % COLORS.length],
+                                             width: 2, value: (self, v) => show(v)}))],
+      cursor: {drag: {x: false, y: false}},
+    }, data, body);
+    charts[id] = u;
+    resize = new ResizeObserver(() => u.setSize({width: width(), height: CHART_HEIGHT}));
+    resize.observe(body);
   };
-  const label = (tx, ty, s) => {
-    const t = document.createElementNS(ns, "text");
-    t.setAttribute("x", tx); t.setAttribute("y", ty); t.setAttribute("font-size", "10");
-    t.setAttribute("fill", "#6b7385"); t.textContent = s; svg.append(t);
+  const destroy = () => {
+    gone = true;
+    if (resize) resize.disconnect();
+    if (u) u.destroy();
+    delete charts[id];
   };
-  line(P, H - P + 4, W - 4, H - P + 4, "#ccc");
-  line(P, 4, P, H - P + 4, "#ccc");
-  label(2, 12, fmt.num(max, max < 10 ? 1 : 0) + unit);
-  label(2, H - P + 4, "0");
-  if (ts.length) label(W - 60, H - 6, Math.round(t1 - t0) + " s shown");
-  const colors = ["#2f6fde", "#e07b00", "#1a7f37"];
-  series.forEach((s, i) => {
-    const pl = document.createElementNS(ns, "polyline");
-    const pts = [];
-    s.values.forEach((v, j) => { if (v !== null && v !== undefined) pts.push(`${x(ts[j]).toFixed(1)},${y(v).toFixed(1)}`); });
-    pl.setAttribute("points", pts.join(" "));
-    pl.setAttribute("fill", "none");
-    pl.setAttribute("stroke", colors[i % colors.length]);
-    pl.setAttribute("stroke-width", "2");
-    pl.setAttribute("data-series", s.key);
-    pl.setAttribute("data-values", JSON.stringify(s.values));
-    svg.append(pl);
-  });
-  const legend = el("div", {class: "legend"},
-    series.map((s, i) => el("span", {style: `color:${colors[i % colors.length]}`}, "\u25A0 " + s.label)));
-  return el("div", {class: "chart"}, el("div", {}, el("b", {}, title)), legend, svg);
+  return {node, update, destroy};
 }
+
+// Charts of the page being left: their observers and instances go with it.
+function destroyCharts(list) { list.forEach(c => c.destroy()); list.length = 0; }
+let pageCharts = [];
 
 // -- views ----------------------------------------------------------------------------
 
@@ -163,7 +165,14 @@ function functionPage(name) {
   const parts = {};
   return async (view) => {
     if (!built) {
-      parts.charts = el("div", {class: "charts"});
+      parts.curves = {
+        replicas: chart("chart-replicas", "Pods"),
+        concurrency: chart("chart-concurrency", "Concurrency"),
+        latency: chart("chart-latency", "Latency (last 10 s)", " ms"),
+        rps: chart("chart-rps", "Requests per second"),
+      };
+      pageCharts = Object.values(parts.curves);
+      parts.charts = el("div", {class: "charts"}, pageCharts.map(c => c.node));
       parts.summary = el("p", {id: "summary"});
       parts.pods = el("div");
       parts.logs = el("pre", {id: "logs"}, "");
@@ -199,18 +208,14 @@ function functionPage(name) {
       `image ${fmt.image(st.image)} · desired ${st.desiredReplicas ?? "-"} · ready ${st.readyReplicas ?? 0}` +
       ` · panic ${a.panic ? "yes" : "no"}` + (st.message ? ` · ${st.message}` : ""));
     const pts = series.points, ts = pts.map(p => p.t);
-    parts.charts.replaceChildren(
-      chart("chart-replicas", "Pods", ts, [
-        {key: "desired", label: "desired", values: pts.map(p => p.desired)},
-        {key: "ready", label: "ready", values: pts.map(p => p.ready)}]),
-      chart("chart-concurrency", "Concurrency", ts, [
-        {key: "stable", label: "stable", values: pts.map(p => p.stable)},
-        {key: "panic", label: "panic", values: pts.map(p => p.panic)}]),
-      chart("chart-latency", "Latency (last 10 s)", ts, [
-        {key: "p50", label: "p50 ms", values: pts.map(p => p.p50)},
-        {key: "p95", label: "p95 ms", values: pts.map(p => p.p95)}], " ms"),
-      chart("chart-rps", "Requests per second", ts, [
-        {key: "rps", label: "req/s", values: pts.map(p => p.rps)}]));
+    const values = key => pts.map(p => p[key]);
+    parts.curves.replicas.update(ts, [
+      {label: "desired", values: values("desired")}, {label: "ready", values: values("ready")}]);
+    parts.curves.concurrency.update(ts, [
+      {label: "stable", values: values("stable")}, {label: "panic", values: values("panic")}]);
+    parts.curves.latency.update(ts, [
+      {label: "p50", values: values("p50")}, {label: "p95", values: values("p95")}]);
+    parts.curves.rps.update(ts, [{label: "req/s", values: values("rps")}]);
     const head = ["Pod", "Phase", "Age", "In-flight", "CPU %", "Memory", "Restarts"];
     parts.pods.replaceChildren(pods.items.length ? el("table", {id: "pods"},
       el("thead", {}, el("tr", {}, head.map(h => el("th", {}, h)))),
@@ -349,6 +354,7 @@ function route() {
   else if (hash === "#/triggers") { current = renderTriggers; nav = "triggers"; }
   else if (hash === "#/workflows") { current = renderWorkflows; nav = "workflows"; }
   else current = renderFunctions;
+  destroyCharts(pageCharts);
   document.querySelectorAll("nav a").forEach(a => a.classList.toggle("active", a.dataset.nav === nav));
   view.replaceChildren(el("p", {class: "muted"}, "loading..."));
   refresh();
