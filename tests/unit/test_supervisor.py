@@ -70,6 +70,7 @@ class FakeChild:
         self.answers = True
         self.starts = 0
         self.fail_starts = 0
+        self.asked = 0
 
     @property
     def pid(self) -> int | None:
@@ -89,6 +90,7 @@ class FakeChild:
         self.running = False
 
     async def healthy(self) -> bool:
+        self.asked += 1
         return self.answers
 
 
@@ -112,6 +114,30 @@ async def test_supervisor_restarts_a_dead_child_with_backoff(tmp_path: Path) -> 
     clock.advance(0.3)
     await sup.check("fake")
     assert child.starts == 2 and sup.ready("fake") and sup.status()["fake"]["restarts"] == 1
+
+
+async def test_a_ready_child_is_asked_every_health_interval_a_failing_one_every_check(
+        tmp_path: Path) -> None:
+    clock = ManualClock()
+    sup = Supervisor(tmp_path, clock, interval=0.5, health_interval=2.0)
+    child = FakeChild()
+    sup.add(child)
+    await sup.start_all()
+    for _ in range(8):  # 4 s of checks every 0.5 s: asked at 0 and 2 s only
+        await sup.check("fake")
+        clock.advance(0.5)
+    assert child.asked == 2 and sup.ready("fake")
+    clock.advance(1.5)  # 2 s since the last question
+    child.answers = False  # it hangs
+    await sup.check("fake")
+    assert sup.status()["fake"]["state"] == "unhealthy"
+    for _ in range(3):  # not ready: asked at every check until it answers again
+        clock.advance(0.5)
+        await sup.check("fake")
+    assert child.asked == 6
+    child.running = False  # a dead process is seen at the next check, without asking
+    await sup.check("fake")
+    assert sup.status()["fake"]["state"] == "restarting" and child.asked == 6
 
 
 async def test_maintenance_stops_works_and_starts(tmp_path: Path) -> None:
