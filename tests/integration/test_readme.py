@@ -83,6 +83,51 @@ def test_metrics_names_and_the_cold_start_count(server: ServerProcess) -> None:
         assert any(set(lab) == labels for lab in found), (name, found)
 
 
+def test_metrics_names_of_pods_processes_and_triggers(server: ServerProcess) -> None:
+    """The README's resource and trigger metrics, by name and labels, from a live server."""
+    api = server.client
+    spec = {"scaling": {"minScale": 1}}
+    assert server.deploy("rm-usage", FIXTURES / "add.py", spec=spec).status_code == 201
+    server.wait_phase("rm-usage", "Ready", timeout=FIRST_BUILD)
+    api.create_trigger("rm-tick", {"target": {"function": "rm-usage"},
+                                   "schedule": "@every 1s"})
+    try:
+        wait_for(lambda: api.trigger("rm-tick").get("status", {}).get("fires", 0) >= 1, 60,
+                 "the schedule to fire")
+
+        def has_pod_usage() -> bool:
+            return any(n == "allinone_pod_memory_bytes" and dict(lab).get("function") ==
+                       "rm-usage" for (n, lab) in samples(server))
+        wait_for(has_pod_usage, 60, "the pod sampler to sample rm-usage's pod")
+        r = server.http.get(server.url + "/metrics")
+        families = {f.name: f for f in text_string_to_metric_families(r.text)}
+    finally:
+        api.delete_trigger("rm-tick", missing_ok=True)
+        server.delete("rm-usage")
+    # Counters are listed without their _total suffix by the parser.
+    for name in ("allinone_trigger_fires", "allinone_trigger_failures",
+                 "allinone_trigger_missed", "allinone_trigger_delivery_seconds",
+                 "allinone_pod_cpu_seconds", "allinone_pod_memory_bytes",
+                 "allinone_process_cpu_seconds", "allinone_process_resident_memory_bytes"):
+        assert name in families, f"/metrics has no {name}"
+
+    def labelled(family: str, sample: str) -> list[dict[str, str]]:
+        return [dict(s.labels) for s in families[family].samples if s.name == sample]
+    assert {"trigger": "rm-tick"} in labelled("allinone_trigger_fires",
+                                              "allinone_trigger_fires_total")
+    assert {"trigger": "rm-tick"} in labelled("allinone_trigger_delivery_seconds",
+                                              "allinone_trigger_delivery_seconds_count")
+    for family, sample in (("allinone_pod_cpu_seconds", "allinone_pod_cpu_seconds_total"),
+                           ("allinone_pod_memory_bytes", "allinone_pod_memory_bytes")):
+        rows = [lab for lab in labelled(family, sample) if lab.get("function") == "rm-usage"]
+        assert rows and all(set(lab) == {"function", "pod"} for lab in rows), (family, rows)
+    components = {lab["component"] for lab in labelled(
+        "allinone_process_resident_memory_bytes", "allinone_process_resident_memory_bytes")}
+    assert {"server", "etcd", "registry"} <= components, components
+    assert {lab["component"] for lab in labelled(
+        "allinone_process_cpu_seconds", "allinone_process_cpu_seconds_total")} >= components
+
+
 def test_timeout_is_504(server: ServerProcess) -> None:
     spec = {"timeoutSeconds": 1, "scaling": {"minScale": 1}}
     assert server.deploy("rm-timeout", FIXTURES / "sleep.py", spec=spec).status_code == 201
