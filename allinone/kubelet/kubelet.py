@@ -219,10 +219,16 @@ class Kubelet:
                 self.on_change(rec.function)
 
     async def _check_containers(self) -> None:
-        """Treat pods whose containers are gone as if their ``die`` had been seen."""
+        """Treat pods whose containers are gone as if their ``die`` had been seen.
+
+        Only containers known before the list was asked for: one created while the
+        list was under way (seconds, on a busy engine) is missing from it but alive, and
+        taking it for dead failed a cold burst's first pod ("exited before it was ready").
+        """
+        known = {rec.container_id for rec in self.pods.values() if rec.container_id}
         running = {c.id for c in await self.runtime.list() if c.running}
         for rec in list(self.pods.values()):
-            if rec.container_id and rec.phase in (PENDING, RUNNING) \
+            if rec.container_id in known and rec.phase in (PENDING, RUNNING) \
                     and rec.container_id not in running:
                 await self._container_died(rec.container_id)
 

@@ -18,7 +18,7 @@ from allinone.controller.replicaset import ReplicaSetController
 from allinone.informer import Informer
 from allinone.kubelet.kubelet import SAFETY_LIST_INTERVAL, Kubelet
 from allinone.kubelet.poddir import SUN_PATH_MAX, PodDirs
-from allinone.runtime.base import POD_SOCKET_DIR, ContainerSpec
+from allinone.runtime.base import POD_SOCKET_DIR, ContainerInfo, ContainerSpec
 from allinone.runtime.memory import MemoryRuntime
 from allinone.store.memory import MemoryStore
 
@@ -505,3 +505,41 @@ async def test_a_pod_whose_object_cannot_be_written_leaves_no_container(
         assert [p["metadata"]["name"] for p in pods] == list(env.sink.ready)  # type: ignore[index]
         assert env.running() == list(env.sink.ready)
         assert [p.name for p in (tmp_path / "pods").iterdir()] == list(env.sink.ready)
+
+
+class SlowListRuntime(MemoryRuntime):
+    """Once ``slow`` is set, a container list answers with what ran when it was asked,
+    but only when the test releases it (a busy engine takes seconds to list)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow = False
+        self.listing = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def list(self) -> list[ContainerInfo]:
+        snapshot = await super().list()
+        if self.slow:
+            self.listing.set()
+            await self.release.wait()
+        return snapshot
+
+
+async def test_a_container_created_while_containers_are_listed_is_not_taken_for_dead(
+        tmp_path: Path) -> None:
+    # A cold burst's first pod was failed as "exited before it was ready": the safety
+    # net's list was asked before its container existed and answered after.
+    env = Env(tmp_path)
+    env.runtime = runtime = SlowListRuntime()
+    env.new_controller()
+    async with running_env(tmp_path, env=env):
+        runtime.slow = True
+        check = asyncio.create_task(env.kubelet._check_containers())
+        await env.until(runtime.listing.is_set, "the list asked for")
+        await put_rs(env.store, "f", 1)
+        await env.until(lambda: len(runtime.containers) == 1, "its container created")
+        runtime.release.set()
+        await check
+        await env.until(lambda: len(env.sink.ready) == 1, "the pod ready")
+        await env.settle()
+        assert env.sink.failed == [] and len(env.running()) == 1
