@@ -31,9 +31,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-import aiohttp
-
-from allinone.services.process import ChildProcess, log_tail
+from allinone.services.process import ChildProcess, HealthProbe, log_tail
 
 ETCD_BINARY = "/usr/bin/etcd"
 HOST = "127.0.0.1"
@@ -58,19 +56,24 @@ def _port_in_use(port: int, host: str = HOST) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-async def etcd_healthy(url: str, timeout: float = 1.0) -> bool:
-    """True when the etcd at ``url`` answers ``GET /health`` with ``"health": "true"``."""
+def etcd_health(answer: tuple[int, bytes] | None) -> bool:
+    """Whether an answer to ``GET /health`` says healthy: 200 with ``"health": "true"``."""
+    if answer is None or answer[0] != 200:
+        return False
     try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
-            session.get(f"{url}/health") as resp,
-        ):
-            if resp.status != 200:
-                return False
-            body = json.loads(await resp.text())
-    except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+        body = json.loads(answer[1])
+    except ValueError:
         return False
     return isinstance(body, dict) and str(body.get("health")).lower() == "true"
+
+
+async def etcd_healthy(url: str, timeout: float = 1.0) -> bool:
+    """True when the etcd at ``url`` answers ``GET /health`` healthy (a one-off probe)."""
+    probe = HealthProbe(f"{url}/health")
+    try:
+        return etcd_health(await probe.get(timeout))
+    finally:
+        await probe.close()
 
 
 class EtcdProcess(ChildProcess):
@@ -101,6 +104,7 @@ class EtcdProcess(ChildProcess):
             self.data_dir.parent / "etcd.log")
         self.binary = binary
         self._proc: subprocess.Popen[bytes] | None = None
+        self.probe = HealthProbe(f"{self.url}/health")
 
     @property
     def url(self) -> str:
@@ -198,8 +202,8 @@ class EtcdProcess(ChildProcess):
         )
 
     async def healthy(self) -> bool:
-        """etcd answers ``GET /health`` (what the supervisor checks)."""
-        return await etcd_healthy(self.url, timeout=1.0)
+        """etcd answers ``GET /health`` (what the supervisor checks, over one connection)."""
+        return etcd_health(await self.probe.get(timeout=1.0))
 
     def log_tail(self, lines: int = 8) -> str:
         """The last lines of the log, for error messages."""

@@ -23,9 +23,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import aiohttp
-
-from allinone.services.process import ChildProcess, log_tail
+from allinone.services.process import ChildProcess, HealthProbe, log_tail
 
 _log = logging.getLogger(__name__)
 
@@ -71,14 +69,12 @@ def find_registry_binary() -> str:
 
 async def registry_answers(address: str, timeout: float = 1.0) -> bool:
     """True when ``GET /v2/`` on ``address`` answers 200 (a v2 registry without auth)."""
+    probe = HealthProbe(f"http://{address}/v2/")
     try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
-            session.get(f"http://{address}/v2/") as resp,
-        ):
-            return resp.status == 200
-    except (aiohttp.ClientError, TimeoutError, OSError):
-        return False
+        answer = await probe.get(timeout)
+    finally:
+        await probe.close()
+    return answer is not None and answer[0] == 200
 
 
 class RegistryProcess(ChildProcess):
@@ -98,6 +94,7 @@ class RegistryProcess(ChildProcess):
         self.config_path = state_dir / "registry.yml"
         self.log_path = state_dir / "registry.log"
         self._proc: subprocess.Popen[bytes] | None = None
+        self.probe = HealthProbe(f"http://{self.address}/v2/")
 
     @property
     def address(self) -> str:
@@ -107,7 +104,9 @@ class RegistryProcess(ChildProcess):
         return [find_registry_binary(), "serve", str(self.config_path)]
 
     async def healthy(self) -> bool:
-        return await registry_answers(self.address, timeout=1.0)
+        """``/v2/`` answers 200 (what the supervisor checks, over one connection)."""
+        answer = await self.probe.get(timeout=1.0)
+        return answer is not None and answer[0] == 200
 
     async def garbage_collect(self, timeout: float = 300.0) -> None:
         """Offline mark-and-sweep: delete blobs no tagged manifest refers to.

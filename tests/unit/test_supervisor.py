@@ -1,8 +1,10 @@
 """The supervisor's pure policy (assess, backoff), its loop on a manual clock with a
-fake child, and pidfiles (real processes: recognised by pid and start time)."""
+fake child, the children's health probe (a loopback HTTP server that counts
+connections), and pidfiles (real processes: recognised by pid and start time)."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from allinone.clock import ManualClock
+from allinone.services.etcd import EtcdProcess, etcd_health
 from allinone.services.process import (
+    HealthProbe,
     PidRecord,
     parse_stat,
     process_start_time,
@@ -152,6 +156,79 @@ async def test_maintenance_stops_works_and_starts(tmp_path: Path) -> None:
 
     await sup.maintenance("fake", work)
     assert seen == [(False, "maintenance")] and child.running and sup.ready("fake")
+
+
+class Answerer:
+    """A loopback HTTP/1.1 server that keeps connections alive and counts them; while
+    ``hang`` is set it reads a request and never answers (a frozen child)."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.hang = False
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/health"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        body = b'{"health":"true"}'
+        try:
+            while (await reader.readuntil(b"\r\n\r\n")):
+                if self.hang:
+                    await reader.read()  # until the client gives up and closes
+                    return
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
+                             % (len(body), body))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_the_health_probe_keeps_one_connection_and_drops_it_on_failure() -> None:
+    answerer = Answerer()
+    async with answerer as url:
+        probe = HealthProbe(url)
+        for _ in range(5):
+            answer = await probe.get(timeout=5.0)
+            assert answer == (200, b'{"health":"true"}') and etcd_health(answer)
+        assert answerer.connections == 1  # five probes, one connection
+        answerer.hang = True  # frozen: the probe gives up at its time-out
+        assert await probe.get(timeout=0.05) is None
+        answerer.hang = False
+        assert await probe.get(timeout=5.0) == (200, b'{"health":"true"}')
+        assert answerer.connections == 2  # the hung connection was not asked again
+        await probe.close()  # as a child's stop does: its successor gets a new one
+        assert await probe.get(timeout=5.0) is not None and answerer.connections == 3
+        await probe.close()
+
+
+async def test_stopping_a_child_drops_its_probe_connection(tmp_path: Path) -> None:
+    answerer = Answerer()
+    async with answerer as url:
+        etcd = EtcdProcess(tmp_path, 1, peer_port=2)  # never started: only its probe
+        etcd.probe = HealthProbe(url)
+        assert await etcd.healthy() and await etcd.healthy()
+        assert answerer.connections == 1
+        await etcd.stop()
+        assert await etcd.healthy() and answerer.connections == 2
+        await etcd.stop()
+
+
+@pytest.mark.parametrize(("answer", "healthy"), [
+    ((200, b'{"health":"true"}'), True), ((200, b'{"health": "false"}'), False),
+    ((503, b'{"health":"true"}'), False), ((200, b"not json"), False), ((200, b"[]"), False),
+    (None, False)])
+def test_etcd_health_reads_the_body(answer: tuple[int, bytes] | None, healthy: bool) -> None:
+    assert etcd_health(answer) is healthy
 
 
 def test_parse_stat_counts_fields_after_the_command_name() -> None:
