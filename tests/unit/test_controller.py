@@ -14,7 +14,7 @@ from pathlib import Path
 
 from allinone import objects
 from allinone.clock import ManualClock
-from allinone.controller.replicaset import ReplicaSetController
+from allinone.controller.replicaset import RESYNC_INTERVAL, ReplicaSetController
 from allinone.informer import Informer
 from allinone.kubelet.kubelet import SAFETY_LIST_INTERVAL, Kubelet
 from allinone.kubelet.poddir import SUN_PATH_MAX, PodDirs
@@ -77,7 +77,7 @@ class Env:
         self.new_controller()
 
     def new_controller(self) -> None:
-        self.rs = Informer(self.store, objects.REPLICASETS_PREFIX)
+        self.rs = Informer(self.store, objects.REPLICASETS_PREFIX, objects.check_replicaset)
         self.kubelet = Kubelet(self.store, self.runtime, self.sink, self.clock,
                                self.tmp / "pods", self.tmp / "logs", probe=self.probe,
                                crash_backoff=0.05, keep_paused=self.keep_paused)
@@ -155,6 +155,59 @@ async def test_scales_up_and_down_with_sandbox_and_limits(tmp_path: Path) -> Non
         assert await env.pods() == []
         assert list((tmp_path / "pods").iterdir()) == []  # socket directories went too
         assert "logs of" in (tmp_path / "logs" / "f.log").read_text()
+
+
+class CountingStore(MemoryStore):
+    """Counts reads of single ReplicaSets (the controller's resync used to make one
+    per function)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rs_gets = 0
+
+    async def get(self, key: str) -> dict[str, object]:
+        if key.startswith(objects.REPLICASETS_PREFIX):
+            self.rs_gets += 1
+        return await super().get(key)
+
+
+async def test_the_resync_repairs_what_no_event_reached_without_reading_etcd(
+        tmp_path: Path) -> None:
+    env = Env(tmp_path)
+    env.store = store = CountingStore()
+    env.new_controller()
+    async with running_env(tmp_path, env=env):
+        await put_rs(env.store, "f", 1)
+        await put_rs(env.store, "g", 1)
+        await env.until(lambda: len(env.sink.ready) == 2, "one ready pod each")
+        await env.settle()  # the follow-up syncs and status writes are done
+        env.rs.handlers.clear()  # from now on no change reaches the controller by event
+        await put_rs(env.store, "f", 3)
+        await env.until(lambda: env.rs.get("f")["spec"]["replicas"] == 3,  # type: ignore[index]
+                        "the informer's cache updated")
+        await env.settle()
+        assert len(env.running("f")) == 1  # drift: 3 wanted, 1 running
+        reads = store.rs_gets
+        await env.advance(RESYNC_INTERVAL + 0.5, step=0.5)
+        await env.until(lambda: len(env.running("f")) == 3, "the resync's repair")
+        assert len(env.running("g")) == 1
+        assert store.rs_gets == reads  # from the informer's cache, not one GET each
+
+
+async def test_a_malformed_replicaset_is_skipped_and_its_pods_kept(tmp_path: Path) -> None:
+    async with running_env(tmp_path) as env:
+        await put_rs(env.store, "f", 1)
+        await env.until(lambda: len(env.sink.ready) == 1)
+        (pod,) = env.running()
+        key = objects.replicaset_key("f")
+        rs = await env.store.get(key)
+        rs["spec"]["replicas"] = "two"  # not a count: the informer rejects it
+        await env.store.update(key, rs)
+        await env.until(lambda: key in env.rs.invalid, "the informer's rejection")
+        await env.advance(RESYNC_INTERVAL + 0.5, step=0.5)  # a resync as well
+        assert env.running() == [pod] and env.sink.drained == []  # not taken for a deletion
+        await put_rs(env.store, "f", 2)  # fixed
+        await env.until(lambda: len(env.running()) == 2, "synced again once valid")
 
 
 async def test_egress_template_asks_for_egress(tmp_path: Path) -> None:
