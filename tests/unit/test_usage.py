@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from pathlib import Path
 
 import psutil
 import pytest
@@ -11,11 +12,13 @@ import pytest
 from allinone.objects import rfc3339
 from allinone.usage import (
     DEFAULT_PERIOD_SECONDS,
+    CgroupCounters,
+    OpenCgroup,
     PsutilReader,
     Raw,
     UsageSampler,
     component_usage,
-    read_cgroup,
+    find_cgroup,
     usage_between,
 )
 
@@ -38,6 +41,10 @@ class FakeReader:
     def __init__(self) -> None:
         self.values: dict[int, Raw] = {}
         self.broken: set[int] = set()
+        self.retained: set[int] | None = None
+
+    def retain(self, pids: set[int]) -> None:
+        self.retained = pids
 
     def read(self, pids: Iterable[int]) -> Raw | None:
         pids = list(pids)
@@ -62,6 +69,7 @@ def test_sampler_keeps_previous_and_forgets_vanished_pods() -> None:
     assert second["b"]["cpuPercent"] == 0.0
     # b vanishes, then comes back: a fresh start, not a difference to its old reading
     assert set(s.sample({"a": [1, 2]}, now=104.0)) == {"a"}
+    assert reader.retained == {1, 2}  # what the reader keeps for pid 3 may go
     reader.values[3] = Raw(9.0, 5)
     assert s.sample({"a": [1, 2], "b": [3]}, now=106.0)["b"]["cpuPercent"] == 0.0
 
@@ -82,14 +90,90 @@ def test_psutil_reader_reads_this_process() -> None:
     assert PsutilReader(use_cgroup=False).read([]) is None
 
 
-def test_read_cgroup(tmp_path: os.PathLike[str]) -> None:
-    from pathlib import Path
-    d = Path(tmp_path)
-    (d / "cpu.stat").write_text("usage_usec 2500000\nuser_usec 2000000\n")
-    (d / "memory.current").write_text("4096\n")
-    assert read_cgroup(d) == Raw(2.5, 4096)
-    (d / "memory.current").write_text("garbage")
-    assert read_cgroup(d) is None
+def test_open_cgroup_reads_v2_and_v1_counters(tmp_path: Path) -> None:
+    (tmp_path / "cpu.stat").write_text("usage_usec 2500000\nuser_usec 2000000\n")
+    (tmp_path / "memory.current").write_text("4096\n")
+    v2 = OpenCgroup(CgroupCounters(tmp_path / "cpu.stat", tmp_path / "memory.current"))
+    assert v2.read() == Raw(2.5, 4096)
+    (tmp_path / "memory.current").write_text("8192\n")
+    assert v2.read() == Raw(2.5, 8192)  # read again from the start, not appended
+    (tmp_path / "cpuacct.usage").write_text("1500000000\n")  # nanoseconds
+    (tmp_path / "memory.usage_in_bytes").write_text("8192\n")
+    v1 = OpenCgroup(CgroupCounters(tmp_path / "cpuacct.usage",
+                                   tmp_path / "memory.usage_in_bytes"))
+    assert v1.read() == Raw(1.5, 8192)
+    (tmp_path / "cpuacct.usage").write_text("garbage")
+    with pytest.raises(ValueError):
+        v1.read()
+    v1.close()
+    v2.close()
+    with pytest.raises(OSError):
+        OpenCgroup(CgroupCounters(tmp_path / "cpu.stat", tmp_path / "missing"))
+
+
+def test_the_reader_keeps_counters_open_and_falls_back_to_psutil(tmp_path: Path) -> None:
+    (tmp_path / "cpuacct.usage").write_text("2000000000\n")
+    (tmp_path / "memory.usage_in_bytes").write_text("4096\n")
+    located: list[int] = []
+
+    def locate(pid: int) -> CgroupCounters:
+        located.append(pid)
+        return CgroupCounters(tmp_path / "cpuacct.usage", tmp_path / "memory.usage_in_bytes")
+
+    me = os.getpid()
+    reader = PsutilReader(locate=locate)
+    assert reader.read([me]) == Raw(2.0, 4096) and reader.read([me]) == Raw(2.0, 4096)
+    assert located == [me]  # found once, then read from the open files
+    (tmp_path / "cpuacct.usage").write_text("not a number")
+    fallback = reader.read([me])  # psutil on the process itself
+    assert fallback is not None and fallback.memory_bytes != 4096
+    (tmp_path / "cpuacct.usage").write_text("3000000000\n")
+    assert reader.read([me]) == Raw(3.0, 4096) and located == [me, me]  # found again
+    reader.retain(set())  # the pod is gone: its files are closed and forgotten
+    assert reader.read([me]) == Raw(3.0, 4096) and located == [me, me, me]
+
+
+POD = "/docker/abc"
+HYBRID = (f"12:memory:{POD}\n4:cpu,cpuacct:{POD}\n1:name=systemd:{POD}\n0::{POD}\n")
+
+
+def cgroup_tree(root: Path, files: list[str]) -> Path:
+    for f in files:
+        (root / f).parent.mkdir(parents=True, exist_ok=True)
+        (root / f).write_text("0\n")
+    return root
+
+
+@pytest.mark.parametrize(("text", "files", "cpu", "memory"), [
+    # pure cgroup v2
+    (f"0::{POD}\n", ["docker/abc/cpu.stat", "docker/abc/memory.current"],
+     "docker/abc/cpu.stat", "docker/abc/memory.current"),
+    # hybrid: the unified hierarchy has cpu.stat but no memory controller: v1 counters,
+    # found under the joined mount name or the single controller's name
+    (HYBRID, ["unified/docker/abc/cpu.stat", "cpu,cpuacct/docker/abc/cpuacct.usage",
+              "memory/docker/abc/memory.usage_in_bytes"],
+     "cpu,cpuacct/docker/abc/cpuacct.usage", "memory/docker/abc/memory.usage_in_bytes"),
+    (HYBRID, ["cpuacct/docker/abc/cpuacct.usage", "memory/docker/abc/memory.usage_in_bytes"],
+     "cpuacct/docker/abc/cpuacct.usage", "memory/docker/abc/memory.usage_in_bytes"),
+    # hybrid with controllers in the unified hierarchy: v2 wins
+    (HYBRID, ["unified/docker/abc/cpu.stat", "unified/docker/abc/memory.current",
+              "cpuacct/docker/abc/cpuacct.usage", "memory/docker/abc/memory.usage_in_bytes"],
+     "unified/docker/abc/cpu.stat", "unified/docker/abc/memory.current"),
+    # the root cgroup is the whole machine: never a pod's figure
+    ("0::/\n", ["cpu.stat", "memory.current"], None, None),
+    ("4:cpuacct:/\n12:memory:/\n", ["cpuacct/cpuacct.usage",
+                                     "memory/memory.usage_in_bytes"], None, None),
+    # half a pair (no memory counter readable) is no pair
+    (HYBRID, ["cpuacct/docker/abc/cpuacct.usage"], None, None),
+    ("", [], None, None),
+])
+def test_find_cgroup(tmp_path: Path, text: str, files: list[str], cpu: str | None,
+                     memory: str | None) -> None:
+    found = find_cgroup(text, cgroup_tree(tmp_path, files))
+    if cpu is None or memory is None:
+        assert found is None
+    else:
+        assert found == CgroupCounters(tmp_path / cpu, tmp_path / memory)
 
 
 def test_component_usage_names_the_server() -> None:
