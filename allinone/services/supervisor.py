@@ -14,10 +14,12 @@ A child is anything with the :class:`Child` shape (``name``, ``running``, ``pid`
   healthy for ``stable_after`` seconds; a child that is alive but fails its health
   check for ``hang_after`` seconds in a row is considered hung and killed (then
   restarted the same way). While a child is ready, its health endpoint is asked at most
-  every ``health_interval`` seconds (2 s), its process every ``interval`` (0.5 s): a
-  fresh HTTP connection per probe was half of an idle server's CPU (py-spy, 40 warm
-  functions: 262 of 482 busy samples), and a hang is judged over ``hang_after`` (30 s),
-  so probing four times as often changed nothing but the cost. A short health failure
+  every ``health_interval`` seconds (2 s), its process every ``interval`` (0.5 s), and
+  each child's probe keeps one connection open (:class:`~allinone.services.process.
+  HealthProbe`): a fresh HTTP connection per probe, four a second, was half of an idle
+  server's CPU (py-spy, 40 warm functions: 262 of 482 busy samples), and a hang is
+  judged over ``hang_after`` (30 s), so probing more often changed nothing but the
+  cost. A short health failure
   is only reported, never acted on: a frozen etcd must not be killed while the data
   plane is serving around it.
 
