@@ -166,6 +166,7 @@ class Answerer:
         self.connections = 0
         self.hang = False
         self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
 
     async def __aenter__(self) -> str:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -175,9 +176,12 @@ class Answerer:
     async def __aexit__(self, *exc: object) -> None:
         assert self.server is not None
         self.server.close()
+        for writer in self.writers:  # a hung answer ends when its connection does
+            writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self.writers.append(writer)
         body = b'{"health":"true"}'
         try:
             while (await reader.readuntil(b"\r\n\r\n")):
@@ -221,6 +225,62 @@ async def test_stopping_a_child_drops_its_probe_connection(tmp_path: Path) -> No
         await etcd.stop()
         assert await etcd.healthy() and answerer.connections == 2
         await etcd.stop()
+
+
+class ProbedChild(FakeChild):
+    """A fake process whose health is asked over the real probe (short time-out)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.probe = HealthProbe(url)
+        self.stops = 0
+
+    async def stop(self, grace: float = 5.0) -> None:
+        self.stops += 1
+        self.running = False
+        await self.probe.close()
+
+    async def healthy(self) -> bool:
+        self.asked += 1
+        return etcd_health(await self.probe.get(timeout=0.05))
+
+
+async def test_a_hung_child_is_found_over_the_kept_connection_and_killed_at_hang_after(
+        tmp_path: Path) -> None:
+    answerer = Answerer()
+    async with answerer as url:
+        clock = ManualClock()
+        sup = Supervisor(tmp_path, clock, interval=0.5, health_interval=2.0)
+        child = ProbedChild(url)
+        sup.add(child)
+        await sup.start_all()
+        for _ in range(4):
+            clock.advance(2.0)
+            await sup.check("fake")
+        assert sup.ready("fake") and answerer.connections == 1
+        answerer.hang = True  # frozen (SIGSTOP): holds its socket, answers nothing
+        clock.advance(2.0)
+        await sup.check("fake")
+        assert sup.status()["fake"]["state"] == "unhealthy" and child.stops == 0
+        hung_at, asked = clock.now(), child.asked
+        while clock.now() < hung_at + 28.0:  # asked at every check; not killed before 30 s
+            clock.advance(2.0)
+            await sup.check("fake")
+            assert child.stops == 0, clock.now() - hung_at
+        assert child.asked == asked + 14
+        clock.advance(2.0)  # 30 s without an answer
+        await sup.check("fake")
+        assert child.stops == 1 and "killing" in sup.status()["fake"]["message"]
+        answerer.hang = False
+        clock.advance(1.0)
+        await sup.check("fake")  # dead now: restarted after its backoff, then asked anew
+        clock.advance(1.0)
+        await sup.check("fake")
+        assert child.starts == 2 and sup.ready("fake")
+        clock.advance(2.0)
+        await sup.check("fake")
+        assert sup.ready("fake")
+        await child.probe.close()
 
 
 @pytest.mark.parametrize(("answer", "healthy"), [
