@@ -402,6 +402,7 @@ class Kubelet:
         cid, rec.standby_id = rec.standby_id, None
         try:
             await self.runtime.run(cid)
+            log.info("pod %s: started its standby container", rec.name)
             return cid
         except Exception as exc:
             log.warning("pod %s: standby container could not start (%s); creating one",
