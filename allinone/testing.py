@@ -18,6 +18,7 @@ import http.client
 import importlib.util
 import io
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -214,8 +215,12 @@ def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float
 
 class ServerProcess:
     def __init__(self, state_dir: Path, tick: float = 0.5,
-                 extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+                 extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None,
+                 nofile_soft: int | None = None) -> None:
         self.extra_args = extra_args
+        # The soft open-files limit serve starts with (None: this process's), e.g. 1024
+        # as systemd gives a service: serve must raise it itself (allinone.fdlimit).
+        self.nofile_soft = nofile_soft
         # Added to (or overriding) this process's environment for the server.
         self.env = dict(env or {})
         self.state_dir = state_dir
@@ -248,6 +253,7 @@ class ServerProcess:
              "--registry-port", str(self.registry_port), "--tick", str(self.tick),
              *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **self.env},
+            preexec_fn=None if self.nofile_soft is None else self._lower_nofile,
         )
         log.close()
 
@@ -265,6 +271,12 @@ class ServerProcess:
         wait_for(up, timeout, "allinone serve to answer /healthz")
         # The server made its API token at start; send it (ignored where not required).
         self.client = Client(self.url, token=self.token())
+
+    def _lower_nofile(self) -> None:
+        """In the child before exec: only a setrlimit call (preexec_fn runs after fork)."""
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        assert self.nofile_soft is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(self.nofile_soft, hard), hard))
 
     def __enter__(self) -> ServerProcess:
         self.start()

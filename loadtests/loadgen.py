@@ -13,6 +13,9 @@ bounded (``duration`` or one request per user, plus ``timeout``), and a request 
 in flight at the time-out or on a closed connection is recorded as a failure (status
 -1), so a caller counting outcomes never loses one. Bodies are kept as bytes and
 decoded only when read (``Outcome.body``), so measuring throughput costs no JSON work.
+Each user is a descriptor: a run first raises this process's soft open-files limit to
+its hard limit (:mod:`allinone.fdlimit`), or 2,000 users under the common soft limit of
+1024 would fail in the generator itself (EMFILE), not in the server under test.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from allinone.fdlimit import raise_open_files_limit
 from loadtests.report import summarize
 
 _LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)")
@@ -123,6 +127,7 @@ class _User(asyncio.Protocol):
 
 async def _run(url: str, users: int, body: Any, again: Callable[[], bool],
                timeout: float, unix: str | None = None) -> LoadResult:
+    raise_open_files_limit()
     u = urlsplit(url)
     host, port = u.hostname or "127.0.0.1", u.port or 80
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
