@@ -432,24 +432,33 @@ async def test_a_crash_names_docker_s_reason(tmp_path: Path) -> None:
         assert "OOMKilled" in message
 
 
-class SlowStartRuntime(MemoryRuntime):
-    """Container creation blocks until the test lets it finish (a slow Docker)."""
+class SlowRuntime(MemoryRuntime):
+    """``start`` (or, with ``create=True``, ``create``) blocks until the test lets it
+    finish (a slow Docker); ``starting`` counts the calls waiting or done."""
 
-    def __init__(self) -> None:
+    def __init__(self, create: bool = False) -> None:
         super().__init__()
         self.gate = asyncio.Event()
         self.starting = 0
+        self.gated_create = create
 
     async def start(self, spec: ContainerSpec) -> str:
-        self.starting += 1
-        await self.gate.wait()
+        if not self.gated_create:
+            self.starting += 1
+            await self.gate.wait()
         return await super().start(spec)
+
+    async def create(self, spec: ContainerSpec) -> str:
+        if self.gated_create:
+            self.starting += 1
+            await self.gate.wait()
+        return await super().create(spec)
 
 
 async def test_a_pod_deleted_while_its_container_is_created_leaves_no_container(
         tmp_path: Path) -> None:
     env = Env(tmp_path)
-    env.runtime = runtime = SlowStartRuntime()
+    env.runtime = runtime = SlowRuntime()
     env.new_controller()
     async with running_env(tmp_path, env=env):
         await put_rs(env.store, "f", 2)
@@ -601,28 +610,14 @@ async def test_a_standby_of_an_old_template_or_a_deleted_function_goes(
         assert env.kubelet.standby == {}
 
 
-class SlowCreateRuntime(MemoryRuntime):
-    """``create`` blocks until the test lets it finish (a slow Docker)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = asyncio.Event()
-        self.creating = 0
-
-    async def create(self, spec: ContainerSpec) -> str:
-        self.creating += 1
-        await self.gate.wait()
-        return await super().create(spec)
-
-
 async def test_a_function_deleted_while_its_standby_is_created_leaves_nothing(
         tmp_path: Path) -> None:
     env = Env(tmp_path, standby=True)
-    env.runtime = runtime = SlowCreateRuntime()
+    env.runtime = runtime = SlowRuntime(create=True)
     env.new_controller()
     async with running_env(tmp_path, env=env):
         await put_rs(env.store, "f", 0)
-        await env.until(lambda: runtime.creating == 1, "the standby being created")
+        await env.until(lambda: runtime.starting == 1, "the standby being created")
         await env.store.delete(objects.replicaset_key("f"))
         await env.settle()
         runtime.gate.set()  # Docker answers only now
