@@ -1,23 +1,9 @@
-"""One PNG per scenario report: load, latency and replicas on a shared time axis.
-
-Four panels, top to bottom, x = seconds since the scenario's set-up finished:
-
-1. answers per second (1 s buckets, by when the answer came), failures in red;
-2. latency: every request as a dot at the time of its answer, one colour per request
-   name (``cold start`` and ``warm`` apart, so a handful of cold starts is visible, not
-   averaged away), failed requests as red x; p50 and p95 of each second with at least
-   5 answers as steps;
-3. ready replicas (solid) and the replicas the autoscaler wants (dashed), read from
-   the API every 0.5 s (and every 0.1 s while a scenario waits for a state); panic
-   mode shaded red, the criterion's deadline green, the KPA's expected count dotted.
-   A scenario of several functions adds each one's ready pods as its own line;
-4. CPU (percent of a core, solid, left axis) and memory (MiB, dashed, right axis) of
-   each function's pods (their ``status.usage``, the server's sampling) every 2 s.
-
-The scenario's events (step, silence, bursts...) are dotted vertical lines through all
-three, and the criteria are written under the plot, so the picture says when the
-function scaled, what it cost and whether it passed. matplotlib's Agg backend: no
-display needed.
+"""One PNG per scenario report, four panels on one time axis (seconds since set-up):
+answers per second (failures red); every request's latency as a dot per request name
+(failed: red x) with p50/p95 per second; ready (solid) and desired (dashed) replicas
+with panic mode shaded, the criterion's deadline and the KPA's expected count (with
+several functions each one's ready pods); each function's CPU and memory. Events are
+dotted lines through all panels, the criteria are written underneath. Agg backend.
 """
 
 from __future__ import annotations
