@@ -23,9 +23,8 @@ MAX_DOTS = 20000  # beyond this many requests the dots are noise; lines only
 
 
 def _steps(samples: list[Mapping[str, Any]], key: str) -> tuple[list[float], list[float]]:
-    xs = [float(s["t"]) for s in samples if s.get(key) is not None]
-    ys = [float(s[key]) for s in samples if s.get(key) is not None]
-    return xs, ys
+    have = [s for s in samples if s.get(key) is not None]
+    return [float(s["t"]) for s in have], [float(s[key]) for s in have]
 
 
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:brown", "tab:pink", "tab:olive")
@@ -35,12 +34,8 @@ NAN = float("nan")
 
 def render(report: Mapping[str, Any], path: Path) -> Path:
     """Draw ``report`` (a dict as :func:`loadtests.report.load_report` returns) to ``path``."""
-    tl = report.get("timeline") or []
-    samples = report.get("samples") or []
-    records = report.get("records") or []
-    events = report.get("events") or []
-    criteria = report.get("criteria") or []
-    errors = report.get("errors") or []
+    tl, samples, records, events, criteria, errors = (report.get(k) or [] for k in (
+        "timeline", "samples", "records", "events", "criteria", "errors"))
     figures = report.get("figures") or {}
 
     fig, (ax_rps, ax_lat, ax_rep, ax_use) = plt.subplots(
