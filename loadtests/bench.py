@@ -34,6 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from allinone.apiserver.workflows import MAX_PAGE
 from allinone.client import Client, poll
 from allinone.objects import parse_rfc3339
@@ -102,8 +104,8 @@ def healthz_until_200(target: Target, timeout: float = 30.0, every: float = 0.00
 
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) of one process so far, not of its children."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    t = psutil.Process(pid).cpu_times()
+    return float(t.user + t.system)
 
 
 # -- bare pods: the same image and sandbox as the platform's, without the platform ------
