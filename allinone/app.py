@@ -165,7 +165,7 @@ def build_app(settings: Settings, name: str = "allinone", *,
                                      logs_dir=settings.logs_dir)
         runtime = DockerRuntime(settings.instance)
         kubelet = Kubelet(store, runtime, activator, clock, settings.pods_dir, settings.logs_dir,
-                          keep_paused=settings.keep_paused_seconds)
+                          keep_paused=settings.keep_paused_seconds, standby=settings.standby)
         activator.retire = kubelet.retire  # a pod whose request timed out is replaced
         controller = ReplicaSetController(store, replicasets, kubelet, clock)
         app.ctx.workflows = WorkflowRunner(store, activator, clock, metrics)

@@ -303,24 +303,42 @@ class ServerProcess:
         from allinone.config import Settings
         return Settings(state_dir=self.state_dir).instance
 
-    def containers(self, function: str | None = None, all: bool = False) -> list[Any]:
+    def containers(self, function: str | None = None, all: bool = False,
+                   standby: bool = True) -> list[Any]:
+        """This server's containers (of ``function``): running ones, or ``all``; without
+        ``standby``, not those created and never started (the kubelet's standby
+        container of a function at zero)."""
         client = docker.from_env()
         try:
             labels = ["allinone.managed=1", f"allinone.instance={self.instance()}"]
             if function:
                 labels.append(f"allinone.function={function}")
             # ignore_removed: a pod removed between the list and its inspect is no error.
-            return list(client.containers.list(all=all, filters={"label": labels},
-                                               ignore_removed=True))
+            found = client.containers.list(all=all, filters={"label": labels},
+                                           ignore_removed=True)
+            return [c for c in found if standby or c.status != "created"]
         finally:
             client.close()
 
     def cleanup_containers(self) -> None:
+        """Remove every container of this server's instance, then the local images it
+        pushed to its registry (the server is gone: nothing else removes them, and each
+        test run left some 180 MB images behind)."""
         for c in self.containers(all=True):
             try:
                 c.remove(force=True)
             except docker.errors.NotFound:
                 pass
+        client = docker.from_env()
+        try:
+            prefix = f"{self.registry}/"
+            for image in client.images.list():
+                for tag in image.tags:
+                    if tag.startswith(prefix):  # not forced: an image in use stays
+                        with contextlib.suppress(docker.errors.APIError):
+                            client.images.remove(tag)
+        finally:
+            client.close()
 
     # -- API helpers (thin: the client does the work) ----------------------------------
 

@@ -281,6 +281,9 @@ def bench_cold_start(api: Client, server_port: int, trials: int, tick: float) ->
     with functions(api, [name], {"scaling": {"maxScale": 1, **AT_ZERO}}) as box:
         for i in range(trials):
             api.wait_replicas(name, 0, 0, 60 + 10 * tick, interval=0.02, no_pods=True)
+            # As a function idle for more than a moment: its standby container is
+            # created (~0.1-0.3 s after its last pod went; see the kubelet).
+            time.sleep(1.0)
             s0 = float(api.metric("allinone_cold_start_latency_seconds_sum", name) or 0)
             cold, warm = calls(server_port, f"/function/{name}", 2)
             s1 = float(api.metric("allinone_cold_start_latency_seconds_sum", name) or 0)
@@ -622,6 +625,9 @@ def bench_storm(api: Client, pid: int | None, n: int, rounds: int,
         for i in range(rounds):
             for name in names:
                 api.wait_replicas(name, 0, 0, 60 + 10 * tick, interval=0.05, no_pods=True)
+            # As functions idle for more than a moment: their standby containers are
+            # created (40 Docker creates take a few seconds here).
+            time.sleep(5.0)
             c0, t0 = cpu_seconds(pid) if pid else 0.0, time.perf_counter()
             got = storm(urls, ADD_BODY)  # a slow storm is measured, not cut off (120 s)
             time.sleep(3.0)
