@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +38,7 @@ from typing import Any
 import psutil
 
 from allinone.apiserver.workflows import MAX_PAGE
-from allinone.client import Client, poll
+from allinone.client import ApiError, Client, poll
 from allinone.objects import parse_rfc3339
 from allinone.testing import FIXTURES, ServerProcess, launch_chromium
 from loadtests.loadgen import measure, sequence, storm
@@ -235,8 +236,11 @@ def functions(api: Client, names: list[str], spec: dict[str, Any], ready: int | 
     finally:
         if box is not None:
             box.close()
-        for name in names:
-            api.delete(name, missing_ok=True)
+        for name in names:  # best effort: a failure here must not hide the part's own
+            try:
+                api.delete(name, missing_ok=True)
+            except ApiError as exc:
+                log(f"could not delete {name}: {exc}")
 
 
 # -- warm latency and throughput (one pod, direct vs through the activator) -----------
@@ -880,6 +884,9 @@ def main(argv: list[str] | None = None) -> int:
             log("paused: starting allinone serve --keep-paused 300")
             with ServerProcess(tmp / "state-paused", extra_args=("--keep-paused", "300")) as s:
                 res["paused"] = bench_paused(s.client, s.port, args.trials, s.tick)
+    except Exception as exc:  # keep the figures of the parts that ran
+        res["error"] = f"{type(exc).__name__}: {exc}"
+        log(f"stopped by an error:\n{traceback.format_exc()}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     res["table"] = out = table(res)
@@ -887,7 +894,7 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(res, indent=1) + "\n")
     print(f"\nJSON: {args.json}")
-    return 0
+    return 1 if "error" in res else 0
 
 
 if __name__ == "__main__":
