@@ -414,16 +414,18 @@ class Kubelet:
 
     # -- standby containers ----------------------------------------------------------
 
-    def want_standby(self, function: str, template: Obj, template_hash: str) -> None:
-        """Called by the controller for a function at zero: make sure a standby of its
-        current template exists or is being created (no-op when standby is off)."""
-        if not self.standby_on or function in self._preparing:
+    def want_standby(self, function: str, desired: int, pods: int, template: Obj | None,
+                     template_hash: str | None) -> None:
+        """Called by the controller at each sync: make sure a standby of the current
+        template exists or is being created when the rule (:func:`parking.wants_standby`)
+        says the function wants one."""
+        if template is None or template_hash is None or function in self._preparing \
+                or not parking.wants_standby(self.standby_on, desired, pods, template_hash,
+                                             self.parked.get(function, ())):
             return
         s = self.standby.get(function)
         if s is not None and s.template_hash == template_hash:
             return
-        if any(p.template_hash == template_hash for p in self.parked.get(function, ())):
-            return  # a paused pod of this template resumes faster than a standby starts
         if s is None and len(self.standby) >= STANDBY_MAX:
             return
         self._preparing.add(function)

@@ -91,7 +91,8 @@ def run_once(trace: Trace, specs: dict[str, SimSpec], model: rmodel.RuntimeModel
         "seed": seed,
         "runtime_model": model.to_json(),
         "specs": {k: {"scaling": dict(v.scaling), "timeoutSeconds": v.timeout,
-                      "keepPausedSeconds": v.keep_paused} for k, v in specs.items()},
+                      "keepPausedSeconds": v.keep_paused, "standby": v.standby}
+                  for k, v in specs.items()},
     }
     data = report.summary(results, run)
     report.write_summary(data, out)

@@ -17,12 +17,14 @@ What runs for real (imported, never copied):
 
 What is simulated, from the :class:`~allinone.simulator.model.RuntimeModel`: a pod's
 container start is ``pod_start`` of work (``unpause`` when a parked pod is resumed,
-which is not shared). The node's container starts share it: up to ``parallel_starts``
-run at full speed, and with n > ``parallel_starts`` in progress each advances at
-``parallel_starts / n`` (processor sharing: a start is mostly the shim's CPU-bound
-interpreter start, and the cores are shared; 4 starts at once with 2 at full speed all
-finish after 2 x ``pod_start``, which is what ``calibrate`` measures). A request's
-service time is its trace duration plus ``activator_overhead``.
+which is not shared; ``pod_start - create`` when it starts the function's standby
+container, which the kubelet creates ``create`` after the function reached zero, by
+:func:`~allinone.kubelet.parking.wants_standby`). The node's container starts share
+it: up to ``parallel_starts`` run at full speed, and with n > ``parallel_starts`` in
+progress each advances at ``parallel_starts / n`` (processor sharing: a start is mostly
+the shim's CPU-bound interpreter start, and the cores are shared; 4 starts at once with
+2 at full speed all finish after 2 x ``pod_start``, which is what ``calibrate``
+measures). A request's service time is its trace duration plus ``activator_overhead``.
 
 What the driver does in the activator's place is its proxy's part, the I/O around the
 throttler's answers (:meth:`Activator._acquire`): a request asks the throttler for a
@@ -90,13 +92,18 @@ class SimSpec:
     timeout: float
     container_concurrency: int
     keep_paused: float = 0.0  # the server's --keep-paused, per run
+    standby: bool = True  # the server's standby containers (off: --no-standby)
 
     @classmethod
     def from_user(cls, user: Mapping[str, Any] | None = None) -> SimSpec:
         """``user``: a Function spec (``scaling``, ``timeoutSeconds``) plus, optionally,
-        ``keepPausedSeconds`` (the server option ``--keep-paused``)."""
+        ``keepPausedSeconds`` (the server option ``--keep-paused``) and ``standby``
+        (false: the server option ``--no-standby``)."""
         data = dict(user or {})
         keep = data.pop("keepPausedSeconds", 0.0)
+        standby = data.pop("standby", True)
+        if not isinstance(standby, bool):
+            raise objects.ValidationError(f"standby must be true or false, got {standby!r}")
         if isinstance(keep, bool) or not isinstance(keep, (int, float)) or keep < 0 \
                 or not math.isfinite(keep):
             raise objects.ValidationError(
@@ -105,7 +112,7 @@ class SimSpec:
         scaling = objects.scaling(spec)
         return cls(scaling=scaling, timeout=float(spec.get("timeoutSeconds", 60)),
                    container_concurrency=int(scaling.get("containerConcurrency", 0)),
-                   keep_paused=float(keep))
+                   keep_paused=float(keep), standby=standby)
 
 
 @dataclass
@@ -158,8 +165,8 @@ class _Fn:
 
     __slots__ = (
         "dormant", "last_tick", "name", "panic_from", "parked", "pod_count", "pod_since",
-        "pods", "poked", "ready", "replicas", "res", "seq", "spec", "state", "throttler",
-        "tracker", "waiting", "was_panic",
+        "pods", "poked", "ready", "replicas", "res", "seq", "spec", "standby_at", "state",
+        "throttler", "tracker", "waiting", "was_panic",
     )
 
     def __init__(self, name: str, spec: SimSpec, start: float, queue_limit: int,
@@ -176,6 +183,9 @@ class _Fn:
         self.pod_count = 0  # pods that exist (any phase): the cost
         self.pod_since = start
         self.parked: list[_Parked] = []  # most recent last, as the kubelet's stack
+        # When its standby container exists (created), None without one. Deployed at
+        # zero: made while it was built.
+        self.standby_at: float | None = start if spec.standby else None
         self.replicas = 0
         self.poked = False
         self.dormant = False
@@ -410,8 +420,13 @@ class Simulation:
             f.res.pods_resumed += 1
             self._push(t + self.model.unpause, _READY, f, pod)
             return
+        work = self.model.pod_start
+        if f.standby_at is not None and f.standby_at <= t:
+            # The kubelet hands the standby to the new pod; one still being created is
+            # not waited for (the pod creates its own, the standby stays for later).
+            work, f.standby_at = max(0.0, work - self.model.create), None
         self._advance_starts(t)
-        self._starting.append([self.model.pod_start, f, pod])
+        self._starting.append([work, f, pod])
         f.res.pods_started += 1
         self._schedule_start(t)
 
@@ -487,7 +502,14 @@ class Simulation:
             if not self._parking:  # no expiry check on the heap yet
                 self._push(self._next_sweep(t), _SWEEP, None)
             self._parking[f.name] = f
+        self._want_standby(f, t)
         self._push(t, _SYNC, f)  # the controller syncs after every pod event
+
+    def _want_standby(self, f: _Fn, t: float) -> None:
+        """The controller asks for a standby at zero; the kubelet creates it (``create``)."""
+        if f.standby_at is None and parking.wants_standby(
+                f.spec.standby, f.replicas, f.pod_count, TEMPLATE, f.parked):
+            f.standby_at = t + self.model.create
 
     @staticmethod
     def _next_sweep(t: float) -> float:
@@ -506,6 +528,7 @@ class Simulation:
             f.parked = keep
             if not keep:
                 del self._parking[name]
+                self._want_standby(f, t)
         if self._parking:
             self._push(self._next_sweep(t), _SWEEP, None)
 

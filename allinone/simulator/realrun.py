@@ -179,7 +179,7 @@ def validate(trace: Trace, spec: dict[str, Any], model: rmodel.RuntimeModel, ser
              token: str | None, out: Path, *, tick: float, seed: int = 0) -> dict[str, Any]:
     check_bounds(trace)
     sim_spec = SimSpec.from_user(spec)
-    api_spec = {k: v for k, v in spec.items() if k != "keepPausedSeconds"}
+    api_spec = {k: v for k, v in spec.items() if k not in ("keepPausedSeconds", "standby")}
     client = _client(server, token)
     deployed: list[str] = []
     try:

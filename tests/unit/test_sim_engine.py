@@ -19,7 +19,9 @@ MODEL = RuntimeModel(pod_start_ms=100, unpause_ms=10, parallel_starts=1,
 
 
 def spec(**scaling: object) -> SimSpec:
-    return SimSpec.from_user({"scaling": scaling})
+    """Without standby containers, so every start below is ``pod_start`` (the standby's
+    own tests turn it on)."""
+    return SimSpec.from_user({"scaling": scaling, "standby": False})
 
 
 def test_one_request_every_10_s_with_30_s_grace_is_cold_once() -> None:
@@ -216,3 +218,32 @@ def test_a_woken_request_with_no_slot_waits_again_at_the_end() -> None:
     [r] = Simulation(trace, spec(containerConcurrency=1, minScale=1, maxScale=1),
                      MODEL).run()
     assert list(r.queued) == pytest.approx([0.0, 0.5, 1.0])
+
+
+def test_a_standby_takes_docker_s_create_off_each_start_at_zero() -> None:
+    trace = Trace.from_rows([("f", 10.0, 0.05), ("f", 400.0, 0.05)])
+    on = SimSpec.from_user({"scaling": {"scaleToZeroGracePeriodSeconds": 30}})
+    [r] = Simulation(trace, on, MODEL).run()
+    # MODEL's create is the default 20 ms: poke 1 + plan 2 + (100 - 20) + 50 ms, both
+    # times (a new standby is created 20 ms after the first pod went).
+    assert list(r.latency) == pytest.approx([0.133, 0.133])
+    assert list(r.cold) == [1, 1] and r.pods_started == 2
+    [off] = Simulation(trace, spec(scaleToZeroGracePeriodSeconds=30), MODEL).run()
+    assert list(off.latency) == pytest.approx([0.153, 0.153])
+
+
+def test_only_one_pod_of_a_scale_up_from_zero_starts_the_standby() -> None:
+    trace = Trace.from_rows([("f", 5.0, 1.0), ("f", 5.0, 1.0)])
+    on = SimSpec.from_user({"scaling": {"containerConcurrency": 1, "maxScale": 2,
+                                        "target": 1, "targetUtilizationPercentage": 100}})
+    model = RuntimeModel(pod_start_ms=100, create_ms=20, parallel_starts=2,
+                         poke_delay_ms=1, sync_delay_ms=2, activator_overhead_ms=0)
+    [r] = Simulation(trace, on, model).run()
+    # Both created at 5.003, both at full speed: the standby's after 80 ms, the other
+    # after the whole 100 ms.
+    assert [round(t, 6) for t, _ in r.ready_series[:2]] == [5.083, 5.103]
+
+
+def test_standby_must_be_a_boolean() -> None:
+    with pytest.raises(ValidationError, match="standby must be true or false"):
+        SimSpec.from_user({"standby": "yes"})
