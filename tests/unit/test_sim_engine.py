@@ -120,20 +120,33 @@ def mixed_trace() -> Trace:
     }, 1800, seed=11)
 
 
-def test_dormancy_shortcut_gives_the_same_results_as_ticking_everything() -> None:
+@pytest.mark.parametrize("scaling", [
+    {"containerConcurrency": 2},
+    {"stableWindowSeconds": 6, "scaleToZeroGracePeriodSeconds": 2, "activationScale": 2},
+    {"scaleDownDelaySeconds": 20, "scaleToZeroPodRetentionSeconds": 45},
+    {"metric": "rps", "target": 1, "minScale": 1},
+    {"target": 1, "keepPausedSeconds": 60},
+])
+def test_skipped_ticks_give_the_same_results_as_deciding_every_tick(
+        scaling: dict[str, object]) -> None:
     trace = mixed_trace()
-    s = spec(containerConcurrency=2)
+    keep = scaling.pop("keepPausedSeconds", 0)
+    s = SimSpec.from_user({"scaling": scaling, "keepPausedSeconds": keep})
     fast_sim = Simulation(trace, s, MODEL, seed=4)
     fast = fast_sim.run()
     exact_sim = Simulation(trace, s, MODEL, seed=4, exact_ticks=True)
     exact = exact_sim.run()
-    assert fast_sim.stats.ticks < exact_sim.stats.ticks  # it did skip work
+    # It did skip work: ticks asleep, and decides the scaler found standing.
+    assert fast_sim.stats.ticks < exact_sim.stats.ticks
+    assert sum(r.decisions for r in fast) < sum(r.decisions for r in exact)
     assert fast_sim.stats.catch_ups > 0
     for a, b in zip(fast, exact, strict=True):
         assert list(a.latency) == list(b.latency)
         assert list(a.cold) == list(b.cold)
         assert a.desired_series == b.desired_series
         assert a.ready_series == b.ready_series
+        assert a.pods_series == b.pods_series and a.panic_series == b.panic_series
+        assert list(a.status) == list(b.status) and a.paused_seconds == b.paused_seconds
         assert a.pod_seconds == pytest.approx(b.pod_seconds)
         assert a.panic_seconds == pytest.approx(b.panic_seconds)
 
