@@ -163,8 +163,10 @@ def check_bounds(trace: Trace) -> None:
             raise RealRunError(f"trace function {name!r} cannot be deployed: {exc}") from None
 
 
-def _p50(values: list[float]) -> float | None:
-    return round(statistics.median(values) * 1000, 3) if values else None
+def _pct(values: list[float], p: str) -> float | None:
+    """A percentile in ms by the rule the simulator's report uses (nearest rank), so
+    both sides of the table are the same statistic."""
+    return report.percentiles(values)[p]
 
 
 def _rel(real: float | None, sim: float | None) -> float | None:
@@ -202,19 +204,22 @@ def validate(trace: Trace, spec: dict[str, Any], model: rmodel.RuntimeModel, ser
     for i, name in enumerate(trace.functions):
         ok = [la for f, _, la, st in rows if f == i and st == 200]
         real = {"cold_starts": after.get(name, 0) - before.get(name, 0),
-                "peak_pods": peaks[name], "p50": _p50(ok),
+                "peak_pods": peaks[name], "p50": _pct(ok, "p50"), "p95": _pct(ok, "p95"),
                 "failed": sum(1 for f, _, _, st in rows if f == i and st != 200)}
         fig = sim["functions"][name]
         simulated = {"cold_starts": fig["cold_starts"], "peak_pods": fig["peak_pods"],
-                     "p50": fig["latency_ms"]["p50"], "failed": fig["failed"]}
+                     "p50": fig["latency_ms"]["p50"], "p95": fig["latency_ms"]["p95"],
+                     "failed": fig["failed"]}
         table.append({"function": name, "real": real, "sim": simulated})
     all_ok = [la for _, _, la, st in rows if st == 200]
     total_real = {"cold_starts": sum(r["real"]["cold_starts"] for r in table),
                   "peak_pods": sum(r["real"]["peak_pods"] for r in table),
-                  "p50": _p50(all_ok), "failed": sum(r["real"]["failed"] for r in table)}
+                  "p50": _pct(all_ok, "p50"), "p95": _pct(all_ok, "p95"),
+                  "failed": sum(r["real"]["failed"] for r in table)}
     t = sim["total"]
     total_sim = {"cold_starts": t["cold_starts"], "peak_pods": t["peak_pods"],
-                 "p50": t["latency_ms"]["p50"], "failed": t["failed"]}
+                 "p50": t["latency_ms"]["p50"], "p95": t["latency_ms"]["p95"],
+                 "failed": t["failed"]}
     table.append({"function": "total", "real": total_real, "sim": total_sim})
     for row in table:
         row["relative_error"] = {k: _rel(row["real"][k], row["sim"][k]) for k in BOUNDS}
@@ -228,13 +233,14 @@ def validate(trace: Trace, spec: dict[str, Any], model: rmodel.RuntimeModel, ser
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     head = ["function", "cold real", "cold sim", "peak real", "peak sim", "p50 real ms",
-            "p50 sim ms", "within bounds"]
+            "p50 sim ms", "p95 real ms", "p95 sim ms", "within bounds"]
     cells = [head]
     for r in rows:
         re_, si = r["real"], r["sim"]
         cells.append([r["function"], str(re_["cold_starts"]), str(si["cold_starts"]),
                       str(re_["peak_pods"]), str(si["peak_pods"]), f"{re_['p50'] or 0:.1f}",
-                      f"{si['p50'] or 0:.1f}", "yes" if r["within_bounds"] else "no"])
+                      f"{si['p50'] or 0:.1f}", f"{re_.get('p95') or 0:.1f}",
+                      f"{si.get('p95') or 0:.1f}", "yes" if r["within_bounds"] else "no"])
     widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
                        for i, (c, w) in enumerate(zip(row, widths, strict=True)))
