@@ -13,7 +13,11 @@
   ``/function/NAME`` in real time (body ``{"ms": duration_ms}``), polls the pod list
   every ``POLL_SECONDS`` for peak pods and reads the activator's ``allinone_cold_starts``
   counter, then simulates the same trace with the same spec and prints, side by side,
-  cold starts, peak pods and p50 latency (``DIR/validation.json`` has both summaries).
+  cold starts, peak pods and p50 latency (the bounded figures), and the p95 and the
+  mean latency of the cold requests (the activator's ``allinone_cold_start_latency``
+  histogram on the real side): when cold starts disagree, the cold latency says whether
+  the pods started slower or faster during the replay than calibrate measured
+  (``DIR/validation.json`` has both summaries).
 
 Load is bounded, because this replays on the machine it measures: at most
 ``MAX_SECONDS`` of trace, ``MAX_INVOCATIONS`` invocations and ``MAX_PER_SECOND`` arrivals
