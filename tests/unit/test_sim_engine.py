@@ -229,3 +229,23 @@ def test_a_woken_request_with_no_slot_waits_again_at_the_end() -> None:
     [r] = Simulation(trace, spec(containerConcurrency=1, minScale=1, maxScale=1),
                      MODEL).run()
     assert list(r.queued) == pytest.approx([0.0, 0.5, 1.0])
+
+
+def test_a_function_is_visited_only_when_its_decision_can_change() -> None:
+    # One 100 ms request at 10 s, default spec (window 60 s, grace 30 s). Ticks visited:
+    # 0 (no data yet: no promise), 2 (zero sample: 0 stands for ever: asleep); the
+    # request wakes it at 10 (catch-up on the 10 s grid tick: idle, its decision stands,
+    # no decide), the poke decides at 10.001 (1 pod), 12 (the request's interval ends
+    # at 12: 1 stands until 12 + 60), 72 (window empty: Inactive, 1 stands until
+    # 72 + 30), 102 (0: the pod goes at 102.002 and wakes it), 104 (one ready pod less:
+    # decide; 0 stands for ever). Every other tick of the 200 s is slept through.
+    trace = Trace.from_rows([("f", 10.0, 0.1)])
+    sim = Simulation(trace, spec(), MODEL, drain_after=200)
+    [r] = sim.run()
+    assert (sim.stats.ticks, sim.stats.catch_ups, r.decisions) == (6, 1, 7)
+    assert r.desired_series == [(10.001, 1), (102.0, 0)]
+    assert [t for t, _ in r.ready_series] == [pytest.approx(10.103), pytest.approx(102.002)]
+    exact = Simulation(trace, spec(), MODEL, drain_after=200, exact_ticks=True)
+    [e] = exact.run()
+    assert exact.stats.ticks == 106 and e.decisions == 107  # 0, 2, ..., 210; + the poke
+    assert e.desired_series == r.desired_series and e.ready_series == r.ready_series
