@@ -88,6 +88,8 @@ def run_once(trace: Trace, specs: dict[str, SimSpec], model: rmodel.RuntimeModel
         "speedup_over_real_time": round(span / wall, 1) if wall > 0 else None,
         "events": sim.stats.events,
         "autoscaler_ticks": sim.stats.ticks,
+        # decides made (a visited tick whose decision stood is not one; pokes are)
+        "autoscaler_decisions": sum(r.decisions for r in results),
         "seed": seed,
         "runtime_model": model.to_json(),
         "specs": {k: {"scaling": dict(v.scaling), "timeoutSeconds": v.timeout,

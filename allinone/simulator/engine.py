@@ -2,11 +2,12 @@
 
 What runs for real (imported, never copied):
 
-- the KPA: :func:`allinone.autoscaler.kpa.decide` with :func:`initial_state`, fed by
-  the activator's own :class:`~allinone.activator.stats.ConcurrencyTracker` through the
-  autoscaler loop's :func:`~allinone.autoscaler.loop.observation`, every ``tick``
-  seconds per function on one grid, and at once (after ``poke_delay``) when a request
-  finds no ready pod, as the loop does when the activator pokes it;
+- the KPA: :func:`allinone.autoscaler.kpa.decide`, through the autoscaler loop's own
+  :class:`~allinone.autoscaler.loop.FunctionScaler` (which skips a tick while the last
+  decision stands), fed by the activator's
+  :class:`~allinone.activator.stats.ConcurrencyTracker`, every ``tick`` seconds per
+  function on one grid, and at once (after ``poke_delay``) when a request finds no
+  ready pod, as the loop does when the activator pokes it;
 - the activator's throttler: one :class:`~allinone.activator.throttler.Throttler` per
   function holds the waiting requests (tickets: the request's index), admits them to
   pods (:func:`~allinone.activator.balancer.pick`, ``containerConcurrency`` and the
@@ -38,17 +39,32 @@ pod resumes (:func:`~allinone.kubelet.parking.take`), and when one expires
 (:func:`~allinone.kubelet.parking.expired`, checked every ``PARKED_CHECK_INTERVAL`` on
 the kubelet's 1 s grid while anything is parked).
 
+Not modelled: pod failures (so no crash backoff), the pod memory budget, and the
+kubelet's standby container (a function at zero has one created, and its next pod
+only starts it): every start here costs ``pod_start``, which calibrate measures at
+zero, so with standby on it is the standby's start, and pods beyond the first are
+simulated too fast. Still the driver's own, mirroring the components: the order of
+the controller's syncs (after a change of ``spec.replicas`` and after every pod
+event), the loop's one timer as a tick grid per function, and the proxy's acquire
+loop (ask, poke, wait, 504) around the real throttler.
+
 Invariants:
 
 - Events at the same virtual time run in a fixed order (heap events before trace
   arrivals, then by insertion), and all randomness comes from one seeded ``Random``:
   a run is a pure function of (trace, specs, model, seed).
-- Dormancy is the one shortcut, and it is exact: a function with no pod, nothing in
-  flight or held, desired 0 (or no data) and not in panic stops ticking. Further ticks
-  could only record zero-concurrency samples, and one zero sample over the whole gap
-  gives the same window averages; so on its next request the driver runs the one
-  missed grid tick (catch-up) and resumes. ``exact_ticks=True`` turns it off; a unit
-  test checks both give the same results.
+- Sleep is the one shortcut of the driver, and it is exact: a function with nothing in
+  flight or held whose last decision stands beyond the next tick
+  (:attr:`~allinone.autoscaler.kpa.Decision.stands_until`) is not visited until its
+  first grid tick at or after that time, or until something happens to it (a request
+  arrives, its ready count changes), whichever is first. Every tick it sleeps through
+  the scaler would skip anyway (its sample is idle, the rest unchanged), and the
+  scaler's one sample over the whole gap gives the same window values as many; so on
+  waking the driver runs the last grid tick it slept through (catch-up: the sample
+  ends there, as the skipped ones would have), then ticks on. A function with no pod
+  and desired 0 sleeps until its next request. ``exact_ticks=True`` turns the
+  shortcut and the scaler's skipping off (a decide at every tick); unit tests check
+  both give the same results.
 """
 
 from __future__ import annotations
@@ -65,8 +81,7 @@ from allinone import objects
 from allinone.activator.balancer import Endpoint
 from allinone.activator.stats import ConcurrencyTracker
 from allinone.activator.throttler import QUEUE_LIMIT, Throttler
-from allinone.autoscaler.kpa import KPAState, decide, initial_state
-from allinone.autoscaler.loop import observation
+from allinone.autoscaler.loop import FunctionScaler
 from allinone.controller.planning import PENDING, RUNNING, TERMINATING, PodView, plan
 from allinone.kubelet import parking
 from allinone.kubelet.parking import PARKED_CHECK_INTERVAL
@@ -164,9 +179,9 @@ class _Fn:
     """One function's live state in the driver."""
 
     __slots__ = (
-        "dormant", "last_tick", "name", "panic_from", "parked", "pod_count", "pod_since",
-        "pods", "poked", "ready", "replicas", "res", "seq", "spec", "standby_at", "state",
-        "throttler", "tracker", "waiting", "was_panic",
+        "asleep", "last_tick", "name", "panic_from", "parked", "pod_count", "pod_since",
+        "pods", "poked", "ready", "replicas", "res", "scaler", "seq", "spec", "standby_at",
+        "throttler", "tick_version", "tracker", "waiting", "was_panic",
     )
 
     def __init__(self, name: str, spec: SimSpec, start: float, queue_limit: int,
@@ -174,7 +189,7 @@ class _Fn:
         self.name = name
         self.spec = spec
         self.tracker = ConcurrencyTracker()
-        self.state: KPAState | None = None
+        self.scaler = FunctionScaler()
         self.throttler: Throttler[int] = Throttler(queue_limit, rng)
         self.waiting: dict[int, float] = {}  # ticket (request index) -> its duration
         # The throttler's ready_count(), kept in step (it is read on every arrival).
@@ -188,7 +203,8 @@ class _Fn:
         self.standby_at: float | None = start if spec.standby else None
         self.replicas = 0
         self.poked = False
-        self.dormant = False
+        self.asleep = False
+        self.tick_version = 0  # tells the one live _TICK event (a wake makes a new one)
         self.last_tick = -math.inf
         self.was_panic = False
         self.panic_from = 0.0
@@ -246,7 +262,7 @@ class Simulation:
         """Run to the end of the trace plus ``drain_after`` seconds of quiet (at least
         until every request is answered), and return per-function results."""
         for f in self.fns:
-            self._push(0.0, _TICK, f)  # every function exists from t = 0 (created_at)
+            self._push(0.0, _TICK, f, 0)  # every function exists from t = 0 (created_at)
         arrival, fnidx, duration = self.trace.arrival, self.trace.fn, self.trace.duration
         fns, heap, pop = self.fns, self._heap, heapq.heappop
         n, i = len(arrival), 0
@@ -284,7 +300,7 @@ class Simulation:
     # -- requests (the activator's rules) ---------------------------------------------
 
     def _arrive(self, f: _Fn, t: float, dur: float) -> None:
-        if f.dormant:
+        if f.asleep:
             self._wake(f, t)
         f.tracker.start(t)
         res = f.res
@@ -353,34 +369,46 @@ class Simulation:
 
     def _poke(self, f: _Fn, t: float, _: Any) -> None:
         f.poked = False
-        self._decide(f, t)
+        self._decide(f, t, force=True)
 
-    def _tick(self, f: _Fn, t: float, _: Any) -> None:
+    def _tick(self, f: _Fn, t: float, version: int) -> None:
+        if version != f.tick_version:
+            return  # a wake scheduled the function's ticks anew
         self.stats.ticks += 1
         self._decide(f, t)
         f.last_tick = t
-        if (not self.exact_ticks and not f.pods and f.replicas == 0 and not f.waiting
-                and f.tracker.in_flight == 0 and not f.was_panic and not f.poked):
-            f.dormant = True  # see the module docstring: exact, resumed by _wake
-            return
-        self._push(t + self.tick, _TICK, f)
+        nxt = t + self.tick
+        if not self.exact_ticks and not f.waiting and f.tracker.in_flight == 0 \
+                and not f.poked:
+            d = f.scaler.decision
+            until = d.stands_until if d is not None else -math.inf
+            if until > nxt:
+                # Asleep: every tick before `until` would be skipped by the scaler's
+                # rule unless something happens (see the module docstring).
+                f.asleep = True
+                if until < math.inf:
+                    self._push(t + self.tick * math.ceil((until - t) / self.tick), _TICK, f,
+                               f.tick_version)
+                return
+        self._push(nxt, _TICK, f, f.tick_version)
 
     def _wake(self, f: _Fn, t: float) -> None:
-        """Resume a dormant function: run the last grid tick it skipped, then tick on."""
-        f.dormant = False
+        """Something happened to an asleep function: run the last grid tick it slept
+        through (its sample ends there), then tick on from it."""
+        f.asleep = False
+        f.tick_version += 1
         last = math.floor(t / self.tick) * self.tick
         if last > f.last_tick:
             self.stats.catch_ups += 1
             self._decide(f, last)
             f.last_tick = last
-        self._push(f.last_tick + self.tick, _TICK, f)
+        self._push(f.last_tick + self.tick, _TICK, f, f.tick_version)
 
-    def _decide(self, f: _Fn, t: float) -> None:
-        sample = f.tracker.take(t)
-        scaling = f.spec.scaling
-        if f.state is None:
-            f.state = initial_state(scaling, t, ready_pods=f.ready)
-        decision, f.state = decide(scaling, f.state, observation(sample, f.ready), t)
+    def _decide(self, f: _Fn, t: float, force: bool = False) -> None:
+        decision = f.scaler.step(f.spec.scaling, f.tracker.take(t), f.ready, t,
+                                 force=force or self.exact_ticks)
+        if decision is None:
+            return  # the last decision stands (the autoscaler loop's own rule)
         res = f.res
         res.decisions += 1
         if decision.panic != f.was_panic:
@@ -467,6 +495,8 @@ class Simulation:
         ep = Endpoint(pod=pod.name, address="simulated")  # nothing is ever sent to it
         pod.endpoint = ep
         _, wake = f.throttler.add(ep)
+        if f.asleep:
+            self._wake(f, t)  # the ready count changes: the decision may too
         f.ready += 1
         f.res.ready_series.append((t, f.ready))
         self._woken(f, wake, t)
@@ -483,6 +513,8 @@ class Simulation:
             self._remove(f, pod, t)  # never ready: its start is abandoned
             return
         f.throttler.drain(pod.name)
+        if f.asleep:
+            self._wake(f, t)
         f.ready -= 1
         f.res.ready_series.append((t, f.ready))
         if ep.in_flight == 0:

@@ -13,7 +13,11 @@
   ``/function/NAME`` in real time (body ``{"ms": duration_ms}``), polls the pod list
   every ``POLL_SECONDS`` for peak pods and reads the activator's ``allinone_cold_starts``
   counter, then simulates the same trace with the same spec and prints, side by side,
-  cold starts, peak pods and p50 latency (``DIR/validation.json`` has both summaries).
+  cold starts, peak pods and p50 latency (the bounded figures), and the p95 and the
+  mean latency of the cold requests (the activator's ``allinone_cold_start_latency``
+  histogram on the real side): when cold starts disagree, the cold latency says whether
+  the pods started slower or faster during the replay than calibrate measured
+  (``DIR/validation.json`` has both summaries).
 
 Load is bounded, because this replays on the machine it measures: at most
 ``MAX_SECONDS`` of trace, ``MAX_INVOCATIONS`` invocations and ``MAX_PER_SECOND`` arrivals
@@ -42,7 +46,7 @@ from allinone.client import DEFAULT_SERVER, ApiError, Client, token_for
 from allinone.config import DEFAULT_STATE_DIR
 from allinone.simulator import model as rmodel
 from allinone.simulator import report
-from allinone.simulator.engine import SimSpec, Simulation
+from allinone.simulator.engine import FunctionResult, SimSpec, Simulation
 from allinone.simulator.trace import Trace, load
 
 # The function deployed for every trace function (fixtures/sleep.py's behaviour): it
@@ -61,7 +65,9 @@ POLL_SECONDS = 0.2
 PARALLEL_PROBE = 4  # simultaneous cold starts calibrate makes to see the engine's parallelism
 BOUNDS = {"cold_starts": 0.10, "peak_pods": 0.10, "p50": 0.20}
 
-_COLD = re.compile(r'^allinone_cold_starts_total\{function="([^"]+)"\} ([0-9.e+]+)$', re.M)
+# The activator's cold-start count and the summed latency of those requests, per function.
+_COLD = re.compile(r'^allinone_cold_start(s_total|_latency_seconds_sum)\{function="([^"]+)"\} '
+                   r'([0-9.e+]+)$', re.M)
 
 
 class RealRunError(Exception):
@@ -82,12 +88,32 @@ def deploy(client: Client, name: str, spec: dict[str, Any]) -> None:
         raise RealRunError(f"{name} did not build: {fn['status'].get('message')}")
 
 
-def cold_counts(client: Client) -> dict[str, float]:
+def cold_counts(client: Client) -> dict[str, tuple[float, float]]:
+    """Per function: (cold starts, their summed latency in s) so far, from /metrics."""
     try:
         text = client.metrics()
     except ApiError as exc:
         raise RealRunError(f"GET /metrics: {exc}") from None
-    return {m.group(1): float(m.group(2)) for m in _COLD.finditer(text)}
+    out: dict[str, tuple[float, float]] = {}
+    for m in _COLD.finditer(text):
+        count, total = out.get(m.group(2), (0.0, 0.0))
+        if m.group(1) == "s_total":
+            count = float(m.group(3))
+        else:
+            total = float(m.group(3))
+        out[m.group(2)] = (count, total)
+    return out
+
+
+def _cold_mean_ms(count: float, total: float) -> float | None:
+    return round(total / count * 1000, 3) if count > 0 else None
+
+
+def sim_cold_mean_ms(result: FunctionResult) -> float | None:
+    """The mean latency of a simulated function's cold requests (answered or not, as
+    the activator's histogram counts them), in ms."""
+    lat = [la for la, c in zip(result.latency, result.cold, strict=True) if c]
+    return _cold_mean_ms(len(lat), sum(lat))
 
 
 async def _replay(server: str, token: str | None, trace: Trace,
@@ -163,8 +189,10 @@ def check_bounds(trace: Trace) -> None:
             raise RealRunError(f"trace function {name!r} cannot be deployed: {exc}") from None
 
 
-def _p50(values: list[float]) -> float | None:
-    return round(statistics.median(values) * 1000, 3) if values else None
+def _pct(values: list[float], p: str) -> float | None:
+    """A percentile in ms by the rule the simulator's report uses (nearest rank), so
+    both sides of the table are the same statistic."""
+    return report.percentiles(values)[p]
 
 
 def _rel(real: float | None, sim: float | None) -> float | None:
@@ -199,22 +227,36 @@ def validate(trace: Trace, spec: dict[str, Any], model: rmodel.RuntimeModel, ser
     results = Simulation(trace, sim_spec, model, seed=seed, tick=tick).run()
     sim = report.summary(results, {"tick": tick, "runtime_model": model.to_json()})
     table: list[dict[str, Any]] = []
+    by_name = {r.name: r for r in results}
     for i, name in enumerate(trace.functions):
         ok = [la for f, _, la, st in rows if f == i and st == 200]
-        real = {"cold_starts": after.get(name, 0) - before.get(name, 0),
-                "peak_pods": peaks[name], "p50": _p50(ok),
+        (c0, s0), (c1, s1) = before.get(name, (0.0, 0.0)), after.get(name, (0.0, 0.0))
+        real = {"cold_starts": c1 - c0, "cold_mean_ms": _cold_mean_ms(c1 - c0, s1 - s0),
+                "peak_pods": peaks[name], "p50": _pct(ok, "p50"), "p95": _pct(ok, "p95"),
                 "failed": sum(1 for f, _, _, st in rows if f == i and st != 200)}
         fig = sim["functions"][name]
-        simulated = {"cold_starts": fig["cold_starts"], "peak_pods": fig["peak_pods"],
-                     "p50": fig["latency_ms"]["p50"], "failed": fig["failed"]}
+        simulated = {"cold_starts": fig["cold_starts"],
+                     "cold_mean_ms": sim_cold_mean_ms(by_name[name]),
+                     "peak_pods": fig["peak_pods"],
+                     "p50": fig["latency_ms"]["p50"], "p95": fig["latency_ms"]["p95"],
+                     "failed": fig["failed"]}
         table.append({"function": name, "real": real, "sim": simulated})
     all_ok = [la for _, _, la, st in rows if st == 200]
+    def cold_mean(side: str) -> float | None:
+        count = sum(r[side]["cold_starts"] for r in table)
+        total = sum(r[side]["cold_starts"] * (r[side]["cold_mean_ms"] or 0) for r in table)
+        return round(total / count, 3) if count else None
+
     total_real = {"cold_starts": sum(r["real"]["cold_starts"] for r in table),
+                  "cold_mean_ms": cold_mean("real"),
                   "peak_pods": sum(r["real"]["peak_pods"] for r in table),
-                  "p50": _p50(all_ok), "failed": sum(r["real"]["failed"] for r in table)}
+                  "p50": _pct(all_ok, "p50"), "p95": _pct(all_ok, "p95"),
+                  "failed": sum(r["real"]["failed"] for r in table)}
     t = sim["total"]
-    total_sim = {"cold_starts": t["cold_starts"], "peak_pods": t["peak_pods"],
-                 "p50": t["latency_ms"]["p50"], "failed": t["failed"]}
+    total_sim = {"cold_starts": t["cold_starts"], "cold_mean_ms": cold_mean("sim"),
+                 "peak_pods": t["peak_pods"],
+                 "p50": t["latency_ms"]["p50"], "p95": t["latency_ms"]["p95"],
+                 "failed": t["failed"]}
     table.append({"function": "total", "real": total_real, "sim": total_sim})
     for row in table:
         row["relative_error"] = {k: _rel(row["real"][k], row["sim"][k]) for k in BOUNDS}
@@ -227,14 +269,17 @@ def validate(trace: Trace, spec: dict[str, Any], model: rmodel.RuntimeModel, ser
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    head = ["function", "cold real", "cold sim", "peak real", "peak sim", "p50 real ms",
-            "p50 sim ms", "within bounds"]
+    head = ["function", "cold real", "cold sim", "cold mean real ms", "cold mean sim ms",
+            "peak real", "peak sim", "p50 real ms", "p50 sim ms", "p95 real ms", "p95 sim ms",
+            "within bounds"]
     cells = [head]
     for r in rows:
         re_, si = r["real"], r["sim"]
-        cells.append([r["function"], str(re_["cold_starts"]), str(si["cold_starts"]),
+        cells.append([r["function"], f"{re_['cold_starts']:g}", str(si["cold_starts"]),
+                      f"{re_.get('cold_mean_ms') or 0:.1f}", f"{si.get('cold_mean_ms') or 0:.1f}",
                       str(re_["peak_pods"]), str(si["peak_pods"]), f"{re_['p50'] or 0:.1f}",
-                      f"{si['p50'] or 0:.1f}", "yes" if r["within_bounds"] else "no"])
+                      f"{si['p50'] or 0:.1f}", f"{re_.get('p95') or 0:.1f}",
+                      f"{si.get('p95') or 0:.1f}", "yes" if r["within_bounds"] else "no"])
     widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
                        for i, (c, w) in enumerate(zip(row, widths, strict=True)))

@@ -9,7 +9,15 @@ import pytest
 
 from allinone.cli import main as allinone
 from allinone.simulator import model as rmodel
-from allinone.simulator.realrun import RealRunError, _rel, check_bounds, parallel_starts
+from allinone.simulator.engine import FunctionResult
+from allinone.simulator.realrun import (
+    RealRunError,
+    _rel,
+    check_bounds,
+    cold_counts,
+    parallel_starts,
+    sim_cold_mean_ms,
+)
 from allinone.simulator.trace import Trace
 
 
@@ -63,6 +71,36 @@ def test_validation_bounds_on_load() -> None:
 ])
 def test_parallel_starts_from_the_probe(one: float, all_: float, k: int) -> None:
     assert parallel_starts(one, all_, 4) == k
+
+
+class MetricsText:
+    """The one Client method cold_counts calls."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def metrics(self) -> str:
+        return self.text
+
+
+def test_cold_counts_and_their_mean_latency_from_metrics() -> None:
+    text = "\n".join([
+        '# HELP allinone_cold_starts_total Requests that arrived with no ready pod',
+        'allinone_cold_starts_total{function="a"} 4.0',
+        'allinone_cold_starts_created{function="a"} 1.7e+09',
+        'allinone_cold_start_latency_seconds_bucket{function="a",le="0.5"} 1.0',
+        'allinone_cold_start_latency_seconds_sum{function="a"} 6.5',
+        'allinone_cold_start_latency_seconds_count{function="a"} 4.0',
+        'allinone_cold_starts_total{function="b"} 0.0',
+        'allinone_latency_seconds_sum{function="a"} 99.0',
+    ])
+    assert cold_counts(MetricsText(text)) == {"a": (4.0, 6.5), "b": (0.0, 0.0)}  # type: ignore[arg-type]
+    r = FunctionResult("a")
+    for lat, cold in ((2.0, 1), (0.1, 0), (1.0, 1)):
+        r.latency.append(lat)
+        r.cold.append(cold)
+    assert sim_cold_mean_ms(r) == 1500.0
+    assert sim_cold_mean_ms(FunctionResult("b")) is None
 
 
 def test_relative_error() -> None:
