@@ -4,7 +4,11 @@
   fixture, and measures on the running server: warm latency of a 0 ms request (the
   model's ``activator_overhead_ms``: activator + shim + client, as the validation's
   client sees it) and the cold-start latency of a request at zero (``pod_start_ms`` =
-  cold minus warm minus the poke and sync delays), ``--trials`` times each, medians;
+  cold minus warm minus the poke and sync delays, plus ``create_ms``: the cold trials
+  wait ``STANDBY_SETTLE`` s at zero, so they start the function's standby container, as
+  a function idle for a while does), ``--trials`` times each, medians; Docker's create
+  of the function's image in the platform's sandbox (``create_ms``; the default when the
+  Docker engine is not on this host);
   and ``PARALLEL_PROBE`` requests at once at zero, each needing its own pod, to see how
   many container starts the engine makes progress on at once (``parallel_starts``).
   What it did not measure keeps the default and is listed under ``measured.defaults``.
@@ -63,6 +67,8 @@ MAX_INVOCATIONS = 20_000
 MAX_PER_SECOND = 50
 POLL_SECONDS = 0.2
 PARALLEL_PROBE = 4  # simultaneous cold starts calibrate makes to see the engine's parallelism
+# s a cold trial waits at zero: the kubelet creates the standby container in ~0.1-0.3 s.
+STANDBY_SETTLE = 1.0
 BOUNDS = {"cold_starts": 0.10, "peak_pods": 0.10, "p50": 0.20}
 
 # The activator's cold-start count and the summed latency of those requests, per function.
@@ -348,8 +354,10 @@ def calibrate(server: str, token: str | None, trials: int,
         "maxScale": PARALLEL_PROBE}})
     try:
         colds, warms, lasts = [], [], []
+        creates = _docker_creates(client.get(name)["status"]["image"], trials)
         for _ in range(trials):
             _wait_zero(client, name)
+            time.sleep(STANDBY_SETTLE)
             colds.append(_invoke(client, name))
             warms += [_invoke(client, name) for _ in range(10)]
         for _ in range(trials):
@@ -367,19 +375,54 @@ def calibrate(server: str, token: str | None, trials: int,
             print(f"warning: could not delete {name}: {exc}", file=sys.stderr)
     warm = statistics.median(warms) * 1000
     cold = statistics.median(colds) * 1000
-    pod_start = max(0.0, cold - warm - base.poke_delay_ms - base.sync_delay_ms)
+    create = statistics.median(creates) * 1000 if creates else base.create_ms
+    # The cold trials started a standby: the full start adds Docker's create.
+    pod_start = max(0.0, cold - warm - base.poke_delay_ms - base.sync_delay_ms) + create
     last = statistics.median(lasts) * 1000
     parallel = parallel_starts(pod_start, last - warm - base.poke_delay_ms
                                - base.sync_delay_ms)
     return rmodel.RuntimeModel(
-        pod_start_ms=round(pod_start, 3), unpause_ms=base.unpause_ms,
+        pod_start_ms=round(pod_start, 3), create_ms=round(create, 3),
+        unpause_ms=base.unpause_ms,
         parallel_starts=parallel, activator_overhead_ms=round(warm, 3),
         poke_delay_ms=base.poke_delay_ms, sync_delay_ms=base.sync_delay_ms,
         measured={"server": server, "trials": trials, "cold_ms_median": round(cold, 3),
                   "warm_ms_median": round(warm, 3),
                   f"last_of_{PARALLEL_PROBE}_at_zero_ms_median": round(last, 3),
                   "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                  "defaults": ["unpause_ms", "poke_delay_ms", "sync_delay_ms"]})
+                  "docker_create_ms_median": round(create, 3) if creates else None,
+                  "defaults": ["unpause_ms", "poke_delay_ms", "sync_delay_ms"]
+                  + ([] if creates else ["create_ms"])})
+
+
+def _docker_creates(image: str, trials: int) -> list[float]:
+    """Seconds Docker takes to create a container of ``image`` in the platform's sandbox
+    (the platform's own create: :meth:`DockerRuntime.create`), ``trials`` times; [] when
+    no Docker engine answers here (a remote server: the default stands)."""
+    import tempfile
+
+    from allinone.kubelet.poddir import PodDirs
+    from allinone.runtime.base import ContainerSpec
+    from allinone.runtime.docker import DockerRuntime
+    try:
+        runtime = DockerRuntime(f"calibrate-{uuid.uuid4().hex[:8]}")
+    except Exception as exc:
+        print(f"note: no Docker engine here ({exc}); create_ms keeps its default",
+              file=sys.stderr)
+        return []
+    out: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        dirs = PodDirs(Path(tmp) / "pods")
+        for i in range(trials):
+            pod = f"calibrate-{i}"
+            spec = ContainerSpec(pod=pod, function="calibrate", image=image,
+                                 socket_dir=dirs.create(pod), user=dirs.user)
+            start = time.perf_counter()
+            cid = asyncio.run(runtime.create(spec))
+            out.append(time.perf_counter() - start)
+            asyncio.run(runtime.remove(cid))
+    runtime.close()
+    return out
 
 
 def main_calibrate(argv: list[str]) -> int:
