@@ -171,6 +171,8 @@ def build_app(settings: Settings, name: str = "allinone", *,
         kubelet = Kubelet(store, runtime, activator, clock, settings.pods_dir, settings.logs_dir,
                           keep_paused=settings.keep_paused_seconds, standby=settings.standby)
         activator.retire = kubelet.retire  # a pod whose request timed out is replaced
+        kubelet.on_started = lambda function, kind, seconds: metrics.pod_start.labels(
+            function, kind).observe(seconds)
         controller = ReplicaSetController(store, replicasets, kubelet, clock)
         app.ctx.workflows = WorkflowRunner(store, activator, clock, metrics)
         triggers = TriggerManager(
