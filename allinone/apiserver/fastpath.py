@@ -54,6 +54,7 @@ PREFIX = b"POST /function/"
 # A head larger than this (or never ending) is Sanic's to judge; ours are ~100 bytes.
 MAX_HEAD = 8192
 _HANDED_OVER = (b"transfer-encoding", b"expect", b"upgrade")
+_PHRASES = {int(s): s.phrase for s in HTTPStatus}  # HTTPStatus(n) costs an enum lookup
 
 
 def answer(status: int, body: bytes, keep_alive: bool) -> list[bytes]:
@@ -61,10 +62,7 @@ def answer(status: int, body: bytes, keep_alive: bool) -> list[bytes]:
     headers and body (none for 204 and 304; a pod's 1xx is the server's 500)."""
     if status < 200:
         status, body = 500, error_body(*INTERNAL_ERROR)
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = ""
+    phrase = _PHRASES.get(status, "")
     framing = f"content-length: {len(body)}\r\n" \
         if has_message_body(status) else ""  # type: ignore[no-untyped-call]
     head = (f"HTTP/1.1 {status} {phrase}\r\n{framing}"
@@ -135,7 +133,8 @@ def parse_head(head: bytes, max_body: int) -> tuple[str, int, bool] | None:
 class InvokeProtocol(HttpProtocol):
     """Sanic's HTTP/1.1 protocol, with invocations taken before Sanic sees them."""
 
-    __slots__ = ("_buf", "_busy", "_close_after", "_fast")  # Sanic's protocols have no __dict__
+    # Sanic's protocols have no __dict__
+    __slots__ = ("_buf", "_busy", "_close_after", "_fast", "_last")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -143,6 +142,9 @@ class InvokeProtocol(HttpProtocol):
         self._buf = bytearray()
         self._busy: asyncio.Task[None] | None = None
         self._close_after = False
+        # The last head parsed and its result: a client repeats the same head (same
+        # function, same body size), and parsing it is a pure function of its bytes.
+        self._last: tuple[bytes, tuple[str, int, bool] | None] = (b"", None)
 
     # -- asyncio.Protocol (Sanic's, with the fast path in front) -------------------
 
@@ -196,7 +198,11 @@ class InvokeProtocol(HttpProtocol):
                 self._hand_over()
             return
         deps = getattr(self.app.ctx, "deps", None)  # None until the server has started
-        parsed = parse_head(bytes(buf[:end + 4]), self.request_max_size)
+        head = bytes(buf[:end + 4])
+        last_head, parsed = self._last
+        if head != last_head:
+            parsed = parse_head(head, self.request_max_size)
+            self._last = (head, parsed)
         if parsed is None or deps is None:
             self._hand_over()
             return
