@@ -230,7 +230,8 @@ class InvokeProtocol(HttpProtocol):
         except Exception:
             log.exception("unhandled error on POST /function/%s", name)
             status, payload = 500, error_body(*INTERNAL_ERROR)
-        await self._can_write.wait()  # back-pressure, as Sanic's send
+        if not self._can_write.is_set():
+            await self._can_write.wait()  # back-pressure, as Sanic's send
         transport = self.transport
         self._busy = None
         if transport is None or transport.is_closing():

@@ -59,10 +59,11 @@ def error_response(status: int, code: str, message: str) -> HTTPResponse:
 INTERNAL_ERROR = ("InternalError", "the server failed; details are in its log")
 
 
-async def invoke_function(activator: Activator, name: str, body: bytes) -> Result:
+def invoke_function(activator: Activator, name: str, body: bytes) -> Awaitable[Result]:
     """One call of the HTTP trigger, as both the route and the fast path
-    (:mod:`.fastpath`) make it: an empty body means no arguments."""
-    return await activator.invoke(name, body or b"{}")
+    (:mod:`.fastpath`) make it: an empty body means no arguments. (Not a coroutine
+    itself: one frame less on the request path.)"""
+    return activator.invoke(name, body or b"{}")
 
 
 @dataclass
