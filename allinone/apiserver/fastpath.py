@@ -3,7 +3,7 @@
 Why: on the invocation path Sanic's own request handling (a ``Request`` object, routing,
 lifecycle signals, a response object and its header checks) cost about 150 us of CPU
 per request here, against about 20 us for a bare asyncio protocol with ``httptools``
-(measured on this machine, ``loadtests.bench`` throughput; see docs/BENCHMARKS.md), and
+(measured on this machine with ``loadtests.bench``; see BENCHMARKS.md), and
 the server's one core is what limits throughput through the activator.
 
 :class:`InvokeProtocol` is Sanic's own HTTP/1.1 protocol (``app.run(protocol=...)``),
