@@ -12,12 +12,15 @@ of the server and are adopted by the next one.
 
 Start order of ``allinone serve`` (:func:`serve`):
 
-1. stop the children an earlier run of this state directory left behind (pidfiles in
+1. raise the soft open-files limit to the hard one (:mod:`allinone.fdlimit`: each
+   client and pod connection is a descriptor), before any child inherits it;
+2. stop the children an earlier run of this state directory left behind (pidfiles in
    ``STATE/run``: a SIGKILLed server leaves etcd and the registry running);
-2. preflight checks (Docker, base image, ports), one line of reason and fix each;
-3. the embedded etcd and registry under the :class:`Supervisor` (unless pointed at
+3. preflight checks (Docker, base image, ports), one line of reason and fix each;
+4. the embedded etcd and registry under the :class:`Supervisor` (unless pointed at
    running ones), which restarts them with backoff from then on;
-4. Sanic in a single process, on a listening socket we own (so we can close it).
+5. Sanic in a single process, on a listening socket we own (so we can close it), with
+   a listen backlog of :data:`LISTEN_BACKLOG`.
 
 Shutdown order (SIGTERM or SIGINT), so that nothing in flight is lost:
 
@@ -68,6 +71,7 @@ from allinone.builder.sources import SourceStore
 from allinone.clock import SystemClock
 from allinone.config import Settings
 from allinone.controller.replicaset import ReplicaSetController
+from allinone.fdlimit import RECOMMENDED_NOFILE, raise_open_files_limit
 from allinone.informer import Informer
 from allinone.kubelet.kubelet import Kubelet
 from allinone.metrics import Metrics
@@ -172,7 +176,7 @@ def build_app(settings: Settings, name: str = "allinone", *,
                                      logs_dir=settings.logs_dir)
         runtime = DockerRuntime(settings.instance)
         kubelet = Kubelet(store, runtime, activator, clock, settings.pods_dir, settings.logs_dir,
-                          keep_paused=settings.keep_paused_seconds)
+                          keep_paused=settings.keep_paused_seconds, standby=settings.standby)
         activator.retire = kubelet.retire  # a pod whose request timed out is replaced
         controller = ReplicaSetController(store, replicasets, kubelet, clock)
         app.ctx.workflows = WorkflowRunner(store, activator, clock, metrics)
@@ -256,9 +260,15 @@ def build_app(settings: Settings, name: str = "allinone", *,
 
 
 # Connections the kernel may hold before the server accepts them (the kernel caps it at
-# net.core.somaxconn, 4096 on Debian 12). With 1024, 2,000 clients connecting at once
-# overflowed the accept queue while the loop was busy: the kernel dropped their final
-# ACKs, and 48 of them got "connection reset" some 13 s later (tests/faults, 2,000 clients).
+# net.core.somaxconn, 4096 on Debian 12). It must be given to Sanic too (serve()): the
+# event loop's create_server(sock=...) calls listen() again with Sanic's own default of
+# 100, which silently replaced this one until 2026-11-30. With 100, 2,000 clients
+# connecting at once overflowed the accept queue (nstat: ~15,000 ListenOverflows in a
+# run); the kernel dropped their handshakes' last ACK, and once the SYN queue held more
+# than half the backlog it gave up on those half-open connections after two SYN-ACK
+# retries (~7 s); the clients' request retransmissions then met no connection, failed
+# the SYN-cookie check (TcpExtSyncookiesFailed) and were answered with a reset: 0.4 %
+# of requests, "connection reset by peer" on each connection's first request.
 LISTEN_BACKLOG = 4096
 
 
@@ -431,6 +441,14 @@ def serve(settings: Settings) -> None:
     """``allinone serve``: the start order of the module docstring."""
     from allinone.services.process import stop_leftovers
 
+    before, nofile = raise_open_files_limit()  # before the children: they inherit it
+    if nofile != before:
+        log.info("open files limit raised from %d to %d (the hard limit)", before, nofile)
+    if nofile < RECOMMENDED_NOFILE:
+        log.warning("the open files limit is %d: every client connection and every "
+                    "connection to a pod takes one, so some %d concurrent clients exhaust it; "
+                    "raise the hard limit to at least %d (ulimit -Hn, systemd LimitNOFILE=)",
+                    nofile, nofile // 2, RECOMMENDED_NOFILE)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     for line in stop_leftovers(run_dir(settings)):
         log.warning("stopped %s, left running by an earlier run of this state directory",
@@ -441,7 +459,9 @@ def serve(settings: Settings) -> None:
     try:
         listener = listen(settings.host, settings.port)
         app = build_app(settings, supervisor=supervisor, listener=listener)
-        app.run(sock=listener, single_process=True, access_log=False, motd=False,
+        # backlog: create_server(sock=...) calls listen() again (see LISTEN_BACKLOG).
+        app.run(sock=listener, backlog=LISTEN_BACKLOG, single_process=True,
+                access_log=False, motd=False,
                 protocol=InvokeProtocol)  # invocations skip Sanic's request cycle
     finally:
         asyncio.run(supervisor.stop_all())

@@ -18,6 +18,7 @@ import http.client
 import importlib.util
 import io
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -214,8 +215,12 @@ def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float
 
 class ServerProcess:
     def __init__(self, state_dir: Path, tick: float = 0.5,
-                 extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+                 extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None,
+                 nofile_soft: int | None = None) -> None:
         self.extra_args = extra_args
+        # The soft open-files limit serve starts with (None: this process's), e.g. 1024
+        # as systemd gives a service: serve must raise it itself (allinone.fdlimit).
+        self.nofile_soft = nofile_soft
         # Added to (or overriding) this process's environment for the server.
         self.env = dict(env or {})
         self.state_dir = state_dir
@@ -248,6 +253,7 @@ class ServerProcess:
              "--registry-port", str(self.registry_port), "--tick", str(self.tick),
              *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **self.env},
+            preexec_fn=None if self.nofile_soft is None else self._lower_nofile,
         )
         log.close()
 
@@ -265,6 +271,12 @@ class ServerProcess:
         wait_for(up, timeout, "allinone serve to answer /healthz")
         # The server made its API token at start; send it (ignored where not required).
         self.client = Client(self.url, token=self.token())
+
+    def _lower_nofile(self) -> None:
+        """In the child before exec: only a setrlimit call (preexec_fn runs after fork)."""
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        assert self.nofile_soft is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(self.nofile_soft, hard), hard))
 
     def __enter__(self) -> ServerProcess:
         self.start()
@@ -303,24 +315,42 @@ class ServerProcess:
         from allinone.config import Settings
         return Settings(state_dir=self.state_dir).instance
 
-    def containers(self, function: str | None = None, all: bool = False) -> list[Any]:
+    def containers(self, function: str | None = None, all: bool = False,
+                   standby: bool = True) -> list[Any]:
+        """This server's containers (of ``function``): running ones, or ``all``; without
+        ``standby``, not those created and never started (the kubelet's standby
+        container of a function at zero)."""
         client = docker.from_env()
         try:
             labels = ["allinone.managed=1", f"allinone.instance={self.instance()}"]
             if function:
                 labels.append(f"allinone.function={function}")
             # ignore_removed: a pod removed between the list and its inspect is no error.
-            return list(client.containers.list(all=all, filters={"label": labels},
-                                               ignore_removed=True))
+            found = client.containers.list(all=all, filters={"label": labels},
+                                           ignore_removed=True)
+            return [c for c in found if standby or c.status != "created"]
         finally:
             client.close()
 
     def cleanup_containers(self) -> None:
+        """Remove every container of this server's instance, then the local images it
+        pushed to its registry (the server is gone: nothing else removes them, and each
+        test run left some 180 MB images behind)."""
         for c in self.containers(all=True):
             try:
                 c.remove(force=True)
             except docker.errors.NotFound:
                 pass
+        client = docker.from_env()
+        try:
+            prefix = f"{self.registry}/"
+            for image in client.images.list():
+                for tag in image.tags:
+                    if tag.startswith(prefix):  # not forced: an image in use stays
+                        with contextlib.suppress(docker.errors.APIError):
+                            client.images.remove(tag)
+        finally:
+            client.close()
 
     # -- API helpers (thin: the client does the work) ----------------------------------
 

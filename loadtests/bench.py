@@ -1,51 +1,23 @@
-"""The benchmarks, side by side in one run: ``python -m loadtests.bench``.
+"""The benchmarks, side by side in one run: ``python -m loadtests.bench [--only PART ...]``.
 
-    python -m loadtests.bench [--server URL --tick S [--server-pid PID] [--paused-server URL]]
-                              [--only PART ...] [--json PATH] [part options, see --help]
-
-Without ``--server`` it starts its own ``allinone serve`` (``ServerProcess``: temporary
-state, free ports, tick 0.5 s) and stops it at the end. The parts (``PARTS``):
-
-- **warm**: the same ``add.py`` pod called sequentially over a keep-alive connection,
-  directly on its Unix socket (``status.socket``) and through the activator, in
-  interleaved blocks of 100; p50/p99 and the added latency.
-- **throughput**: ``--concurrency`` connections for ``--duration`` s, direct vs
-  activator, alternating, 3 runs each (median), with :mod:`loadtests.loadgen` for both.
-  On 2 cores the generator competes with server and pod, so the ratio understates.
-- **cold**: cold start through the activator (grace 1 s, each trial waits until no pod
-  is left) interleaved with the same image started bare with the platform's sandbox:
-  ``docker run -d`` and the Docker API's create + start, each to the first 200 on
-  ``/healthz`` over the container's socket.
-- **paused**: start from paused (``serve --keep-paused``, a second server this bench
-  starts, or ``--paused-server``) next to a bare ``docker unpause``.
-- **deploy**: deploy to Ready of a 1 KB function: first build and cached rebuild.
-- **idle**: the server process's own CPU (etcd and registry not counted) over
-  ``--idle-seconds`` with ``--idle-functions`` warm functions and no traffic; with
-  **dashboard** on those same functions: ``/ui``'s first paint in Debian's chromium
-  (Playwright; in the page's own clock, from navigation start to the frame that draws
-  every row; median of 5; ``--paint-also URL`` measures another running server in turn
-  with it) and the pod sampler's CPU per sampling of all their pods; with
-  ``--sampler-seconds S`` also the server's CPU with the sampler on, off, on.
-- **workflow**: what a workflow adds per Task state: N direct calls of a pass-through
-  function vs one workflow of N Task states, N Pass states, one Pass state, interleaved
-  run by run; the server's split from each execution's history.
-- **storm**: ``--storm-functions`` distinct functions, all at zero, each invoked once at
-  the same moment (a thread each), ``--storm-rounds`` times: every answer, p50 and max,
-  the server's CPU from the storm to 3 s after it; then as many bare containers created
-  and started at once (the engine's floor).
-- **trigger**: a file's write to its function's start (watch trigger + sink, the floor
-  is the 0.1 s debounce) and a schedule's jitter (``@every 1s``); with ``--pipeline N``
-  also the image pipeline behind a file trigger, each test image dropped N times.
-
-It prints one table (with the targets) and writes everything, raw trials included, as
-JSON. A shared 2-core machine is noisy: compare the columns of one run, quote medians.
+Without ``--server`` it runs its own ``allinone serve`` (``ServerProcess``, tick 0.5 s).
+The parts (``PARTS``; what each measures and how to read it: docs/BENCHMARKS.md):
+warm (latency direct to the pod's socket vs through the activator), throughput (direct
+vs activator with :mod:`loadtests.loadgen`), cold (cold start vs the same image started
+bare, ``docker run`` and the Docker API), paused (``serve --keep-paused`` vs a bare
+``docker unpause``), deploy (to Ready, first build and cached), idle (the server's own
+CPU with warm functions), dashboard (``/ui``'s first paint in chromium, the pod
+sampler's cost; ``--sampler-seconds``: the server's CPU with it on, off, on), workflow
+(per Task state), trigger (file write and schedule to the function's start; with
+``--pipeline N`` the image pipeline), storm (N functions at zero invoked at once, and N
+bare containers at once: the engine's floor). One table with the targets; everything,
+raw trials included, as JSON. On a shared 2-core machine compare columns of one run.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import os
 import platform
@@ -56,20 +28,23 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from allinone.apiserver.workflows import MAX_PAGE
-from allinone.client import Client, poll
-from allinone.objects import parse_rfc3339
-from allinone.testing import ServerProcess, launch_chromium
-from loadtests.loadgen import measure, sequence
-from loadtests.report import summarize
+import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "fixtures"
+from allinone.apiserver.workflows import MAX_PAGE
+from allinone.client import ApiError, Client, poll
+from allinone.objects import parse_rfc3339
+from allinone.testing import FIXTURES, ServerProcess, launch_chromium
+from loadtests.loadgen import measure, sequence, storm
+from loadtests.report import summarize
+from loadtests.scenarios import PIPE, deploy_imagepipe
+
 ADD_BODY = b'{"x": 1, "y": 2}'
 PARTS = ("warm", "throughput", "cold", "paused", "deploy", "idle", "dashboard", "workflow",
          "trigger", "storm")
@@ -85,9 +60,9 @@ TARGETS = {
     "storm_p50_ms": 2000.0,  # 40 functions at zero invoked at once (issue 10)
     "storm_max_ms": 3000.0,
 }
-# A pod's address for the bench: a TCP port (the activator) or a Unix socket path (a pod).
-Target = int | str
+Target = int | str  # an address: the activator's TCP port or a pod's Unix socket path
 Row = tuple[str, str, str]  # figure, measured, target
+AT_ZERO = {"scaleToZeroGracePeriodSeconds": 1, "stableWindowSeconds": 6}
 
 
 def log(msg: str) -> None:
@@ -98,35 +73,177 @@ def stats(values: list[float]) -> dict[str, float | int | None]:
     return summarize(values, (50, 90, 99), 4)
 
 
-def connect(target: Target, timeout: float) -> socket.socket:
-    if isinstance(target, int):
-        return socket.create_connection(("127.0.0.1", target), timeout=timeout)
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect(target)
-    except OSError:
-        s.close()
-        raise
-    return s
-
-
-# -- 1. warm latency -------------------------------------------------------------------
-
-def url_of(target: Target, path: str) -> tuple[str, str | None]:
-    """loadgen's (url, unix socket) for a target: the activator's port or a pod's socket."""
-    if isinstance(target, int):
-        return f"http://127.0.0.1:{target}{path}", None
-    return f"http://pod{path}", target
-
-
 def calls(target: Target, path: str, n: int, steady: bool = False) -> list[float]:
-    """``n`` sequential calls of ``add.py`` on one new connection: each one's ms. With
-    ``steady``, one more call first, not counted: every counted call rides a connection
-    already in use, as on the one long keep-alive connection of a client."""
-    url, unix = url_of(target, path)
+    """``n`` sequential calls of ``add.py`` on one new connection, each one's ms. With
+    ``steady`` one more call first, not counted: every counted call rides a connection
+    already in use, as on a client's one long keep-alive connection."""
+    url, unix = ((f"http://127.0.0.1:{target}{path}", None) if isinstance(target, int)
+                 else (f"http://pod{path}", target))
     return sequence(url, n + steady, ADD_BODY, unix)[steady:]
 
+
+def healthz_until_200(target: Target, timeout: float = 30.0, every: float = 0.001) -> float:
+    """Poll GET /healthz every ``every`` s; perf_counter time of the first 200."""
+    req = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        with contextlib.suppress(OSError):
+            if isinstance(target, int):
+                s = socket.create_connection(("127.0.0.1", target), timeout=1)
+            else:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.settimeout(1)
+            with s:
+                if isinstance(target, str):
+                    s.connect(target)
+                s.sendall(req)
+                if s.recv(64)[9:12] == b"200":
+                    return time.perf_counter()
+        time.sleep(every)
+    raise RuntimeError(f"nothing answered /healthz on {target} within {timeout} s")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of one process so far, not of its children."""
+    t = psutil.Process(pid).cpu_times()
+    return float(t.user + t.system)
+
+
+# -- bare pods: the same image and sandbox as the platform's, without the platform ------
+
+class Sandbox:
+    """Bare pods of one function image with the platform's own sandbox settings
+    (``host_config_kwargs``, uid, socket mount), so "bare" differs only by the
+    platform's work, not by a cheaper container."""
+
+    def __init__(self, client: Any, image: str, handler: str) -> None:
+        from allinone.kubelet.poddir import PodDirs
+        self.client, self.image, self.handler = client, image, handler
+        self.tmp = tempfile.mkdtemp(prefix="ab-")
+        self.dirs = PodDirs(Path(self.tmp) / "pods")
+        self.made: dict[str, str] = {}  # container id -> pod name
+
+    def spec(self) -> tuple[str, Any, str]:
+        """``(name, ContainerSpec, host socket path)`` of a new bare pod."""
+        from allinone.runtime.base import ContainerSpec
+        name = f"allinone-bench-{uuid.uuid4().hex[:8]}"
+        spec = ContainerSpec(pod=name, function="bench", image=self.image,
+                             socket_dir=self.dirs.create(name), user=self.dirs.user,
+                             env={"ALLINONE_HANDLER": self.handler})
+        return name, spec, self.dirs.connect_path(name)
+
+    def create(self) -> tuple[str, str]:
+        """Create (not start) a bare pod as the platform does: ``(container id, socket)``."""
+        from allinone.runtime.docker import container_env, host_config_kwargs
+        name, spec, sock = self.spec()
+        cid = self.client.api.create_container(
+            self.image, name=name, detach=True, user=spec.user, environment=container_env(spec),
+            host_config=self.client.api.create_host_config(**host_config_kwargs(spec)))["Id"]
+        self.made[cid] = name
+        return cid, sock
+
+    def remove(self, cid: str) -> None:
+        with contextlib.suppress(Exception):
+            self.client.api.remove_container(cid, force=True)
+        self.dirs.remove(self.made.pop(cid))
+
+    def api_start(self) -> float:
+        """The Docker API's create + start (the platform's two calls) to the first 200 (ms)."""
+        t = time.perf_counter()
+        cid, sock = self.create()
+        try:
+            self.client.api.start(cid)
+            return (healthz_until_200(sock) - t) * 1000
+        finally:
+            self.remove(cid)
+
+    def cli_start(self) -> float:
+        """``docker run -d``, sandboxed as a pod, to the first 200 (ms)."""
+        from allinone.runtime.docker import LOG_MAX_FILES, LOG_MAX_SIZE, container_env
+        name, spec, sock = self.spec()
+        env = [x for k, v in container_env(spec).items() for x in ("-e", f"{k}={v}")]
+        cmd = ["docker", "run", "-d", "--network", "none", "--name", name, "--user", spec.user,
+               "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--read-only",
+               "--tmpfs", f"/tmp:rw,nosuid,nodev,size={spec.tmp_mib}m,mode=1777",
+               "-v", f"{spec.socket_dir}:/run/allinone", "--log-opt", f"max-size={LOG_MAX_SIZE}",
+               "--log-opt", f"max-file={LOG_MAX_FILES}", *env,
+               "--memory", "256m", "--cpus", "1", "--pids-limit", "256", self.image]
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            return (healthz_until_200(sock) - t) * 1000
+        finally:
+            proc.wait(30)
+            subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+            self.dirs.remove(name)
+
+    def unpauses(self, trials: int) -> list[float]:
+        """``docker unpause`` of a paused bare pod to the first 200 on /healthz (ms)."""
+        cid, sock = self.create()
+        out = []
+        try:
+            self.client.api.start(cid)
+            healthz_until_200(sock)
+            for _ in range(trials):
+                self.client.api.pause(cid)
+                time.sleep(0.2)
+                t = time.perf_counter()
+                self.client.api.unpause(cid)
+                out.append((healthz_until_200(sock) - t) * 1000)
+        finally:
+            self.remove(cid)
+        return out
+
+    def storm(self, n: int) -> list[float]:
+        """The engine's floor: ``n`` bare pods created and started at once (a thread each),
+        each timed from the common start to its first 200, polled every 5 ms (40 threads
+        polling every 1 ms would measure the bench's own contention)."""
+        def one(t0: float) -> float:
+            cid, sock = self.create()
+            self.client.api.start(cid)
+            return (healthz_until_200(sock, every=0.005) - t0) * 1000
+        try:
+            with ThreadPoolExecutor(n) as pool:
+                return sorted(pool.map(one, [time.perf_counter()] * n))
+        finally:
+            for cid in list(self.made):
+                self.remove(cid)
+
+    def close(self) -> None:
+        self.client.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def functions(api: Client, names: list[str], spec: dict[str, Any], ready: int | None = None,
+              settle: float = 0.0) -> Iterator[Sandbox]:
+    """``add.py`` deployed as each of ``names`` (waited on until Ready, and with
+    ``ready`` replicas when given, then ``settle`` s), and a :class:`Sandbox` of its image
+    for the bare runs beside it; all deleted afterwards."""
+    import docker
+    box = None
+    try:
+        for name in names:
+            api.deploy(name, FIXTURES / "add.py", spec, wait=False)
+        for name in names:
+            fn = api.wait_ready(name, timeout=600)
+            if ready is not None:
+                api.wait_replicas(name, ready, ready, timeout=600)
+        time.sleep(settle)  # the last starts' follow-up (probes, status writes) settles
+        box = Sandbox(docker.from_env(max_pool_size=max(10, len(names))),
+                      fn["status"]["image"], fn["spec"]["handler"])
+        yield box
+    finally:
+        if box is not None:
+            box.close()
+        for name in names:  # best effort: a failure here must not hide the part's own
+            try:
+                api.delete(name, missing_ok=True)
+            except ApiError as exc:
+                log(f"could not delete {name}: {exc}")
+
+
+# -- warm latency and throughput (one pod, direct vs through the activator) -----------
 
 def bench_warm_latency(server_port: int, function: str, pod_socket: str,
                        n: int, block: int = 100) -> dict[str, Any]:
@@ -135,23 +252,13 @@ def bench_warm_latency(server_port: int, function: str, pod_socket: str,
     for target, path in paths.values():  # warm both paths: caches, the pod's first calls
         calls(target, path, 200)
     lat: dict[str, list[float]] = {"direct": [], "activator": []}
-    for i in range(max(1, n // block)):
+    for i in range(max(1, n // block)):  # interleaved blocks: drift hits both alike
         for key in (("direct", "activator") if i % 2 == 0 else ("activator", "direct")):
             lat[key].extend(calls(*paths[key], block, steady=True))
     d, a = stats(lat["direct"]), stats(lat["activator"])
-    assert d["p50"] is not None and a["p50"] is not None
-    assert d["p99"] is not None and a["p99"] is not None
     return {"requests_each": len(lat["direct"]), "direct_ms": d, "activator_ms": a,
-            "added_p50_ms": round(float(a["p50"]) - float(d["p50"]), 4),
-            "added_p99_ms": round(float(a["p99"]) - float(d["p99"]), 4)}
-
-
-# -- 2. throughput -----------------------------------------------------------------
-
-def python_load(target: Target, path: str, conns: int, seconds: float) -> dict[str, Any]:
-    """Closed-loop load with ``conns`` connections (:mod:`loadtests.loadgen`)."""
-    url, unix = url_of(target, path)
-    return measure(url, conns, seconds, ADD_BODY, unix=unix)
+            **{f"added_{q}_ms": round(float(a[q] or 0) - float(d[q] or 0), 4)
+               for q in ("p50", "p99")}}
 
 
 def bench_throughput(server_port: int, function: str, pod_socket: str, conns: int,
@@ -159,10 +266,10 @@ def bench_throughput(server_port: int, function: str, pod_socket: str, conns: in
     """Activator and direct alternating, THROUGHPUT_ROUNDS runs each, the median reported."""
     runs: dict[str, list[dict[str, Any]]] = {"direct": [], "activator": []}
     for _ in range(THROUGHPUT_ROUNDS):
-        for key, target, path in (("activator", server_port, f"/function/{function}"),
-                                  ("direct", pod_socket, "/")):
+        for key, url, unix in (("activator", f"http://127.0.0.1:{server_port}/function/"
+                                f"{function}", None), ("direct", "http://pod/", pod_socket)):
             log(f"throughput {key} ({conns} connections, {seconds:g} s)")
-            runs[key].append(python_load(target, path, conns, seconds))
+            runs[key].append(measure(url, conns, seconds, ADD_BODY, unix=unix))
     res: dict[str, Any] = {}
     for key, rs in runs.items():
         res[key] = sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]
@@ -171,249 +278,89 @@ def bench_throughput(server_port: int, function: str, pod_socket: str, conns: in
     return {"concurrency": conns, "seconds": seconds, "python": res}
 
 
-# -- 3. cold start -----------------------------------------------------------------
-
-def healthz_until_200(target: Target, timeout: float = 30.0, poll: float = 0.001) -> float:
-    """Poll GET /healthz every ``poll`` s; perf_counter time of the first 200."""
-    req = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline:
-        try:
-            with connect(target, timeout=1) as s:
-                s.sendall(req)
-                head = s.recv(64)
-                if head[9:12] == b"200":
-                    return time.perf_counter()
-        except OSError:
-            pass
-        time.sleep(poll)
-    raise RuntimeError(f"nothing answered /healthz on {target} within {timeout} s")
-
-
-class Sandbox:
-    """A bare container's socket directory and the platform's own sandbox settings for it
-    (``host_config_kwargs``, the same uid and mount), so "bare" differs only by the
-    platform's work, not by a cheaper container."""
-
-    def __init__(self) -> None:
-        from allinone.kubelet.poddir import PodDirs
-        self.tmp = tempfile.mkdtemp(prefix="ab-")
-        self.dirs = PodDirs(Path(self.tmp) / "pods")
-
-    def spec(self, image: str, handler: str) -> tuple[str, Any, str]:
-        """``(name, ContainerSpec, host socket path)`` of a new bare pod."""
-        from allinone.runtime.base import ContainerSpec
-        name = f"allinone-bench-{uuid.uuid4().hex[:8]}"
-        d = self.dirs.create(name)
-        spec = ContainerSpec(pod=name, function="bench", image=image, socket_dir=d,
-                             user=self.dirs.user, env={"ALLINONE_HANDLER": handler})
-        return name, spec, self.dirs.connect_path(name)
-
-    def close(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def docker_run_cli(sandbox: Sandbox, image: str, handler: str) -> float:
-    """``docker run -d`` of the function image, sandboxed as a pod, to the first 200 (ms)."""
-    from allinone.runtime.docker import LOG_MAX_FILES, LOG_MAX_SIZE, container_env
-    name, spec, sock = sandbox.spec(image, handler)
-    env = [x for k, v in container_env(spec).items() for x in ("-e", f"{k}={v}")]
-    cmd = ["docker", "run", "-d", "--network", "none", "--name", name, "--user", spec.user,
-           "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--read-only",
-           "--tmpfs", f"/tmp:rw,nosuid,nodev,size={spec.tmp_mib}m,mode=1777",
-           "-v", f"{spec.socket_dir}:/run/allinone", "--log-opt", f"max-size={LOG_MAX_SIZE}",
-           "--log-opt", f"max-file={LOG_MAX_FILES}", *env,
-           "--memory", "256m", "--cpus", "1", "--pids-limit", "256", image]
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        ready = healthz_until_200(sock)
-    finally:
-        proc.wait(30)
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
-        sandbox.dirs.remove(name)
-    return (ready - t) * 1000
-
-
-def docker_api_create(client: Any, sandbox: Sandbox, image: str,
-                      handler: str) -> tuple[str, str, Any]:
-    """Create (not start) a bare pod the way the platform does: ``(name, socket, id)``."""
-    from allinone.runtime.docker import container_env, host_config_kwargs
-    api = client.api
-    name, spec, sock = sandbox.spec(image, handler)
-    host_config = api.create_host_config(**host_config_kwargs(spec))
-    cid = api.create_container(image, name=name, host_config=host_config, detach=True,
-                               user=spec.user, environment=container_env(spec))["Id"]
-    return name, sock, cid
-
-
-def docker_api_start(client: Any, sandbox: Sandbox, image: str, handler: str) -> float:
-    """The Docker API's create + start (the platform's two calls) to the first 200 (ms)."""
-    api = client.api
-    t = time.perf_counter()
-    name, sock, cid = docker_api_create(client, sandbox, image, handler)
-    try:
-        api.start(cid)
-        ready = healthz_until_200(sock)
-    finally:
-        api.remove_container(cid, force=True)
-        sandbox.dirs.remove(name)
-    return (ready - t) * 1000
-
-
-def deploy_one_pod(api: Client, name: str) -> tuple[str, str, Any]:
-    """``add.py`` as ``name`` (one pod at most, at zero 1 s after its last request): its
-    image, its handler and a Docker client for the bare runs beside it."""
-    import docker
-
-    fn = api.deploy(name, FIXTURES / "add.py", {"scaling": {
-        "maxScale": 1, "scaleToZeroGracePeriodSeconds": 1, "stableWindowSeconds": 6}})
-    return fn["status"]["image"], fn["spec"]["handler"], docker.from_env()
-
+# -- cold start and start from paused, each beside its bare floor ----------------------
 
 def bench_cold_start(api: Client, server_port: int, trials: int, tick: float) -> dict[str, Any]:
-    name = "bench-cold"
-    image, handler, client = deploy_one_pod(api, name)
-    sandbox = Sandbox()
-
-    rows = []
-    try:
+    name, rows = "bench-cold", []
+    with functions(api, [name], {"scaling": {"maxScale": 1, **AT_ZERO}}) as box:
         for i in range(trials):
             api.wait_replicas(name, 0, 0, 60 + 10 * tick, interval=0.02, no_pods=True)
+            # As a function idle for more than a moment: its standby container is
+            # created (~0.1-0.3 s after its last pod went; see the kubelet).
+            time.sleep(1.0)
             s0 = float(api.metric("allinone_cold_start_latency_seconds_sum", name) or 0)
             cold, warm = calls(server_port, f"/function/{name}", 2)
             s1 = float(api.metric("allinone_cold_start_latency_seconds_sum", name) or 0)
-            cli = docker_run_cli(sandbox, image, handler)
-            sdk = docker_api_start(client, sandbox, image, handler)
+            cli, sdk = box.cli_start(), box.api_start()
             rows.append({"trial": i + 1, "activator_cold_ms": round(cold, 3),
                          "warm_call_ms": round(warm, 3),
                          "activator_server_ms": round((s1 - s0) * 1000, 3),
                          "docker_run_cli_ms": round(cli, 3), "docker_api_ms": round(sdk, 3)})
             log(f"cold start {i + 1}/{trials}: activator {cold:.0f} ms, docker run {cli:.0f} "
                 f"ms, docker API {sdk:.0f} ms")
-    finally:
-        client.close()
-        sandbox.close()
-        api.delete(name, missing_ok=True)
-    col = {k: stats([float(r[k]) for r in rows]) for k in
-           ("activator_cold_ms", "warm_call_ms", "activator_server_ms", "docker_run_cli_ms",
-            "docker_api_ms")}
-    return {"trials": rows, "image": image, **col}
-
-
-def bare_unpause_floor(client: Any, image: str, handler: str, trials: int) -> list[float]:
-    """``docker unpause`` of a paused container to the first 200 on /healthz (ms)."""
-    api = client.api
-    sandbox = Sandbox()
-    _, sock, cid = docker_api_create(client, sandbox, image, handler)
-    out = []
-    try:
-        api.start(cid)
-        healthz_until_200(sock)
-        for _ in range(trials):
-            api.pause(cid)
-            time.sleep(0.2)
-            t = time.perf_counter()
-            api.unpause(cid)
-            out.append((healthz_until_200(sock) - t) * 1000)
-    finally:
-        api.remove_container(cid, force=True)
-        sandbox.close()
-    return out
+    return {"trials": rows, "image": box.image, **{k: stats([float(r[k]) for r in rows]) for k in
+            ("activator_cold_ms", "warm_call_ms", "activator_server_ms", "docker_run_cli_ms",
+             "docker_api_ms")}}
 
 
 def bench_paused(api: Client, server_port: int, trials: int, tick: float) -> dict[str, Any]:
     """Scale-from-zero when the server keeps scaled-down pods paused (--keep-paused)."""
-    name = "bench-paused"
-    image, handler, client = deploy_one_pod(api, name)
-
-    def parked() -> bool:
-        st = api.get(name)["status"]
-        if st.get("readyReplicas") or st.get("desiredReplicas") or api.pods(name):
-            return False
-        return bool(client.containers.list(all=True, filters={
-            "label": [f"allinone.function={name}"], "status": "paused"}))
-
-    rows = []
-    try:
+    name, rows = "bench-paused", []
+    with functions(api, [name], {"scaling": {"maxScale": 1, **AT_ZERO}}) as box:
+        def parked() -> bool:
+            st = api.get(name)["status"]
+            return not (st.get("readyReplicas") or st.get("desiredReplicas") or api.pods(name)) \
+                and bool(box.client.containers.list(all=True, filters={
+                    "label": [f"allinone.function={name}"], "status": "paused"}))
         calls(server_port, f"/function/{name}", 1)  # the first pod, to be paused
         for i in range(trials):
             poll(parked, 60 + 10 * tick, f"{name} at zero with its container paused")
-            resumed = calls(server_port, f"/function/{name}", 1)[0]
-            rows.append({"trial": i + 1, "activator_resume_ms": round(resumed, 3)})
-            log(f"paused start {i + 1}/{trials}: {resumed:.1f} ms")
-        floor = bare_unpause_floor(client, image, handler, trials)
-    finally:
-        client.close()
-        api.delete(name, missing_ok=True)
-    return {"trials": rows, "image": image,
-            "activator_resume_ms": stats([float(r["activator_resume_ms"]) for r in rows]),
-            "docker_unpause_ms": stats(floor)}
+            rows.append({"trial": i + 1, "activator_resume_ms": round(
+                calls(server_port, f"/function/{name}", 1)[0], 3)})
+            log(f"paused start {i + 1}/{trials}: {rows[-1]['activator_resume_ms']:.1f} ms")
+        floor = box.unpauses(trials)
+    return {"trials": rows, "image": box.image, "docker_unpause_ms": stats(floor),
+            "activator_resume_ms": stats([float(r["activator_resume_ms"]) for r in rows])}
 
 
-# -- 4. deploy to Ready ----------------------------------------------------------------
+# -- deploy to Ready ---------------------------------------------------------------------
 
 def one_kb_function(tag: str) -> bytes:
-    head = f'"""Benchmark function {tag}: adds two numbers."""\n\n\ndef run(x=1, y=2):\n' \
+    body = f'"""Benchmark function {tag}: adds two numbers."""\n\n\ndef run(x=1, y=2):\n' \
            "    return x + y\n\n"
     pad = "# " + "padding to one kilobyte " * 3 + "\n"
-    body = head
     while len(body) + len(pad) <= 1024:
         body += pad
     return (body + "#" * (1023 - len(body)) + "\n").encode()
 
 
 def bench_deploy(api: Client, n: int) -> dict[str, Any]:
-    first: list[float] = []
-    cached: list[float] = []
-    build_s: list[float] = []
+    """New bytes each time (a real build and push) and the same bytes under a new name
+    (the build cache by source hash), each to ``phase: Ready`` polled every 10 ms."""
+    times: dict[str, list[float]] = {"first": [], "cached": [], "build": []}
     names: list[str] = []
     try:
         for i in range(n):
             src = one_kb_function(uuid.uuid4().hex)
-            for kind, out in (("first", first), ("cached", cached)):
-                name = f"bench-deploy-{kind}-{i}-{uuid.uuid4().hex[:4]}"
-                names.append(name)
+            for kind in ("first", "cached"):
+                names.append(name := f"bench-deploy-{kind}-{i}-{uuid.uuid4().hex[:4]}")
                 t = time.perf_counter()
                 api.create(name, ("func.py", src), {})
                 fn = api.wait_ready(name, interval=0.01)
-                out.append(time.perf_counter() - t)
+                times[kind].append(time.perf_counter() - t)
                 if kind == "first":
-                    build_s.append(float(fn["status"].get("buildSeconds") or 0))
-            log(f"deploy {i + 1}/{n}: first build {first[-1]:.3f} s, cached {cached[-1]:.3f} s")
+                    times["build"].append(float(fn["status"].get("buildSeconds") or 0))
+            log(f"deploy {i + 1}/{n}: first build {times['first'][-1]:.3f} s, cached "
+                f"{times['cached'][-1]:.3f} s")
     finally:
         for name in names:
             api.delete(name, missing_ok=True)
-    return {"source_bytes": 1024, "first_build_s": stats(first),
-            "cached_rebuild_s": stats(cached), "server_build_seconds": stats(build_s),
-            "poll_interval_s": 0.01}
+    return {"source_bytes": 1024, "first_build_s": stats(times["first"]),
+            "cached_rebuild_s": stats(times["cached"]),
+            "server_build_seconds": stats(times["build"]), "poll_interval_s": 0.01}
 
 
-# -- 6. idle CPU with warm functions --------------------------------------------------
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of one process so far, not of its children."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@contextlib.contextmanager
-def warm_functions(api: Client, n: int) -> Iterator[list[str]]:
-    """``n`` warm functions (add.py, minScale 1, 64 MiB each), deleted afterwards."""
-    names = [f"bench-idle-{i}" for i in range(n)]
-    spec = {"scaling": {"minScale": 1, "maxScale": 1}, "resources": {"memoryMiB": 64}}
-    try:
-        for name in names:
-            api.deploy(name, FIXTURES / "add.py", spec, wait=False)
-        for name in names:
-            api.wait_ready(name, timeout=600)
-            api.wait_replicas(name, 1, 1, timeout=600)
-        time.sleep(5.0)  # the last starts' follow-up (probes, status writes) settles
-        yield names
-    finally:
-        for name in names:
-            api.delete(name, missing_ok=True)
-
+# -- idle CPU with warm functions, the dashboard and the pod sampler --------------------
 
 def bench_idle(pid: int, n: int, seconds: float) -> dict[str, Any]:
     """The server's own CPU over ``seconds`` (``n`` warm functions, no traffic)."""
@@ -424,11 +371,9 @@ def bench_idle(pid: int, n: int, seconds: float) -> dict[str, Any]:
             "server_cpu_percent": round(100 * cpu / wall, 2)}
 
 
-# -- 7. the dashboard: first paint and the pod sampler's cost ------------------------
-
-# Installed in the page before its own script: records (performance.now(), ms from the
-# navigation's start) when the functions table first holds ``want`` rows, and the frame
-# that paints it. Nothing in the dashboard changes for it: any version can be measured.
+# Installed in the page before its own script: records performance.now() of the frame
+# that first paints ``want`` rows of the functions table. The dashboard is not changed
+# for it, so any version can be measured.
 OBSERVER = """
 (() => {
   const want = %d;
@@ -450,9 +395,8 @@ TIMINGS = """() => {
 
 
 def first_paints(urls: list[str], n: int, loads: int) -> list[dict[str, Any]]:
-    """Each server's ``/ui`` first paint with ``n`` functions: ms from navigation start to
-    the frame drawing all rows, and the page's ``GET /api/v1/functions`` (Resource
-    Timing); one warm-up load, then ``loads`` loads going to the servers in turn."""
+    """Each server's ``/ui`` first paint with ``n`` functions (ms from navigation start)
+    and its ``GET /api/v1/functions``; a warm-up, then ``loads`` loads, servers in turn."""
     from playwright.sync_api import sync_playwright
 
     runs: list[list[dict[str, float]]] = [[] for _ in urls]
@@ -469,27 +413,21 @@ def first_paints(urls: list[str], n: int, loads: int) -> list[dict[str, Any]]:
                     page.close()
         finally:
             browser.close()
-    return [{"url": url, "first_paint_s": round(statistics.median(r["paint"] for r in rs[1:])
-                                                / 1000, 3),
-             "api_ms": round(statistics.median(r["api"] for r in rs[1:]), 1),
-             "paint_ms_all": [round(r["paint"], 1) for r in rs[1:]]}
+    return [{"url": url, "paint_ms_all": [round(r["paint"], 1) for r in rs[1:]],
+             "first_paint_s": round(statistics.median(r["paint"] for r in rs[1:]) / 1000, 3),
+             "api_ms": round(statistics.median(r["api"] for r in rs[1:]), 1)}
             for url, rs in zip(urls, runs, strict=True)]
 
 
-def bench_dashboard(url: str, names: list[str], loads: int = 5,
+def bench_dashboard(url: str, names: list[str], client: Any, loads: int = 5,
                     also: list[str] | None = None) -> dict[str, Any]:
-    """``/ui``'s first paint (:func:`first_paints`; ``also``: other running servers with
-    as many functions, interleaved); one sampling of the functions' pods (cgroup, else
-    psutil), median of 50."""
-    import docker
-
+    """``/ui``'s first paint (``also``: other running servers with as many functions,
+    interleaved); one sampling of the functions' pods (cgroup, else psutil), median of 50."""
     from allinone.usage import DEFAULT_PERIOD_SECONDS, PsutilReader, UsageSampler
 
     paint, *others = first_paints([url, *(also or [])], len(names), loads)
-    client = docker.from_env()
     pids = {c.name: [c.attrs["State"]["Pid"]] for c in client.containers.list(
         filters={"label": "allinone.managed=1"}) if c.labels.get("allinone.function") in names}
-    client.close()
     sampler, costs = UsageSampler(PsutilReader()), []
     for i in range(50):
         p0 = time.process_time()
@@ -506,9 +444,7 @@ def bench_dashboard(url: str, names: list[str], loads: int = 5,
 def bench_sampler(server: ServerProcess, api: Client, names: list[str],
                   seconds: float) -> dict[str, Any]:
     """The server's CPU over ``seconds`` with the pod sampler on, off (``serve
-    --usage-period 0``) and on again: the same state served again each time (its pods
-    adopted), so only the sampler differs. Leaves the server running with it on."""
-    assert server.proc is not None
+    --usage-period 0``) and on again, the same state served each time (its pods adopted)."""
     cpu: dict[str, list[float]] = {"on": [], "off": []}
     for phase in ("on", "off", "on"):
         server.stop()
@@ -523,7 +459,7 @@ def bench_sampler(server: ServerProcess, api: Client, names: list[str],
             "sampler_off_cpu_percent": cpu["off"]}
 
 
-# -- 8. what a workflow adds per Task state --------------------------------------------
+# -- what a workflow adds per Task state -------------------------------------------------
 
 def chain(n: int, kind: str) -> dict[str, Any]:
     """A workflow of ``n`` pass-through Task states (``kind`` task) or Pass states."""
@@ -534,6 +470,8 @@ def chain(n: int, kind: str) -> dict[str, Any]:
 
 
 def bench_workflow(api: Client, n: int, runs: int) -> dict[str, Any]:
+    """N direct calls vs a workflow of N Task states, N Pass states, one Pass state,
+    interleaved run by run; the server's split from each execution's history."""
     body = {"k": "v", "n": 1}
     api.deploy("passthrough", FIXTURES / "workflows/functions/passthrough.py",
                {"scaling": {"minScale": 1}})
@@ -562,7 +500,7 @@ def bench_workflow(api: Client, n: int, runs: int) -> dict[str, Any]:
 
     cases: dict[str, Callable[[], None]] = {
         "direct": direct, "workflow": lambda: flow(f"tasks-{n}"),
-             "pass": lambda: flow(f"pass-{n}"), "empty": lambda: flow("empty")}
+        "pass": lambda: flow(f"pass-{n}"), "empty": lambda: flow("empty")}
     times: dict[str, list[float]] = {k: [] for k in cases}
     errors: list[str] = []
     try:
@@ -596,12 +534,11 @@ def bench_workflow(api: Client, n: int, runs: int) -> dict[str, Any]:
             "raw_ms": {k: [round(x, 2) for x in v] for k, v in times.items()}}
 
 
-# -- 9. trigger latency -----------------------------------------------------------------
+# -- trigger latency -------------------------------------------------------------------
 
 def drop_and_wait(inbox: Path, outbox: Path, name: str, data: bytes) -> float:
     """Write ``name`` into the watched ``inbox``; when it was closed (time.time())."""
-    with open(inbox / name, "wb") as f:
-        f.write(data)
+    (inbox / name).write_bytes(data)
     written = time.time()
     poll((outbox / f"{name}.json").exists, 120, f"{name}.json in {outbox}", 0.01)
     return written
@@ -654,19 +591,14 @@ def bench_pipeline(api: Client, tmp: Path, n: int) -> dict[str, list[float]]:
     """``imagepipe.json`` behind a watch trigger with a sink, each test image dropped
     ``n`` times one at a time (round 0 warms and is not counted): the execution's start
     after the write, the result in the outbox after the write, each image's execution."""
-    pipe = FIXTURES / "imagepipe"
-    for fn in ("inspect", "thumbnail", "histogram", "classify"):
-        api.deploy(f"img-{fn}", pipe / "functions" / fn, wait=False)
-    for fn in ("inspect", "thumbnail", "histogram", "classify"):
-        api.wait_ready(f"img-{fn}", timeout=600)
-    api.deploy_workflow("imagepipe", json.loads((pipe / "imagepipe.json").read_text()))
+    deploy_imagepipe(api, "img", "imagepipe")
     api.create_trigger("pipe", {"target": {"workflow": "imagepipe"}, "watch": {
         "path": str(tmp / "pipe-inbox")}, "sink": {"directory": str(tmp / "pipe-outbox")}})
     time.sleep(1.0)
     written: dict[str, float] = {}
     out: dict[str, list[float]] = {"start": [], "outbox": []}
     for i in range(n + 1):
-        for image in sorted((pipe / "images").iterdir()):
+        for image in sorted((PIPE / "images").iterdir()):
             name = f"r{i}-{image.name}"
             written[name] = drop_and_wait(tmp / "pipe-inbox", tmp / "pipe-outbox", name,
                                           image.read_bytes())
@@ -683,114 +615,48 @@ def bench_pipeline(api: Client, tmp: Path, n: int) -> dict[str, list[float]]:
     return out
 
 
-# -- the run ---------------------------------------------------------------------------
-
-# -- storm: many functions at zero invoked at the same moment -------------------
-
-def bare_storm(client: Any, image: str, handler: str, n: int,
-               workers: int | None = None) -> list[float]:
-    """The engine's floor: ``n`` bare pods created and started at once (``workers``
-    threads, default one each), each timed from the common start to its first 200 on
-    /healthz (ms), polled every 5 ms (40 threads polling every 1 ms would measure the
-    bench's own contention)."""
-    from concurrent.futures import ThreadPoolExecutor
-    sandbox = Sandbox()
-    made: list[tuple[str, Any]] = []
-
-    def one(t0: float) -> float:
-        name, sock, cid = docker_api_create(client, sandbox, image, handler)
-        made.append((name, cid))
-        client.api.start(cid)
-        return (healthz_until_200(sock, poll=0.005) - t0) * 1000
-
-    try:
-        with ThreadPoolExecutor(workers or n) as pool:
-            t0 = time.perf_counter()
-            return sorted(pool.map(one, [t0] * n))
-    finally:
-        for name, cid in made:
-            with contextlib.suppress(Exception):
-                client.api.remove_container(cid, force=True)
-            sandbox.dirs.remove(name)
-        sandbox.close()
-
+# -- storm: many functions at zero invoked at the same moment ----------------------------
 
 def bench_storm(api: Client, pid: int | None, n: int, rounds: int,
                 tick: float) -> dict[str, Any]:
-    """``n`` distinct functions, all at zero, each invoked once at the same moment (one
-    thread per request), ``rounds`` times; then the same number of bare containers
-    started at once (the engine's floor). Also the server's CPU from the storm's start
-    until 3 s after its last answer (``pid`` given)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import docker
-
+    """``n`` distinct functions, all at zero, each invoked once at the same moment (a
+    connection each, :func:`loadtests.loadgen.storm`), ``rounds`` times, with the
+    server's CPU from the storm's start to 3 s after its last answer (``pid`` given);
+    then ``n`` bare pods started at once. Latency counts from the storm's start."""
     names = [f"bench-storm-{i}" for i in range(n)]
-    spec = {"scaling": {"scaleToZeroGracePeriodSeconds": 1, "stableWindowSeconds": 6},
-            "resources": {"memoryMiB": 64}}
-    rows: list[dict[str, Any]] = []
-    client = docker.from_env(max_pool_size=n)
-    try:
-        for name in names:
-            api.deploy(name, FIXTURES / "add.py", spec, wait=False)
-        image = handler = ""
-        for name in names:
-            fn = api.wait_ready(name, timeout=600)
-            image, handler = fn["status"]["image"], fn["spec"]["handler"]
-        server_port = int(api.server.rsplit(":", 1)[1])
-
-        def call(name: str) -> tuple[int, float]:
-            # A long client timeout: a slow storm is measured, not cut off (status 0 is a
-            # connection error or no answer within 120 s).
-            conn = http.client.HTTPConnection("127.0.0.1", server_port, timeout=120)
-            t = time.perf_counter()
-            try:
-                conn.request("POST", f"/function/{name}", ADD_BODY,
-                             {"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                resp.read()
-                return resp.status, (time.perf_counter() - t) * 1000
-            except OSError:
-                return 0, (time.perf_counter() - t) * 1000
-            finally:
-                conn.close()
-
-        with ThreadPoolExecutor(n) as pool:
-            for i in range(rounds):
-                for name in names:
-                    api.wait_replicas(name, 0, 0, 60 + 10 * tick, interval=0.05, no_pods=True)
-                c0 = cpu_seconds(pid) if pid else 0.0
-                t0 = time.perf_counter()
-                got = list(pool.map(call, names))
-                storm_s = time.perf_counter() - t0
-                time.sleep(3.0)
-                cpu = cpu_seconds(pid) - c0 if pid else None
-                ms = [m for _, m in got]
-                ok = sum(1 for st, _ in got if st == 200)
-                row: dict[str, Any] = {"round": i + 1, "ok": ok, "requests": n,
-                                       "failed": sorted(st for st, _ in got if st != 200),
-                                       "latency_ms": stats(ms), "storm_s": round(storm_s, 3)}
-                if cpu is not None:
-                    row["server_cpu_s"] = round(cpu, 3)
-                    row["server_cpu_percent"] = round(100 * cpu / (storm_s + 3.0), 1)
-                rows.append(row)
-                lat = row["latency_ms"]
-                log(f"storm {i + 1}/{rounds}: {ok}/{n} ok, p50 {lat['p50']:.0f} ms, max "
-                    f"{lat['max']:.0f} ms, server CPU "
-                    f"{row.get('server_cpu_s', '-')} s")
-        floor = bare_storm(client, image, handler, n)
+    urls, rows = [f"{api.server}/function/{name}" for name in names], []
+    with functions(api, names, {"scaling": AT_ZERO, "resources": {"memoryMiB": 64}}) as box:
+        for i in range(rounds):
+            for name in names:
+                api.wait_replicas(name, 0, 0, 60 + 10 * tick, interval=0.05, no_pods=True)
+            # As functions idle for more than a moment: their standby containers are
+            # created (40 Docker creates take a few seconds here).
+            time.sleep(5.0)
+            c0, t0 = cpu_seconds(pid) if pid else 0.0, time.perf_counter()
+            got = storm(urls, ADD_BODY)  # a slow storm is measured, not cut off (120 s)
+            time.sleep(3.0)
+            ok = len(got.outcomes) - len(got.failures)
+            row: dict[str, Any] = {
+                "round": i + 1, "ok": ok, "requests": n, "storm_s": round(got.seconds, 3),
+                "latency_ms": stats([(o.started + o.seconds - t0) * 1000 for o in got.outcomes]),
+                "failed": sorted(o.status for o in got.failures)}
+            rows.append(row)
+            if pid:
+                row["server_cpu_s"] = cpu = round(cpu_seconds(pid) - c0, 3)
+                row["server_cpu_percent"] = round(100 * cpu / (got.seconds + 3.0), 1)
+            log(f"storm {i + 1}/{rounds}: {ok}/{n} ok, p50 {row['latency_ms']['p50']:.0f} ms, "
+                f"max {row['latency_ms']['max']:.0f} ms, server CPU "
+                f"{row.get('server_cpu_s', '-')} s")
+        floor = box.storm(n)
         log(f"storm floor: {n} bare containers at once: p50 {stats(floor)['p50']:.0f} ms, "
             f"max {max(floor):.0f} ms")
-    finally:
-        client.close()
-        for name in names:
-            api.delete(name, missing_ok=True)
-    p50s = [float(r["latency_ms"]["p50"]) for r in rows]
-    maxes = [float(r["latency_ms"]["max"]) for r in rows]
-    return {"functions": n, "rounds": rows, "p50_ms_median": sorted(p50s)[len(p50s) // 2],
-            "max_ms_worst": max(maxes), "all_ok": all(r["ok"] == n for r in rows),
-            "bare_docker_ms": stats(floor)}
+    p50s = sorted(float(r["latency_ms"]["p50"]) for r in rows)
+    return {"functions": n, "rounds": rows, "p50_ms_median": p50s[len(p50s) // 2],
+            "max_ms_worst": max(float(r["latency_ms"]["max"]) for r in rows),
+            "all_ok": all(r["ok"] == n for r in rows), "bare_docker_ms": stats(floor)}
 
+
+# -- the run ------------------------------------------------------------------------------
 
 def machine() -> dict[str, Any]:
     def sh(*cmd: str) -> str:
@@ -817,14 +683,13 @@ def dist(s: dict[str, Any], unit: str = "ms") -> str:
 
 
 def table(res: dict[str, Any]) -> str:
+    """The figures of every part in ``res`` with their targets, one line each."""
     rows: list[Row] = []
     if w := res.get("warm_latency"):
         d, a = w["direct_ms"], w["activator_ms"]
-        rows += [("warm latency p50, direct / activator", f"{d['p50']:.3f} / {a['p50']:.3f}"
-                  f" ms, +{w['added_p50_ms']:.3f} ms",
-                  f"<= +{TARGETS['added_latency_p50_ms']} ms added"),
-                 ("warm latency p99, direct / activator", f"{d['p99']:.3f} / {a['p99']:.3f}"
-                  f" ms, +{w['added_p99_ms']:.3f} ms", "")]
+        rows += [(f"warm latency {q}, direct / activator", f"{d[q]:.3f} / {a[q]:.3f} ms, "
+                  f"+{w[f'added_{q}_ms']:.3f} ms", target) for q, target in (
+                      ("p50", f"<= +{TARGETS['added_latency_p50_ms']} ms added"), ("p99", ""))]
     if t := res.get("throughput"):
         x = t["python"]
         rows.append((f"throughput ({t['concurrency']} conns, median of {THROUGHPUT_ROUNDS}), "
@@ -863,12 +728,10 @@ def table(res: dict[str, Any]) -> str:
         rows += [(f"/ui first paint of {o['url']}, interleaved", f"{o['first_paint_s']:.3f} s",
                   "") for o in ds.get("also", [])]
     if sp := res.get("sampler"):
+        on, off = sp["sampler_on_cpu_percent"], sp["sampler_off_cpu_percent"]
         rows.append((f"server CPU, {sp['functions']} warm pods, {sp['seconds']:g} s, "
-                     "sampler on / off / on",
-                     " / ".join(f"{v:.2f}" for v in (sp["sampler_on_cpu_percent"][0],
-                                                      *sp["sampler_off_cpu_percent"],
-                                                      *sp["sampler_on_cpu_percent"][1:]))
-                     + " % of a core", ""))
+                     "sampler on / off / on", " / ".join(f"{v:.2f}" for v in (
+                         on[0], *off, *on[1:])) + " % of a core", ""))
     if wf := res.get("workflow"):
         m, n, sv = wf["median_ms"], wf["tasks"], wf["server_side_ms"]
         rows += [(f"{n} direct calls / workflow of {n} Task states", f"{m['direct']:.1f} / "
@@ -878,10 +741,10 @@ def table(res: dict[str, Any]) -> str:
                  ("workflow engine per Task state (server's history)",
                   f"{sv['engine_per_task']} ms", "")]
     if tr := res.get("trigger"):
-        rows += [(key.replace("_", " "), dist(s), "") for key, s in tr.items()
-                 if key != "raw_s"]
+        rows += [(key.replace("_", " "), dist(s), "") for key, s in tr.items() if key != "raw_s"]
     if st := res.get("storm"):
-        lat = [r["latency_ms"] for r in st["rounds"]]
+        lat, cpu = [r["latency_ms"] for r in st["rounds"]], [
+            r.get("server_cpu_percent") for r in st["rounds"]]
         rows += [(f"cold storm, {st['functions']} functions at once ({len(lat)} rounds)",
                   "p50 " + " / ".join(f"{x['p50']:.0f}" for x in lat) + ", max "
                   + " / ".join(f"{x['max']:.0f}" for x in lat) + " ms"
@@ -889,33 +752,13 @@ def table(res: dict[str, Any]) -> str:
                   f"p50 <= {TARGETS['storm_p50_ms']:g}, max <= {TARGETS['storm_max_ms']:g} ms"),
                  (f"bare docker create+start, {st['functions']} at once (the floor)",
                   dist(st["bare_docker_ms"]), "")]
-        cpu = [r.get("server_cpu_percent") for r in st["rounds"]]
-        if all(c is not None for c in cpu):
+        if None not in cpu:
             rows.append(("server CPU, storm start to 3 s after",
                          " / ".join(f"{c:.0f}" for c in cpu) + " % of a core", ""))
     head: Row = ("figure", "measured", "target")
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(3)]
     return "\n".join("  ".join(c.ljust(wd) for c, wd in zip(r, widths, strict=True)).rstrip()
                      for r in [head, *rows])
-
-
-def run_paused_part(args: argparse.Namespace, tmp: Path, tick: float) -> dict[str, Any] | None:
-    """The paused part needs a server with --keep-paused: the one given, or a second own one
-    (not the first: its cold starts must be fresh containers)."""
-    if args.server and not args.paused_server:
-        log("paused: skipped (give --paused-server URL of a server run with --keep-paused)")
-        return None
-    if args.paused_server:
-        url = args.paused_server.rstrip("/")
-        return bench_paused(Client(url), int(url.rsplit(":", 1)[1]), args.trials, tick)
-    server = ServerProcess(tmp / "state-paused", extra_args=("--keep-paused", "300"))
-    log(f"paused: starting allinone serve --keep-paused 300 in {server.state_dir}")
-    server.start()
-    try:
-        return bench_paused(Client(server.url), server.port, args.trials, server.tick)
-    finally:
-        server.stop()
-        server.cleanup_containers()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -925,60 +768,48 @@ def parser() -> argparse.ArgumentParser:
     add("--server", metavar="URL", help="a running server (default: start one)")
     add("--tick", type=float, help="its autoscaler tick (default 0.5 for the server started "
         "here, 2 with --server)")
-    add("--server-pid", type=int, help="with --server: its process id (idle CPU)")
+    add("--server-pid", type=int, help="with --server: its process id (idle CPU, storm)")
     add("--paused-server", metavar="URL", help="with --server: a server run with "
         "--keep-paused (without --server the bench starts one)")
     add("--only", nargs="*", choices=PARTS, help="run only these parts (default all)")
-    add("--json", type=Path, default=ROOT / "loadtests" / "reports" / "bench.json",
+    add("--json", type=Path, default=Path(__file__).parent / "reports" / "bench.json",
         help="where the JSON goes (default %(default)s)")
-    add("--trials", type=int, default=20, help="cold and paused start trials (20)")
-    add("--requests", type=int, default=2000, help="sequential warm requests per path")
-    add("--concurrency", type=int, default=32, help="throughput connections (32)")
-    add("--duration", type=float, default=5.0, help="seconds per throughput run (5)")
-    add("--deploys", type=int, default=5, help="deploys of each kind (5)")
-    add("--idle-functions", type=int, default=40, help="warm functions for idle (40)")
-    add("--idle-seconds", type=float, default=30.0, help="the idle CPU window (30)")
+    for flag, kind, default, text in (
+            ("--trials", int, 20, "cold and paused start trials"),
+            ("--requests", int, 2000, "sequential warm requests per path"),
+            ("--concurrency", int, 32, "throughput connections"),
+            ("--duration", float, 5.0, "seconds per throughput run"),
+            ("--deploys", int, 5, "deploys of each kind"),
+            ("--idle-functions", int, 40, "warm functions for idle and dashboard"),
+            ("--idle-seconds", float, 30.0, "the idle CPU window"),
+            ("--storm-functions", int, 40, "functions in the cold storm"),
+            ("--storm-rounds", int, 3, "cold storms"),
+            ("--tasks", int, 10, "Task states of the workflow part"),
+            ("--runs", int, 30, "interleaved runs of the workflow part"),
+            ("--files", int, 20, "files dropped by the trigger part"),
+            ("--fires", int, 20, "schedule fires of the trigger part")):
+        add(flag, type=kind, default=default, help=f"{text} (default {default:g})")
     add("--paint-also", action="append", default=[], metavar="URL", help="dashboard: also "
         "the first paint of this running server with --idle-functions functions (another "
         "version of the code), loads interleaved")
     add("--sampler-seconds", type=float, default=0.0, metavar="S", help="dashboard, own "
         "server only: its CPU over S s with the pod sampler on, off, on (three restarts)")
-    add("--storm-functions", type=int, default=40, help="functions in the cold storm (40)")
-    add("--storm-rounds", type=int, default=3, help="cold storms (3)")
-    add("--tasks", type=int, default=10, help="Task states of the workflow part (10)")
-    add("--runs", type=int, default=30, help="interleaved runs of the workflow part (30)")
-    add("--files", type=int, default=20, help="files dropped by the trigger part (20)")
-    add("--fires", type=int, default=20, help="schedule fires of the trigger part (20)")
     add("--pipeline", type=int, default=0, metavar="N", help="trigger part: also drop each "
         "imagepipe test image N times (builds the Pillow functions, ~1 min)")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    parts = set(args.only or PARTS)
-    tmp = Path(tempfile.mkdtemp(prefix="allinone-bench-"))
-    server = None
-    if args.server:
-        url, tick = args.server.rstrip("/"), args.tick or 2.0
-    else:
-        server = ServerProcess(tmp / "state")
-        url, tick = server.url, args.tick or server.tick
-        if parts - {"paused"}:  # the paused part starts its own
-            log(f"starting allinone serve in {server.state_dir}")
-            server.start()
-    port, api = int(url.rsplit(":", 1)[1]), Client(url)
-    pid = server.proc.pid if server is not None and server.proc else args.server_pid
-    res: dict[str, Any] = {"command": " ".join(["python -m loadtests.bench",
-                                                *(sys.argv[1:] if argv is None else argv)]),
-                           "server": url, "tick_seconds": tick, "machine": machine(),
-                           "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "targets": TARGETS}
-    try:
-        if parts & {"warm", "throughput"}:
-            log("deploying bench-warm (add.py, exactly one pod)")
-            t = time.perf_counter()
-            api.deploy("bench-warm", FIXTURES / "add.py",
-                       {"scaling": {"minScale": 1, "maxScale": 1}})
+def run_parts(args: argparse.Namespace, parts: set[str], res: dict[str, Any], api: Client,
+              server: ServerProcess | None, pid: int | None, tick: float, tmp: Path) -> None:
+    """Every part but paused, on one server."""
+    port = int(api.server.rsplit(":", 1)[1])
+
+    def pid_now() -> int | None:  # the sampler restarts our own server: a new pid
+        return server.proc.pid if server is not None and server.proc else pid
+    if parts & {"warm", "throughput"}:
+        log("deploying bench-warm (add.py, exactly one pod)")
+        t = time.perf_counter()
+        with functions(api, ["bench-warm"], {"scaling": {"minScale": 1, "maxScale": 1}}):
             res["first_deploy_on_this_registry_s"] = round(time.perf_counter() - t, 3)
             sock = str(api.ready_pod("bench-warm")["socket"])
             if "warm" in parts:
@@ -988,45 +819,74 @@ def main(argv: list[str] | None = None) -> int:
             if "throughput" in parts:
                 res["throughput"] = bench_throughput(port, "bench-warm", sock,
                                                      args.concurrency, args.duration)
-            api.delete("bench-warm", missing_ok=True)
-        if "cold" in parts:
-            log(f"cold start: {args.trials} trials, interleaved with bare docker starts")
-            res["cold_start"] = bench_cold_start(api, port, args.trials, tick)
-        if "deploy" in parts:
-            log(f"deploy to Ready: {args.deploys} first builds and cached rebuilds")
-            res["deploy"] = bench_deploy(api, args.deploys)
-        if parts & {"idle", "dashboard"}:
-            log(f"idle/dashboard: {args.idle_functions} warm functions")
-            with warm_functions(api, args.idle_functions) as names:
-                if "idle" in parts and pid:
-                    log(f"idle: server CPU over {args.idle_seconds:g} s")
-                    res["idle"] = bench_idle(pid, len(names), args.idle_seconds)
-                elif "idle" in parts:
-                    log("idle: skipped (give --server-pid PID with --server)")
-                if "dashboard" in parts:
-                    res["dashboard"] = bench_dashboard(url, names, also=args.paint_also)
-                    if server is not None and args.sampler_seconds > 0:
-                        log(f"sampler: server CPU over {args.sampler_seconds:g} s, on/off/on")
-                        res["sampler"] = bench_sampler(server, api, names,
-                                                       args.sampler_seconds)
-        if "workflow" in parts:
-            log(f"workflow: {args.tasks} Task states, {args.runs} interleaved runs")
-            res["workflow"] = bench_workflow(api, args.tasks, args.runs)
-        if "storm" in parts:
-            log(f"storm: {args.storm_functions} functions at zero invoked at once, "
-                f"{args.storm_rounds} rounds")
-            res["storm"] = bench_storm(api, pid, args.storm_functions, args.storm_rounds, tick)
-        if "trigger" in parts:
-            log(f"trigger: {args.files} files, {args.fires} fires, pipeline {args.pipeline}")
-            res["trigger"] = bench_trigger(api, tmp / "trigger", args.files, args.fires,
-                                           args.pipeline)
-    finally:
-        if server is not None:
-            server.stop()
-            server.cleanup_containers()
+    if "cold" in parts:
+        log(f"cold start: {args.trials} trials, interleaved with bare docker starts")
+        res["cold_start"] = bench_cold_start(api, port, args.trials, tick)
+    if "deploy" in parts:
+        log(f"deploy to Ready: {args.deploys} first builds and cached rebuilds")
+        res["deploy"] = bench_deploy(api, args.deploys)
+    if parts & {"idle", "dashboard"}:
+        log(f"idle/dashboard: {args.idle_functions} warm functions")
+        names = [f"bench-idle-{i}" for i in range(args.idle_functions)]
+        spec = {"scaling": {"minScale": 1, "maxScale": 1}, "resources": {"memoryMiB": 64}}
+        with functions(api, names, spec, ready=1, settle=5.0) as box:
+            if "idle" in parts and (now := pid_now()):
+                log(f"idle: server CPU over {args.idle_seconds:g} s")
+                res["idle"] = bench_idle(now, len(names), args.idle_seconds)
+            elif "idle" in parts:
+                log("idle: skipped (give --server-pid PID with --server)")
+            if "dashboard" in parts:
+                res["dashboard"] = bench_dashboard(api.server, names, box.client,
+                                                   also=args.paint_also)
+                if server is not None and args.sampler_seconds > 0:
+                    log(f"sampler: server CPU over {args.sampler_seconds:g} s, on/off/on")
+                    res["sampler"] = bench_sampler(server, api, names, args.sampler_seconds)
+    if "workflow" in parts:
+        log(f"workflow: {args.tasks} Task states, {args.runs} interleaved runs")
+        res["workflow"] = bench_workflow(api, args.tasks, args.runs)
+    if "storm" in parts:
+        log(f"storm: {args.storm_functions} functions at zero invoked at once, "
+            f"{args.storm_rounds} rounds")
+        res["storm"] = bench_storm(api, pid_now(), args.storm_functions, args.storm_rounds, tick)
+    if "trigger" in parts:
+        log(f"trigger: {args.files} files, {args.fires} fires, pipeline {args.pipeline}")
+        res["trigger"] = bench_trigger(api, tmp / "trigger", args.files, args.fires,
+                                       args.pipeline)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    parts = set(args.only or PARTS)
+    tmp = Path(tempfile.mkdtemp(prefix="allinone-bench-"))
+    res: dict[str, Any] = {"command": " ".join(["python -m loadtests.bench", *(
+        sys.argv[1:] if argv is None else argv)]), "machine": machine(), "targets": TARGETS,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     try:
-        if "paused" in parts:
-            res["paused"] = run_paused_part(args, tmp, tick)
+        if args.server:
+            url, tick = args.server.rstrip("/"), args.tick or 2.0
+            res.update(server=url, tick_seconds=tick)
+            run_parts(args, parts, res, Client(url), None, args.server_pid, tick, tmp)
+        elif parts - {"paused"}:
+            with ServerProcess(tmp / "state") as server:
+                log(f"started allinone serve in {server.state_dir}")
+                assert server.proc is not None
+                res.update(server=server.url, tick_seconds=(tick := args.tick or server.tick))
+                run_parts(args, parts, res, server.client, server, server.proc.pid, tick, tmp)
+        # The paused part needs a server with --keep-paused: the one given, or a second
+        # own one (not the first: its cold starts must be fresh containers).
+        if "paused" in parts and args.paused_server:
+            url = args.paused_server.rstrip("/")
+            res["paused"] = bench_paused(Client(url), int(url.rsplit(":", 1)[1]), args.trials,
+                                         args.tick or 2.0)
+        elif "paused" in parts and args.server:
+            log("paused: skipped (give --paused-server URL of a server run with --keep-paused)")
+        elif "paused" in parts:
+            log("paused: starting allinone serve --keep-paused 300")
+            with ServerProcess(tmp / "state-paused", extra_args=("--keep-paused", "300")) as s:
+                res["paused"] = bench_paused(s.client, s.port, args.trials, s.tick)
+    except Exception as exc:  # keep the figures of the parts that ran
+        res["error"] = f"{type(exc).__name__}: {exc}"
+        log(f"stopped by an error:\n{traceback.format_exc()}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     res["table"] = out = table(res)
@@ -1034,7 +894,7 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(res, indent=1) + "\n")
     print(f"\nJSON: {args.json}")
-    return 0
+    return 1 if "error" in res else 0
 
 
 if __name__ == "__main__":

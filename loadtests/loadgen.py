@@ -1,18 +1,16 @@
-"""The one closed-loop HTTP load generator outside locust (asyncio, raw HTTP/1.1).
+"""The one closed-loop HTTP load generator outside locust (asyncio, raw HTTP/1.1): the
+benchmark's :func:`measure` and :func:`sequence`, the integration tests' :func:`run_load`
+and :func:`burst`.
 
-Used by the benchmark (:func:`measure` for throughput, :func:`sequence` for sequential
-latency and cold starts) and by the integration tests (:func:`run_load`, :func:`burst`).
-Each connection is one user: it sends the same
-``POST`` and sends again as soon as the whole answer is in, over one keep-alive
-connection (TCP with ``TCP_NODELAY``, or a pod's Unix socket when ``unix`` is given).
-Answers are framed by ``Content-Length`` (every answer of the server and the pods has
-one); an answer without it ends its connection as a failure rather than hanging it.
-
-Invariants: loopback or any address the caller names, nothing else; every run is
-bounded (``duration`` or one request per user, plus ``timeout``), and a request still
-in flight at the time-out or on a closed connection is recorded as a failure (status
--1), so a caller counting outcomes never loses one. Bodies are kept as bytes and
-decoded only when read (``Outcome.body``), so measuring throughput costs no JSON work.
+Each connection is one user sending the same ``POST`` again as soon as the whole answer
+is in (keep-alive; TCP with ``TCP_NODELAY``, or a pod's Unix socket ``unix``). Answers
+are framed by ``Content-Length``; one without it fails its connection rather than hang.
+Every run is bounded (``duration`` or one request per user, plus ``timeout``), and a
+request in flight at the time-out or on a closed connection is a failure (status -1),
+so no outcome is lost. Bodies stay bytes until read (``Outcome.body``).
+Each user is a descriptor: a run first raises this process's soft open-files limit to
+its hard limit (:mod:`allinone.fdlimit`), or 2,000 users under the common soft limit of
+1024 would fail in the generator itself (EMFILE), not in the server under test.
 """
 
 from __future__ import annotations
@@ -27,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from allinone.fdlimit import raise_open_files_limit
 from loadtests.report import summarize
 
 _LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)")
@@ -121,18 +120,20 @@ class _User(asyncio.Protocol):
             self.done.set_result(None)
 
 
-async def _run(url: str, users: int, body: Any, again: Callable[[], bool],
-               timeout: float, unix: str | None = None) -> LoadResult:
-    u = urlsplit(url)
-    host, port = u.hostname or "127.0.0.1", u.port or 80
+async def _run(urls: list[str], body: Any, again: Callable[[], bool], timeout: float,
+               unix: str | None = None) -> LoadResult:
+    """One user per URL in ``urls`` (with ``unix``, only their paths count)."""
+    raise_open_files_limit()
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = (f"POST {u.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: "
-               f"application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data
     loop = asyncio.get_running_loop()
     result = LoadResult()
     protos: list[_User] = []
 
-    async def one() -> None:
+    async def one(url: str) -> None:
+        u = urlsplit(url)
+        host, port = u.hostname or "127.0.0.1", u.port or 80
+        request = (f"POST {u.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: "
+                   f"application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data
         done: asyncio.Future[None] = loop.create_future()
         proto = _User(request, again, result.outcomes, done)
         protos.append(proto)
@@ -149,7 +150,7 @@ async def _run(url: str, users: int, body: Any, again: Callable[[], bool],
 
     t0 = time.perf_counter()
     try:
-        await asyncio.wait_for(asyncio.gather(*(one() for _ in range(users))), timeout)
+        await asyncio.wait_for(asyncio.gather(*(one(u) for u in urls)), timeout)
     except TimeoutError:
         for proto in protos:
             proto.fail(b"timed out")
@@ -164,13 +165,13 @@ async def run_load(url: str, concurrency: int, duration: float, body: Any,
     for ``duration`` s or until ``stop`` is set (over the Unix socket ``unix`` if given:
     then ``url`` gives only the path)."""
     deadline = time.monotonic() + duration
-    return await _run(url, concurrency, body, lambda: time.monotonic() < deadline and not (
+    return await _run([url] * concurrency, body, lambda: time.monotonic() < deadline and not (
         stop and stop.is_set()), duration + timeout, unix)
 
 
 async def burst(url: str, n: int, body: Any, timeout: float = 120) -> LoadResult:
     """``n`` requests at once, one per connection."""
-    return await _run(url, n, body, lambda: False, timeout)
+    return await _run([url] * n, body, lambda: False, timeout)
 
 
 def _runner() -> Callable[[Any], LoadResult]:
@@ -183,13 +184,18 @@ def _runner() -> Callable[[Any], LoadResult]:
     return out
 
 
+def storm(urls: list[str], body: bytes, timeout: float = 120) -> LoadResult:
+    """One request to each of ``urls``, all at once, a connection each."""
+    return _runner()(_run(urls, body, lambda: False, timeout))
+
+
 def sequence(url: str, n: int, body: bytes, unix: str | None = None,
              timeout: float = 120) -> list[float]:
     """``n`` requests one after another on one new keep-alive connection: each one's
     latency in ms (the first pays no connect: timing starts at the send). RuntimeError
     unless all ``n`` answered 200."""
     sent = iter(range(1, n))
-    res = _runner()(_run(url, 1, body, lambda: next(sent, None) is not None, timeout, unix))
+    res = _runner()(_run([url], body, lambda: next(sent, None) is not None, timeout, unix))
     if res.failures or len(res.outcomes) != n:
         raise RuntimeError(f"POST {url}: {res.summary()}")
     return [o.seconds * 1000 for o in res.outcomes]

@@ -1,24 +1,17 @@
-"""The thin locust adapter that runs one scenario of :mod:`loadtests.scenarios`.
+"""The thin locust adapter that runs one scenario of :mod:`loadtests.scenarios`:
+``locust -f loadtests/locustfile.py --headless --host URL --scenario NAME [--short]
+[--tick S] [--report PATH] [--keep] [--function NAME] ...``.
 
-    locust -f loadtests/locustfile.py --headless --host http://127.0.0.1:8080 \\
-        --scenario scale_up [--short] [--tick S] [--report PATH] [--keep] ...
-
-On ``test_start`` it deploys the scenario's fixture through :mod:`allinone.client`
-(or takes ``--function NAME``), waits for Ready and for the state the scenario starts
-in, then runs two greenlets: the *sampler* reads the function every 0.5 s (ready and
-desired replicas, the autoscaler's view, of each of the scenario's functions; every 2 s
-their pods' CPU and memory (``status.usage``); the driver's own readings while it waits are
-kept too, ``"by": "driver"``) and the *driver* (the scenario's ``drive``). Each request
-becomes a record ``[t, ms, ok, name, error]`` (``t``: start, seconds since set-up). On
-``quitting`` it judges, deletes what it deployed (unless ``--keep``), writes the JSON
-report and sets locust's exit code: 1 when a criterion failed.
-
-Users never send while ``sending`` is false, so the driver decides exactly when load
-starts and stops (a user stopped mid-request would leave a request neither counted nor
-answered); the shape hands locust the driver's user count and ends the test when the
-driver is done. ``--max-seconds`` caps the run (locust's ``--run-time`` does not apply
-to shapes); ``--max-p50-ms``/``--max-p95-ms`` are optional latency thresholds (off by
-default: these machines are shared and noisy). Local runner only.
+On ``test_start`` it deploys the fixture through :mod:`allinone.client` (or takes
+``--function``), waits for Ready and the start state, then runs two greenlets: the
+sampler (every 0.5 s each function's replicas and the autoscaler's view, every 2 s its
+pods' CPU and memory; the driver's own reads are kept too, ``"by": "driver"``) and the
+driver (``Scenario.drive``). Each request is a record ``[t, ms, ok, name, error]``. On
+``quitting`` it judges, deletes what it deployed (unless ``--keep``), writes the report
+and exits 1 when a criterion failed. Users send only while ``sending`` is true, so the
+driver alone decides when load starts and stops; the shape hands locust its user count.
+``--max-seconds`` caps the run (``--run-time`` does not apply to shapes);
+``--max-p50-ms``/``--max-p95-ms`` are optional thresholds. Local runner only.
 """
 
 from __future__ import annotations
@@ -30,7 +23,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import gevent
 import gevent.event
@@ -43,7 +36,6 @@ from loadtests.report import Report, latency_threshold, pod_usage, write_report
 from loadtests.scenarios import FIXTURES, POLL_INTERVAL, SCENARIOS, Scenario, ScenarioError
 
 log = logging.getLogger("loadtests")
-ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_INTERVAL = 0.5  # s between the sampler's reads of the function
 USAGE_EVERY = 4  # samples between two reads of the pods' usage (2 s: the server's period)
 
@@ -61,41 +53,29 @@ def _options(parser: Any) -> None:
     add("--max-seconds", type=float, default=0.0, metavar="S", help="stop (failed) after S s")
     add("--max-p50-ms", type=float, default=0.0, metavar="MS", help="key latency p50 limit")
     add("--max-p95-ms", type=float, default=0.0, metavar="MS", help="key latency p95 limit")
-    seen: set[str] = set()
-    for sc in SCENARIOS.values():
-        for o in sc.options:
-            if o.flag not in seen:
-                seen.add(o.flag)
-                add(o.flag, type=o.kind, default=o.default, help=f"{sc.name}: {o.help}")
+    options = {o[0]: (sc.name, *o) for sc in SCENARIOS.values() for o in sc.options}
+    for name, flag, kind, default, text in options.values():
+        add(flag, type=kind, default=default, help=f"{name}: {text}")
 
 
 class Runner:
-    """One scenario's run: the :class:`loadtests.scenarios.Run` the drivers see."""
+    """One scenario's run: the ``Run`` the scenarios' drivers and judges see."""
 
     def __init__(self) -> None:
         self.env: Environment | None = None
         self.sc: Scenario = SCENARIOS["scale_up"]
-        self.api: Client = Client()
-        self.report = Report("")
-        self.function = ""
-        self.functions: list[str] = []
-        self.bodies: list[bytes] = []
+        self.api, self.report = Client(), Report("")
+        self.function, self.functions, self.bodies = "", [], [b"{}"]
         self.fn: dict[str, Any] = {}
         self.t0: float | None = None
-        self.users = self.started_users = self.in_flight = self.answered = 0
-        self.sending = False
-        self.finished = gevent.event.Event()
-        self.gate = gevent.event.Event()
-        self.round = 0
-        self.data = b"{}"
+        self.users = self.started_users = self.in_flight = self.answered = self.round = 0
+        self.sending = self.quit = False
+        self.finished, self.gate = gevent.event.Event(), gevent.event.Event()
         self.session: HttpSession | None = None
         self.greenlets: list[gevent.Greenlet] = []
-        self.quit = False
         events.test_start.add_listener(self.set_up)
         events.request.add_listener(self.record)
         events.quitting.add_listener(self.finish)
-
-    # -- the Run protocol ---------------------------------------------------------------
 
     @property
     def p(self) -> dict[str, Any]:
@@ -110,8 +90,7 @@ class Runner:
         return self.report.tick_seconds
 
     def opt(self, name: str, default: Any) -> Any:
-        assert self.env is not None
-        return getattr(self.env.parsed_options, name, default)
+        return getattr(self.env and self.env.parsed_options, name, default)
 
     def now(self) -> float:
         assert self.t0 is not None
@@ -129,15 +108,13 @@ class Runner:
     def set_users(self, n: int, timeout: float = 60.0) -> None:
         """Ask the shape for ``n`` users and wait until locust has started them all."""
         assert self.env is not None and self.env.runner is not None
-        runner = self.env.runner
-        self.users = n
+        runner, self.users = self.env.runner, n
         self.wait_until(lambda: runner.user_count == n and (n == 0 or self.started_users >= n),
                         timeout, f"locust to reach {n} users", 0.05)
 
     def status(self) -> dict[str, Any]:
         """The function's status now; after t0 also kept as a sample (``by: driver``)."""
-        sent = time.time()
-        fn = self.api.find(self.function)
+        sent, fn = time.time(), self.api.find(self.function)
         if fn is None:
             raise ScenarioError(f"function {self.function} was deleted during the scenario")
         self.sample(sent, fn.get("status", {}), "driver")
@@ -179,22 +156,20 @@ class Runner:
         self.in_flight += 1
         t = time.perf_counter()
         try:
-            with session.post(self.sc.path.format(function=self.function),
-                              data=random.choice(self.bodies),
-                              name=name,
-                              catch_response=True, timeout=self.request_timeout(),
+            with session.post(self.sc.path.format(function=self.function), name=name,
+                              data=random.choice(self.bodies), catch_response=True,
+                              timeout=self.request_timeout(),
                               headers={"Content-Type": "application/json"}) as resp:
-                ms = (time.perf_counter() - t) * 1000.0
+                ms, out = (time.perf_counter() - t) * 1000.0, None
                 if resp.status_code == 200:
                     try:
                         out = resp.json()
                     except ValueError:
-                        out, msg = None, "HTTP 200 with a body that is not JSON"
+                        msg = "HTTP 200 with a body that is not JSON"
                     else:
-                        why = self.sc.check(self, out) if self.sc.check else None
-                        if why is None:
-                            return True, ms, out
-                        msg = why
+                        msg = self.sc.check(self, out) if self.sc.check else None
+                    if msg is None:
+                        return True, ms, out
                 elif resp.status_code == 0:
                     msg = f"no answer: {resp.error!r}"
                 else:
@@ -210,7 +185,7 @@ class Runner:
         self.gate = gevent.event.Event()
 
     def body(self) -> Any:
-        return json.loads(self.data)
+        return json.loads(self.bodies[0])
 
     def last_answer(self) -> float | None:
         return max((r[0] + r[1] / 1000.0 for r in self.report.records), default=None)
@@ -223,13 +198,10 @@ class Runner:
         self.sending = False
         self.finished.set()
 
-    # -- locust events --------------------------------------------------------------------
-
     def set_up(self, environment: Environment, **_: Any) -> None:
         if self.env is not None:
             return
-        self.env = environment
-        opts: Any = environment.parsed_options
+        self.env, opts = environment, environment.parsed_options
         self.sc = sc = SCENARIOS[opts.scenario]
         if opts.max_seconds > 0:
             gevent.spawn_later(opts.max_seconds, self.fail, f"stopped at --max-seconds "
@@ -243,12 +215,11 @@ class Runner:
                                     "--host http://127.0.0.1:8080")
             try:
                 body = json.loads(opts.body or json.dumps(sc.body))
-                if not isinstance(body, dict):
-                    raise ValueError("not an object")
             except ValueError as exc:
                 raise ScenarioError(f"--body must be a JSON object ({exc})") from None
-            self.data, rep.params["body"] = json.dumps(body).encode(), body
-            self.bodies = [self.data]
+            if not isinstance(body, dict):
+                raise ScenarioError("--body must be a JSON object")
+            self.bodies, rep.params["body"] = [json.dumps(body).encode()], body
             self.api = Client(rep.server, token=os.environ.get("ALLINONE_TOKEN"), timeout=60)
             self.session = HttpSession(rep.server, environment.events.request, None)
             self.session.trust_env = False
@@ -259,8 +230,8 @@ class Runner:
                 self.wait_zero()
             elif sc.start == "floor":
                 floor = int(self.scaling["minScale"])
-                self.wait_until(lambda: self.status().get("readyReplicas", 0) == floor
-                                and self.status().get("desiredReplicas", 0) == floor,
+                self.wait_until(lambda: (st := self.status()).get("readyReplicas", 0) == floor
+                                and st.get("desiredReplicas", 0) == floor,
                                 self.zero_timeout(), f"{self.function} at {floor} ready")
         except (ScenarioError, ApiError) as exc:
             rep.errors.append(f"set-up failed: {exc}")
@@ -278,14 +249,11 @@ class Runner:
             self.function, self.fn = given, self.api.wait_ready(given)
         else:
             self.function = self.sc.function or "lt-" + self.sc.name.replace("_", "-")
-            t = time.monotonic()
             log.info("[%s] deploying %s as %s", self.sc.name, self.sc.fixture, self.function)
-            self.fn = self.api.deploy(self.function, FIXTURES / self.sc.fixture,
-                                      self.sc.spec)
-            rep.deployed = True
-            rep.figures["deploy_to_ready_s"] = round(time.monotonic() - t, 3)
-        rep.function = self.function
-        self.functions = [self.function]
+            t = time.monotonic()
+            self.fn = self.api.deploy(self.function, FIXTURES / self.sc.fixture, self.sc.spec)
+            rep.deployed, rep.figures["deploy_to_ready_s"] = True, round(time.monotonic() - t, 3)
+        rep.function, self.functions = self.function, [self.function]
         rep.scaling = dict(self.fn["spec"]["scaling"])
         rep.params["fixture"] = None if given else self.sc.fixture
 
@@ -315,9 +283,8 @@ class Runner:
             "reason": auto.get("reason"), "by": by})
 
     def sample_loop(self) -> None:
-        """Every 0.5 s each function's replicas (the main one as ``samples``; with several
-        functions each in ``figures.replicas_by_function``), every 2 s (the server's pod
-        sampling period) each one's CPU and memory (``figures.usage_by_function``)."""
+        """The main function's samples; with several functions each one's replicas
+        (``figures.replicas_by_function``); every 2 s each one's CPU and memory."""
         figs = self.report.figures
         next_t, n = time.time(), 0
         while True:
@@ -336,8 +303,7 @@ class Runner:
                             [at, *pod_usage(self.api.pods(fn))])
             except (ApiError, ValueError):
                 figs["sample_errors"] = figs.get("sample_errors", 0) + 1
-            n += 1
-            next_t += SAMPLE_INTERVAL
+            n, next_t = n + 1, next_t + SAMPLE_INTERVAL
             gevent.sleep(max(0.0, next_t - time.time()))
 
     def record(self, request_type: str, name: str, response_time: float,
@@ -353,8 +319,7 @@ class Runner:
     def finish(self, environment: Environment, **_: Any) -> None:
         if self.quit or self.env is None:
             return
-        self.quit = True
-        rep, opts = self.report, cast(Any, environment.parsed_options)
+        self.quit, rep, opts = True, self.report, environment.parsed_options
         if len(self.greenlets) == 2 and not self.greenlets[1].dead:
             rep.errors.append("stopped before the scenario finished (SIGTERM, Ctrl-C or a "
                               "time cap): the criteria below cover only what ran")
@@ -368,13 +333,11 @@ class Runner:
             rep.duration_s = time.time() - self.t0
             try:
                 rep.criteria = self.sc.judge(self)
-                values = [float(r[1]) for r in rep.records
-                          if self.sc.key_latency in ("", r[3])]
-                label = f"{self.sc.key_latency or 'request'} latency"
+                values = [float(r[1]) for r in rep.records if self.sc.key_latency in ("", r[3])]
                 for q, limit in ((50, opts.max_p50_ms), (95, opts.max_p95_ms)):
-                    c = latency_threshold(label, values, q, limit)
-                    if c is not None:
-                        rep.criteria.append(c)
+                    c = latency_threshold(f"{self.sc.key_latency or 'request'} latency",
+                                          values, q, limit)
+                    rep.criteria += [c] if c is not None else []
             except Exception as exc:
                 log.exception("[%s] judging the criteria failed", self.sc.name)
                 rep.errors.append(f"evaluating the criteria failed: {exc}")
@@ -385,7 +348,7 @@ class Runner:
                 self.api.delete(self.function, missing_ok=True)
             except ApiError as exc:
                 log.warning("[%s] could not delete %s: %s", self.sc.name, self.function, exc)
-        out = Path(opts.report or ROOT / "loadtests" / "reports" / f"{self.sc.name}.json")
+        out = Path(opts.report or Path(__file__).parent / "reports" / f"{self.sc.name}.json")
         write_report(rep, out)
         for c in rep.criteria:
             log.info("[%s] %s: %s", self.sc.name, "PASS" if c.passed else "FAIL", c.detail)

@@ -1,23 +1,9 @@
-"""One PNG per scenario report: load, latency and replicas on a shared time axis.
-
-Four panels, top to bottom, x = seconds since the scenario's set-up finished:
-
-1. answers per second (1 s buckets, by when the answer came), failures in red;
-2. latency: every request as a dot at the time of its answer, one colour per request
-   name (``cold start`` and ``warm`` apart, so a handful of cold starts is visible, not
-   averaged away), failed requests as red x; p50 and p95 of each second with at least
-   5 answers as steps;
-3. ready replicas (solid) and the replicas the autoscaler wants (dashed), read from
-   the API every 0.5 s (and every 0.1 s while a scenario waits for a state); panic
-   mode shaded red, the criterion's deadline green, the KPA's expected count dotted.
-   A scenario of several functions adds each one's ready pods as its own line;
-4. CPU (percent of a core, solid, left axis) and memory (MiB, dashed, right axis) of
-   each function's pods (their ``status.usage``, the server's sampling) every 2 s.
-
-The scenario's events (step, silence, bursts...) are dotted vertical lines through all
-three, and the criteria are written under the plot, so the picture says when the
-function scaled, what it cost and whether it passed. matplotlib's Agg backend: no
-display needed.
+"""One PNG per scenario report, four panels on one time axis (seconds since set-up):
+answers per second (failures red); every request's latency as a dot per request name
+(failed: red x) with p50/p95 per second; ready (solid) and desired (dashed) replicas
+with panic mode shaded, the criterion's deadline and the KPA's expected count (with
+several functions each one's ready pods); each function's CPU and memory. Events are
+dotted lines through all panels, the criteria are written underneath. Agg backend.
 """
 
 from __future__ import annotations
@@ -37,9 +23,8 @@ MAX_DOTS = 20000  # beyond this many requests the dots are noise; lines only
 
 
 def _steps(samples: list[Mapping[str, Any]], key: str) -> tuple[list[float], list[float]]:
-    xs = [float(s["t"]) for s in samples if s.get(key) is not None]
-    ys = [float(s[key]) for s in samples if s.get(key) is not None]
-    return xs, ys
+    have = [s for s in samples if s.get(key) is not None]
+    return [float(s["t"]) for s in have], [float(s[key]) for s in have]
 
 
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:brown", "tab:pink", "tab:olive")
@@ -49,12 +34,8 @@ NAN = float("nan")
 
 def render(report: Mapping[str, Any], path: Path) -> Path:
     """Draw ``report`` (a dict as :func:`loadtests.report.load_report` returns) to ``path``."""
-    tl = report.get("timeline") or []
-    samples = report.get("samples") or []
-    records = report.get("records") or []
-    events = report.get("events") or []
-    criteria = report.get("criteria") or []
-    errors = report.get("errors") or []
+    tl, samples, records, events, criteria, errors = (report.get(k) or [] for k in (
+        "timeline", "samples", "records", "events", "criteria", "errors"))
     figures = report.get("figures") or {}
 
     fig, (ax_rps, ax_lat, ax_rep, ax_use) = plt.subplots(

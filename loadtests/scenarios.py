@@ -1,12 +1,10 @@
-"""The load-test scenarios as data: fixture, spec, parameters, a driver script, criteria.
+"""The load-test scenarios as data: fixture, spec, parameters, a driver, criteria.
 
-Each :class:`Scenario` is plain data plus two small functions of a :class:`Run` (the
-locust adapter, :mod:`loadtests.locustfile`, is the only implementation): ``drive``
-sets user counts, opens and closes the tap (``run.sending``) and marks events;
-``judge`` fills the report's figures and returns the criteria. Nothing here imports
-locust or gevent, so the runner lists the scenarios without gevent's monkey-patching.
-What each scenario does, its criteria and its options (given to locust after ``--``)
-are in ``loadtests/README.md``'s table; the why of each limit is beside its code.
+A :class:`Scenario` is plain data plus small functions of the run (``Run``: the locust
+adapter's ``Runner``, :mod:`loadtests.locustfile`): ``drive`` sets user counts, opens
+and closes the tap (``run.sending``) and marks events; ``judge`` fills the report's
+figures and returns the criteria. Nothing here imports locust or gevent. Options go to
+locust after ``--``; the why of each limit is beside its code.
 """
 
 from __future__ import annotations
@@ -16,7 +14,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from loadtests.report import (
     EXPECTED_FORMULA,
@@ -33,54 +31,13 @@ from loadtests.report import (
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 POLL_INTERVAL = 0.1  # s between the driver's reads while it waits for a state
+COLD_METRIC = "allinone_cold_start_latency_seconds"
+Run = Any  # loadtests.locustfile.Runner (locust's types are not strict-clean)
+Option = tuple[str, type, Any, str]  # flag, type, default, help
 
 
 class ScenarioError(Exception):
     """The scenario cannot go on (set-up failed, a state was never reached)."""
-COLD_METRIC = "allinone_cold_start_latency_seconds"
-
-
-class Run(Protocol):
-    """What a driver and a judge see of a running scenario (the locust adapter)."""
-
-    function: str
-    functions: list[str]  # every function the scenario sampled (the main one first)
-    bodies: list[bytes]  # users send one of these, at random
-    sending: bool  # users send only while it is true
-    report: Any  # loadtests.report.Report
-    api: Any  # allinone.client.Client
-    in_flight: int
-    answered: int  # gate users' answers since the gate opened
-
-    @property
-    def p(self) -> dict[str, Any]: ...  # the parameters, recorded in the report
-    @property
-    def scaling(self) -> dict[str, Any]: ...
-    @property
-    def tick(self) -> float: ...
-
-    def opt(self, name: str, default: Any) -> Any: ...
-    def now(self) -> float: ...
-    def sleep(self, seconds: float) -> None: ...
-    def event(self, label: str, **extra: Any) -> float: ...
-    def set_users(self, n: int) -> None: ...
-    def status(self) -> dict[str, Any]: ...
-    def wait_until(self, cond: Callable[[], bool], timeout: float, what: str) -> float: ...
-    def wait_zero(self) -> float: ...
-    def zero_timeout(self) -> float: ...
-    def request_timeout(self) -> float: ...
-    def call(self, name: str) -> tuple[bool, float, Any]: ...
-    def open_gate(self) -> None: ...
-    def body(self) -> Any: ...
-    def last_answer(self) -> float | None: ...
-
-
-@dataclass(frozen=True)
-class Option:
-    flag: str
-    kind: type
-    default: Any
-    help: str
 
 
 @dataclass(frozen=True)
@@ -100,11 +57,9 @@ class Scenario:
     path: str = "/function/{function}"  # what the users call
     function: str = ""  # the deployed name (default lt-NAME)
     slow: bool = False  # left out of --short's default list (CI); run when named
-    # After the deploy: what else the scenario needs (a workflow), and its removal.
-    setup: Callable[[Run], None] | None = None
-    teardown: Callable[[Run], None] | None = None
-    # A 200 whose body is wrong is a failure too: the reason, or None when it is right.
-    check: Callable[[Run, Any], str | None] | None = None
+    setup: Callable[[Run], None] | None = None  # after the deploy (a workflow) ...
+    teardown: Callable[[Run], None] | None = None  # ... and its removal
+    check: Callable[[Run, Any], str | None] | None = None  # why a 200's body is wrong
 
 
 def latencies(run: Run, name: str | None = None, after: float = float("-inf"),
@@ -113,22 +68,39 @@ def latencies(run: Run, name: str | None = None, after: float = float("-inf"),
             if name in (None, r[3]) and after <= r[0] < before]
 
 
+def hold(run: Run, users: int, seconds: float, label: str) -> float:
+    """A phase: ``users`` callers back to back for ``seconds``; when it started."""
+    run.set_users(users)
+    run.sending = True
+    start: float = run.event(label)
+    run.sleep(seconds)
+    run.sending = False
+    return start
+
+
+def ran(rep: Any, what: str = "executions") -> list[Criterion]:
+    n = len(rep.records)
+    return [Criterion(f"{what} ran", bool(n), n, 1, f"{n} {what} ran (at least 1 wanted)"),
+            no_failures(rep.records, what)]
+
+
 # -- cold_start ------------------------------------------------------------------------
 
 def cold_drive(run: Run) -> None:
+    def metrics() -> list[Any]:  # float, or None when /metrics is unreadable
+        return [run.api.metric(COLD_METRIC + k, run.function) for k in ("_sum", "_count")]
     for n in range(1, run.p["trials"] + 1):
         waited = run.wait_zero()
         run.event(f"trial {n}: at zero")
-        before = [run.api.metric(COLD_METRIC + k, run.function) for k in ("_sum", "_count")]
+        before = metrics()
         ok, cold_ms, _ = run.call("cold start")
         ok_warm, warm_ms, _ = run.call("warm")
-        after = [run.api.metric(COLD_METRIC + k, run.function) for k in ("_sum", "_count")]
-        # The trial measured a cold start only if the server counted exactly one (ours)
-        # in between; None when /metrics could not be read.
+        after = metrics()
+        # A cold start only if the server counted exactly one (ours) in between; None
+        # when /metrics could not be read.
         cold = None if None in (before[1], after[1]) else after[1] - before[1] == 1
-        server_ms = None
-        if cold and None not in (before[0], after[0]):
-            server_ms = round((after[0] - before[0]) * 1000.0, 3)
+        server_ms = (round((after[0] - before[0]) * 1000.0, 3)
+                     if cold and None not in (before[0], after[0]) else None)
         run.p.setdefault("rows", []).append({
             "trial": n, "at_zero_t": round(waited, 3), "ok": ok and ok_warm, "cold": cold,
             "cold_ms": round(cold_ms, 3), "warm_ms": round(warm_ms, 3),
@@ -139,27 +111,24 @@ def cold_drive(run: Run) -> None:
 def cold_judge(run: Run) -> list[Criterion]:
     tr = run.p.pop("rows", [])
     f = run.report.figures
-    f.update({
-        "trials": tr,
-        "cold_ms": summarize([t["cold_ms"] for t in tr]),
-        "warm_call_ms": summarize([t["warm_ms"] for t in tr]),
-        "pod_wait_ms": summarize([t["pod_wait_ms"] for t in tr]),
-        "server_cold_ms": summarize([t["server_ms"] for t in tr if t["server_ms"] is not None]),
-        "split": "call = warm request right after; pod wait = cold - warm; server = "
-                 "activator latency of the cold request (/metrics histogram sum)",
-    })
+    f.update({"trials": tr, **{k: summarize([t[col] for t in tr if t[col] is not None])
+                              for k, col in (("cold_ms", "cold_ms"), ("warm_call_ms", "warm_ms"),
+                                             ("pod_wait_ms", "pod_wait_ms"),
+                                             ("server_cold_ms", "server_ms"))},
+              "split": "call = warm request right after; pod wait = cold - warm; server = "
+                       "activator latency of the cold request (/metrics histogram sum)"})
     f["headline"] = (
         f"cold start over {len(tr)} trials: p50 {fmt_ms(f['cold_ms']['p50'])} ms, "
         f"p95 {fmt_ms(f['cold_ms']['p95'])} ms, max {fmt_ms(f['cold_ms']['max'])} ms; "
         f"p50 split: pod wait {fmt_ms(f['pod_wait_ms']['p50'])} ms + call "
         f"{fmt_ms(f['warm_call_ms']['p50'])} ms; activator-side "
         f"{fmt_ms(f['server_cold_ms']['p50'])} ms")
-    out = [no_failures(run.report.records)]
     not_cold = [t["trial"] for t in tr if t["cold"] is not True]
-    out.append(Criterion("every trial was cold", not not_cold, len(tr) - len(not_cold),
-                         len(tr), "each trial's request was counted as a cold start"
-                         if not not_cold else f"trials {not_cold} were not counted as cold "
-                         "starts (a pod was still up, or /metrics unreadable)"))
+    out = [no_failures(run.report.records),
+           Criterion("every trial was cold", not not_cold, len(tr) - len(not_cold), len(tr),
+                     "each trial's request was counted as a cold start" if not not_cold else
+                     f"trials {not_cold} were not counted as cold starts (a pod was still "
+                     "up, or /metrics unreadable)")]
     if len(tr) < run.p["trials"]:
         out.append(Criterion("all trials ran", False, len(tr), run.p["trials"],
                              f"only {len(tr)} of {run.p['trials']} trials ran"))
@@ -167,16 +136,6 @@ def cold_judge(run: Run) -> list[Criterion]:
 
 
 # -- scale_up --------------------------------------------------------------------------
-
-def hold(run: Run, users: int, seconds: float, label: str) -> float:
-    """A phase: ``users`` callers back to back for ``seconds``; when it started."""
-    run.set_users(users)
-    run.sending = True
-    start = run.event(label)
-    run.sleep(seconds)
-    run.sending = False
-    return start
-
 
 def step_drive(run: Run) -> None:
     p = run.p
@@ -192,34 +151,31 @@ def step_judge(run: Run) -> list[Criterion]:
     step = p.get("step_t")
     if step is None:
         return [Criterion("step happened", False, None, None, "the step never happened")]
-    expected = expected_replicas(p["users"], run.scaling)
+    expected, per_pod = expected_replicas(p["users"], run.scaling), per_pod_target(run.scaling)
     end = step + p["hold_s"]
-    hold = [s for s in rep.samples if step <= s["t"] <= end]
+    held = [s for s in rep.samples if step <= s["t"] <= end]
     reach = reaches_within(rep.samples, expected, step, p["within_s"])
     wanted = first_time(rep.samples, "desired", lambda v: v >= expected, after=step)
     inside = latencies(run, after=step, before=end)
-    conc = [s["stable"] for s in hold[-4:] if s.get("stable") is not None]
+    conc = [s["stable"] for s in held[-4:] if s.get("stable") is not None]
     f = rep.figures
     f.update({
-        "expected_replicas": expected,
-        "expected_formula": EXPECTED_FORMULA,
-        "expected_inputs": {"concurrency": p["users"], "per_pod": per_pod_target(run.scaling)},
+        "expected_replicas": expected, "expected_formula": EXPECTED_FORMULA,
+        "expected_inputs": {"concurrency": p["users"], "per_pod": per_pod},
         "desired_reached_after_s": None if wanted is None else round(wanted - step, 3),
         "ready_reached_after_s": reach.measured,
-        "ready_peak": max((s["ready"] for s in hold), default=None),
-        "ready_at_end": hold[-1]["ready"] if hold else None,
+        "ready_peak": max((s["ready"] for s in held), default=None),
+        "ready_at_end": held[-1]["ready"] if held else None,
         "autoscaler_stable_concurrency_at_end": round(conc[-1], 3) if conc else None,
-        "latency_during_hold_ms": summarize(inside),
+        "latency_during_hold_ms": (lat := summarize(inside)),
         "throughput_during_hold_rps": round(len(inside) / p["hold_s"], 2),
         "deadline": {"from": step, "to": step + p["within_s"],
-                     "label": f"{expected} ready within {p['within_s']:g} s"},
-    })
-    lat = f["latency_during_hold_ms"]
+                     "label": f"{expected} ready within {p['within_s']:g} s"}})
     f["headline"] = (
         f"step to {p['users']} users: expected {expected} pods = ceil({p['users']} / "
-        f"{per_pod_target(run.scaling):g}); desired after {f['desired_reached_after_s']} s, "
-        f"ready after {f['ready_reached_after_s']} s; hold latency p50 {fmt_ms(lat['p50'])} "
-        f"ms, p95 {fmt_ms(lat['p95'])} ms, {f['throughput_during_hold_rps']} req/s")
+        f"{per_pod:g}); desired after {f['desired_reached_after_s']} s, ready after "
+        f"{f['ready_reached_after_s']} s; hold latency p50 {fmt_ms(lat['p50'])} ms, p95 "
+        f"{fmt_ms(lat['p95'])} ms, {f['throughput_during_hold_rps']} req/s")
     return [reach, no_failures(rep.records)]
 
 
@@ -228,8 +184,7 @@ def step_judge(run: Run) -> list[Criterion]:
 def zero_drive(run: Run) -> None:
     p = run.p
     hold(run, p["users"], p["load_s"], f"load: {p['users']} users")
-    run.wait_until(lambda: run.in_flight == 0, run.request_timeout(),
-                   "the users' last requests")
+    run.wait_until(lambda: run.in_flight == 0, run.request_timeout(), "the users' last requests")
     p["last_answer_t"] = last = run.last_answer()
     run.event("silence (last answer)", at=last)
     run.set_users(0)
@@ -250,17 +205,15 @@ def zero_drive(run: Run) -> None:
 
 def zero_judge(run: Run) -> list[Criterion]:
     p, rep = run.p, run.report
-    out = [no_failures(rep.records)]
     grace = float(run.scaling["scaleToZeroGracePeriodSeconds"])
     window = float(run.scaling["stableWindowSeconds"])
     limit = round(window + grace + 2 * run.tick + POLL_INTERVAL, 3)
-    last, zero = p.get("last_answer_t"), p.get("zero_t")
+    last, zero, nxt = p.get("last_answer_t"), p.get("zero_t"), p.get("next_request")
     took = None if last is None or zero is None else round(zero - last, 3)
-    out.append(at_most(f"zero within window + grace + 2 ticks ({limit:g} s)", took, limit, "s",
-                       f"ready replicas reached 0 after the last answer (window {window:g} s "
-                       f"+ grace {grace:g} s + 2 x tick {run.tick:g} s + {POLL_INTERVAL:g} s "
-                       "polling)"))
-    nxt = p.get("next_request")
+    out = [no_failures(rep.records),
+           at_most(f"zero within window + grace + 2 ticks ({limit:g} s)", took, limit, "s",
+                   f"ready replicas reached 0 after the last answer (window {window:g} s + "
+                   f"grace {grace:g} s + 2 x tick {run.tick:g} s + {POLL_INTERVAL:g} s polling)")]
     if nxt is None:
         out.append(Criterion("next request succeeds", False, None, True,
                              "the next request was never made"))
@@ -276,9 +229,8 @@ def zero_judge(run: Run) -> list[Criterion]:
     f = rep.figures
     f.update({"zero_after_last_answer_s": took, "zero_limit_s": limit,
               "ready_peak": max((s["ready"] for s in rep.samples), default=None),
-              "latency_during_load_ms": summarize(latencies(run, "invoke")),
+              "latency_during_load_ms": (lat := summarize(latencies(run, "invoke"))),
               "next_request_ms": None if nxt is None else nxt["ms"]})
-    lat = f["latency_during_load_ms"]
     f["headline"] = (
         f"load p50 {fmt_ms(lat['p50'])} ms, p95 {fmt_ms(lat['p95'])} ms, peak "
         f"{f['ready_peak']} pods; zero {took} s after the last answer (limit {limit:g} s); "
@@ -317,12 +269,10 @@ def burst_drive(run: Run) -> None:
 
 
 def burst_judge(run: Run) -> list[Criterion]:
-    p, rep = run.p, run.report
+    p, rep, f = run.p, run.report, run.report.figures
     rounds = p.pop("done", [])
-    f = rep.figures
-    f.update({"rounds": rounds, "latency_ms": summarize(latencies(run, "burst")),
+    f.update({"rounds": rounds, "latency_ms": (lat := summarize(latencies(run, "burst"))),
               "ready_peak": max((s["ready"] for s in rep.samples), default=None)})
-    lat = f["latency_ms"]
     worst = max((r["last_answer_s"] or 0 for r in rounds), default=None)
     f["headline"] = (
         f"{p['users']} requests at zero x {len(rounds)} rounds: p50 {fmt_ms(lat['p50'])} ms, "
@@ -330,9 +280,8 @@ def burst_judge(run: Run) -> list[Criterion]:
         f"{worst} s (worst round); peak {f['ready_peak']} pods")
     want, got = p["rounds"] * p["users"], sum(r["requests"] for r in rounds)
     return [no_failures(rep.records, "burst requests"),
-            Criterion("every user answered", got == want, got, want,
-                      f"{got} of {want} burst requests were answered ({len(rounds)} of "
-                      f"{p['rounds']} rounds)")]
+            Criterion("every user answered", got == want, got, want, f"{got} of {want} burst "
+                      f"requests were answered ({len(rounds)} of {p['rounds']} rounds)")]
 
 
 # -- workflow_load ---------------------------------------------------------------------
@@ -358,11 +307,19 @@ def workflow_definition(function: str) -> dict[str, Any]:
         "no": {"Type": "Fail", "Error": "NotPositive"}}}
 
 
+def succeeded(out: Any) -> str | None:
+    """Why an execution's answer is not a success, or None."""
+    if isinstance(out, dict) and out.get("status") == "SUCCEEDED":
+        return None
+    if not isinstance(out, dict):
+        return f"execution {out}: "
+    return f"execution {out.get('status')}: {out.get('error')}"
+
+
 def workflow_check(run: Run, out: Any) -> str | None:
     n = int(run.body().get("n", 1)) + 1
-    if not isinstance(out, dict) or out.get("status") != "SUCCEEDED":
-        got = out if not isinstance(out, dict) else out.get("status")
-        return f"execution {got}: {out.get('error') if isinstance(out, dict) else ''}"
+    if (why := succeeded(out)) is not None:
+        return why
     if out.get("output") != {"n": n, "results": [n + 1] * 3}:
         return f"wrong output {json.dumps(out.get('output'))[:200]}"
     return None
@@ -377,42 +334,46 @@ def workflow_drive(run: Run) -> None:
 
 def workflow_judge(run: Run) -> list[Criterion]:
     p, rep = run.p, run.report
-    lat = summarize(latencies(run))
-    f = rep.figures
-    f.update({"executions": len(rep.records), "execution_latency_ms": lat,
-              "executions_per_s": round(len(rep.records) / p["hold_s"], 2)})
-    f["headline"] = (
-        f"{len(rep.records)} executions of a 4-invocation workflow by {p['users']} users: "
-        f"p50 {fmt_ms(lat['p50'])} ms, p95 {fmt_ms(lat['p95'])} ms, "
-        f"{f['executions_per_s']} executions/s")
-    return [Criterion("executions ran", bool(rep.records), len(rep.records), 1,
-                      "no execution ran" if not rep.records else
-                      f"{len(rep.records)} executions ran"),
-            no_failures(rep.records, "executions")]
+    n, lat = len(rep.records), summarize(latencies(run))
+    rep.figures.update({"executions": n, "execution_latency_ms": lat,
+                        "executions_per_s": round(n / p["hold_s"], 2)})
+    rep.figures["headline"] = (
+        f"{n} executions of a 4-invocation workflow by {p['users']} users: p50 "
+        f"{fmt_ms(lat['p50'])} ms, p95 {fmt_ms(lat['p95'])} ms, "
+        f"{rep.figures['executions_per_s']} executions/s")
+    return ran(rep)
 
 
-# -- imagepipe_load ----------------------------------------------------------------------
+# -- imagepipe_load --------------------------------------------------------------------
 
-PIPE = "imagepipe"  # fixtures/imagepipe: four Pillow functions, a workflow, test images
+PIPE = FIXTURES / "imagepipe"  # four Pillow functions, a workflow, test images
 STAGES = ("inspect", "thumbnail", "histogram", "classify")
 PIPE_WORKFLOW = "lt-imagepipe"
 PIPE_SPEC = {"scaling": {"minScale": 1, "maxScale": 4, "target": 1, "stableWindowSeconds": 6,
                          "scaleToZeroGracePeriodSeconds": 2}}  # one request per pod
 
 
+def deploy_imagepipe(api: Any, prefix: str, workflow: str, spec: Any = None,
+                     skip: str = "") -> list[str]:
+    """The pipeline's functions as ``PREFIX-STAGE`` (but ``skip``, deployed already) and
+    its workflow on them; every function's name (also :mod:`loadtests.bench`)."""
+    names = [f"{prefix}-{s}" for s in STAGES]
+    for name, stage in zip(names, STAGES, strict=True):
+        if name != skip:
+            api.deploy(name, PIPE / "functions" / stage, spec, wait=False)
+    for name in names:
+        api.wait_ready(name, timeout=600)
+    text = (PIPE / "imagepipe.json").read_text()
+    api.deploy_workflow(workflow, json.loads(text.replace('"Resource": "img-',
+                                                          f'"Resource": "{prefix}-')))
+    return names
+
+
 def pipe_setup(run: Run) -> None:
     """The other three functions, the workflow on them, the images, one warm execution."""
-    root = FIXTURES / PIPE
-    others = [s for s in STAGES if f"lt-img-{s}" != run.function]
-    for stage in others:
-        run.api.deploy(f"lt-img-{stage}", root / "functions" / stage, PIPE_SPEC, wait=False)
-    for stage in others:
-        run.api.wait_ready(f"lt-img-{stage}", timeout=600)
-    run.functions[:] = [f"lt-img-{s}" for s in STAGES]
-    text = (root / "imagepipe.json").read_text().replace('"Resource": "img-',
-                                                         '"Resource": "lt-img-')
-    run.api.deploy_workflow(PIPE_WORKFLOW, json.loads(text))
-    images = sorted((root / "images").iterdir())
+    run.functions[:] = deploy_imagepipe(run.api, "lt-img", PIPE_WORKFLOW, PIPE_SPEC,
+                                        skip=run.function)
+    images = sorted((PIPE / "images").iterdir())
     run.bodies[:] = [json.dumps({"name": p.name, "size": p.stat().st_size, "contentBase64":
                                  base64.b64encode(p.read_bytes()).decode()}).encode()
                      for p in images]
@@ -429,9 +390,8 @@ def pipe_teardown(run: Run) -> None:
 
 
 def pipe_check(run: Run, out: Any) -> str | None:
-    if not isinstance(out, dict) or out.get("status") != "SUCCEEDED":
-        return f"execution {out.get('status') if isinstance(out, dict) else out}: " \
-               f"{out.get('error') if isinstance(out, dict) else ''}"
+    if (why := succeeded(out)) is not None:
+        return why
     result = out.get("output") or {}
     if len(result.get("labels", [])) != 2 or not result.get("files"):
         return f"no labels or thumbnail in {json.dumps(result)[:200]}"
@@ -439,9 +399,8 @@ def pipe_check(run: Run, out: Any) -> str | None:
 
 
 def pipe_drive(run: Run) -> None:
-    p = run.p
-    for users in p["steps"]:
-        hold(run, users, p["hold_s"], f"{users} user{'s' if users > 1 else ''}")
+    for users in run.p["steps"]:
+        hold(run, users, run.p["hold_s"], f"{users} user{'s' if users > 1 else ''}")
     run.event("load stops")
     run.wait_until(lambda: run.in_flight == 0, 120, "the last executions")
     run.sleep(1.0)
@@ -459,11 +418,8 @@ def pipe_judge(run: Run) -> list[Criterion]:
         f"{fmt_ms(lat['p50'])} ms, p95 {fmt_ms(lat['p95'])} ms; peak ready pods "
         + ", ".join(f"{fn.removeprefix('lt-img-')} {n}" for fn, n in peaks.items()))
     top = max(peaks.values(), default=0)
-    return [Criterion("executions ran", bool(rep.records), len(rep.records), 1,
-                      f"{len(rep.records)} executions ran (at least 1 wanted)"),
-            no_failures(rep.records, "executions"),
-            Criterion("the pipeline scaled", top > 1, top, 2,
-                      f"peak ready pods of a function: {top} (more than 1 wanted)")]
+    return [*ran(rep), Criterion("the pipeline scaled", top > 1, top, 2,
+                                 f"peak ready pods of a function: {top} (more than 1 wanted)")]
 
 
 def steps(raw: str, short: bool) -> list[int]:
@@ -479,11 +435,10 @@ def steps(raw: str, short: bool) -> list[int]:
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario(
         "cold_start", "add.py", {"x": 1, "y": 2},
-        {"scaling": {"scaleToZeroGracePeriodSeconds": 1, "stableWindowSeconds": 6,
-                     "maxScale": 1}},
+        {"scaling": {"scaleToZeroGracePeriodSeconds": 1, "stableWindowSeconds": 6, "maxScale": 1}},
         params=lambda run, short: {"trials": run.opt("trials", 0) or (3 if short else 10)},
         drive=cold_drive, judge=cold_judge, key_latency="cold start",
-        options=(Option("--trials", int, 0, "cold start trials (default 10, 3 with --short)"),)),
+        options=(("--trials", int, 0, "cold start trials (default 10, 3 with --short)"),)),
     Scenario(
         "scale_up", "sleep.py", {"ms": 200},
         {"scaling": {"minScale": 1, "maxScale": 6, "target": 2,
@@ -494,10 +449,10 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                                    "users": run.opt("step_users", 6),
                                    "within_s": run.opt("within", 15.0)},
         drive=step_drive, judge=step_judge, start="floor",
-        options=(Option("--step-users", int, 6, "users after the step (default 6: 3 pods "
-                        "at target 2)"),
-                 Option("--within", float, 15.0, "ready replicas must reach the expected "
-                        "count this many seconds after the step (default 15)"))),
+        options=(("--step-users", int, 6, "users after the step (default 6: 3 pods at "
+                  "target 2)"),
+                 ("--within", float, 15.0, "ready replicas must reach the expected count "
+                  "this many seconds after the step (default 15)"))),
     Scenario(
         "scale_to_zero", "sleep.py", {"ms": 100},
         {"scaling": {"maxScale": 4, "target": 2, "targetUtilizationPercentage": 100,
@@ -505,8 +460,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         params=lambda run, short: {"load_s": 8.0 if short else 20.0,
                                    "users": run.opt("load_users", 4)},
         drive=zero_drive, judge=zero_judge, start="",
-        options=(Option("--load-users", int, 4, "users during the load phase (default 4: "
-                        "2 pods at target 2)"),)),
+        options=(("--load-users", int, 4, "users during the load phase (default 4: 2 pods "
+                  "at target 2)"),)),
     Scenario(
         "burst_at_zero", "sleep.py", {"ms": 100},
         {"scaling": {"maxScale": 4, "stableWindowSeconds": 6,
@@ -515,10 +470,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                                    "users": run.opt("burst_users", 100)},
         drive=burst_drive, judge=burst_judge, users="gate", request_name="burst",
         key_latency="burst",
-        options=(Option("--rounds", int, 0, "bursts, each from zero (default 3, 1 with "
-                        "--short)"),
-                 Option("--burst-users", int, 100, "users in a burst, one request each "
-                        "(default 100)"))),
+        options=(("--rounds", int, 0, "bursts, each from zero (default 3, 1 with --short)"),
+                 ("--burst-users", int, 100, "users in a burst, one request each (default "
+                  "100)"))),
     Scenario(
         "workflow_load", "workflows/functions/inc.py", {"n": 1},
         {"scaling": {"minScale": 1, "maxScale": 4, "target": 2, "stableWindowSeconds": 10,
@@ -529,15 +483,15 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         path=f"/workflow/{WORKFLOW}", check=workflow_check,
         setup=lambda run: run.api.deploy_workflow(WORKFLOW, workflow_definition(run.function)),
         teardown=lambda run: run.api.delete_workflow(WORKFLOW, missing_ok=True),
-        options=(Option("--wf-users", int, 4, "users running the workflow (default 4)"),)),
+        options=(("--wf-users", int, 4, "users running the workflow (default 4)"),)),
     Scenario(
-        "imagepipe_load", f"{PIPE}/functions/thumbnail", {}, PIPE_SPEC,
+        "imagepipe_load", "imagepipe/functions/thumbnail", {}, PIPE_SPEC,
         params=lambda run, short: {"steps": steps(run.opt("pipe_steps", ""), short),
                                    "hold_s": 6.0 if short else 10.0,
                                    "workflow": PIPE_WORKFLOW},
         drive=pipe_drive, judge=pipe_judge, start="floor", request_name="execution",
         function="lt-img-thumbnail", path=f"/workflow/{PIPE_WORKFLOW}", check=pipe_check,
         setup=pipe_setup, teardown=pipe_teardown, slow=True,  # builds Pillow: ~1 min
-        options=(Option("--pipe-steps", str, "", "user counts, one step each (default "
-                        "1,2,4,8; short 1,4)"),)),
+        options=(("--pipe-steps", str, "", "user counts, one step each (default 1,2,4,8; "
+                  "short 1,4)"),)),
 )}

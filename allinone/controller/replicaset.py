@@ -142,7 +142,7 @@ class ReplicaSetController:
                                          rec.ready, rec.container_id is not None)
             rec.phase, rec.ready = TERMINATING, False
             self._spawn(self._delete(rec, template, park))
-        if self.kubelet.parked.get(name):
+        if self.kubelet.has_spare(name):
             self._spawn(self.kubelet.evict(name, thash))
         create = p.create
         wait = self.kubelet.start_delay(name)
@@ -156,6 +156,11 @@ class ReplicaSetController:
             rec = self.kubelet.new_pod(name, thash)
             self.pods[rec.name] = rec
             self._spawn(self._create(rec, template))
+        if desired == 0 and template is not None and thash is not None \
+                and not self.pods_of(name):
+            # At zero, the next cold start finds its container created (the kubelet's
+            # standby): only Docker's start is left on the request's path.
+            self.kubelet.want_standby(name, template, thash)
         if rs is not None:
             await self._write_rs_status(rs)
 

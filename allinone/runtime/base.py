@@ -78,6 +78,16 @@ class ContainerRuntime(Protocol):
         """Create and start the container; returns its id. Raises RuntimeError on failure."""
         ...
 
+    async def create(self, spec: ContainerSpec) -> str:
+        """Create the container without starting it (a standby, see the kubelet); returns
+        its id. Raises RuntimeError on failure."""
+        ...
+
+    async def run(self, container_id: str) -> None:
+        """Start a created container. Raises RuntimeError on failure (the container is
+        removed then)."""
+        ...
+
     async def remove(self, container_id: str) -> None:
         """Stop and remove; succeeds when it is already gone."""
         ...

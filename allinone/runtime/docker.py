@@ -89,7 +89,18 @@ class DockerRuntime:
     async def start(self, spec: ContainerSpec) -> str:
         return await asyncio.to_thread(self._start, spec)
 
+    async def create(self, spec: ContainerSpec) -> str:
+        return await asyncio.to_thread(self._create, spec)
+
+    async def run(self, container_id: str) -> None:
+        await asyncio.to_thread(self._run, container_id, container_id[:12])
+
     def _start(self, spec: ContainerSpec) -> str:
+        cid = self._create(spec)
+        self._run(cid, spec.pod)
+        return cid
+
+    def _create(self, spec: ContainerSpec) -> str:
         env = container_env(spec)
         host_config = self._api.create_host_config(**host_config_kwargs(spec))
         labels = {
@@ -116,13 +127,15 @@ class DockerRuntime:
                 raise RuntimeError(f"cannot create container for pod {spec.pod}: "
                                    f"{exc.explanation or exc}") from exc
         cid: str = created["Id"]
+        return cid
+
+    def _run(self, cid: str, pod: str) -> None:
         try:
             self._api.start(cid)
         except APIError as exc:
             self._remove(cid)
-            raise RuntimeError(f"cannot start container for pod {spec.pod}: "
+            raise RuntimeError(f"cannot start container for pod {pod}: "
                                f"{exc.explanation or exc}") from exc
-        return cid
 
     async def remove(self, container_id: str) -> None:
         await asyncio.to_thread(self._remove, container_id)

@@ -33,6 +33,7 @@ class MemoryRuntime:
         self.exits: dict[str, tuple[int, bool]] = {}  # id -> (exit code, OOM killed)
         self.fail_next_start: str | None = None
         self.list_calls = 0
+        self.created = 0  # containers created (standby or started)
         self._ids = itertools.count(1)
         self._subscribers: list[asyncio.Queue[ContainerEvent]] = []
 
@@ -41,16 +42,28 @@ class MemoryRuntime:
             q.put_nowait(event)
 
     async def start(self, spec: ContainerSpec) -> str:
+        cid = await self.create(spec)
+        await self.run(cid)
+        return cid
+
+    async def create(self, spec: ContainerSpec) -> str:
         if self.fail_next_start:
             message, self.fail_next_start = self.fail_next_start, None
             raise RuntimeError(message)
         cid = f"c{next(self._ids):06d}"
         labels = {LABEL_MANAGED: "1", LABEL_FUNCTION: spec.function, LABEL_POD: spec.pod,
                   LABEL_INSTANCE: self.instance}
-        self.containers[cid] = ContainerInfo(cid, spec.pod, spec.function, True, labels)
+        self.containers[cid] = ContainerInfo(cid, spec.pod, spec.function, False, labels)
         self.specs[cid] = spec
-        self._emit(ContainerEvent(cid, spec.pod, "start"))
+        self.created += 1
         return cid
+
+    async def run(self, container_id: str) -> None:
+        c = self.containers.get(container_id)
+        if c is None:
+            raise RuntimeError(f"cannot start container {container_id}: no such container")
+        self.containers[container_id] = ContainerInfo(c.id, c.pod, c.function, True, c.labels)
+        self._emit(ContainerEvent(container_id, c.pod, "start"))
 
     async def remove(self, container_id: str) -> None:
         c = self.containers.pop(container_id, None)

@@ -28,7 +28,9 @@ from allinone.testing import ServerProcess, wait_for
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    srv = ServerProcess(Path(tmp_path_factory.mktemp("faults")) / "state")
+    # Started with the soft open-files limit systemd gives a service (1024): serve must
+    # raise it itself, or the 2,000-client row fails (allinone.fdlimit).
+    srv = ServerProcess(Path(tmp_path_factory.mktemp("faults")) / "state", nofile_soft=1024)
     srv.start()
     try:
         # The base image's ~250 MB go to the fresh registry first (minutes on a loaded

@@ -41,9 +41,13 @@ def test_deploy_invoke_scale_to_zero_and_back(server: ServerProcess) -> None:
     assert host_config["NanoCpus"] == 1_000_000_000
     assert host_config["PidsLimit"] and host_config["PidsLimit"] > 0
 
-    # No requests for the grace period: back to zero, no labelled container left.
+    # No requests for the grace period: back to zero, no labelled container left but
+    # the standby (created, never started: no process).
     wait_for(lambda: server.replicaset("add")["spec"]["replicas"] == 0, 30, "scale to zero")
-    wait_for(lambda: server.containers("add", all=True) == [], 30, "containers removed")
+    wait_for(lambda: server.containers("add", all=True, standby=False) == [], 30,
+             "containers removed")
+    wait_for(lambda: [c.status for c in server.containers("add", all=True)] == ["created"],
+             30, "one standby container")
     wait_for(lambda: server.pods("add") == [], 10, "pod objects removed")
     assert not Path(pod["status"]["socket"]).parent.exists()  # its socket directory went too
 

@@ -65,7 +65,8 @@ async def test_steady_load_reaches_kpa_count_then_zero(server: ServerProcess) ->
     assert result.failures == [], result.summary()
     assert server.replicaset("steady")["spec"]["replicas"] >= expected
     wait_for(lambda: server.replicaset("steady")["spec"]["replicas"] == 0, 60, "scale to zero")
-    wait_for(lambda: server.containers("steady", all=True) == [], 30, "containers removed")
+    wait_for(lambda: server.containers("steady", all=True, standby=False) == [], 30,
+             "containers removed")
 
 
 async def test_rollout_under_load_fails_nothing(server: ServerProcess, tmp_path: Path) -> None:

@@ -65,8 +65,9 @@ async def put_rs(store: MemoryStore, name: str, replicas: int, thash: str = "h1"
 
 
 class Env:
-    def __init__(self, tmp: Path, keep_paused: float = 0.0) -> None:
+    def __init__(self, tmp: Path, keep_paused: float = 0.0, standby: bool = False) -> None:
         self.keep_paused = keep_paused
+        self.standby = standby
         self.store = MemoryStore()
         self.runtime = MemoryRuntime()
         self.sink = Sink()
@@ -80,7 +81,8 @@ class Env:
         self.rs = Informer(self.store, objects.REPLICASETS_PREFIX)
         self.kubelet = Kubelet(self.store, self.runtime, self.sink, self.clock,
                                self.tmp / "pods", self.tmp / "logs", probe=self.probe,
-                               crash_backoff=0.05, keep_paused=self.keep_paused)
+                               crash_backoff=0.05, keep_paused=self.keep_paused,
+                               standby=self.standby)
         self.controller = ReplicaSetController(self.store, self.rs, self.kubelet, self.clock)
 
     async def probe(self, address: str) -> bool:
@@ -430,24 +432,33 @@ async def test_a_crash_names_docker_s_reason(tmp_path: Path) -> None:
         assert "OOMKilled" in message
 
 
-class SlowStartRuntime(MemoryRuntime):
-    """Container creation blocks until the test lets it finish (a slow Docker)."""
+class SlowRuntime(MemoryRuntime):
+    """``start`` (or, with ``create=True``, ``create``) blocks until the test lets it
+    finish (a slow Docker); ``starting`` counts the calls waiting or done."""
 
-    def __init__(self) -> None:
+    def __init__(self, create: bool = False) -> None:
         super().__init__()
         self.gate = asyncio.Event()
         self.starting = 0
+        self.gated_create = create
 
     async def start(self, spec: ContainerSpec) -> str:
-        self.starting += 1
-        await self.gate.wait()
+        if not self.gated_create:
+            self.starting += 1
+            await self.gate.wait()
         return await super().start(spec)
+
+    async def create(self, spec: ContainerSpec) -> str:
+        if self.gated_create:
+            self.starting += 1
+            await self.gate.wait()
+        return await super().create(spec)
 
 
 async def test_a_pod_deleted_while_its_container_is_created_leaves_no_container(
         tmp_path: Path) -> None:
     env = Env(tmp_path)
-    env.runtime = runtime = SlowStartRuntime()
+    env.runtime = runtime = SlowRuntime()
     env.new_controller()
     async with running_env(tmp_path, env=env):
         await put_rs(env.store, "f", 2)
@@ -543,3 +554,142 @@ async def test_a_container_created_while_containers_are_listed_is_not_taken_for_
         await env.until(lambda: len(env.sink.ready) == 1, "the pod ready")
         await env.settle()
         assert env.sink.failed == [] and len(env.running()) == 1
+
+
+# -- standby containers: created at zero, started by the next cold start ---------------
+
+def standbys(env: Env, function: str = "f") -> list[str]:
+    """Containers of ``function`` that exist but never ran."""
+    return [c.id for c in env.runtime.containers.values()
+            if c.function == function and not c.running]
+
+
+async def test_at_zero_a_standby_is_created_and_the_next_pod_only_starts_it(
+        tmp_path: Path) -> None:
+    async with running_env(tmp_path, env=Env(tmp_path, standby=True)) as env:
+        await put_rs(env.store, "f", 0)
+        await env.until(lambda: len(standbys(env)) == 1, "a standby at zero")
+        (cid,) = standbys(env)
+        spec = env.runtime.specs[cid]
+        assert spec.memory_mib == 128 and spec.env["A"] == "1"  # the template's sandbox
+        assert (tmp_path / "pods" / spec.pod).is_dir()  # its socket directory is made
+        assert env.sink.ready == {} and await env.pods() == []  # not a pod
+
+        created = env.runtime.created
+        await put_rs(env.store, "f", 2)
+        await env.until(lambda: len(env.sink.ready) == 2, "two ready pods")
+        # One pod started the standby (same id, same name); only the other was created.
+        assert env.runtime.containers[cid].running and spec.pod in env.sink.ready
+        assert env.runtime.created == created + 1
+        assert standbys(env) == []  # none while the function has pods
+
+        await put_rs(env.store, "f", 0)
+        await env.until(lambda: not env.running() and len(standbys(env)) == 1,
+                        "pods gone, a new standby")
+        assert cid not in env.runtime.containers
+        await env.settle()
+        assert len(env.kubelet.standby) == 1 and len(env.runtime.containers) == 1
+
+
+async def test_a_standby_of_an_old_template_or_a_deleted_function_goes(
+        tmp_path: Path) -> None:
+    async with running_env(tmp_path, env=Env(tmp_path, standby=True)) as env:
+        await put_rs(env.store, "f", 0)
+        await env.until(lambda: len(standbys(env)) == 1)
+        (old,) = standbys(env)
+        await put_rs(env.store, "f", 0, thash="h2", template={**TEMPLATE, "image": "new"})
+        await env.until(lambda: old not in env.runtime.containers
+                        and len(standbys(env)) == 1, "replaced by one of the new template")
+        (new,) = standbys(env)
+        assert env.runtime.specs[new].image == "new"
+        old_pod = env.runtime.specs[new].pod
+        await env.store.delete(objects.replicaset_key("f"))
+        await env.until(lambda: env.runtime.containers == {}, "no container left")
+        await env.until(lambda: not (tmp_path / "pods" / old_pod).exists(),
+                        "its socket directory removed")
+        assert env.kubelet.standby == {}
+
+
+async def test_a_function_deleted_while_its_standby_is_created_leaves_nothing(
+        tmp_path: Path) -> None:
+    env = Env(tmp_path, standby=True)
+    env.runtime = runtime = SlowRuntime(create=True)
+    env.new_controller()
+    async with running_env(tmp_path, env=env):
+        await put_rs(env.store, "f", 0)
+        await env.until(lambda: runtime.starting == 1, "the standby being created")
+        await env.store.delete(objects.replicaset_key("f"))
+        await env.settle()
+        runtime.gate.set()  # Docker answers only now
+        await env.until(lambda: runtime.created == 1 and not runtime.containers,
+                        "the late standby removed")
+        await env.until(lambda: list((tmp_path / "pods").iterdir()) == [],
+                        "its socket directory removed")
+        assert env.kubelet.standby == {}
+
+
+class StandbyWontStart(MemoryRuntime):
+    """The standby was removed behind the kubelet's back: starting it fails."""
+
+    async def run(self, container_id: str) -> None:
+        if container_id == self.lost:
+            self.containers.pop(container_id, None)
+            raise RuntimeError("no such container")
+        await super().run(container_id)
+
+    lost = ""
+
+
+async def test_a_standby_that_cannot_start_is_replaced_by_a_fresh_container(
+        tmp_path: Path) -> None:
+    env = Env(tmp_path, standby=True)
+    env.runtime = runtime = StandbyWontStart()
+    env.new_controller()
+    async with running_env(tmp_path, env=env):
+        await put_rs(env.store, "f", 0)
+        await env.until(lambda: len(standbys(env)) == 1)
+        (runtime.lost,) = standbys(env)
+        await put_rs(env.store, "f", 1)
+        await env.until(lambda: len(env.sink.ready) == 1, "a ready pod all the same")
+        assert env.sink.failed == [] and runtime.lost not in runtime.containers
+        assert len(env.running()) == 1
+
+
+async def test_a_pod_deleted_before_it_started_its_standby_removes_it(
+        tmp_path: Path) -> None:
+    env = Env(tmp_path, standby=True)
+    async with running_env(tmp_path, env=env):
+        await put_rs(env.store, "f", 0)
+        await env.until(lambda: len(standbys(env)) == 1)
+        (cid,) = standbys(env)
+        rec = env.kubelet.new_pod("f", "h1")
+        assert rec.standby_id == cid and env.kubelet.standby == {}
+        rec.phase = "Terminating"
+        await env.kubelet.start(rec, TEMPLATE)
+        assert cid not in env.runtime.containers and rec.container_id is None
+
+
+async def test_a_restart_removes_standby_containers(tmp_path: Path) -> None:
+    env = Env(tmp_path, standby=True)
+    async with running_env(tmp_path, env=env):
+        await put_rs(env.store, "f", 0)
+        await env.until(lambda: len(standbys(env)) == 1)
+        (cid,) = standbys(env)
+    env.new_controller()  # the server restarted: no Pod object names the standby
+    async with running_env(tmp_path, env=env):
+        await env.until(lambda: cid not in env.runtime.containers
+                        and len(standbys(env)) == 1, "the old standby replaced")
+
+
+async def test_a_paused_pod_stands_in_for_the_standby_until_it_expires(
+        tmp_path: Path) -> None:
+    async with running_env(tmp_path, env=Env(tmp_path, keep_paused=0.5, standby=True)) as env:
+        await put_rs(env.store, "f", 1)
+        await env.until(lambda: len(env.sink.ready) == 1)
+        await put_rs(env.store, "f", 0)
+        await env.until(lambda: len(env.runtime.paused) == 1, "parked")
+        await env.settle()
+        assert standbys(env) == [] and env.kubelet.standby == {}
+        await env.advance(1.5, step=0.1)  # expired at a 1 s check
+        await env.until(lambda: env.runtime.paused == set() and len(standbys(env)) == 1,
+                        "the paused pod gone, a standby instead")

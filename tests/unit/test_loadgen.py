@@ -12,13 +12,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from allinone.testing import free_port
-from loadtests.loadgen import burst, sequence
+from loadtests.loadgen import burst, sequence, storm
 
 
 class Adder(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    paths: list[str] = []  # every path POSTed to, in arrival order
 
     def do_POST(self) -> None:
+        self.paths.append(self.path)
         args = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         out = json.dumps(args["x"] + args["y"]).encode()
         self.send_response(200 if args["x"] >= 0 else 400)
@@ -76,3 +78,14 @@ def test_a_sequence_sends_exactly_n_one_after_another(url: str) -> None:
 def test_a_sequence_with_a_failed_answer_raises_with_the_codes(url: str) -> None:
     with pytest.raises(RuntimeError, match=re.escape("codes {400: 3}")):
         sequence(url, 3, b'{"x": -1, "y": 2}')
+
+
+def test_a_storm_sends_one_request_to_each_url_at_once(url: str) -> None:
+    Adder.paths.clear()
+    paths = [f"/function/add-{i}" for i in range(6)]
+    refused = f"http://127.0.0.1:{free_port()}/function/gone"
+    res = storm([url.removesuffix("/function/add") + p for p in paths] + [refused],
+                b'{"x": 2, "y": 3}')
+    assert sorted(Adder.paths) == paths
+    assert sorted(o.status for o in res.outcomes) == [-1] + [200] * 6
+    assert {o.body for o in res.outcomes if o.status == 200} == {5}

@@ -360,3 +360,23 @@ def test_bench_chain_and_table() -> None:
                     "sampler_off_cpu_percent": [2.5]}})
     assert re.search(r"first paint of http://127.0.0.1:9, interleaved +0\.900 s", out), out
     assert "sampler on / off / on  3.00 / 2.50 / 3.50 % of a core" in out
+
+
+def test_the_image_pipeline_is_deployed_under_one_prefix() -> None:
+    """The bench's trigger part and the imagepipe_load scenario share one set-up."""
+    from loadtests.scenarios import deploy_imagepipe
+
+    calls: list[tuple[str, ...]] = []
+    flows: dict[str, object] = {}
+    api = SimpleNamespace(
+        deploy=lambda name, path, spec, wait: calls.append(("deploy", name, path.name)),
+        wait_ready=lambda name, timeout: calls.append(("ready", name)),
+        deploy_workflow=lambda name, definition: flows.update({name: definition}))
+    names = deploy_imagepipe(api, "lt-img", "wf", skip="lt-img-thumbnail")
+    assert names == ["lt-img-inspect", "lt-img-thumbnail", "lt-img-histogram",
+                     "lt-img-classify"]
+    assert [c for c in calls if c[0] == "deploy"] == [
+        ("deploy", f"lt-img-{s}", s) for s in ("inspect", "histogram", "classify")]
+    assert sorted(c[1] for c in calls if c[0] == "ready") == sorted(names)
+    resources = set(re.findall(r'"Resource": "([^"]+)"', json.dumps(flows["wf"])))
+    assert resources == set(names)
