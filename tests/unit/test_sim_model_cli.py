@@ -16,6 +16,8 @@ from allinone.simulator.realrun import (
     check_bounds,
     cold_counts,
     parallel_starts,
+    pod_starts,
+    replay_model,
     sim_cold_mean_ms,
 )
 from allinone.simulator.trace import Trace
@@ -169,3 +171,36 @@ def test_bad_trace_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFix
     trace.write_text("function,arrival_ms,duration_ms\nf,x,1\n")
     assert allinone(["simulate", str(trace), "-o", str(tmp_path / "o")]) == 1
     assert "row 2, column 'arrival_ms'" in capsys.readouterr().err
+
+
+def test_pod_starts_by_kind_over_the_trace_functions_from_metrics() -> None:
+    text = "\n".join([
+        'allinone_pod_start_seconds_bucket{function="a",kind="created",le="0.5"} 1.0',
+        'allinone_pod_start_seconds_count{function="a",kind="created"} 2.0',
+        'allinone_pod_start_seconds_sum{function="a",kind="created"} 0.9',
+        'allinone_pod_start_seconds_count{function="b",kind="created"} 1.0',
+        'allinone_pod_start_seconds_sum{function="b",kind="created"} 0.5',
+        'allinone_pod_start_seconds_count{function="a",kind="standby"} 3.0',
+        'allinone_pod_start_seconds_sum{function="a",kind="standby"} 1.2',
+        'allinone_pod_start_seconds_count{function="other",kind="standby"} 9.0',
+        'allinone_pod_start_seconds_sum{function="other",kind="standby"} 9.0',
+    ])
+    got = pod_starts(MetricsText(text), ["a", "b"])  # type: ignore[arg-type]
+    assert got == {"created": (3.0, pytest.approx(1.4)), "standby": (3.0, pytest.approx(1.2))}
+
+
+@pytest.mark.parametrize(("after", "pod_start", "create"), [
+    # 2 created pods took 0.9 s more in all, 3 standby starts 1.2 s: 450 and 400 ms.
+    ({"created": (3.0, 1.4), "standby": (3.0, 1.2)}, 450.0, 50.0),
+    ({"created": (3.0, 1.4)}, 450.0, 30.0),   # no standby start: create as calibrated
+    ({"standby": (3.0, 1.2)}, 430.0, 30.0),   # no created start: standby + create
+    ({}, 500.0, 30.0),                        # no start at all: the model as given
+])
+def test_the_replay_s_own_pod_starts_replace_the_calibrated_ones(
+        after: dict[str, tuple[float, float]], pod_start: float, create: float) -> None:
+    model = rmodel.RuntimeModel(pod_start_ms=500.0, create_ms=30.0, parallel_starts=2)
+    before = {"created": (1.0, 0.5)}
+    got = replay_model(model, before, {"created": (1.0, 0.5), **after})
+    assert (got.pod_start_ms, got.create_ms) == (pytest.approx(pod_start),
+                                                 pytest.approx(create))
+    assert got.parallel_starts == 2 and "from_replay" in got.measured
