@@ -52,7 +52,14 @@ from allinone import objects
 from allinone.activator.activator import Activator
 from allinone.apiserver import openapi
 from allinone.apiserver.auth import protect
-from allinone.apiserver.routes import ApiDeps, ApiError, error_response, make_blueprint
+from allinone.apiserver.fastpath import InvokeProtocol
+from allinone.apiserver.routes import (
+    INTERNAL_ERROR,
+    ApiDeps,
+    ApiError,
+    error_response,
+    make_blueprint,
+)
 from allinone.apiserver.status import make_status_blueprint
 from allinone.apiserver.triggers import make_trigger_blueprint
 from allinone.apiserver.workflows import make_workflows_blueprint
@@ -111,7 +118,7 @@ def _on_error(request: Request, exc: Exception) -> HTTPResponse:
         return error_response(503, "StoreError", str(exc))
     log.error("unhandled error on %s %s:\n%s", request.method, request.path,
               "".join(traceback.format_exception(exc)))
-    return error_response(500, "InternalError", "the server failed; details are in its log")
+    return error_response(500, *INTERNAL_ERROR)
 
 
 def _allowed(request: Request) -> str:
@@ -171,6 +178,8 @@ def build_app(settings: Settings, name: str = "allinone", *,
         kubelet = Kubelet(store, runtime, activator, clock, settings.pods_dir, settings.logs_dir,
                           keep_paused=settings.keep_paused_seconds, standby=settings.standby)
         activator.retire = kubelet.retire  # a pod whose request timed out is replaced
+        kubelet.on_started = lambda function, kind, seconds: metrics.pod_start.labels(
+            function, kind).observe(seconds)
         controller = ReplicaSetController(store, replicasets, kubelet, clock)
         app.ctx.workflows = WorkflowRunner(store, activator, clock, metrics)
         triggers = TriggerManager(
@@ -454,6 +463,7 @@ def serve(settings: Settings) -> None:
         app = build_app(settings, supervisor=supervisor, listener=listener)
         # backlog: create_server(sock=...) calls listen() again (see LISTEN_BACKLOG).
         app.run(sock=listener, backlog=LISTEN_BACKLOG, single_process=True,
-                access_log=False, motd=False)
+                access_log=False, motd=False,
+                protocol=InvokeProtocol)  # invocations skip Sanic's request cycle
     finally:
         asyncio.run(supervisor.stop_all())

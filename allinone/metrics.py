@@ -27,6 +27,11 @@ class Metrics:
         self.cold_start_latency = Histogram(
             "allinone_cold_start_latency_seconds", "Latency of requests that arrived at zero",
             ["function"], buckets=LATENCY_BUCKETS, registry=r)
+        self.pod_start = Histogram(
+            "allinone_pod_start_seconds", "A pod's start, from the kubelet's start to its "
+            "first healthy probe, by how it started: created (Docker create + start), "
+            "standby (start of a created container) or resumed (unpause)",
+            ["function", "kind"], buckets=LATENCY_BUCKETS, registry=r)
         self.desired_replicas = Gauge(
             "allinone_desired_replicas", "Replicas the autoscaler wants", ["function"], registry=r)
         self.ready_replicas = Gauge(

@@ -178,6 +178,9 @@ class Decision:
     reason: str
     excess_burst_capacity: int = 0
     metric: str = CONCURRENCY
+    # Until when this count stands if nothing happens (see :func:`stands_until`);
+    # -inf: no such promise, decide at every tick.
+    stands_until: float = -math.inf
 
 
 def _evolve(state: KPAState, **changes: Any) -> KPAState:
@@ -437,6 +440,39 @@ def _window_average(intervals: Sequence[tuple[float, float, float, float]], now:
     return area / covered if covered > 0 else 0.0
 
 
+def stands_until(spec: DeciderSpec, intervals: Sequence[tuple[float, float, float, float]],
+                 obs: Observation, stable: float, column: int, in_panic: bool,
+                 scaled: int, deadline: float) -> float:
+    """Until when a decision stands if nothing happens: every :func:`decide` before the
+    returned time, given only zero samples (no request started, none in flight) and the
+    same ready count and scaling, returns the same desired count and panic flag. The
+    autoscaler loop skips those decides (:class:`allinone.autoscaler.loop.FunctionScaler`),
+    and so does the simulator through it. -inf when there is no such promise.
+
+    Why it holds: with nothing in flight and only zero samples to come, both window
+    values can only fall (the covered time grows, the area only leaves the window), so
+    panic cannot begin (its count over the ready pods only falls) and, when the stable
+    count is at most 1, it stays 1 until the newest non-zero interval has left the
+    stable window, then 0. The rate limits depend on the ready count alone. What is left
+    is the scale-to-zero branch's own deadline (``deadline``: the end of "holding 1 pod"
+    or of the grace period). No promise in panic (it ends by the clock), with requests
+    in flight, with a stable count above 1 (it falls step by step), or while a
+    scale-down delay holds a count above 0 (``scaled``, :func:`scale`'s count: its
+    window forgets counts by the clock; a window of zeros stays 0).
+    """
+    if obs.in_flight or in_panic or (spec.scale_down_delay > 0 and scaled > 0) \
+            or math.ceil(stable / spec.target_value) > 1:
+        return -math.inf
+    if stable > 0:
+        # The newest interval with a non-zero value: once its end is a whole window
+        # old, _record drops it and the stable value is exactly 0.
+        k = len(intervals) - 1
+        while intervals[k][column] <= 0:
+            k -= 1
+        deadline = min(deadline, intervals[k][1] + spec.stable_window)
+    return deadline
+
+
 def decide(
     scaling: Mapping[str, Any], state: KPAState, obs: Observation, now: float
 ) -> tuple[Decision, KPAState]:
@@ -503,22 +539,29 @@ def decide(
     # Scale to zero (Knative's handleScaleToZero) and the Active condition.
     want = desired
     active_since, inactive_since = state.active_since, state.inactive_since
+    # The next change of branch below if nothing happens (see stands_until).
+    deadline = math.inf
     if desired == 0:
         held = state.last_desired if state.last_desired is not None else obs.ready_pods
+        keep = max(float(s["scaleToZeroGracePeriodSeconds"]),
+                   float(s["scaleToZeroPodRetentionSeconds"]))
         if inactive_since is None and active_since is not None:
             if now - active_since < spec.stable_window:
                 desired = want = 1
                 reason = "holding 1 pod: Active for less than a stable window"
+                # Without a ready pod the next decide leaves Active (below): no promise.
+                deadline = (active_since + spec.stable_window if obs.ready_pods >= 1
+                            else -math.inf)
             else:
                 inactive_since = now  # pragma: no mutate (the want == 0 branch sets it too)
                 desired = held
                 reason = "Inactive: pods kept for the grace period"
+                deadline = now + keep
         elif inactive_since is not None:
-            keep = max(float(s["scaleToZeroGracePeriodSeconds"]),
-                       float(s["scaleToZeroPodRetentionSeconds"]))
             if now - inactive_since < keep:
                 desired = held
                 reason = f"Inactive: pods kept until {keep:g} s after going Inactive"
+                deadline = inactive_since + keep
             else:
                 reason = "scale to zero"
         else:
@@ -531,9 +574,11 @@ def decide(
                                         else now), None
     else:
         active_since, inactive_since = None, None  # activating
+    until = stands_until(spec, intervals, obs, stable, column, in_panic, result.desired,
+                         deadline)
     return (
         Decision(desired, stable, panic, in_panic, reason, result.excess_burst_capacity,
-                 metric),
+                 metric, until),
         _evolve(state, last_desired=desired, active_since=active_since,
                 inactive_since=inactive_since),
     )

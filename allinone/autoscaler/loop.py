@@ -12,6 +12,13 @@ arrived and no pod is ready), for each function:
 4. write ``spec.replicas`` of the ReplicaSet when, and only when, it differs (a CAS on
    the cached object's resourceVersion; on conflict, re-read and try again).
 
+A tick decides a function only when something could change its count: a function
+whose last decision still stands (:attr:`~allinone.autoscaler.kpa.Decision.stands_until`:
+nothing started or in flight since, same ready pods, same scaling) keeps it, and only
+its ``spec.replicas`` is checked against it. :class:`FunctionScaler` is that rule, the
+one the simulator runs too. A kept decision's window values (``function get``, the
+dashboard) are those it was made with, until the next decide.
+
 Decisions are kept for ``allinone function get`` and ``/metrics``. State is in memory
 only: after a restart the KPA starts afresh (in panic mode when several pods are ready,
 as Knative does), which never scales a loaded function down on partial data.
@@ -23,6 +30,7 @@ import asyncio
 import copy
 import dataclasses
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from allinone import objects
@@ -51,6 +59,50 @@ def observation(sample: Sample, ready_pods: int) -> Observation:
     )
 
 
+class FunctionScaler:
+    """One function's KPA between ticks: its state, its last decision, and whether a
+    tick must decide (the autoscaler loop's rule, which the simulator runs as well).
+
+    :meth:`step` decides unless the last decision stands: before its
+    ``stands_until``, with the same ready count and scaling, not forced (a poke), and
+    the tick's sample idle (no request started, none in flight, no concurrency). A
+    skipped tick's sample is not lost: the zero time it covered goes to the next decide
+    as one zero sample ending where it ended, so each non-zero sample still covers one
+    tick and the window values are exactly those of deciding at every tick (they are
+    time-weighted: merged zero intervals add the same covered time and no area).
+    """
+
+    __slots__ = ("_idle_to", "_ready", "_scaling", "decision", "state")
+
+    def __init__(self) -> None:
+        self.state: KPAState | None = None
+        self.decision: Decision | None = None
+        self._idle_to: float | None = None  # end of the zero samples not yet decided on
+        self._ready = 0
+        self._scaling: Mapping[str, Any] = {}
+
+    def step(self, scaling: Mapping[str, Any], sample: Sample, ready: int, now: float,
+             *, force: bool = False) -> Decision | None:
+        """The new decision, or None when the last one stands (nothing to do)."""
+        last = self.decision
+        if (last is not None and not force and now < last.stands_until
+                and ready == self._ready and sample.in_flight == 0
+                and sample.requests_started == 0 and sample.average_concurrency == 0
+                and scaling == self._scaling):
+            if sample.interval > 0:
+                self._idle_to = sample.at
+            return None
+        obs = observation(sample, ready)
+        if self._idle_to is not None:
+            obs = Observation(ready, ((self._idle_to, 0.0, 0.0), *obs.samples),
+                              obs.in_flight, obs.last_request_at)
+            self._idle_to = None
+        state = self.state or initial_state(scaling, now, ready_pods=ready)
+        self.decision, self.state = decide(scaling, state, obs, now)
+        self._ready, self._scaling = ready, scaling
+        return self.decision
+
+
 class Autoscaler:
     def __init__(self, store: Store, functions: Informer, replicasets: Informer,
                  activator: Activator, clock: Clock, metrics: Metrics,
@@ -63,7 +115,7 @@ class Autoscaler:
         self.metrics = metrics
         self.tick_seconds = tick_seconds
         self.budget = budget
-        self.states: dict[str, KPAState] = {}
+        self.scalers: dict[str, FunctionScaler] = {}
         self.decisions: dict[str, Decision] = {}
         self._poked: set[str] = set()
         # function -> the last unexpected error scaling it (logged once per reason)
@@ -74,7 +126,7 @@ class Autoscaler:
     def _on_function(self, key: str, old: Any, new: Any) -> None:
         if new is None:
             name = key.rsplit("/", 1)[-1]
-            self.states.pop(name, None)
+            self.scalers.pop(name, None)
             self.decisions.pop(name, None)
 
     def poke(self, function: str) -> None:
@@ -108,12 +160,11 @@ class Autoscaler:
                 next_tick = self.clock.now() + self.tick_seconds
             else:
                 names = set()
-            names |= self._poked
-            self._poked.clear()
-            for name in sorted(names):
+            poked, self._poked = self._poked, set()
+            for name in sorted(names | poked):
                 # One function's trouble is its own: the others keep scaling.
                 try:
-                    await self.scale(name)
+                    await self.scale(name, poked=name in poked)
                 except (StoreError, OSError) as exc:
                     log.warning("autoscaling %s failed: %s", name, exc)
                 except Exception as exc:
@@ -124,7 +175,7 @@ class Autoscaler:
                 else:
                     self._broken.pop(name, None)
 
-    async def scale(self, name: str) -> Decision | None:
+    async def scale(self, name: str, *, poked: bool = False) -> Decision | None:
         fn = self.functions.get(name)
         if fn is None:
             return None
@@ -132,10 +183,18 @@ class Autoscaler:
         now = self.clock.now()
         sample = self.activator.route(name).tracker.take(now)
         ready = self.activator.ready_pods(name)
-        obs = observation(sample, ready)
-        state = self.states.get(name) or initial_state(scaling, now, ready_pods=ready)
-        decision, self.states[name] = decide(scaling, state, obs, now)
+        scaler = self.scalers.setdefault(name, FunctionScaler())
         previous = self.decisions.get(name)
+        # A capped function decides every tick, so the mark is cleared once it fits.
+        kpa = scaler.step(scaling, sample, ready, now,
+                          force=poked or previous is None or "capped" in fn.get("status", {}))
+        if kpa is None:
+            assert previous is not None  # forced above
+            # The decision stands; replicas are still checked (and repaired) against it.
+            if previous.desired is not None:
+                await self._set_replicas(name, previous)
+            return previous
+        decision = kpa
         if decision.desired is not None and self.budget is not None \
                 and self._needs_cap(name, fn, decision.desired, previous):
             cap = await self.budget.cap(name, fn, decision.desired)

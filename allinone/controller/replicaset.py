@@ -165,11 +165,9 @@ class ReplicaSetController:
             rec = self.kubelet.new_pod(name, thash)
             self.pods[rec.name] = rec
             self._spawn(self._create(rec, template))
-        if desired == 0 and template is not None and thash is not None \
-                and not self.pods_of(name):
-            # At zero, the next cold start finds its container created (the kubelet's
-            # standby): only Docker's start is left on the request's path.
-            self.kubelet.want_standby(name, template, thash)
+        # At zero, the next cold start finds its container created (the kubelet's
+        # standby): only Docker's start is left on the request's path.
+        self.kubelet.want_standby(name, desired, len(self.pods_of(name)), template, thash)
         if rs is not None:
             await self._write_rs_status(rs)
 

@@ -84,6 +84,8 @@ CRASH_BACKOFF_MAX = 30.0  # s: the longest wait before replacing a crash-looping
 PROBE_INTERVAL = 0.004  # s between /healthz probes: a container starts in ~100 ms
 PROBE_TIMEOUT = 120.0   # s a pod may take to answer /healthz (big imports) before it fails
 SAFETY_LIST_INTERVAL = 5.0   # s between container lists that catch lost events
+# How a pod's container started, for the pod-start metric (``Kubelet.on_started``).
+START_KINDS = ("created", "standby", "resumed")
 # Standby containers at most: each is a stopped container (a config and an empty
 # writable layer, a few KB), but every container list of the safety net returns them.
 STANDBY_MAX = 100
@@ -132,6 +134,10 @@ class PodRecord:
     # creating one; it becomes ``container_id`` once started, so the safety net never
     # takes a container that was never started for a dead one.
     standby_id: str | None = None
+    # How its container started (a ``START_KINDS`` word) and the clock time the kubelet
+    # began it; None for an adopted pod (its start was another run's).
+    start_kind: str = ""
+    start_began: float | None = None
 
     def view(self) -> PodView:
         return PodView(self.name, self.template_hash, self.phase, self.ready, self.created)
@@ -186,6 +192,9 @@ class Kubelet:
         self.keep_paused = keep_paused
         # Called with a function's name whenever one of its pods changed state.
         self.on_change: Callable[[str], None] = lambda function: None
+        # Called when a pod turned Ready: (function, START_KINDS word, seconds since the
+        # kubelet began starting it); the app records it as allinone_pod_start_seconds.
+        self.on_started: Callable[[str, str, float], None] = lambda f, kind, s: None
         self.pods: dict[str, PodRecord] = {}
         self.parked: dict[str, list[Parked]] = {}
         self.standby_on = standby
@@ -351,6 +360,9 @@ class Kubelet:
             await self._drop_standby(rec)
             return
         self.pods[rec.name] = rec
+        rec.start_began = self.clock.now()
+        rec.start_kind = "resumed" if rec.container_id is not None else \
+            "standby" if rec.standby_id is not None else "created"
         if rec.container_id is not None:  # a parked container: resume it
             if recorded is not None:
                 await self._recorded(rec, recorded)
@@ -407,6 +419,7 @@ class Kubelet:
         except Exception as exc:
             log.warning("pod %s: standby container could not start (%s); creating one",
                         rec.name, exc)
+            rec.start_kind = "created"
             with contextlib.suppress(Exception):
                 await self.runtime.remove(cid)
         return await self.runtime.start(
@@ -414,16 +427,18 @@ class Kubelet:
 
     # -- standby containers ----------------------------------------------------------
 
-    def want_standby(self, function: str, template: Obj, template_hash: str) -> None:
-        """Called by the controller for a function at zero: make sure a standby of its
-        current template exists or is being created (no-op when standby is off)."""
-        if not self.standby_on or function in self._preparing:
+    def want_standby(self, function: str, desired: int, pods: int, template: Obj | None,
+                     template_hash: str | None) -> None:
+        """Called by the controller at each sync: make sure a standby of the current
+        template exists or is being created when the rule (:func:`parking.wants_standby`)
+        says the function wants one."""
+        if template is None or template_hash is None or function in self._preparing \
+                or not parking.wants_standby(self.standby_on, desired, pods, template_hash,
+                                             self.parked.get(function, ())):
             return
         s = self.standby.get(function)
         if s is not None and s.template_hash == template_hash:
             return
-        if any(p.template_hash == template_hash for p in self.parked.get(function, ())):
-            return  # a paused pod of this template resumes faster than a standby starts
         if s is None and len(self.standby) >= STANDBY_MAX:
             return
         self._preparing.add(function)
@@ -610,6 +625,9 @@ class Kubelet:
                 # Tell the data plane first: the etcd write is for everybody else.
                 self.endpoints.pod_ready(rec.function, rec.name, address)
                 log.info("pod %s ready in %.0f ms", rec.name, (self.clock.now() - started) * 1000)
+                if rec.start_began is not None:
+                    self.on_started(rec.function, rec.start_kind,
+                                    self.clock.now() - rec.start_began)
                 self.on_change(rec.function)
                 await self.write_status(rec)
                 return

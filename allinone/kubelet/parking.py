@@ -15,10 +15,14 @@ Invariants:
   pods of another template met on the way are to be removed.
 - A parked pod is kept ``keep_paused`` seconds: it expires once ``now - since`` is
   greater than that (the kubelet checks every ``PARKED_CHECK_INTERVAL`` seconds).
+- A standby container (created, never started: the kubelet's) is wanted for a function
+  at zero (no replicas wanted, no pod left) when no parked pod of its current template
+  would serve the next scale-up first.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol, TypeVar
 
 PARKED_CHECK_INTERVAL = 1.0  # s between the kubelet's expiry checks of parked pods
@@ -52,6 +56,13 @@ def take(stack: list[P], template_hash: str) -> tuple[P | None, list[P]]:
             return p, stale
         stale.append(p)
     return None, stale
+
+
+def wants_standby(standby_on: bool, desired: int, pods: int, template_hash: str | None,
+                  parked: Iterable[ParkedPod]) -> bool:
+    """Whether a function should have a standby container of ``template_hash`` now."""
+    return (standby_on and desired == 0 and pods == 0 and template_hash is not None
+            and all(p.template_hash != template_hash for p in parked))
 
 
 def expired(p: ParkedPod, now: float, keep_paused: float) -> bool:

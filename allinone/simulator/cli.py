@@ -88,10 +88,13 @@ def run_once(trace: Trace, specs: dict[str, SimSpec], model: rmodel.RuntimeModel
         "speedup_over_real_time": round(span / wall, 1) if wall > 0 else None,
         "events": sim.stats.events,
         "autoscaler_ticks": sim.stats.ticks,
+        # decides made (a visited tick whose decision stood is not one; pokes are)
+        "autoscaler_decisions": sum(r.decisions for r in results),
         "seed": seed,
         "runtime_model": model.to_json(),
         "specs": {k: {"scaling": dict(v.scaling), "timeoutSeconds": v.timeout,
-                      "keepPausedSeconds": v.keep_paused} for k, v in specs.items()},
+                      "keepPausedSeconds": v.keep_paused, "standby": v.standby}
+                  for k, v in specs.items()},
     }
     data = report.summary(results, run)
     report.write_summary(data, out)

@@ -2,11 +2,12 @@
 
 What runs for real (imported, never copied):
 
-- the KPA: :func:`allinone.autoscaler.kpa.decide` with :func:`initial_state`, fed by
-  the activator's own :class:`~allinone.activator.stats.ConcurrencyTracker` through the
-  autoscaler loop's :func:`~allinone.autoscaler.loop.observation`, every ``tick``
-  seconds per function on one grid, and at once (after ``poke_delay``) when a request
-  finds no ready pod, as the loop does when the activator pokes it;
+- the KPA: :func:`allinone.autoscaler.kpa.decide`, through the autoscaler loop's own
+  :class:`~allinone.autoscaler.loop.FunctionScaler` (which skips a tick while the last
+  decision stands), fed by the activator's
+  :class:`~allinone.activator.stats.ConcurrencyTracker`, every ``tick`` seconds per
+  function on one grid, and at once (after ``poke_delay``) when a request finds no
+  ready pod, as the loop does when the activator pokes it;
 - the activator's throttler: one :class:`~allinone.activator.throttler.Throttler` per
   function holds the waiting requests (tickets: the request's index), admits them to
   pods (:func:`~allinone.activator.balancer.pick`, ``containerConcurrency`` and the
@@ -17,12 +18,14 @@ What runs for real (imported, never copied):
 
 What is simulated, from the :class:`~allinone.simulator.model.RuntimeModel`: a pod's
 container start is ``pod_start`` of work (``unpause`` when a parked pod is resumed,
-which is not shared). The node's container starts share it: up to ``parallel_starts``
-run at full speed, and with n > ``parallel_starts`` in progress each advances at
-``parallel_starts / n`` (processor sharing: a start is mostly the shim's CPU-bound
-interpreter start, and the cores are shared; 4 starts at once with 2 at full speed all
-finish after 2 x ``pod_start``, which is what ``calibrate`` measures). A request's
-service time is its trace duration plus ``activator_overhead``.
+which is not shared; ``pod_start - create`` when it starts the function's standby
+container, which the kubelet creates ``create`` after the function reached zero, by
+:func:`~allinone.kubelet.parking.wants_standby`). The node's container starts share
+it: up to ``parallel_starts`` run at full speed, and with n > ``parallel_starts`` in
+progress each advances at ``parallel_starts / n`` (processor sharing: a start is mostly
+the shim's CPU-bound interpreter start, and the cores are shared; 4 starts at once with
+2 at full speed all finish after 2 x ``pod_start``, which is what ``calibrate``
+measures). A request's service time is its trace duration plus ``activator_overhead``.
 
 What the driver does in the activator's place is its proxy's part, the I/O around the
 throttler's answers (:meth:`Activator._acquire`): a request asks the throttler for a
@@ -36,17 +39,32 @@ pod resumes (:func:`~allinone.kubelet.parking.take`), and when one expires
 (:func:`~allinone.kubelet.parking.expired`, checked every ``PARKED_CHECK_INTERVAL`` on
 the kubelet's 1 s grid while anything is parked).
 
+Not modelled: pod failures (so no crash backoff), the pod memory budget, and the
+kubelet's standby container (a function at zero has one created, and its next pod
+only starts it): every start here costs ``pod_start``, which calibrate measures at
+zero, so with standby on it is the standby's start, and pods beyond the first are
+simulated too fast. Still the driver's own, mirroring the components: the order of
+the controller's syncs (after a change of ``spec.replicas`` and after every pod
+event), the loop's one timer as a tick grid per function, and the proxy's acquire
+loop (ask, poke, wait, 504) around the real throttler.
+
 Invariants:
 
 - Events at the same virtual time run in a fixed order (heap events before trace
   arrivals, then by insertion), and all randomness comes from one seeded ``Random``:
   a run is a pure function of (trace, specs, model, seed).
-- Dormancy is the one shortcut, and it is exact: a function with no pod, nothing in
-  flight or held, desired 0 (or no data) and not in panic stops ticking. Further ticks
-  could only record zero-concurrency samples, and one zero sample over the whole gap
-  gives the same window averages; so on its next request the driver runs the one
-  missed grid tick (catch-up) and resumes. ``exact_ticks=True`` turns it off; a unit
-  test checks both give the same results.
+- Sleep is the one shortcut of the driver, and it is exact: a function with nothing in
+  flight or held whose last decision stands beyond the next tick
+  (:attr:`~allinone.autoscaler.kpa.Decision.stands_until`) is not visited until its
+  first grid tick at or after that time, or until something happens to it (a request
+  arrives, its ready count changes), whichever is first. Every tick it sleeps through
+  the scaler would skip anyway (its sample is idle, the rest unchanged), and the
+  scaler's one sample over the whole gap gives the same window values as many; so on
+  waking the driver runs the last grid tick it slept through (catch-up: the sample
+  ends there, as the skipped ones would have), then ticks on. A function with no pod
+  and desired 0 sleeps until its next request. ``exact_ticks=True`` turns the
+  shortcut and the scaler's skipping off (a decide at every tick); unit tests check
+  both give the same results.
 """
 
 from __future__ import annotations
@@ -63,8 +81,7 @@ from allinone import objects
 from allinone.activator.balancer import Endpoint
 from allinone.activator.stats import ConcurrencyTracker
 from allinone.activator.throttler import QUEUE_LIMIT, Throttler
-from allinone.autoscaler.kpa import KPAState, decide, initial_state
-from allinone.autoscaler.loop import observation
+from allinone.autoscaler.loop import FunctionScaler
 from allinone.controller.planning import PENDING, RUNNING, TERMINATING, PodView, plan
 from allinone.kubelet import parking
 from allinone.kubelet.parking import PARKED_CHECK_INTERVAL
@@ -90,13 +107,18 @@ class SimSpec:
     timeout: float
     container_concurrency: int
     keep_paused: float = 0.0  # the server's --keep-paused, per run
+    standby: bool = True  # the server's standby containers (off: --no-standby)
 
     @classmethod
     def from_user(cls, user: Mapping[str, Any] | None = None) -> SimSpec:
         """``user``: a Function spec (``scaling``, ``timeoutSeconds``) plus, optionally,
-        ``keepPausedSeconds`` (the server option ``--keep-paused``)."""
+        ``keepPausedSeconds`` (the server option ``--keep-paused``) and ``standby``
+        (false: the server option ``--no-standby``)."""
         data = dict(user or {})
         keep = data.pop("keepPausedSeconds", 0.0)
+        standby = data.pop("standby", True)
+        if not isinstance(standby, bool):
+            raise objects.ValidationError(f"standby must be true or false, got {standby!r}")
         if isinstance(keep, bool) or not isinstance(keep, (int, float)) or keep < 0 \
                 or not math.isfinite(keep):
             raise objects.ValidationError(
@@ -105,7 +127,7 @@ class SimSpec:
         scaling = objects.scaling(spec)
         return cls(scaling=scaling, timeout=float(spec.get("timeoutSeconds", 60)),
                    container_concurrency=int(scaling.get("containerConcurrency", 0)),
-                   keep_paused=float(keep))
+                   keep_paused=float(keep), standby=standby)
 
 
 @dataclass
@@ -157,9 +179,9 @@ class _Fn:
     """One function's live state in the driver."""
 
     __slots__ = (
-        "dormant", "last_tick", "name", "panic_from", "parked", "pod_count", "pod_since",
-        "pods", "poked", "ready", "replicas", "res", "seq", "spec", "state", "throttler",
-        "tracker", "waiting", "was_panic",
+        "asleep", "last_tick", "name", "panic_from", "parked", "pod_count", "pod_since",
+        "pods", "poked", "ready", "replicas", "res", "scaler", "seq", "spec", "standby_at",
+        "throttler", "tick_version", "tracker", "waiting", "was_panic",
     )
 
     def __init__(self, name: str, spec: SimSpec, start: float, queue_limit: int,
@@ -167,7 +189,7 @@ class _Fn:
         self.name = name
         self.spec = spec
         self.tracker = ConcurrencyTracker()
-        self.state: KPAState | None = None
+        self.scaler = FunctionScaler()
         self.throttler: Throttler[int] = Throttler(queue_limit, rng)
         self.waiting: dict[int, float] = {}  # ticket (request index) -> its duration
         # The throttler's ready_count(), kept in step (it is read on every arrival).
@@ -176,9 +198,13 @@ class _Fn:
         self.pod_count = 0  # pods that exist (any phase): the cost
         self.pod_since = start
         self.parked: list[_Parked] = []  # most recent last, as the kubelet's stack
+        # When its standby container exists (created), None without one. Deployed at
+        # zero: made while it was built.
+        self.standby_at: float | None = start if spec.standby else None
         self.replicas = 0
         self.poked = False
-        self.dormant = False
+        self.asleep = False
+        self.tick_version = 0  # tells the one live _TICK event (a wake makes a new one)
         self.last_tick = -math.inf
         self.was_panic = False
         self.panic_from = 0.0
@@ -236,7 +262,7 @@ class Simulation:
         """Run to the end of the trace plus ``drain_after`` seconds of quiet (at least
         until every request is answered), and return per-function results."""
         for f in self.fns:
-            self._push(0.0, _TICK, f)  # every function exists from t = 0 (created_at)
+            self._push(0.0, _TICK, f, 0)  # every function exists from t = 0 (created_at)
         arrival, fnidx, duration = self.trace.arrival, self.trace.fn, self.trace.duration
         fns, heap, pop = self.fns, self._heap, heapq.heappop
         n, i = len(arrival), 0
@@ -274,7 +300,7 @@ class Simulation:
     # -- requests (the activator's rules) ---------------------------------------------
 
     def _arrive(self, f: _Fn, t: float, dur: float) -> None:
-        if f.dormant:
+        if f.asleep:
             self._wake(f, t)
         f.tracker.start(t)
         res = f.res
@@ -343,34 +369,46 @@ class Simulation:
 
     def _poke(self, f: _Fn, t: float, _: Any) -> None:
         f.poked = False
-        self._decide(f, t)
+        self._decide(f, t, force=True)
 
-    def _tick(self, f: _Fn, t: float, _: Any) -> None:
+    def _tick(self, f: _Fn, t: float, version: int) -> None:
+        if version != f.tick_version:
+            return  # a wake scheduled the function's ticks anew
         self.stats.ticks += 1
         self._decide(f, t)
         f.last_tick = t
-        if (not self.exact_ticks and not f.pods and f.replicas == 0 and not f.waiting
-                and f.tracker.in_flight == 0 and not f.was_panic and not f.poked):
-            f.dormant = True  # see the module docstring: exact, resumed by _wake
-            return
-        self._push(t + self.tick, _TICK, f)
+        nxt = t + self.tick
+        if not self.exact_ticks and not f.waiting and f.tracker.in_flight == 0 \
+                and not f.poked:
+            d = f.scaler.decision
+            until = d.stands_until if d is not None else -math.inf
+            if until > nxt:
+                # Asleep: every tick before `until` would be skipped by the scaler's
+                # rule unless something happens (see the module docstring).
+                f.asleep = True
+                if until < math.inf:
+                    self._push(t + self.tick * math.ceil((until - t) / self.tick), _TICK, f,
+                               f.tick_version)
+                return
+        self._push(nxt, _TICK, f, f.tick_version)
 
     def _wake(self, f: _Fn, t: float) -> None:
-        """Resume a dormant function: run the last grid tick it skipped, then tick on."""
-        f.dormant = False
+        """Something happened to an asleep function: run the last grid tick it slept
+        through (its sample ends there), then tick on from it."""
+        f.asleep = False
+        f.tick_version += 1
         last = math.floor(t / self.tick) * self.tick
         if last > f.last_tick:
             self.stats.catch_ups += 1
             self._decide(f, last)
             f.last_tick = last
-        self._push(f.last_tick + self.tick, _TICK, f)
+        self._push(f.last_tick + self.tick, _TICK, f, f.tick_version)
 
-    def _decide(self, f: _Fn, t: float) -> None:
-        sample = f.tracker.take(t)
-        scaling = f.spec.scaling
-        if f.state is None:
-            f.state = initial_state(scaling, t, ready_pods=f.ready)
-        decision, f.state = decide(scaling, f.state, observation(sample, f.ready), t)
+    def _decide(self, f: _Fn, t: float, force: bool = False) -> None:
+        decision = f.scaler.step(f.spec.scaling, f.tracker.take(t), f.ready, t,
+                                 force=force or self.exact_ticks)
+        if decision is None:
+            return  # the last decision stands (the autoscaler loop's own rule)
         res = f.res
         res.decisions += 1
         if decision.panic != f.was_panic:
@@ -410,8 +448,13 @@ class Simulation:
             f.res.pods_resumed += 1
             self._push(t + self.model.unpause, _READY, f, pod)
             return
+        work = self.model.pod_start
+        if f.standby_at is not None and f.standby_at <= t:
+            # The kubelet hands the standby to the new pod; one still being created is
+            # not waited for (the pod creates its own, the standby stays for later).
+            work, f.standby_at = max(0.0, work - self.model.create), None
         self._advance_starts(t)
-        self._starting.append([self.model.pod_start, f, pod])
+        self._starting.append([work, f, pod])
         f.res.pods_started += 1
         self._schedule_start(t)
 
@@ -452,6 +495,8 @@ class Simulation:
         ep = Endpoint(pod=pod.name, address="simulated")  # nothing is ever sent to it
         pod.endpoint = ep
         _, wake = f.throttler.add(ep)
+        if f.asleep:
+            self._wake(f, t)  # the ready count changes: the decision may too
         f.ready += 1
         f.res.ready_series.append((t, f.ready))
         self._woken(f, wake, t)
@@ -468,6 +513,8 @@ class Simulation:
             self._remove(f, pod, t)  # never ready: its start is abandoned
             return
         f.throttler.drain(pod.name)
+        if f.asleep:
+            self._wake(f, t)
         f.ready -= 1
         f.res.ready_series.append((t, f.ready))
         if ep.in_flight == 0:
@@ -487,7 +534,14 @@ class Simulation:
             if not self._parking:  # no expiry check on the heap yet
                 self._push(self._next_sweep(t), _SWEEP, None)
             self._parking[f.name] = f
+        self._want_standby(f, t)
         self._push(t, _SYNC, f)  # the controller syncs after every pod event
+
+    def _want_standby(self, f: _Fn, t: float) -> None:
+        """The controller asks for a standby at zero; the kubelet creates it (``create``)."""
+        if f.standby_at is None and parking.wants_standby(
+                f.spec.standby, f.replicas, f.pod_count, TEMPLATE, f.parked):
+            f.standby_at = t + self.model.create
 
     @staticmethod
     def _next_sweep(t: float) -> float:
@@ -506,6 +560,7 @@ class Simulation:
             f.parked = keep
             if not keep:
                 del self._parking[name]
+                self._want_standby(f, t)
         if self._parking:
             self._push(self._next_sweep(t), _SWEEP, None)
 

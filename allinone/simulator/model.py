@@ -5,6 +5,9 @@ real; what it cannot run (Docker, etcd, the HTTP hops) is a number from here:
 
 - ``pod_start_ms``: a new pod, from the controller's create to Ready (container create +
   start + the shim answering ``/healthz``).
+- ``create_ms``: the part of ``pod_start_ms`` that is Docker's container create: a pod
+  that starts its function's standby container (created while the function was at
+  zero) takes ``pod_start_ms - create_ms``.
 - ``unpause_ms``: a parked (paused) pod, from the controller's create to Ready.
 - ``parallel_starts``: how many container starts the Docker engine makes progress on at
   once; more wait in line (40 cold starts at once run about one after another here).
@@ -35,6 +38,7 @@ class ModelError(ValueError):
 @dataclass(frozen=True)
 class RuntimeModel:
     pod_start_ms: float = 110.0
+    create_ms: float = 20.0
     unpause_ms: float = 20.0
     parallel_starts: int = 1
     activator_overhead_ms: float = 0.5
@@ -45,6 +49,10 @@ class RuntimeModel:
     @property
     def pod_start(self) -> float:
         return self.pod_start_ms / 1000.0
+
+    @property
+    def create(self) -> float:
+        return self.create_ms / 1000.0
 
     @property
     def unpause(self) -> float:

@@ -29,7 +29,7 @@ from allinone.simulator.engine import OK, FunctionResult
 PERCENTILES = (50, 95, 99)
 
 
-def _percentiles(values: Sequence[float]) -> dict[str, float | None]:
+def percentiles(values: Sequence[float]) -> dict[str, float | None]:
     """Nearest-rank percentiles in ms (the value at ceil(p/100 x n)), mean and max."""
     if not values:
         return {**{f"p{p}": None for p in PERCENTILES}, "mean": None, "max": None}
@@ -72,9 +72,9 @@ def _figures(results: Iterable[FunctionResult]) -> dict[str, Any]:
         "cold_starts": cold,
         "cold_start_share": round(cold / inv, 6) if inv else 0.0,
         "failed": failed,
-        "latency_ms": _percentiles(lat),
-        "queueing_ms": _percentiles(queued),
-        "service_ms": _percentiles(service),
+        "latency_ms": percentiles(lat),
+        "queueing_ms": percentiles(queued),
+        "service_ms": percentiles(service),
         "queueing_share": round(sum(queued) / total_lat, 6) if total_lat > 0 else 0.0,
         "pod_seconds": round(pod_s, 3),
         "paused_seconds": round(paused_s, 3),

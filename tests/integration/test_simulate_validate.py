@@ -2,7 +2,20 @@
 
 The agreement bounds are the issue's: cold starts and peak pods within 10 %, p50 latency
 within 20 %, on the trace's totals. They are not loosened when the machine is slow: the
-model is calibrated on this machine first, so a miss is a finding about the simulator.
+model is calibrated on this machine first, and the pod start times are those the
+replay's own pods took (``allinone_pod_start_seconds``; they drift by 2x within a minute
+here), so a miss is a finding about the simulator's control plane.
+
+The trace's two functions test different things. ``val-a`` (2 rps, 100 ms, in two
+40 s bursts from zero) is mostly warm: its cold starts test the scaling decisions at
+zero and its median tests that warm requests find warm pods (are not queued behind the
+starts beside them) and cost what calibrate measured. ``val-b`` (10 at once at zero,
+three times) is all cold: its latencies test the start model. The total's median must
+not sit on the knee between the two modes: with 20 s bursts (110 requests, ~49 cold)
+it was the 55th request, where a few slow warm requests on a loaded machine moved it
+from the warm mode (~140 ms) to the cold one (355 ms) and the figure measured nothing.
+With 40 s bursts it is the 95th of 190 with 34-43 cold: inside the warm mode. The cold
+mode is still compared, per function (``val-b``) and by the p95 the table prints.
 """
 
 from __future__ import annotations
@@ -19,9 +32,9 @@ from allinone.testing import ServerProcess, wait_for
 
 # Not in the integration run that CI makes (tox -e integration deselects `validation`):
 # it takes minutes, and its agreement is a measured finding about the simulator, not yet
-# a promise (BENCHMARKS.md: cold starts now within 2 %, peak pods equal; the total p50
-# sits on the knee between warm and cold requests and missed on a loaded machine). Run
-# it with `tox -e validation`.
+# a promise (BENCHMARKS.md: p50 within 2 %; cold starts 2-21 % off, as the node's start
+# time during the replay strays from the one calibrated a minute before). Run it with
+# `tox -e validation`.
 pytestmark = [pytest.mark.integration, pytest.mark.validation]
 
 SPEC = {"scaling": {"containerConcurrency": 1, "maxScale": 4, "stableWindowSeconds": 6,
@@ -37,8 +50,8 @@ def server2s(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess
 
 def two_minute_trace() -> Trace:
     rows: list[tuple[str, float, float]] = []
-    for start in (0.0, 60.0):  # val-a: 2 rps for 20 s, then 40 s of silence, twice
-        rows += [("val-a", start + 0.5 * k, 0.1) for k in range(40)]
+    for start in (0.0, 60.0):  # val-a: 2 rps for 40 s, then 20 s of silence, twice
+        rows += [("val-a", start + 0.5 * k, 0.1) for k in range(80)]
     for at in (5.0, 50.0, 95.0):  # val-b: 10 at once at zero, three times
         rows += [("val-b", at, 0.3)] * 10
     return Trace.from_rows(rows)

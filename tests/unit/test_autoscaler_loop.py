@@ -87,3 +87,30 @@ async def test_excess_burst_capacity_in_status_and_metrics(env: Env) -> None:
     assert env.autoscaler.status("g")["excessBurstCapacity"] == -5
     text = env.metrics.render().decode()
     assert 'allinone_excess_burst_capacity{function="g"} -5.0' in text
+
+
+async def test_a_standing_decision_is_kept_and_its_replicas_still_checked(env: Env) -> None:
+    await env.put("f")
+    tracker = env.activator.route("f").tracker
+    tracker.take(env.clock.now())
+    tracker.start(env.clock.now())
+    env.clock.advance(1.0)
+    tracker.finish(env.clock.now())
+    first = await env.autoscaler.scale("f")
+    assert first is not None and first.desired == 1 and first.stands_until > 60
+    key = objects.replicaset_key("f")
+    assert (await env.store.get(key))["spec"]["replicas"] == 1
+    env.clock.advance(2.0)
+    assert await env.autoscaler.scale("f") is first  # nothing happened: it stands
+    # Someone else's write is still undone against the standing decision.
+    rs = await env.store.get(key)
+    rs["spec"]["replicas"] = 5
+    await env.store.update(key, rs)
+    await until(lambda: env.replicasets.get("f")["spec"]["replicas"] == 5, "the informer")
+    env.clock.advance(2.0)
+    assert await env.autoscaler.scale("f") is first
+    assert (await env.store.get(key))["spec"]["replicas"] == 1
+    # A poke decides anew.
+    env.clock.advance(2.0)
+    again = await env.autoscaler.scale("f", poked=True)
+    assert again is not None and again is not first and again.desired == 1

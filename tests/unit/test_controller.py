@@ -746,3 +746,22 @@ async def test_a_paused_pod_stands_in_for_the_standby_until_it_expires(
         await env.advance(1.5, step=0.1)  # expired at a 1 s check
         await env.until(lambda: env.runtime.paused == set() and len(standbys(env)) == 1,
                         "the paused pod gone, a standby instead")
+
+
+async def test_each_start_is_reported_with_how_the_container_started(
+        tmp_path: Path) -> None:
+    env = Env(tmp_path, keep_paused=60, standby=True)
+    started: list[tuple[str, str, float]] = []
+    env.kubelet.on_started = lambda f, kind, s: started.append((f, kind, s))
+    async with running_env(tmp_path, env=env):
+        await put_rs(env.store, "f", 0)
+        await env.until(lambda: len(standbys(env)) == 1, "a standby at zero")
+        await put_rs(env.store, "f", 2)
+        await env.until(lambda: len(started) == 2, "two pods started")
+        assert sorted(kind for _, kind, _ in started) == ["created", "standby"]
+        await put_rs(env.store, "f", 1)
+        await env.until(lambda: len(env.runtime.paused) == 1, "one parked")
+        await put_rs(env.store, "f", 2)
+        await env.until(lambda: len(started) == 3, "a third start")
+        assert started[2][:2] == ("f", "resumed")
+        assert all(s >= 0 for _, _, s in started)

@@ -44,3 +44,17 @@ def test_expired_only_after_keep_seconds() -> None:
     p = P("p", "a", 100.0)
     assert not parking.expired(p, 160.0, 60.0)
     assert parking.expired(p, 160.5, 60.0)
+
+
+@pytest.mark.parametrize(("on", "desired", "pods", "template", "parked", "wanted"), [
+    (True, 0, 0, "a", [], True),
+    (False, 0, 0, "a", [], False),                 # --no-standby
+    (True, 1, 0, "a", [], False),                  # a pod is wanted: it starts anyway
+    (True, 0, 1, "a", [], False),                  # a pod is still there (draining)
+    (True, 0, 0, None, [], False),                 # no template: nothing to create
+    (True, 0, 0, "a", [P("p", "a", 1.0)], False),  # a paused pod serves first
+    (True, 0, 0, "a", [P("p", "b", 1.0)], True),   # ... not one of an old template
+])
+def test_wants_standby(on: bool, desired: int, pods: int, template: str | None,
+                       parked: list[P], wanted: bool) -> None:
+    assert parking.wants_standby(on, desired, pods, template, parked) is wanted

@@ -19,7 +19,9 @@ MODEL = RuntimeModel(pod_start_ms=100, unpause_ms=10, parallel_starts=1,
 
 
 def spec(**scaling: object) -> SimSpec:
-    return SimSpec.from_user({"scaling": scaling})
+    """Without standby containers, so every start below is ``pod_start`` (the standby's
+    own tests turn it on)."""
+    return SimSpec.from_user({"scaling": scaling, "standby": False})
 
 
 def test_one_request_every_10_s_with_30_s_grace_is_cold_once() -> None:
@@ -120,20 +122,33 @@ def mixed_trace() -> Trace:
     }, 1800, seed=11)
 
 
-def test_dormancy_shortcut_gives_the_same_results_as_ticking_everything() -> None:
+@pytest.mark.parametrize("scaling", [
+    {"containerConcurrency": 2},
+    {"stableWindowSeconds": 6, "scaleToZeroGracePeriodSeconds": 2, "activationScale": 2},
+    {"scaleDownDelaySeconds": 20, "scaleToZeroPodRetentionSeconds": 45},
+    {"metric": "rps", "target": 1, "minScale": 1},
+    {"target": 1, "keepPausedSeconds": 60},
+])
+def test_skipped_ticks_give_the_same_results_as_deciding_every_tick(
+        scaling: dict[str, object]) -> None:
     trace = mixed_trace()
-    s = spec(containerConcurrency=2)
+    keep = scaling.pop("keepPausedSeconds", 0)
+    s = SimSpec.from_user({"scaling": scaling, "keepPausedSeconds": keep})
     fast_sim = Simulation(trace, s, MODEL, seed=4)
     fast = fast_sim.run()
     exact_sim = Simulation(trace, s, MODEL, seed=4, exact_ticks=True)
     exact = exact_sim.run()
-    assert fast_sim.stats.ticks < exact_sim.stats.ticks  # it did skip work
+    # It did skip work: ticks asleep, and decides the scaler found standing.
+    assert fast_sim.stats.ticks < exact_sim.stats.ticks
+    assert sum(r.decisions for r in fast) < sum(r.decisions for r in exact)
     assert fast_sim.stats.catch_ups > 0
     for a, b in zip(fast, exact, strict=True):
         assert list(a.latency) == list(b.latency)
         assert list(a.cold) == list(b.cold)
         assert a.desired_series == b.desired_series
         assert a.ready_series == b.ready_series
+        assert a.pods_series == b.pods_series and a.panic_series == b.panic_series
+        assert list(a.status) == list(b.status) and a.paused_seconds == b.paused_seconds
         assert a.pod_seconds == pytest.approx(b.pod_seconds)
         assert a.panic_seconds == pytest.approx(b.panic_seconds)
 
@@ -216,3 +231,52 @@ def test_a_woken_request_with_no_slot_waits_again_at_the_end() -> None:
     [r] = Simulation(trace, spec(containerConcurrency=1, minScale=1, maxScale=1),
                      MODEL).run()
     assert list(r.queued) == pytest.approx([0.0, 0.5, 1.0])
+
+
+def test_a_standby_takes_docker_s_create_off_each_start_at_zero() -> None:
+    trace = Trace.from_rows([("f", 10.0, 0.05), ("f", 400.0, 0.05)])
+    on = SimSpec.from_user({"scaling": {"scaleToZeroGracePeriodSeconds": 30}})
+    [r] = Simulation(trace, on, MODEL).run()
+    # MODEL's create is the default 20 ms: poke 1 + plan 2 + (100 - 20) + 50 ms, both
+    # times (a new standby is created 20 ms after the first pod went).
+    assert list(r.latency) == pytest.approx([0.133, 0.133])
+    assert list(r.cold) == [1, 1] and r.pods_started == 2
+    [off] = Simulation(trace, spec(scaleToZeroGracePeriodSeconds=30), MODEL).run()
+    assert list(off.latency) == pytest.approx([0.153, 0.153])
+
+
+def test_only_one_pod_of_a_scale_up_from_zero_starts_the_standby() -> None:
+    trace = Trace.from_rows([("f", 5.0, 1.0), ("f", 5.0, 1.0)])
+    on = SimSpec.from_user({"scaling": {"containerConcurrency": 1, "maxScale": 2,
+                                        "target": 1, "targetUtilizationPercentage": 100}})
+    model = RuntimeModel(pod_start_ms=100, create_ms=20, parallel_starts=2,
+                         poke_delay_ms=1, sync_delay_ms=2, activator_overhead_ms=0)
+    [r] = Simulation(trace, on, model).run()
+    # Both created at 5.003, both at full speed: the standby's after 80 ms, the other
+    # after the whole 100 ms.
+    assert [round(t, 6) for t, _ in r.ready_series[:2]] == [5.083, 5.103]
+
+
+def test_standby_must_be_a_boolean() -> None:
+    with pytest.raises(ValidationError, match="standby must be true or false"):
+        SimSpec.from_user({"standby": "yes"})
+
+
+def test_a_function_is_visited_only_when_its_decision_can_change() -> None:
+    # One 100 ms request at 10 s, default spec (window 60 s, grace 30 s). Ticks visited:
+    # 0 (no data yet: no promise), 2 (zero sample: 0 stands for ever: asleep); the
+    # request wakes it at 10 (catch-up on the 10 s grid tick: idle, its decision stands,
+    # no decide), the poke decides at 10.001 (1 pod), 12 (the request's interval ends
+    # at 12: 1 stands until 12 + 60), 72 (window empty: Inactive, 1 stands until
+    # 72 + 30), 102 (0: the pod goes at 102.002 and wakes it), 104 (one ready pod less:
+    # decide; 0 stands for ever). Every other tick of the 200 s is slept through.
+    trace = Trace.from_rows([("f", 10.0, 0.1)])
+    sim = Simulation(trace, spec(), MODEL, drain_after=200)
+    [r] = sim.run()
+    assert (sim.stats.ticks, sim.stats.catch_ups, r.decisions) == (6, 1, 7)
+    assert r.desired_series == [(10.001, 1), (102.0, 0)]
+    assert [t for t, _ in r.ready_series] == [pytest.approx(10.103), pytest.approx(102.002)]
+    exact = Simulation(trace, spec(), MODEL, drain_after=200, exact_ticks=True)
+    [e] = exact.run()
+    assert exact.stats.ticks == 106 and e.decisions == 107  # 0, 2, ..., 210; + the poke
+    assert e.desired_series == r.desired_series and e.ready_series == r.ready_series

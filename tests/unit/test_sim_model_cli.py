@@ -9,7 +9,17 @@ import pytest
 
 from allinone.cli import main as allinone
 from allinone.simulator import model as rmodel
-from allinone.simulator.realrun import RealRunError, _rel, check_bounds, parallel_starts
+from allinone.simulator.engine import FunctionResult
+from allinone.simulator.realrun import (
+    RealRunError,
+    _rel,
+    check_bounds,
+    cold_counts,
+    parallel_starts,
+    pod_starts,
+    replay_model,
+    sim_cold_mean_ms,
+)
 from allinone.simulator.trace import Trace
 
 
@@ -63,6 +73,36 @@ def test_validation_bounds_on_load() -> None:
 ])
 def test_parallel_starts_from_the_probe(one: float, all_: float, k: int) -> None:
     assert parallel_starts(one, all_, 4) == k
+
+
+class MetricsText:
+    """The one Client method cold_counts calls."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def metrics(self) -> str:
+        return self.text
+
+
+def test_cold_counts_and_their_mean_latency_from_metrics() -> None:
+    text = "\n".join([
+        '# HELP allinone_cold_starts_total Requests that arrived with no ready pod',
+        'allinone_cold_starts_total{function="a"} 4.0',
+        'allinone_cold_starts_created{function="a"} 1.7e+09',
+        'allinone_cold_start_latency_seconds_bucket{function="a",le="0.5"} 1.0',
+        'allinone_cold_start_latency_seconds_sum{function="a"} 6.5',
+        'allinone_cold_start_latency_seconds_count{function="a"} 4.0',
+        'allinone_cold_starts_total{function="b"} 0.0',
+        'allinone_latency_seconds_sum{function="a"} 99.0',
+    ])
+    assert cold_counts(MetricsText(text)) == {"a": (4.0, 6.5), "b": (0.0, 0.0)}  # type: ignore[arg-type]
+    r = FunctionResult("a")
+    for lat, cold in ((2.0, 1), (0.1, 0), (1.0, 1)):
+        r.latency.append(lat)
+        r.cold.append(cold)
+    assert sim_cold_mean_ms(r) == 1500.0
+    assert sim_cold_mean_ms(FunctionResult("b")) is None
 
 
 def test_relative_error() -> None:
@@ -131,3 +171,36 @@ def test_bad_trace_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFix
     trace.write_text("function,arrival_ms,duration_ms\nf,x,1\n")
     assert allinone(["simulate", str(trace), "-o", str(tmp_path / "o")]) == 1
     assert "row 2, column 'arrival_ms'" in capsys.readouterr().err
+
+
+def test_pod_starts_by_kind_over_the_trace_functions_from_metrics() -> None:
+    text = "\n".join([
+        'allinone_pod_start_seconds_bucket{function="a",kind="created",le="0.5"} 1.0',
+        'allinone_pod_start_seconds_count{function="a",kind="created"} 2.0',
+        'allinone_pod_start_seconds_sum{function="a",kind="created"} 0.9',
+        'allinone_pod_start_seconds_count{function="b",kind="created"} 1.0',
+        'allinone_pod_start_seconds_sum{function="b",kind="created"} 0.5',
+        'allinone_pod_start_seconds_count{function="a",kind="standby"} 3.0',
+        'allinone_pod_start_seconds_sum{function="a",kind="standby"} 1.2',
+        'allinone_pod_start_seconds_count{function="other",kind="standby"} 9.0',
+        'allinone_pod_start_seconds_sum{function="other",kind="standby"} 9.0',
+    ])
+    got = pod_starts(MetricsText(text), ["a", "b"])  # type: ignore[arg-type]
+    assert got == {"created": (3.0, pytest.approx(1.4)), "standby": (3.0, pytest.approx(1.2))}
+
+
+@pytest.mark.parametrize(("after", "pod_start", "create"), [
+    # 2 created pods took 0.9 s more in all, 3 standby starts 1.2 s: 450 and 400 ms.
+    ({"created": (3.0, 1.4), "standby": (3.0, 1.2)}, 450.0, 50.0),
+    ({"created": (3.0, 1.4)}, 450.0, 30.0),   # no standby start: create as calibrated
+    ({"standby": (3.0, 1.2)}, 430.0, 30.0),   # no created start: standby + create
+    ({}, 500.0, 30.0),                        # no start at all: the model as given
+])
+def test_the_replay_s_own_pod_starts_replace_the_calibrated_ones(
+        after: dict[str, tuple[float, float]], pod_start: float, create: float) -> None:
+    model = rmodel.RuntimeModel(pod_start_ms=500.0, create_ms=30.0, parallel_starts=2)
+    before = {"created": (1.0, 0.5)}
+    got = replay_model(model, before, {"created": (1.0, 0.5), **after})
+    assert (got.pod_start_ms, got.create_ms) == (pytest.approx(pod_start),
+                                                 pytest.approx(create))
+    assert got.parallel_starts == 2 and "from_replay" in got.measured
