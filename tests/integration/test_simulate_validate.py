@@ -2,9 +2,9 @@
 
 The agreement bounds are the issue's: cold starts and peak pods within 10 %, p50 latency
 within 20 %, on the trace's totals. They are not loosened when the machine is slow: the
-model is calibrated on this machine first, and the pod start times are those the
-replay's own pods took (``allinone_pod_start_seconds``; they drift by 2x within a minute
-here), so a miss is a finding about the simulator's control plane.
+model is calibrated on this machine first, so a miss is a finding about the simulator
+(or about how far this machine's start times drift within minutes: the output also
+gives the replay's own pod start times and what the simulation says with them).
 
 The trace's two functions test different things. ``val-a`` (2 rps, 100 ms, in two
 40 s bursts from zero) is mostly warm: its cold starts test the scaling decisions at
