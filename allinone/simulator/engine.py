@@ -39,11 +39,8 @@ pod resumes (:func:`~allinone.kubelet.parking.take`), and when one expires
 (:func:`~allinone.kubelet.parking.expired`, checked every ``PARKED_CHECK_INTERVAL`` on
 the kubelet's 1 s grid while anything is parked).
 
-Not modelled: pod failures (so no crash backoff), the pod memory budget, and the
-kubelet's standby container (a function at zero has one created, and its next pod
-only starts it): every start here costs ``pod_start``, which calibrate measures at
-zero, so with standby on it is the standby's start, and pods beyond the first are
-simulated too fast. Still the driver's own, mirroring the components: the order of
+Not modelled: pod failures (so no crash backoff) and the pod memory budget. Still the
+driver's own, mirroring the components: the order of
 the controller's syncs (after a change of ``spec.replicas`` and after every pod
 event), the loop's one timer as a tick grid per function, and the proxy's acquire
 loop (ask, poke, wait, 504) around the real throttler.
