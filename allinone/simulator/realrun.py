@@ -106,14 +106,17 @@ def deploy(client: Client, name: str, spec: dict[str, Any]) -> None:
         raise RealRunError(f"{name} did not build: {fn['status'].get('message')}")
 
 
-def cold_counts(client: Client) -> dict[str, tuple[float, float]]:
-    """Per function: (cold starts, their summed latency in s) so far, from /metrics."""
+def _metrics(client: Client) -> str:
     try:
-        text = client.metrics()
+        return client.metrics()
     except ApiError as exc:
         raise RealRunError(f"GET /metrics: {exc}") from None
+
+
+def cold_counts(client: Client) -> dict[str, tuple[float, float]]:
+    """Per function: (cold starts, their summed latency in s) so far, from /metrics."""
     out: dict[str, tuple[float, float]] = {}
-    for m in _COLD.finditer(text):
+    for m in _COLD.finditer(_metrics(client)):
         count, total = out.get(m.group(2), (0.0, 0.0))
         if m.group(1) == "s_total":
             count = float(m.group(3))
@@ -125,12 +128,8 @@ def cold_counts(client: Client) -> dict[str, tuple[float, float]]:
 
 def pod_starts(client: Client, functions: list[str]) -> dict[str, tuple[float, float]]:
     """Per start kind, over ``functions``: (pods started, their summed start in s)."""
-    try:
-        text = client.metrics()
-    except ApiError as exc:
-        raise RealRunError(f"GET /metrics: {exc}") from None
     out: dict[str, tuple[float, float]] = {}
-    for m in _POD_START.finditer(text):
+    for m in _POD_START.finditer(_metrics(client)):
         if m.group(2) not in functions:
             continue
         count, total = out.get(m.group(3), (0.0, 0.0))
