@@ -439,7 +439,9 @@ class Kubelet:
         s = self.standby.get(function)
         if s is not None and s.template_hash == template_hash:
             return
-        if s is None and len(self.standby) >= STANDBY_MAX:
+        # Those being created count too: a thousand functions deployed at once must not
+        # start a thousand Docker creates.
+        if s is None and len(self.standby) + len(self._preparing) >= STANDBY_MAX:
             return
         self._preparing.add(function)
         self._spawn(self._prepare(function, template, template_hash))

@@ -12,10 +12,13 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import pytest
+
 from allinone import objects
 from allinone.clock import ManualClock
 from allinone.controller.replicaset import RESYNC_INTERVAL, ReplicaSetController
 from allinone.informer import Informer
+from allinone.kubelet import kubelet as kubelet_module
 from allinone.kubelet.kubelet import SAFETY_LIST_INTERVAL, Kubelet
 from allinone.kubelet.poddir import SUN_PATH_MAX, PodDirs
 from allinone.runtime.base import POD_SOCKET_DIR, ContainerInfo, ContainerSpec
@@ -765,3 +768,21 @@ async def test_each_start_is_reported_with_how_the_container_started(
         await env.until(lambda: len(started) == 3, "a third start")
         assert started[2][:2] == ("f", "resumed")
         assert all(s >= 0 for _, _, s in started)
+
+
+async def test_standby_containers_are_bounded_while_they_are_being_created(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kubelet_module, "STANDBY_MAX", 2)
+    env = Env(tmp_path, standby=True)
+    env.runtime = runtime = SlowRuntime(create=True)
+    env.new_controller()
+    async with running_env(tmp_path, env=env):
+        for name in ("f", "g", "h"):
+            await put_rs(env.store, name, 0)
+        await env.until(lambda: runtime.starting == 2, "two standbys being created")
+        await env.settle()
+        assert runtime.starting == 2  # the third function waits for room
+        runtime.gate.set()
+        await env.until(lambda: len(env.kubelet.standby) == 2, "two standbys")
+        await env.settle()
+        assert runtime.created == 2
