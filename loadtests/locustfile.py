@@ -1,17 +1,17 @@
 """The thin locust adapter that runs one scenario of :mod:`loadtests.scenarios`:
 ``locust -f loadtests/locustfile.py --headless --host URL --scenario NAME [--short]
-[--tick S] [--report PATH] [--keep] [--function NAME] ...``.
+[--tick S] [--report PATH] [--keep] ...``.
 
-On ``test_start`` it deploys the fixture through :mod:`allinone.client` (or takes
-``--function``), waits for Ready and the start state, then runs two greenlets: the
-sampler (every 0.5 s each function's replicas and the autoscaler's view, every 2 s its
-pods' CPU and memory; the driver's own reads are kept too, ``"by": "driver"``) and the
-driver (``Scenario.drive``). Each request is a record ``[t, ms, ok, name, error]``. On
-``quitting`` it judges, deletes what it deployed (unless ``--keep``), writes the report
-and exits 1 when a criterion failed. Users send only while ``sending`` is true, so the
-driver alone decides when load starts and stops; the shape hands locust its user count.
-``--max-seconds`` caps the run (``--run-time`` does not apply to shapes);
-``--max-p50-ms``/``--max-p95-ms`` are optional thresholds. Local runner only.
+On ``test_start`` it deploys the fixture through :mod:`allinone.client`, waits for Ready
+and the start state, then runs two greenlets: the sampler (every 0.5 s each function's
+replicas and the autoscaler's view, every 2 s its pods' CPU and memory; the driver's own
+reads are kept too, ``"by": "driver"``) and the driver (``Scenario.drive``). Each
+request is a record ``[t, ms, ok, name, error]``. On ``quitting`` it judges, deletes
+what it deployed (unless ``--keep``), writes the report and exits 1 when a criterion
+failed. Users send only while ``sending`` is true, so the driver alone decides when load
+starts and stops; the shape hands locust its user count. ``--max-seconds`` caps the run
+(``--run-time`` does not apply to shapes); ``--max-p50-ms``/``--max-p95-ms`` are
+optional thresholds. Local runner only.
 """
 
 from __future__ import annotations
@@ -44,8 +44,6 @@ USAGE_EVERY = 4  # samples between two reads of the pods' usage (2 s: the server
 def _options(parser: Any) -> None:
     add = parser.add_argument
     add("--scenario", choices=list(SCENARIOS), default="scale_up", help="which scenario")
-    add("--function", default="", metavar="NAME", help="use this deployed function")
-    add("--body", default="", metavar="JSON", help="request body (default: the scenario's)")
     add("--short", action="store_true", default=False, help="the short (CI) form")
     add("--tick", type=float, default=2.0, metavar="S", help="the server's autoscaler tick")
     add("--report", default="", metavar="PATH", help="JSON report path")
@@ -184,9 +182,6 @@ class Runner:
         self.gate.set()
         self.gate = gevent.event.Event()
 
-    def body(self) -> Any:
-        return json.loads(self.bodies[0])
-
     def last_answer(self) -> float | None:
         return max((r[0] + r[1] / 1000.0 for r in self.report.records), default=None)
 
@@ -213,17 +208,11 @@ class Runner:
             if not rep.server:
                 raise ScenarioError("no --host: give the server's address, e.g. "
                                     "--host http://127.0.0.1:8080")
-            try:
-                body = json.loads(opts.body or json.dumps(sc.body))
-            except ValueError as exc:
-                raise ScenarioError(f"--body must be a JSON object ({exc})") from None
-            if not isinstance(body, dict):
-                raise ScenarioError("--body must be a JSON object")
-            self.bodies, rep.params["body"] = [json.dumps(body).encode()], body
+            self.bodies, rep.params["body"] = [json.dumps(sc.body).encode()], sc.body
             self.api = Client(rep.server, token=os.environ.get("ALLINONE_TOKEN"), timeout=60)
             self.session = HttpSession(rep.server, environment.events.request, None)
             self.session.trust_env = False
-            self.deploy(opts.function)
+            self.deploy()
             if sc.setup is not None:
                 sc.setup(self)
             if sc.start == "zero":
@@ -241,21 +230,15 @@ class Runner:
         self.t0 = rep.started_at = time.time()
         self.greenlets = [gevent.spawn(self.sample_loop), gevent.spawn(self.drive)]
 
-    def deploy(self, given: str) -> None:
+    def deploy(self) -> None:
         rep = self.report
-        if given:
-            if self.api.find(given) is None:
-                raise ScenarioError(f"--function {given}: no such function on {rep.server}")
-            self.function, self.fn = given, self.api.wait_ready(given)
-        else:
-            self.function = self.sc.function or "lt-" + self.sc.name.replace("_", "-")
-            log.info("[%s] deploying %s as %s", self.sc.name, self.sc.fixture, self.function)
-            t = time.monotonic()
-            self.fn = self.api.deploy(self.function, FIXTURES / self.sc.fixture, self.sc.spec)
-            rep.deployed, rep.figures["deploy_to_ready_s"] = True, round(time.monotonic() - t, 3)
+        self.function = self.sc.function or "lt-" + self.sc.name.replace("_", "-")
+        log.info("[%s] deploying %s as %s", self.sc.name, self.sc.fixture, self.function)
+        t = time.monotonic()
+        self.fn = self.api.deploy(self.function, FIXTURES / self.sc.fixture, self.sc.spec)
+        rep.deployed, rep.figures["deploy_to_ready_s"] = True, round(time.monotonic() - t, 3)
         rep.function, self.functions = self.function, [self.function]
-        rep.scaling = dict(self.fn["spec"]["scaling"])
-        rep.params["fixture"] = None if given else self.sc.fixture
+        rep.scaling, rep.params["fixture"] = dict(self.fn["spec"]["scaling"]), self.sc.fixture
 
     def drive(self) -> None:
         try:
