@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from loadtests.report import (
     EXPECTED_FORMULA,
@@ -33,6 +33,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 POLL_INTERVAL = 0.1  # s between the driver's reads while it waits for a state
 COLD_METRIC = "allinone_cold_start_latency_seconds"
 Run = Any  # loadtests.locustfile.Runner (locust's types are not strict-clean)
+T = TypeVar("T")
 Option = tuple[str, Callable[[str], Any], Any, str]  # flag, type, default, help
 
 
@@ -86,21 +87,29 @@ def ran(rep: Any, what: str = "executions") -> list[Criterion]:
 
 # -- cold_start ------------------------------------------------------------------------
 
-def cold_drive(run: Run) -> None:
+def counted_cold(api: Any, function: str, call: Callable[[], T]) -> tuple[T, bool | None,
+                                                                         float | None]:
+    """``call()``'s result; whether the server counted exactly one cold start of
+    ``function`` meanwhile (None when /metrics is unreadable); then the activator's own ms
+    of it (its /metrics histogram sum). Also :mod:`loadtests.bench`."""
     def metrics() -> list[Any]:  # float, or None when /metrics is unreadable
-        return [run.api.metric(COLD_METRIC + k, run.function) for k in ("_sum", "_count")]
+        return [api.metric(COLD_METRIC + k, function) for k in ("_sum", "_count")]
+    before = metrics()
+    out = call()
+    after = metrics()
+    cold = None if None in (before[1], after[1]) else after[1] - before[1] == 1
+    server_ms = (round((after[0] - before[0]) * 1000.0, 3)
+                 if cold and None not in (before[0], after[0]) else None)
+    return out, cold, server_ms
+
+
+def cold_drive(run: Run) -> None:
     for n in range(1, run.p["trials"] + 1):
         waited = run.wait_zero()
         run.event(f"trial {n}: at zero")
-        before = metrics()
-        ok, cold_ms, _ = run.call("cold start")
+        (ok, cold_ms, _), cold, server_ms = counted_cold(run.api, run.function,
+                                                         lambda: run.call("cold start"))
         ok_warm, warm_ms, _ = run.call("warm")
-        after = metrics()
-        # A cold start only if the server counted exactly one (ours) in between; None
-        # when /metrics could not be read.
-        cold = None if None in (before[1], after[1]) else after[1] - before[1] == 1
-        server_ms = (round((after[0] - before[0]) * 1000.0, 3)
-                     if cold and None not in (before[0], after[0]) else None)
         run.p.setdefault("rows", []).append({
             "trial": n, "at_zero_t": round(waited, 3), "ok": ok and ok_warm, "cold": cold,
             "cold_ms": round(cold_ms, 3), "warm_ms": round(warm_ms, 3),
@@ -194,11 +203,9 @@ def zero_drive(run: Run) -> None:
                                        run.zero_timeout(), f"{run.function} at 0 ready"), 3)
     run.event("zero ready replicas")
     run.sleep(1.0)  # let the 0.5 s sampler see (and the picture show) the zero
-    before = run.api.metric("allinone_cold_starts_total", run.function)
-    ok, ms, _ = run.call("next request (cold)")
-    after = run.api.metric("allinone_cold_starts_total", run.function)
-    p["next_request"] = {"ok": ok, "ms": round(ms, 3), "cold": None if None in (before, after)
-                         else after - before == 1}
+    (ok, ms, _), cold, _ = counted_cold(run.api, run.function,
+                                        lambda: run.call("next request (cold)"))
+    p["next_request"] = {"ok": ok, "ms": round(ms, 3), "cold": cold}
     run.event("next request answered")
     run.sleep(1.0)  # show the pod that request started
 
