@@ -440,7 +440,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario(
         "cold_start", "add.py", {"x": 1, "y": 2},
         {"scaling": {"scaleToZeroGracePeriodSeconds": 1, "stableWindowSeconds": 6, "maxScale": 1}},
-        params=lambda run, short: {"trials": run.opt("trials", 0) or (3 if short else 10)},
+        params=lambda run, short: {"trials": run.opt("trials") or (3 if short else 10)},
         drive=cold_drive, judge=cold_judge, key_latency="cold start",
         options=(("--trials", int, 0, "cold start trials (default 10, 3 with --short)"),)),
     Scenario(
@@ -450,8 +450,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                      "scaleToZeroGracePeriodSeconds": 5}},
         params=lambda run, short: {"idle_s": 3.0 if short else 5.0,
                                    "hold_s": 15.0 if short else 40.0,
-                                   "users": run.opt("step_users", 6),
-                                   "within_s": run.opt("within", 15.0)},
+                                   "users": run.opt("step_users"),
+                                   "within_s": run.opt("within")},
         drive=step_drive, judge=step_judge, start="floor",
         options=(("--step-users", int, 6, "users after the step (default 6: 3 pods at "
                   "target 2)"),
@@ -462,7 +462,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         {"scaling": {"maxScale": 4, "target": 2, "targetUtilizationPercentage": 100,
                      "stableWindowSeconds": 6, "scaleToZeroGracePeriodSeconds": 4}},
         params=lambda run, short: {"load_s": 8.0 if short else 20.0,
-                                   "users": run.opt("load_users", 4)},
+                                   "users": run.opt("load_users")},
         drive=zero_drive, judge=zero_judge, start="",
         options=(("--load-users", int, 4, "users during the load phase (default 4: 2 pods "
                   "at target 2)"),)),
@@ -470,8 +470,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         "burst_at_zero", "sleep.py", {"ms": 100},
         {"scaling": {"maxScale": 4, "stableWindowSeconds": 6,
                      "scaleToZeroGracePeriodSeconds": 2}},
-        params=lambda run, short: {"rounds": run.opt("rounds", 0) or (1 if short else 3),
-                                   "users": run.opt("burst_users", 100)},
+        params=lambda run, short: {"rounds": run.opt("rounds") or (1 if short else 3),
+                                   "users": run.opt("burst_users")},
         drive=burst_drive, judge=burst_judge, users="gate", request_name="burst",
         key_latency="burst",
         options=(("--rounds", int, 0, "bursts, each from zero (default 3, 1 with --short)"),
@@ -482,7 +482,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         {"scaling": {"minScale": 1, "maxScale": 4, "target": 2, "stableWindowSeconds": 10,
                      "scaleToZeroGracePeriodSeconds": 5}},
         params=lambda run, short: {"hold_s": 8.0 if short else 20.0,
-                                   "users": run.opt("wf_users", 4), "workflow": WORKFLOW},
+                                   "users": run.opt("wf_users"), "workflow": WORKFLOW},
         drive=workflow_drive, judge=workflow_judge, start="", request_name="workflow",
         path=f"/workflow/{WORKFLOW}", check=workflow_check,
         setup=lambda run: run.api.deploy_workflow(WORKFLOW, workflow_definition(run.function)),
@@ -490,7 +490,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         options=(("--wf-users", int, 4, "users running the workflow (default 4)"),)),
     Scenario(
         "imagepipe_load", "imagepipe/functions/thumbnail", {}, PIPE_SPEC,
-        params=lambda run, short: {"steps": run.opt("pipe_steps", None)
+        params=lambda run, short: {"steps": run.opt("pipe_steps")
                                    or ([1, 4] if short else [1, 2, 4, 8]),
                                    "hold_s": 6.0 if short else 10.0,
                                    "workflow": PIPE_WORKFLOW},
