@@ -36,6 +36,7 @@ from allinone.config import (
     USAGE_PERIOD_SECONDS,
     Settings,
 )
+from allinone.kubelet.parking import STANDBY_MODES
 from allinone.ui import commands as ui_commands
 
 
@@ -405,7 +406,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         etcd_url=args.etcd, registry=args.registry,
                         autoscaler_tick_seconds=args.tick, base_image=args.base_image,
                         keep_paused_seconds=args.keep_paused,
-                        standby=not args.no_standby,
+                        standby="off" if args.no_standby else args.standby,
                         drain_seconds=args.drain_seconds,
                         pod_memory_budget_mib=args.pod_memory_budget,
                         max_pods_per_function=args.max_pods_per_function,
@@ -489,9 +490,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep a scaled-down pod paused this long, so the next scale-up "
                         "resumes it (~20 ms) instead of starting a container (~110 ms); "
                         "0 (default) removes it at once")
-    p.add_argument("--no-standby", action="store_true",
-                   help="do not keep a created (not started) container for each function "
-                        "at zero; a cold start then creates and starts one")
+    p.add_argument("--standby", choices=STANDBY_MODES, default=Settings.standby,
+                   help="what each function at zero keeps waiting: a container started "
+                        "and frozen once healthy, so a cold start resumes it (~20 ms; "
+                        "costs its memory), one created but not started (a cold start "
+                        "then starts it), or none (default: %(default)s)")
+    p.add_argument("--no-standby", action="store_true", help="the same as --standby off")
     p.add_argument("--drain-seconds", type=float, default=30.0, metavar="SECONDS",
                    help="on SIGTERM, let in-flight invocations finish for at most this long")
     p.add_argument("--pod-memory-budget", type=_positive_int, metavar="MIB",

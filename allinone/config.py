@@ -39,9 +39,10 @@ class Settings:
     autoscaler_tick_seconds: float = 2.0
     # Keep a scaled-down pod paused this long for a ~20 ms resume; 0 = remove at once.
     keep_paused_seconds: float = 0.0
-    # Keep one created (not started) container per function at zero, so a cold start
-    # only starts it (allinone/kubelet/kubelet.py, "Standby containers").
-    standby: bool = True
+    # Keep one container per function at zero: "frozen" (started, healthy, paused: a
+    # cold start only resumes it), "created" (a cold start only starts it) or "off"
+    # (allinone/kubelet/kubelet.py, "Standby containers").
+    standby: str = "frozen"
     max_upload_bytes: int = 50 * 1024 * 1024
     max_unzipped_bytes: int = 200 * 1024 * 1024
     # Requests held per function while it scales from zero or waits for a free slot.

@@ -315,11 +315,23 @@ class ServerProcess:
         from allinone.config import Settings
         return Settings(state_dir=self.state_dir).instance
 
+    @property
+    def standby_status(self) -> str | None:
+        """Docker's status of this server's standby containers (the kubelet's, for a
+        function at zero): ``paused`` when frozen (the default), ``created``, or None."""
+        from allinone.config import Settings
+        args = list(self.extra_args)
+        if "--no-standby" in args:
+            return None
+        mode = args[args.index("--standby") + 1] if "--standby" in args else Settings.standby
+        return {"frozen": "paused", "created": "created"}.get(mode)
+
     def containers(self, function: str | None = None, all: bool = False,
                    standby: bool = True) -> list[Any]:
-        """This server's containers (of ``function``): running ones, or ``all``; without
-        ``standby``, not those created and never started (the kubelet's standby
-        container of a function at zero)."""
+        """This server's containers (of ``function``): running ones (paused count as
+        running for Docker), or ``all``; without ``standby``, not those with the status
+        of its standby containers (:attr:`standby_status`: on a server that also keeps
+        paused pods, start it with ``--standby created`` to tell them apart)."""
         client = docker.from_env()
         try:
             labels = ["allinone.managed=1", f"allinone.instance={self.instance()}"]
@@ -328,7 +340,8 @@ class ServerProcess:
             # ignore_removed: a pod removed between the list and its inspect is no error.
             found = client.containers.list(all=all, filters={"label": labels},
                                            ignore_removed=True)
-            return [c for c in found if standby or c.status != "created"]
+            hidden = None if standby else self.standby_status
+            return [c for c in found if c.status != hidden]
         finally:
             client.close()
 

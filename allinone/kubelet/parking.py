@@ -26,6 +26,9 @@ from collections.abc import Iterable
 from typing import Protocol, TypeVar
 
 PARKED_CHECK_INTERVAL = 1.0  # s between the kubelet's expiry checks of parked pods
+# What a function at zero keeps (the kubelet's ``standby``): a container started and
+# frozen once healthy, one created and never started, or none.
+STANDBY_MODES = ("frozen", "created", "off")
 
 
 class ParkedPod(Protocol):

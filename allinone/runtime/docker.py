@@ -21,6 +21,7 @@ import asyncio
 import builtins
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -48,6 +49,10 @@ LOG_MAX_SIZE = "5m"  # per log file of a pod; rotated, LOG_MAX_FILES kept
 LOG_MAX_FILES = 2
 # Docker events the kubelet acts on.
 EVENTS = ("start", "die", "oom", "destroy")
+# runc's cgroup-v1 freezer gives up ("OCI runtime pause failed: unable to freeze") when
+# the container's tasks change while it freezes, as a just-started shim's do: 2 of 40
+# fresh standbys on a busy engine. Tried again after 50, 100, 200 ms, it freezes.
+PAUSE_TRIES = 4
 
 
 def host_config_kwargs(spec: ContainerSpec) -> dict[str, Any]:
@@ -218,7 +223,18 @@ class DockerRuntime:
                 return
 
     async def pause(self, container_id: str) -> None:
-        await asyncio.to_thread(self._api.pause, container_id)
+        await asyncio.to_thread(self._pause, container_id)
+
+    def _pause(self, container_id: str) -> None:
+        for attempt in range(PAUSE_TRIES):
+            try:
+                self._api.pause(container_id)
+                return
+            except APIError as exc:
+                if attempt == PAUSE_TRIES - 1 or "unable to freeze" not in str(exc):
+                    raise
+                log.info("pausing %s: %s; trying again", container_id[:12], exc.explanation)
+                time.sleep(0.05 * 2 ** attempt)
 
     async def unpause(self, container_id: str) -> None:
         await asyncio.to_thread(self._api.unpause, container_id)

@@ -18,9 +18,14 @@ What runs for real (imported, never copied):
 
 What is simulated, from the :class:`~allinone.simulator.model.RuntimeModel`: a pod's
 container start is ``pod_start`` of work (``unpause`` when a parked pod is resumed,
-which is not shared; ``pod_start - create`` when it starts the function's standby
-container, which the kubelet creates ``create`` after the function reached zero, by
-:func:`~allinone.kubelet.parking.wants_standby`). The node's container starts share
+which is not shared). The kubelet's standby container, wanted by
+:func:`~allinone.kubelet.parking.wants_standby` once the function reached zero, is
+ready ``create`` later when created (a pod that starts it has ``pod_start - create``
+of work) or ``pod_start`` later when frozen (a pod resumes it in ``unpause``, not
+shared, counted as resumed; the standby's own start is not counted among the node's
+starts: it happens at zero, while the node is quiet). A pod made while the standby is
+still being made takes it over, as the kubelet does: it waits for the rest of the
+create, or for the frozen standby to turn healthy. The node's container starts share
 it: up to ``parallel_starts`` run at full speed, and with n > ``parallel_starts`` in
 progress each advances at ``parallel_starts / n`` (processor sharing: a start is mostly
 the shim's CPU-bound interpreter start, and the cores are shared; 4 starts at once with
@@ -79,9 +84,10 @@ from allinone.activator.balancer import Endpoint
 from allinone.activator.stats import ConcurrencyTracker
 from allinone.activator.throttler import QUEUE_LIMIT, Throttler
 from allinone.autoscaler.loop import FunctionScaler
+from allinone.config import Settings
 from allinone.controller.planning import PENDING, RUNNING, TERMINATING, PodView, plan
 from allinone.kubelet import parking
-from allinone.kubelet.parking import PARKED_CHECK_INTERVAL
+from allinone.kubelet.parking import PARKED_CHECK_INTERVAL, STANDBY_MODES
 from allinone.simulator.model import RuntimeModel
 from allinone.simulator.trace import Trace
 
@@ -104,18 +110,20 @@ class SimSpec:
     timeout: float
     container_concurrency: int
     keep_paused: float = 0.0  # the server's --keep-paused, per run
-    standby: bool = True  # the server's standby containers (off: --no-standby)
+    standby: str = Settings.standby  # the server's --standby: frozen, created or off
 
     @classmethod
     def from_user(cls, user: Mapping[str, Any] | None = None) -> SimSpec:
         """``user``: a Function spec (``scaling``, ``timeoutSeconds``) plus, optionally,
         ``keepPausedSeconds`` (the server option ``--keep-paused``) and ``standby``
-        (false: the server option ``--no-standby``)."""
+        (the server option ``--standby``: frozen, created or off)."""
         data = dict(user or {})
         keep = data.pop("keepPausedSeconds", 0.0)
-        standby = data.pop("standby", True)
-        if not isinstance(standby, bool):
-            raise objects.ValidationError(f"standby must be true or false, got {standby!r}")
+        standby = data.pop("standby", Settings.standby)
+        if standby not in STANDBY_MODES:
+            raise objects.ValidationError(
+                f"standby must be one of {', '.join(STANDBY_MODES)} (the server's "
+                f"--standby), got {standby!r}")
         if isinstance(keep, bool) or not isinstance(keep, (int, float)) or keep < 0 \
                 or not math.isfinite(keep):
             raise objects.ValidationError(
@@ -195,9 +203,9 @@ class _Fn:
         self.pod_count = 0  # pods that exist (any phase): the cost
         self.pod_since = start
         self.parked: list[_Parked] = []  # most recent last, as the kubelet's stack
-        # When its standby container exists (created), None without one. Deployed at
-        # zero: made while it was built.
-        self.standby_at: float | None = start if spec.standby else None
+        # When its standby container is (or will be) ready, None without one. Deployed
+        # at zero: made while it was built.
+        self.standby_at: float | None = start if spec.standby != "off" else None
         self.replicas = 0
         self.poked = False
         self.asleep = False
@@ -446,10 +454,15 @@ class Simulation:
             self._push(t + self.model.unpause, _READY, f, pod)
             return
         work = self.model.pod_start
-        if f.standby_at is not None and f.standby_at <= t:
-            # The kubelet hands the standby to the new pod; one still being created is
-            # not waited for (the pod creates its own, the standby stays for later).
-            work, f.standby_at = max(0.0, work - self.model.create), None
+        if f.standby_at is not None:
+            # The kubelet hands the standby to the new pod, or the one still being made.
+            ready, f.standby_at = f.standby_at, None
+            if f.spec.standby == "frozen":
+                f.res.pods_resumed += 1
+                # Frozen: resumed; still being made: handed over healthy, unpaused.
+                self._push(t + self.model.unpause if ready <= t else ready, _READY, f, pod)
+                return
+            work = max(0.0, work - self.model.create) + max(0.0, ready - t)
         self._advance_starts(t)
         self._starting.append([work, f, pod])
         f.res.pods_started += 1
@@ -535,10 +548,12 @@ class Simulation:
         self._push(t, _SYNC, f)  # the controller syncs after every pod event
 
     def _want_standby(self, f: _Fn, t: float) -> None:
-        """The controller asks for a standby at zero; the kubelet creates it (``create``)."""
+        """The controller asks for a standby at zero; the kubelet creates it (ready after
+        ``create``) or, frozen, also starts it (after ``pod_start``) and pauses it."""
         if f.standby_at is None and parking.wants_standby(
-                f.spec.standby, f.replicas, f.pod_count, TEMPLATE, f.parked):
-            f.standby_at = t + self.model.create
+                f.spec.standby != "off", f.replicas, f.pod_count, TEMPLATE, f.parked):
+            f.standby_at = t + (self.model.pod_start if f.spec.standby == "frozen"
+                                else self.model.create)
 
     @staticmethod
     def _next_sweep(t: float) -> float:

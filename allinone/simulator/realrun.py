@@ -145,13 +145,15 @@ def replay_model(model: rmodel.RuntimeModel, before: dict[str, tuple[float, floa
                  after: dict[str, tuple[float, float]]) -> rmodel.RuntimeModel:
     """``model`` with the start times the replay's own pods took: the mean start of a
     created container is ``pod_start_ms``; with standby starts too, ``create_ms`` is the
-    difference (a standby start alone gives ``pod_start_ms`` = it + ``create_ms``)."""
+    difference (a standby start alone gives ``pod_start_ms`` = it + ``create_ms``); the
+    mean resume (a parked pod or a frozen standby) is ``unpause_ms``."""
     def mean_ms(kind: str) -> float | None:
         (c0, s0), (c1, s1) = before.get(kind, (0.0, 0.0)), after.get(kind, (0.0, 0.0))
         return (s1 - s0) / (c1 - c0) * 1000 if c1 > c0 else None
 
-    created, standby = mean_ms("created"), mean_ms("standby")
+    created, standby, resumed = mean_ms("created"), mean_ms("standby"), mean_ms("resumed")
     pod_start, create = model.pod_start_ms, model.create_ms
+    unpause = model.unpause_ms if resumed is None else resumed
     if created is not None:
         pod_start = created
         if standby is not None:
@@ -160,9 +162,11 @@ def replay_model(model: rmodel.RuntimeModel, before: dict[str, tuple[float, floa
         pod_start = standby + create
     measured = {**model.measured, "from_replay": {
         "created_start_ms_mean": None if created is None else round(created, 3),
-        "standby_start_ms_mean": None if standby is None else round(standby, 3)}}
+        "standby_start_ms_mean": None if standby is None else round(standby, 3),
+        "resumed_ms_mean": None if resumed is None else round(resumed, 3)}}
     return dataclasses.replace(model, pod_start_ms=round(pod_start, 3),
-                               create_ms=round(create, 3), measured=measured)
+                               create_ms=round(create, 3), unpause_ms=round(unpause, 3),
+                               measured=measured)
 
 
 def _cold_mean_ms(count: float, total: float) -> float | None:
@@ -422,11 +426,18 @@ def calibrate(server: str, token: str | None, trials: int,
     try:
         colds, warms, lasts = [], [], []
         creates = _docker_creates(client.get(name)["status"]["image"], trials)
+        starts = pod_starts(client, [name])
         for _ in range(trials):
             _wait_zero(client, name)
             time.sleep(STANDBY_SETTLE)
             colds.append(_invoke(client, name))
             warms += [_invoke(client, name) for _ in range(10)]
+        if pod_starts(client, [name]).get("resumed", (0.0, 0.0))[0] > \
+                starts.get("resumed", (0.0, 0.0))[0]:
+            raise RealRunError(
+                "the server resumed frozen standby containers (serve's default "
+                "--standby frozen), so its cold starts are not container starts: "
+                "calibrate against a server started with --standby created")
         for _ in range(trials):
             # PARALLEL_PROBE requests at zero at once: each needs its own new pod, so the
             # last answer comes after one start if the engine starts them all at once,

@@ -22,7 +22,7 @@ def test_deploy_invoke_scale_to_zero_and_back(server: ServerProcess) -> None:
     assert fn["status"]["phase"] == "Ready"
     assert fn["status"]["image"].startswith(f"{server.registry}/allinone/add@sha256:")
     assert server.replicaset("add")["spec"]["replicas"] == 0
-    assert server.containers("add") == []
+    assert server.containers("add", standby=False) == []
 
     r = server.invoke("add", {"x": 3, "y": 5})
     assert r.status_code == 200, r.text
@@ -42,12 +42,12 @@ def test_deploy_invoke_scale_to_zero_and_back(server: ServerProcess) -> None:
     assert host_config["PidsLimit"] and host_config["PidsLimit"] > 0
 
     # No requests for the grace period: back to zero, no labelled container left but
-    # the standby (created, never started: no process).
+    # the standby (by default frozen: started, healthy, paused).
     wait_for(lambda: server.replicaset("add")["spec"]["replicas"] == 0, 30, "scale to zero")
     wait_for(lambda: server.containers("add", all=True, standby=False) == [], 30,
              "containers removed")
-    wait_for(lambda: [c.status for c in server.containers("add", all=True)] == ["created"],
-             30, "one standby container")
+    wait_for(lambda: [c.status for c in server.containers("add", all=True)]
+             == [server.standby_status], 30, "one standby container")
     wait_for(lambda: server.pods("add") == [], 10, "pod objects removed")
     assert not Path(pod["status"]["socket"]).parent.exists()  # its socket directory went too
 

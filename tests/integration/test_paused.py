@@ -14,7 +14,8 @@ pytestmark = pytest.mark.integration
 
 
 def test_scale_to_zero_pauses_and_the_next_request_resumes(tmp_path: Path) -> None:
-    srv = ServerProcess(tmp_path / "state", extra_args=("--keep-paused", "60"))
+    srv = ServerProcess(tmp_path / "state",
+                        extra_args=("--keep-paused", "60", "--standby", "created"))
     srv.start()
     try:
         spec = {"scaling": {"scaleToZeroGracePeriodSeconds": 1, "stableWindowSeconds": 6}}

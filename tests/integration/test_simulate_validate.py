@@ -37,14 +37,17 @@ from allinone.testing import ServerProcess, wait_for
 # `tox -e validation`.
 pytestmark = [pytest.mark.integration, pytest.mark.validation]
 
+# Created standbys: calibrate measures container starts (a frozen standby's resume is
+# the model's unpause_ms), and the simulation models the server's --standby.
 SPEC = {"scaling": {"containerConcurrency": 1, "maxScale": 4, "stableWindowSeconds": 6,
-                    "scaleToZeroGracePeriodSeconds": 2}}
+                    "scaleToZeroGracePeriodSeconds": 2}, "standby": "created"}
 
 
 @pytest.fixture(scope="module")
 def server2s(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     # The production tick (2 s), which the simulation uses too.
-    with ServerProcess(Path(tmp_path_factory.mktemp("allinone-sim")), tick=2.0) as srv:
+    with ServerProcess(Path(tmp_path_factory.mktemp("allinone-sim")), tick=2.0,
+                       extra_args=("--standby", "created")) as srv:
         yield srv
 
 

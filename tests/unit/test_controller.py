@@ -68,7 +68,7 @@ async def put_rs(store: MemoryStore, name: str, replicas: int, thash: str = "h1"
 
 
 class Env:
-    def __init__(self, tmp: Path, keep_paused: float = 0.0, standby: bool = False) -> None:
+    def __init__(self, tmp: Path, keep_paused: float = 0.0, standby: str = "off") -> None:
         self.keep_paused = keep_paused
         self.standby = standby
         self.store = MemoryStore()
@@ -622,7 +622,7 @@ def standbys(env: Env, function: str = "f") -> list[str]:
 
 async def test_at_zero_a_standby_is_created_and_the_next_pod_only_starts_it(
         tmp_path: Path) -> None:
-    async with running_env(tmp_path, env=Env(tmp_path, standby=True)) as env:
+    async with running_env(tmp_path, env=Env(tmp_path, standby="created")) as env:
         await put_rs(env.store, "f", 0)
         await env.until(lambda: len(standbys(env)) == 1, "a standby at zero")
         (cid,) = standbys(env)
@@ -649,7 +649,7 @@ async def test_at_zero_a_standby_is_created_and_the_next_pod_only_starts_it(
 
 async def test_a_standby_of_an_old_template_or_a_deleted_function_goes(
         tmp_path: Path) -> None:
-    async with running_env(tmp_path, env=Env(tmp_path, standby=True)) as env:
+    async with running_env(tmp_path, env=Env(tmp_path, standby="created")) as env:
         await put_rs(env.store, "f", 0)
         await env.until(lambda: len(standbys(env)) == 1)
         (old,) = standbys(env)
@@ -668,7 +668,7 @@ async def test_a_standby_of_an_old_template_or_a_deleted_function_goes(
 
 async def test_a_function_deleted_while_its_standby_is_created_leaves_nothing(
         tmp_path: Path) -> None:
-    env = Env(tmp_path, standby=True)
+    env = Env(tmp_path, standby="created")
     env.runtime = runtime = SlowRuntime(create=True)
     env.new_controller()
     async with running_env(tmp_path, env=env):
@@ -698,7 +698,7 @@ class StandbyWontStart(MemoryRuntime):
 
 async def test_a_standby_that_cannot_start_is_replaced_by_a_fresh_container(
         tmp_path: Path) -> None:
-    env = Env(tmp_path, standby=True)
+    env = Env(tmp_path, standby="created")
     env.runtime = runtime = StandbyWontStart()
     env.new_controller()
     async with running_env(tmp_path, env=env):
@@ -713,20 +713,21 @@ async def test_a_standby_that_cannot_start_is_replaced_by_a_fresh_container(
 
 async def test_a_pod_deleted_before_it_started_its_standby_removes_it(
         tmp_path: Path) -> None:
-    env = Env(tmp_path, standby=True)
+    env = Env(tmp_path, standby="created")
     async with running_env(tmp_path, env=env):
         await put_rs(env.store, "f", 0)
         await env.until(lambda: len(standbys(env)) == 1)
         (cid,) = standbys(env)
         rec = env.kubelet.new_pod("f", "h1")
-        assert rec.standby_id == cid and env.kubelet.standby == {}
+        assert rec.standby is not None and rec.standby.container_id == cid
+        assert env.kubelet.standby == {}
         rec.phase = "Terminating"
         await env.kubelet.start(rec, TEMPLATE)
         assert cid not in env.runtime.containers and rec.container_id is None
 
 
 async def test_a_restart_removes_standby_containers(tmp_path: Path) -> None:
-    env = Env(tmp_path, standby=True)
+    env = Env(tmp_path, standby="created")
     async with running_env(tmp_path, env=env):
         await put_rs(env.store, "f", 0)
         await env.until(lambda: len(standbys(env)) == 1)
@@ -739,7 +740,7 @@ async def test_a_restart_removes_standby_containers(tmp_path: Path) -> None:
 
 async def test_a_paused_pod_stands_in_for_the_standby_until_it_expires(
         tmp_path: Path) -> None:
-    async with running_env(tmp_path, env=Env(tmp_path, keep_paused=0.5, standby=True)) as env:
+    async with running_env(tmp_path, env=Env(tmp_path, keep_paused=0.5, standby="created")) as env:
         await put_rs(env.store, "f", 1)
         await env.until(lambda: len(env.sink.ready) == 1)
         await put_rs(env.store, "f", 0)
@@ -753,7 +754,7 @@ async def test_a_paused_pod_stands_in_for_the_standby_until_it_expires(
 
 async def test_each_start_is_reported_with_how_the_container_started(
         tmp_path: Path) -> None:
-    env = Env(tmp_path, keep_paused=60, standby=True)
+    env = Env(tmp_path, keep_paused=60, standby="created")
     started: list[tuple[str, str, float]] = []
     env.kubelet.on_started = lambda f, kind, s: started.append((f, kind, s))
     async with running_env(tmp_path, env=env):
@@ -773,7 +774,7 @@ async def test_each_start_is_reported_with_how_the_container_started(
 async def test_standby_containers_are_bounded_while_they_are_being_created(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kubelet_module, "STANDBY_MAX", 2)
-    env = Env(tmp_path, standby=True)
+    env = Env(tmp_path, standby="created")
     env.runtime = runtime = SlowRuntime(create=True)
     env.new_controller()
     async with running_env(tmp_path, env=env):
@@ -786,3 +787,134 @@ async def test_standby_containers_are_bounded_while_they_are_being_created(
         await env.until(lambda: len(env.kubelet.standby) == 2, "two standbys")
         await env.settle()
         assert runtime.created == 2
+
+
+# -- frozen standbys: started, healthy, paused at zero; the next pod resumes it ---------
+
+def frozen(env: Env, function: str = "f") -> list[str]:
+    """Containers of ``function`` that run but are paused."""
+    return [c.id for c in env.runtime.containers.values()
+            if c.function == function and c.running and c.id in env.runtime.paused]
+
+
+async def test_at_zero_a_frozen_standby_is_made_healthy_and_the_next_pod_resumes_it(
+        tmp_path: Path) -> None:
+    env = Env(tmp_path, standby="frozen")
+    started: list[tuple[str, str, float]] = []
+    env.kubelet.on_started = lambda f, kind, s: started.append((f, kind, s))
+    async with running_env(tmp_path, env=env):
+        await put_rs(env.store, "f", 0)
+        await env.until(lambda: len(frozen(env)) == 1, "a frozen standby at zero")
+        (cid,) = frozen(env)
+        assert env.probes >= 1  # paused only once its shim answered
+        assert env.sink.ready == {} and await env.pods() == []  # not a pod
+        assert env.kubelet.standby["f"].state == "paused"
+
+        created, probes = env.runtime.created, env.probes
+        await put_rs(env.store, "f", 2)
+        await env.until(lambda: len(env.sink.ready) == 2, "two ready pods")
+        # One pod resumed the standby (same id, same name, probed again); one was made.
+        assert env.runtime.specs[cid].pod in env.sink.ready
+        assert env.runtime.paused == set() and env.runtime.created == created + 1
+        assert env.probes >= probes + 2
+        assert sorted(kind for _, kind, _ in started) == ["created", "resumed"]
+
+        await put_rs(env.store, "f", 0)
+        await env.until(lambda: len(frozen(env)) == 1 and len(env.runtime.containers) == 1,
+                        "pods gone, a new frozen standby")
+        assert cid not in env.runtime.containers
+        await env.store.delete(objects.replicaset_key("f"))
+        await env.until(lambda: env.runtime.containers == {}, "removed with the function")
+        await env.until(lambda: list((tmp_path / "pods").iterdir()) == [],
+                        "its socket directory removed")
+
+
+async def test_a_frozen_standby_that_dies_on_import_leaves_a_created_one_and_its_log(
+        tmp_path: Path) -> None:
+    env = Env(tmp_path, standby="frozen")
+    env.healthy = False  # the shim never answers: its import fails
+    async with running_env(tmp_path, env=env):
+        await put_rs(env.store, "f", 0)
+        await env.until(lambda: len(env.running()) == 1 and env.probes > 0,
+                        "the standby started and probed")
+        (first,) = [c.id for c in env.runtime.containers.values() if c.running]
+        env.runtime.crash(first)
+        await env.until(lambda: first not in env.runtime.containers
+                        and len(standbys(env)) == 1, "a created standby instead")
+        assert env.kubelet.standby["f"].state == "created"
+        assert f"logs of {first}" in (tmp_path / "logs" / "f.log").read_text()
+        # It stays created (no Docker start loop at zero) ...
+        env.kubelet.on_change("f")
+        await env.settle()
+        assert len(env.runtime.containers) == 1 and env.runtime.paused == set()
+        # ... until the template changes: the new code gets a frozen standby again.
+        env.healthy = True
+        await put_rs(env.store, "f", 0, thash="h2", template={**TEMPLATE, "image": "new"})
+        await env.until(lambda: len(frozen(env)) == 1 and len(env.runtime.containers) == 1,
+                        "a frozen standby of the new template")
+
+
+async def test_a_pod_wanted_while_the_standby_is_made_takes_it_over(
+        tmp_path: Path) -> None:
+    env = Env(tmp_path, standby="frozen")
+    started: list[tuple[str, str, float]] = []
+    env.kubelet.on_started = lambda f, kind, s: started.append((f, kind, s))
+    env.healthy = False  # hold the standby in its probe: deployed and invoked at once
+    async with running_env(tmp_path, env=env):
+        await put_rs(env.store, "f", 0)
+        await env.until(lambda: len(env.running()) == 1 and env.probes > 0,
+                        "the standby started and probed")
+        (cid,) = env.runtime.containers
+        await put_rs(env.store, "f", 2)
+        await env.until(lambda: env.runtime.created == 2, "the second pod's own container")
+        env.healthy = True
+        await env.advance(0.05)  # the next probes
+        await env.until(lambda: len(env.sink.ready) == 2, "both pods ready")
+        # The first pod took the standby's container (its name too) without a pause.
+        assert env.runtime.specs[cid].pod in env.sink.ready
+        assert env.runtime.created == 2 and env.runtime.paused == set()
+        assert env.kubelet.standby == {} and env.kubelet._making == {}
+        assert sorted(kind for _, kind, _ in started) == ["created", "standby"]
+
+
+async def test_a_standby_of_a_function_that_has_pods_is_removed(tmp_path: Path) -> None:
+    env = Env(tmp_path, standby="frozen")
+    async with running_env(tmp_path, env=env):
+        await put_rs(env.store, "f", 0)
+        await env.until(lambda: len(frozen(env)) == 1)
+        (cid,) = frozen(env)
+        # A sync that finds pods (say, adopted after a restart) while a standby waits.
+        env.kubelet.want_standby("f", 1, 1, TEMPLATE, "h1")
+        await env.until(lambda: cid not in env.runtime.containers, "the standby removed")
+        assert env.kubelet.standby == {}
+
+
+class FrozenStandbyLost(MemoryRuntime):
+    """The frozen standby was removed behind the kubelet's back: resuming it fails."""
+
+    lost = ""
+
+    async def unpause(self, container_id: str) -> None:
+        if container_id == self.lost:
+            raise RuntimeError(f"Container {container_id} is not paused")
+        await super().unpause(container_id)
+
+
+async def test_a_frozen_standby_that_cannot_resume_is_replaced_by_a_fresh_container(
+        tmp_path: Path) -> None:
+    env = Env(tmp_path, standby="frozen")
+    env.runtime = runtime = FrozenStandbyLost()
+    env.new_controller()
+    async with running_env(tmp_path, env=env):
+        await put_rs(env.store, "f", 0)
+        await env.until(lambda: len(frozen(env)) == 1)
+        (runtime.lost,) = frozen(env)
+        await put_rs(env.store, "f", 1)
+        await env.until(lambda: len(env.sink.ready) == 1, "a ready pod all the same")
+        assert env.sink.failed == [] and runtime.lost not in runtime.containers
+        assert len(env.running()) == 1 and runtime.paused == set()
+
+
+def test_an_unknown_standby_mode_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="frozen, created, off"):
+        Env(tmp_path, standby="warm")

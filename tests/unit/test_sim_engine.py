@@ -21,7 +21,7 @@ MODEL = RuntimeModel(pod_start_ms=100, unpause_ms=10, parallel_starts=1,
 def spec(**scaling: object) -> SimSpec:
     """Without standby containers, so every start below is ``pod_start`` (the standby's
     own tests turn it on)."""
-    return SimSpec.from_user({"scaling": scaling, "standby": False})
+    return SimSpec.from_user({"scaling": scaling, "standby": "off"})
 
 
 def test_one_request_every_10_s_with_30_s_grace_is_cold_once() -> None:
@@ -86,7 +86,7 @@ def test_queue_limit_and_timeout() -> None:
 def test_paused_retention_resumes_instead_of_starting() -> None:
     trace = Trace.from_rows([("f", 0.0, 0.05), ("f", 300.0, 0.05)])
     keep = SimSpec.from_user({"scaling": {"scaleToZeroGracePeriodSeconds": 30},
-                              "keepPausedSeconds": 600})
+                              "keepPausedSeconds": 600, "standby": "created"})
     [r] = Simulation(trace, keep, MODEL).run()
     assert r.pods_started == 1 and r.pods_resumed == 1
     assert r.latency[1] == pytest.approx(0.001 + 0.002 + 0.010 + 0.05)
@@ -187,7 +187,7 @@ def test_parked_pod_expires_on_the_kubelets_check_grid() -> None:
     # 60 s later, so the request at 300 s starts a new pod.
     trace = Trace.from_rows([("f", 0.0, 0.05), ("f", 300.0, 0.05)])
     keep = SimSpec.from_user({"scaling": {"scaleToZeroGracePeriodSeconds": 30},
-                              "keepPausedSeconds": 60})
+                              "keepPausedSeconds": 60, "standby": "created"})
     [r] = Simulation(trace, keep, MODEL).run()
     assert r.pods_started == 2 and r.pods_resumed == 0
     parked_at = next(t for t, n in r.pods_series if n == 0)
@@ -201,7 +201,8 @@ def test_a_start_abandoned_before_ready_is_removed_unparked() -> None:
     trace = Trace.from_rows([("f", 1.0, 0.05)])
     slow = RuntimeModel(pod_start_ms=120_000, poke_delay_ms=1, sync_delay_ms=2,
                         activator_overhead_ms=0)
-    s = SimSpec.from_user({"timeoutSeconds": 1, "keepPausedSeconds": 600})
+    s = SimSpec.from_user({"timeoutSeconds": 1, "keepPausedSeconds": 600,
+                           "standby": "created"})
     [r] = Simulation(trace, s, slow, drain_after=200).run()
     assert list(r.status) == [TIMED_OUT]
     assert r.ready_series == [] and r.pods_started == 1 and r.peak_pods == 1
@@ -235,7 +236,8 @@ def test_a_woken_request_with_no_slot_waits_again_at_the_end() -> None:
 
 def test_a_standby_takes_docker_s_create_off_each_start_at_zero() -> None:
     trace = Trace.from_rows([("f", 10.0, 0.05), ("f", 400.0, 0.05)])
-    on = SimSpec.from_user({"scaling": {"scaleToZeroGracePeriodSeconds": 30}})
+    on = SimSpec.from_user({"scaling": {"scaleToZeroGracePeriodSeconds": 30},
+                            "standby": "created"})
     [r] = Simulation(trace, on, MODEL).run()
     # MODEL's create is the default 20 ms: poke 1 + plan 2 + (100 - 20) + 50 ms, both
     # times (a new standby is created 20 ms after the first pod went).
@@ -248,7 +250,8 @@ def test_a_standby_takes_docker_s_create_off_each_start_at_zero() -> None:
 def test_only_one_pod_of_a_scale_up_from_zero_starts_the_standby() -> None:
     trace = Trace.from_rows([("f", 5.0, 1.0), ("f", 5.0, 1.0)])
     on = SimSpec.from_user({"scaling": {"containerConcurrency": 1, "maxScale": 2,
-                                        "target": 1, "targetUtilizationPercentage": 100}})
+                                        "target": 1, "targetUtilizationPercentage": 100},
+                            "standby": "created"})
     model = RuntimeModel(pod_start_ms=100, create_ms=20, parallel_starts=2,
                          poke_delay_ms=1, sync_delay_ms=2, activator_overhead_ms=0)
     [r] = Simulation(trace, on, model).run()
@@ -257,9 +260,38 @@ def test_only_one_pod_of_a_scale_up_from_zero_starts_the_standby() -> None:
     assert [round(t, 6) for t, _ in r.ready_series[:2]] == [5.083, 5.103]
 
 
-def test_standby_must_be_a_boolean() -> None:
-    with pytest.raises(ValidationError, match="standby must be true or false"):
-        SimSpec.from_user({"standby": "yes"})
+@pytest.mark.parametrize("bad", ["yes", True, None])
+def test_standby_must_be_a_server_mode(bad: object) -> None:
+    with pytest.raises(ValidationError, match="standby must be one of frozen, created, off"):
+        SimSpec.from_user({"standby": bad})
+    assert SimSpec.from_user({}).standby == "frozen"  # the server's default
+
+
+def test_a_frozen_standby_is_resumed_at_zero() -> None:
+    trace = Trace.from_rows([("f", 10.0, 0.05), ("f", 400.0, 0.05)])
+    frozen = SimSpec.from_user({"scaling": {"scaleToZeroGracePeriodSeconds": 30}})
+    [r] = Simulation(trace, frozen, MODEL).run()
+    # Made while it was deployed, and again a whole start (100 ms) after the pod went:
+    # each cold request is poke 1 + plan 2 + unpause 10 + 50 ms.
+    assert list(r.latency) == pytest.approx([0.063, 0.063])
+    assert list(r.cold) == [1, 1] and r.pods_resumed == 2 and r.pods_started == 0
+
+
+def test_a_pod_made_while_the_standby_is_made_waits_for_it() -> None:
+    # The first pod goes at 102.002; the next standby is ready at 102.102 frozen
+    # (a whole start), at 102.022 created (the create).
+    frozen = SimSpec.from_user({"scaling": {"scaleToZeroGracePeriodSeconds": 30}})
+    [r] = Simulation(Trace.from_rows([("f", 10.0, 0.05), ("f", 102.05, 0.05)]), frozen,
+                     MODEL).run()
+    assert r.pods_series[1][0] == pytest.approx(102.002)
+    # Asked at 102.053, handed over healthy at 102.102 without a pause: 52 + 50 ms.
+    assert r.latency[1] == pytest.approx(0.102)
+    created = SimSpec.from_user({"scaling": {"scaleToZeroGracePeriodSeconds": 30},
+                                 "standby": "created"})
+    [c] = Simulation(Trace.from_rows([("f", 10.0, 0.05), ("f", 102.005, 0.05)]), created,
+                     MODEL).run()
+    # Asked at 102.008: the rest of the create (14 ms), then 100 - 20 ms; + 3 + 50 ms.
+    assert c.latency[1] == pytest.approx(0.003 + 0.014 + 0.080 + 0.05)
 
 
 def test_a_function_is_visited_only_when_its_decision_can_change() -> None:

@@ -204,3 +204,14 @@ def test_the_replay_s_own_pod_starts_replace_the_calibrated_ones(
     assert (got.pod_start_ms, got.create_ms) == (pytest.approx(pod_start),
                                                  pytest.approx(create))
     assert got.parallel_starts == 2 and "from_replay" in got.measured
+
+
+@pytest.mark.parametrize(("after", "unpause"), [
+    ({"resumed": (4.0, 0.1)}, 25.0),   # 4 resumes (frozen standbys, parked pods): 25 ms
+    ({}, 20.0),                        # none: the model's
+])
+def test_the_replay_s_resumes_replace_the_unpause_time(
+        after: dict[str, tuple[float, float]], unpause: float) -> None:
+    model = rmodel.RuntimeModel(unpause_ms=20.0)
+    got = replay_model(model, {}, after)
+    assert got.unpause_ms == pytest.approx(unpause)
