@@ -296,13 +296,12 @@ def bench_paused(api: Client, server_port: int, trials: int, tick: float) -> dic
     name, rows = "bench-paused", []
     with functions(api, [name], {"scaling": {"maxScale": 1, **AT_ZERO}}) as box:
         def parked() -> bool:
-            st = api.get(name)["status"]
-            return not (st.get("readyReplicas") or st.get("desiredReplicas") or api.pods(name)) \
-                and bool(box.client.containers.list(all=True, filters={
-                    "label": [f"allinone.function={name}"], "status": "paused"}))
+            return bool(box.client.containers.list(all=True, filters={
+                "label": [f"allinone.function={name}"], "status": "paused"}))
         calls(server_port, f"/function/{name}", 1)  # the first pod, to be paused
         for i in range(trials):
-            poll(parked, 60 + 10 * tick, f"{name} at zero with its container paused")
+            api.wait_replicas(name, 0, 0, 60 + 10 * tick, no_pods=True)
+            poll(parked, 30, f"{name}'s container paused")
             rows.append({"trial": i + 1, "activator_resume_ms": round(
                 calls(server_port, f"/function/{name}", 1)[0], 3)})
             log(f"paused start {i + 1}/{trials}: {rows[-1]['activator_resume_ms']:.1f} ms")

@@ -129,19 +129,16 @@ class Runner:
             return (sent,) if cond() else None
         return float(poll(sent_if, timeout, what, interval)[0])
 
-    def at_zero(self) -> bool:
-        """No ready pod, none desired, and no Pod object left (the container is gone)."""
-        st = self.status()
-        return not (st.get("readyReplicas") or st.get("desiredReplicas")
-                    or self.api.pods(self.function))
-
     def zero_timeout(self) -> float:
         s = self.scaling
         return float(s["scaleToZeroGracePeriodSeconds"]) + float(s["stableWindowSeconds"]) \
             + 10 * self.tick + 30.0
 
     def wait_zero(self) -> float:
-        return self.wait_until(self.at_zero, self.zero_timeout(), f"{self.function} at zero")
+        """Until no ready pod, none desired and no Pod object left (the container is gone);
+        the time since t0."""
+        self.api.wait_replicas(self.function, 0, 0, self.zero_timeout(), no_pods=True)
+        return self.now()
 
     def request_timeout(self) -> float:
         return float(self.fn["spec"]["timeoutSeconds"]) + 30.0
@@ -213,13 +210,9 @@ class Runner:
             self.deploy()
             if sc.setup is not None:
                 sc.setup(self)
-            if sc.start == "zero":
-                self.wait_zero()
-            elif sc.start == "floor":
-                floor = int(self.scaling["minScale"])
-                self.wait_until(lambda: (st := self.status()).get("readyReplicas", 0) == floor
-                                and st.get("desiredReplicas", 0) == floor,
-                                self.zero_timeout(), f"{self.function} at {floor} ready")
+            if sc.start:  # "zero" (no pod left either) or "floor" (minScale ready)
+                n = int(self.scaling["minScale"]) if sc.start == "floor" else 0
+                self.api.wait_replicas(self.function, n, n, self.zero_timeout(), no_pods=not n)
         except (ScenarioError, ApiError) as exc:
             rep.errors.append(f"set-up failed: {exc}")
             log.error("[%s] set-up failed: %s", sc.name, exc)
