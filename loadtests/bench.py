@@ -43,7 +43,7 @@ from allinone.objects import parse_rfc3339
 from allinone.testing import FIXTURES, ServerProcess, launch_chromium
 from loadtests.loadgen import measure, sequence, storm
 from loadtests.report import summarize
-from loadtests.scenarios import PIPE, counted_cold, deploy_imagepipe
+from loadtests.scenarios import PIPE, STAGES, counted_cold, deploy_imagepipe
 
 ADD_BODY = b'{"x": 1, "y": 2}'
 PARTS = ("warm", "throughput", "cold", "paused", "deploy", "idle", "dashboard", "workflow",
@@ -560,7 +560,7 @@ def bench_trigger(api: Client, tmp: Path, files: int, fires: int,
         for t in ("drop", "tick", "pipe"):
             api.delete_trigger(t, missing_ok=True)
         api.delete_workflow("imagepipe", missing_ok=True)
-        for fn in ("echo", "img-inspect", "img-thumbnail", "img-histogram", "img-classify"):
+        for fn in ("echo", *(f"img-{stage}" for stage in STAGES)):
             api.delete(fn, missing_ok=True)
     names = {"drops": "file_write_to_function_start", "fired":
              "schedule_fired_minus_scheduled", "started":
