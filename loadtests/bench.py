@@ -1,6 +1,8 @@
 """The benchmarks, side by side in one run: ``python -m loadtests.bench [--only PART ...]``.
 
-Without ``--server`` it runs its own ``allinone serve`` (``ServerProcess``, tick 0.5 s).
+Without ``--server`` it runs its own ``allinone serve`` (``ServerProcess``, tick 0.5 s,
+``--standby created``: its cold starts are container starts, compared with Docker's;
+run the storm against a server with defaults, whose frozen standbys resume).
 The parts (``PARTS``; what each measures and how to read it: docs/BENCHMARKS.md):
 warm (latency direct to the pod's socket vs through the activator), throughput (direct
 vs activator with :mod:`loadtests.loadgen`), cold (cold start vs the same image started
@@ -63,6 +65,10 @@ TARGETS = {
 Target = int | str  # an address: the activator's TCP port or a pod's Unix socket path
 Row = tuple[str, str, str]  # figure, measured, target
 AT_ZERO = {"scaleToZeroGracePeriodSeconds": 1, "stableWindowSeconds": 6}
+# The bench's own server: a cold start there starts a (created) container, the figure
+# compared with Docker's own create + start; frozen standbys (the default) resume.
+OWN_SERVER_ARGS = ("--standby", "created")
+STANDBY_STATUSES = ("paused", "created")  # Docker's status of a frozen / created standby
 
 
 def log(msg: str) -> None:
@@ -428,7 +434,7 @@ def bench_sampler(server: ServerProcess, api: Client, names: list[str],
     cpu: dict[str, list[float]] = {"on": [], "off": []}
     for phase in ("on", "off", "on"):
         server.stop()
-        server.extra_args = () if phase == "on" else ("--usage-period", "0")
+        server.extra_args = OWN_SERVER_ARGS + (() if phase == "on" else ("--usage-period", "0"))
         server.start()
         for name in names:
             api.wait_replicas(name, 1, 1, timeout=600)
@@ -597,6 +603,22 @@ def bench_pipeline(api: Client, tmp: Path, n: int) -> dict[str, list[float]]:
 
 # -- storm: many functions at zero invoked at the same moment ----------------------------
 
+def wait_standbys(client: Any, names: list[str], timeout: float = 120.0) -> int:
+    """Wait until each of ``names`` has one container and it is a standby (paused or
+    created); how many have. A server with ``--standby off`` never gets there."""
+    deadline, ready = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline:
+        found: dict[str, list[str]] = {}
+        for c in client.containers.list(all=True, filters={"label": "allinone.managed=1"},
+                                        ignore_removed=True):
+            found.setdefault(c.labels.get("allinone.function", ""), []).append(c.status)
+        ready = sum(found.get(n, []) in ([s] for s in STANDBY_STATUSES) for n in names)
+        if ready == len(names):
+            break
+        time.sleep(0.5)
+    return ready
+
+
 def bench_storm(api: Client, pid: int | None, n: int, rounds: int,
                 tick: float) -> dict[str, Any]:
     """``n`` distinct functions, all at zero, each invoked once at the same moment (a
@@ -609,9 +631,10 @@ def bench_storm(api: Client, pid: int | None, n: int, rounds: int,
         for i in range(rounds):
             for name in names:
                 api.wait_replicas(name, 0, 0, 60 + 10 * tick, interval=0.05, no_pods=True)
-            # As functions idle for more than a moment: their standby containers are
-            # created (40 Docker creates take a few seconds here).
-            time.sleep(5.0)
+            # As functions idle for more than a moment: each has its standby container
+            # (40 frozen ones are 40 container starts: ~10 s here).
+            standbys = wait_standbys(box.client, names)
+            log(f"storm {i + 1}/{rounds}: {standbys}/{n} standby containers waiting")
             c0, t0 = cpu_seconds(pid) if pid else 0.0, time.perf_counter()
             got = storm(urls, ADD_BODY)  # a slow storm is measured, not cut off (120 s)
             time.sleep(3.0)
@@ -834,14 +857,15 @@ def main(argv: list[str] | None = None) -> int:
             res.update(server=url, tick_seconds=tick)
             run_parts(args, parts, res, Client(url), None, args.server_pid, tick, tmp)
         elif parts - {"paused"}:
-            with ServerProcess(tmp / "state") as server:
+            with ServerProcess(tmp / "state", extra_args=OWN_SERVER_ARGS) as server:
                 log(f"started allinone serve in {server.state_dir}")
                 assert server.proc is not None
                 res.update(server=server.url, tick_seconds=(tick := args.tick or server.tick))
                 run_parts(args, parts, res, server.client, server, server.proc.pid, tick, tmp)
         if "paused" in parts:  # its own server: the other one's cold starts stay fresh
             log("paused: starting allinone serve --keep-paused 300")
-            with ServerProcess(tmp / "state-paused", extra_args=("--keep-paused", "300")) as s:
+            with ServerProcess(tmp / "state-paused",
+                               extra_args=(*OWN_SERVER_ARGS, "--keep-paused", "300")) as s:
                 res["paused"] = bench_paused(s.client, s.port, args.trials, s.tick)
     except Exception as exc:  # keep the figures of the parts that ran
         res["error"] = f"{type(exc).__name__}: {exc}"
