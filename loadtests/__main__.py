@@ -74,17 +74,12 @@ def run_scenario(name: str, url: str, out: Path, tick: float, short: bool,
     print(f"--- {name}: {' '.join(cmd[1:])}", flush=True)
     t, problem = time.monotonic(), ""
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=HERE.parent, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        try:
-            code = proc.wait(RUN_TIME_CAP[short] + 60)
+        try:  # run() kills locust on the time-out and on Ctrl-C (then re-raises)
+            code = subprocess.run(cmd, cwd=HERE.parent, stdout=log, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                  timeout=RUN_TIME_CAP[short] + 60, check=False).returncode
         except subprocess.TimeoutExpired:  # --max-seconds did not end it: locust hung
-            proc.kill()
-            code, problem = proc.wait(), f"killed {RUN_TIME_CAP[short] + 60} s in: locust hung"
-        except KeyboardInterrupt:
-            proc.terminate()
-            proc.wait(30)
-            raise
+            code, problem = -9, f"killed {RUN_TIME_CAP[short] + 60} s in: locust hung"
     res: dict[str, Any] = {"scenario": name, "exit_code": code, "report": str(report_path),
                            "seconds": round(time.monotonic() - t, 1), "log": str(log_path)}
     try:

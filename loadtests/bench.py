@@ -45,7 +45,7 @@ from allinone.objects import parse_rfc3339
 from allinone.testing import FIXTURES, ServerProcess, launch_chromium
 from loadtests.loadgen import measure, sequence, storm
 from loadtests.report import summarize
-from loadtests.scenarios import PIPE, deploy_imagepipe
+from loadtests.scenarios import PIPE, STAGES, counted_cold, deploy_imagepipe
 
 ADD_BODY = b'{"x": 1, "y": 2}'
 PARTS = ("warm", "throughput", "cold", "paused", "deploy", "idle", "dashboard", "workflow",
@@ -88,25 +88,20 @@ def calls(target: Target, path: str, n: int, steady: bool = False) -> list[float
     return sequence(url, n + steady, ADD_BODY, unix)[steady:]
 
 
-def healthz_until_200(target: Target, timeout: float = 30.0, every: float = 0.001) -> float:
-    """Poll GET /healthz every ``every`` s; perf_counter time of the first 200."""
-    req = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+def healthz_until_200(sock: str, timeout: float = 30.0, every: float = 0.001) -> float:
+    """Poll GET /healthz on a pod's socket every ``every`` s; perf_counter time of the
+    first 200."""
+    req = b"GET /healthz HTTP/1.1\r\nHost: pod\r\nConnection: close\r\n\r\n"
     deadline = time.perf_counter() + timeout
     while time.perf_counter() < deadline:
-        with contextlib.suppress(OSError):
-            if isinstance(target, int):
-                s = socket.create_connection(("127.0.0.1", target), timeout=1)
-            else:
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                s.settimeout(1)
-            with s:
-                if isinstance(target, str):
-                    s.connect(target)
-                s.sendall(req)
-                if s.recv(64)[9:12] == b"200":
-                    return time.perf_counter()
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(1)
+            s.connect(sock)
+            s.sendall(req)
+            if s.recv(64)[9:12] == b"200":
+                return time.perf_counter()
         time.sleep(every)
-    raise RuntimeError(f"nothing answered /healthz on {target} within {timeout} s")
+    raise RuntimeError(f"nothing answered /healthz on {sock} within {timeout} s")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -153,27 +148,19 @@ class Sandbox:
             self.client.api.remove_container(cid, force=True)
         self.dirs.remove(self.made.pop(cid))
 
-    def api_start(self) -> float:
-        """The Docker API's create + start (the platform's two calls) to the first 200 (ms)."""
-        t = time.perf_counter()
-        cid, sock = self.create()
-        try:
-            self.client.api.start(cid)
-            return (healthz_until_200(sock) - t) * 1000
-        finally:
-            self.remove(cid)
-
     def cli_start(self) -> float:
         """``docker run -d``, sandboxed as a pod, to the first 200 (ms)."""
-        from allinone.runtime.docker import LOG_MAX_FILES, LOG_MAX_SIZE, container_env
+        from allinone.runtime.docker import container_env, host_config_kwargs
         name, spec, sock = self.spec()
+        hc = host_config_kwargs(spec)  # the same sandbox, as the CLI's flags
         env = [x for k, v in container_env(spec).items() for x in ("-e", f"{k}={v}")]
-        cmd = ["docker", "run", "-d", "--network", "none", "--name", name, "--user", spec.user,
-               "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--read-only",
-               "--tmpfs", f"/tmp:rw,nosuid,nodev,size={spec.tmp_mib}m,mode=1777",
-               "-v", f"{spec.socket_dir}:/run/allinone", "--log-opt", f"max-size={LOG_MAX_SIZE}",
-               "--log-opt", f"max-file={LOG_MAX_FILES}", *env,
-               "--memory", "256m", "--cpus", "1", "--pids-limit", "256", self.image]
+        cmd = ["docker", "run", "-d", "--network", hc["network_mode"], "--name", name,
+               "--user", spec.user, "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+               "--read-only", "--tmpfs", f"/tmp:{hc['tmpfs']['/tmp']}",
+               *(x for d, b in hc["binds"].items() for x in ("-v", f"{d}:{b['bind']}")),
+               *(x for k, v in hc["log_config"].config.items() for x in ("--log-opt", f"{k}={v}")),
+               *env, "--memory", hc["mem_limit"], "--cpus", f"{spec.cpus:g}",
+               "--pids-limit", str(hc["pids_limit"]), self.image]
         t = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
@@ -200,14 +187,15 @@ class Sandbox:
             self.remove(cid)
         return out
 
-    def storm(self, n: int) -> list[float]:
-        """The engine's floor: ``n`` bare pods created and started at once (a thread each),
-        each timed from the common start to its first 200, polled every 5 ms (40 threads
-        polling every 1 ms would measure the bench's own contention)."""
+    def starts(self, n: int, every: float = 0.001) -> list[float]:
+        """``n`` bare pods created and started at once by the Docker API (the platform's
+        two calls, a thread each), each timed from the common start to its first 200 (ms),
+        sorted. A storm polls every 5 ms: 40 threads polling every 1 ms would measure the
+        bench's own contention."""
         def one(t0: float) -> float:
             cid, sock = self.create()
             self.client.api.start(cid)
-            return (healthz_until_200(sock, every=0.005) - t0) * 1000
+            return (healthz_until_200(sock, every=every) - t0) * 1000
         try:
             with ThreadPoolExecutor(n) as pool:
                 return sorted(pool.map(one, [time.perf_counter()] * n))
@@ -294,19 +282,19 @@ def bench_cold_start(api: Client, server_port: int, trials: int, tick: float) ->
             # As a function idle for more than a moment: its standby container is
             # created (~0.1-0.3 s after its last pod went; see the kubelet).
             time.sleep(1.0)
-            s0 = float(api.metric("allinone_cold_start_latency_seconds_sum", name) or 0)
-            cold, warm = calls(server_port, f"/function/{name}", 2)
-            s1 = float(api.metric("allinone_cold_start_latency_seconds_sum", name) or 0)
-            cli, sdk = box.cli_start(), box.api_start()
+            (cold, warm), counted, server_ms = counted_cold(
+                api, name, lambda: calls(server_port, f"/function/{name}", 2))
+            cli, sdk = box.cli_start(), box.starts(1)[0]
             rows.append({"trial": i + 1, "activator_cold_ms": round(cold, 3),
-                         "warm_call_ms": round(warm, 3),
-                         "activator_server_ms": round((s1 - s0) * 1000, 3),
+                         "warm_call_ms": round(warm, 3), "counted_cold": counted,
+                         "activator_server_ms": server_ms,
                          "docker_run_cli_ms": round(cli, 3), "docker_api_ms": round(sdk, 3)})
             log(f"cold start {i + 1}/{trials}: activator {cold:.0f} ms, docker run {cli:.0f} "
                 f"ms, docker API {sdk:.0f} ms")
-    return {"trials": rows, "image": box.image, **{k: stats([float(r[k]) for r in rows]) for k in
-            ("activator_cold_ms", "warm_call_ms", "activator_server_ms", "docker_run_cli_ms",
-             "docker_api_ms")}}
+    keys = ("activator_cold_ms", "warm_call_ms", "activator_server_ms", "docker_run_cli_ms",
+            "docker_api_ms")  # activator_server_ms only of trials counted as cold
+    return {"trials": rows, "image": box.image,
+            **{k: stats([r[k] for r in rows if r[k] is not None]) for k in keys}}
 
 
 def bench_paused(api: Client, server_port: int, trials: int, tick: float) -> dict[str, Any]:
@@ -314,13 +302,12 @@ def bench_paused(api: Client, server_port: int, trials: int, tick: float) -> dic
     name, rows = "bench-paused", []
     with functions(api, [name], {"scaling": {"maxScale": 1, **AT_ZERO}}) as box:
         def parked() -> bool:
-            st = api.get(name)["status"]
-            return not (st.get("readyReplicas") or st.get("desiredReplicas") or api.pods(name)) \
-                and bool(box.client.containers.list(all=True, filters={
-                    "label": [f"allinone.function={name}"], "status": "paused"}))
+            return bool(box.client.containers.list(all=True, filters={
+                "label": [f"allinone.function={name}"], "status": "paused"}))
         calls(server_port, f"/function/{name}", 1)  # the first pod, to be paused
         for i in range(trials):
-            poll(parked, 60 + 10 * tick, f"{name} at zero with its container paused")
+            api.wait_replicas(name, 0, 0, 60 + 10 * tick, no_pods=True)
+            poll(parked, 30, f"{name}'s container paused")
             rows.append({"trial": i + 1, "activator_resume_ms": round(
                 calls(server_port, f"/function/{name}", 1)[0], 3)})
             log(f"paused start {i + 1}/{trials}: {rows[-1]['activator_resume_ms']:.1f} ms")
@@ -332,11 +319,9 @@ def bench_paused(api: Client, server_port: int, trials: int, tick: float) -> dic
 # -- deploy to Ready ---------------------------------------------------------------------
 
 def one_kb_function(tag: str) -> bytes:
+    """A function of exactly 1,024 bytes (a comment pads it), new bytes per ``tag``."""
     body = f'"""Benchmark function {tag}: adds two numbers."""\n\n\ndef run(x=1, y=2):\n' \
-           "    return x + y\n\n"
-    pad = "# " + "padding to one kilobyte " * 3 + "\n"
-    while len(body) + len(pad) <= 1024:
-        body += pad
+           "    return x + y\n\n# padding to one kilobyte "
     return (body + "#" * (1023 - len(body)) + "\n").encode()
 
 
@@ -400,38 +385,35 @@ TIMINGS = """() => {
 }"""
 
 
-def first_paints(urls: list[str], n: int, loads: int) -> list[dict[str, Any]]:
-    """Each server's ``/ui`` first paint with ``n`` functions (ms from navigation start)
-    and its ``GET /api/v1/functions``; a warm-up, then ``loads`` loads, servers in turn."""
+def first_paint(url: str, n: int, loads: int) -> dict[str, Any]:
+    """``/ui``'s first paint with ``n`` functions (ms from navigation start) and its
+    ``GET /api/v1/functions``: a warm-up load, then ``loads`` loads, the median."""
     from playwright.sync_api import sync_playwright
 
-    runs: list[list[dict[str, float]]] = [[] for _ in urls]
+    runs: list[dict[str, float]] = []
     with sync_playwright() as p:
         browser = launch_chromium(p)
         try:
             for _ in range(loads + 1):
-                for url, out in zip(urls, runs, strict=True):
-                    page = browser.new_page()
-                    page.add_init_script(OBSERVER % n)
-                    page.goto(url + "/ui")
-                    page.wait_for_function("window.__paint !== undefined", timeout=60_000)
-                    out.append(page.evaluate(TIMINGS))
-                    page.close()
+                page = browser.new_page()
+                page.add_init_script(OBSERVER % n)
+                page.goto(url + "/ui")
+                page.wait_for_function("window.__paint !== undefined", timeout=60_000)
+                runs.append(page.evaluate(TIMINGS))
+                page.close()
         finally:
             browser.close()
-    return [{"url": url, "paint_ms_all": [round(r["paint"], 1) for r in rs[1:]],
-             "first_paint_s": round(statistics.median(r["paint"] for r in rs[1:]) / 1000, 3),
-             "api_ms": round(statistics.median(r["api"] for r in rs[1:]), 1)}
-            for url, rs in zip(urls, runs, strict=True)]
+    return {"first_paint_ms_all": [round(r["paint"], 1) for r in runs[1:]],
+            "first_paint_s": round(statistics.median(r["paint"] for r in runs[1:]) / 1000, 3),
+            "first_paint_api_ms": round(statistics.median(r["api"] for r in runs[1:]), 1)}
 
 
-def bench_dashboard(url: str, names: list[str], client: Any, loads: int = 5,
-                    also: list[str] | None = None) -> dict[str, Any]:
-    """``/ui``'s first paint (``also``: other running servers with as many functions,
-    interleaved); one sampling of the functions' pods (cgroup, else psutil), median of 50."""
+def bench_dashboard(url: str, names: list[str], client: Any, loads: int = 5) -> dict[str, Any]:
+    """``/ui``'s first paint; one sampling of the functions' pods (cgroup, else psutil),
+    median of 50."""
     from allinone.usage import DEFAULT_PERIOD_SECONDS, PsutilReader, UsageSampler
 
-    paint, *others = first_paints([url, *(also or [])], len(names), loads)
+    paint = first_paint(url, len(names), loads)
     pids = {c.name: [c.attrs["State"]["Pid"]] for c in client.containers.list(
         filters={"label": "allinone.managed=1"}) if c.labels.get("allinone.function") in names}
     sampler, costs = UsageSampler(PsutilReader()), []
@@ -440,9 +422,7 @@ def bench_dashboard(url: str, names: list[str], client: Any, loads: int = 5,
         sampler.sample(pids, now=float(i))
         costs.append(time.process_time() - p0)
     per = statistics.median(costs)
-    return {"functions": len(names), "pods": len(pids), "loads": loads,
-            "first_paint_s": paint["first_paint_s"], "first_paint_api_ms": paint["api_ms"],
-            "first_paint_ms_all": paint["paint_ms_all"], "also": others,
+    return {"functions": len(names), "pods": len(pids), "loads": loads, **paint,
             "sampler_cpu_ms_per_period": round(per * 1000, 2),
             "sampler_core_percent": round(100 * per / DEFAULT_PERIOD_SECONDS, 3)}
 
@@ -584,7 +564,7 @@ def bench_trigger(api: Client, tmp: Path, files: int, fires: int,
         for t in ("drop", "tick", "pipe"):
             api.delete_trigger(t, missing_ok=True)
         api.delete_workflow("imagepipe", missing_ok=True)
-        for fn in ("echo", "img-inspect", "img-thumbnail", "img-histogram", "img-classify"):
+        for fn in ("echo", *(f"img-{stage}" for stage in STAGES)):
             api.delete(fn, missing_ok=True)
     names = {"drops": "file_write_to_function_start", "fired":
              "schedule_fired_minus_scheduled", "started":
@@ -670,7 +650,7 @@ def bench_storm(api: Client, pid: int | None, n: int, rounds: int,
             log(f"storm {i + 1}/{rounds}: {ok}/{n} ok, p50 {row['latency_ms']['p50']:.0f} ms, "
                 f"max {row['latency_ms']['max']:.0f} ms, server CPU "
                 f"{row.get('server_cpu_s', '-')} s")
-        floor = box.storm(n)
+        floor = box.starts(n, every=0.005)
         log(f"storm floor: {n} bare containers at once: p50 {stats(floor)['p50']:.0f} ms, "
             f"max {max(floor):.0f} ms")
     p50s = sorted(float(r["latency_ms"]["p50"]) for r in rows)
@@ -682,20 +662,15 @@ def bench_storm(api: Client, pid: int | None, n: int, rounds: int,
 # -- the run ------------------------------------------------------------------------------
 
 def machine() -> dict[str, Any]:
-    def sh(*cmd: str) -> str:
-        try:
-            return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
-        except OSError:
-            return ""
-    cpu = ""
-    with contextlib.suppress(OSError):
-        cpu = next((line.split(":", 1)[1].strip() for line in
-                    Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), "")
-    return {"nproc": os.cpu_count(), "cpu": cpu, "free_m": sh("free", "-m"),
+    import docker
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
+                .splitlines() if line.startswith("model name")), "")
+    mem = psutil.virtual_memory()
+    return {"nproc": os.cpu_count(), "cpu": cpu, "memory_total_mib": mem.total >> 20,
+            "memory_available_mib": mem.available >> 20,
             "loadavg_at_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
             "kernel": platform.release(), "python": platform.python_version(),
-            "docker": sh("docker", "version", "--format", "{{.Server.Version}}")}
+            "docker": docker.from_env().version()["Version"]}
 
 
 def dist(s: dict[str, Any], unit: str = "ms") -> str:
@@ -748,8 +723,6 @@ def table(res: dict[str, Any]) -> str:
                  (f"pod sampler, one sampling of {ds['pods']} pods",
                   f"{ds['sampler_cpu_ms_per_period']:.2f} ms CPU = "
                   f"{ds['sampler_core_percent']:.3f} % of a core", "")]
-        rows += [(f"/ui first paint of {o['url']}, interleaved", f"{o['first_paint_s']:.3f} s",
-                  "") for o in ds.get("also", [])]
     if sp := res.get("sampler"):
         on, off = sp["sampler_on_cpu_percent"], sp["sampler_off_cpu_percent"]
         rows.append((f"server CPU, {sp['functions']} warm pods, {sp['seconds']:g} s, "
@@ -792,8 +765,6 @@ def parser() -> argparse.ArgumentParser:
     add("--tick", type=float, help="its autoscaler tick (default 0.5 for the server started "
         "here, 2 with --server)")
     add("--server-pid", type=int, help="with --server: its process id (idle CPU, storm)")
-    add("--paused-server", metavar="URL", help="with --server: a server run with "
-        "--keep-paused (without --server the bench starts one)")
     add("--only", nargs="*", choices=PARTS, help="run only these parts (default all)")
     add("--json", type=Path, default=Path(__file__).parent / "reports" / "bench.json",
         help="where the JSON goes (default %(default)s)")
@@ -812,9 +783,6 @@ def parser() -> argparse.ArgumentParser:
             ("--files", int, 20, "files dropped by the trigger part"),
             ("--fires", int, 20, "schedule fires of the trigger part")):
         add(flag, type=kind, default=default, help=f"{text} (default {default:g})")
-    add("--paint-also", action="append", default=[], metavar="URL", help="dashboard: also "
-        "the first paint of this running server with --idle-functions functions (another "
-        "version of the code), loads interleaved")
     add("--sampler-seconds", type=float, default=0.0, metavar="S", help="dashboard, own "
         "server only: its CPU over S s with the pod sampler on, off, on (three restarts)")
     add("--pipeline", type=int, default=0, metavar="N", help="trigger part: also drop each "
@@ -859,8 +827,7 @@ def run_parts(args: argparse.Namespace, parts: set[str], res: dict[str, Any], ap
             elif "idle" in parts:
                 log("idle: skipped (give --server-pid PID with --server)")
             if "dashboard" in parts:
-                res["dashboard"] = bench_dashboard(api.server, names, box.client,
-                                                   also=args.paint_also)
+                res["dashboard"] = bench_dashboard(api.server, names, box.client)
                 if server is not None and args.sampler_seconds > 0:
                     log(f"sampler: server CPU over {args.sampler_seconds:g} s, on/off/on")
                     res["sampler"] = bench_sampler(server, api, names, args.sampler_seconds)
@@ -895,15 +862,7 @@ def main(argv: list[str] | None = None) -> int:
                 assert server.proc is not None
                 res.update(server=server.url, tick_seconds=(tick := args.tick or server.tick))
                 run_parts(args, parts, res, server.client, server, server.proc.pid, tick, tmp)
-        # The paused part needs a server with --keep-paused: the one given, or a second
-        # own one (not the first: its cold starts must be fresh containers).
-        if "paused" in parts and args.paused_server:
-            url = args.paused_server.rstrip("/")
-            res["paused"] = bench_paused(Client(url), int(url.rsplit(":", 1)[1]), args.trials,
-                                         args.tick or 2.0)
-        elif "paused" in parts and args.server:
-            log("paused: skipped (give --paused-server URL of a server run with --keep-paused)")
-        elif "paused" in parts:
+        if "paused" in parts:  # its own server: the other one's cold starts stay fresh
             log("paused: starting allinone serve --keep-paused 300")
             with ServerProcess(tmp / "state-paused",
                                extra_args=(*OWN_SERVER_ARGS, "--keep-paused", "300")) as s:

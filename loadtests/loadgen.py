@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import uvloop  # sanic's own loop (a dependency of it on Linux): the benchmark's figures
+
 from allinone.fdlimit import raise_open_files_limit
 from loadtests.report import summarize
 
@@ -174,19 +176,9 @@ async def burst(url: str, n: int, body: Any, timeout: float = 120) -> LoadResult
     return await _run([url] * n, body, lambda: False, timeout)
 
 
-def _runner() -> Callable[[Any], LoadResult]:
-    """uvloop's run when installed (the benchmark's figures), else asyncio's."""
-    try:
-        import uvloop
-        out: Callable[[Any], LoadResult] = uvloop.run
-    except ImportError:
-        out = asyncio.run
-    return out
-
-
 def storm(urls: list[str], body: bytes, timeout: float = 120) -> LoadResult:
     """One request to each of ``urls``, all at once, a connection each."""
-    return _runner()(_run(urls, body, lambda: False, timeout))
+    return uvloop.run(_run(urls, body, lambda: False, timeout))
 
 
 def sequence(url: str, n: int, body: bytes, unix: str | None = None,
@@ -195,7 +187,7 @@ def sequence(url: str, n: int, body: bytes, unix: str | None = None,
     latency in ms (the first pays no connect: timing starts at the send). RuntimeError
     unless all ``n`` answered 200."""
     sent = iter(range(1, n))
-    res = _runner()(_run([url], body, lambda: next(sent, None) is not None, timeout, unix))
+    res = uvloop.run(_run([url], body, lambda: next(sent, None) is not None, timeout, unix))
     if res.failures or len(res.outcomes) != n:
         raise RuntimeError(f"POST {url}: {res.summary()}")
     return [o.seconds * 1000 for o in res.outcomes]
@@ -205,9 +197,8 @@ def measure(url: str, conns: int, seconds: float, body: bytes,
             unix: str | None = None) -> dict[str, Any]:
     """The benchmark's throughput run: 0.5 s warm-up, then ``seconds`` of closed-loop
     load on ``conns`` connections: req/s, errors, latency (ms)."""
-    run = _runner()
-    run(run_load(url, conns, 0.5, body, timeout=30, unix=unix))  # warm-up
-    res = run(run_load(url, conns, seconds, body, timeout=30, unix=unix))
+    uvloop.run(run_load(url, conns, 0.5, body, timeout=30, unix=unix))  # warm-up
+    res = uvloop.run(run_load(url, conns, seconds, body, timeout=30, unix=unix))
     ok = [o.seconds * 1000 for o in res.outcomes if o.status == 200]
     return {"rps": round(len(ok) / res.seconds, 1), "errors": len(res.failures),
             "requests": len(ok), "latency_ms": summarize(ok, (50, 90, 99), 4)}

@@ -1,17 +1,17 @@
 """The thin locust adapter that runs one scenario of :mod:`loadtests.scenarios`:
 ``locust -f loadtests/locustfile.py --headless --host URL --scenario NAME [--short]
-[--tick S] [--report PATH] [--keep] [--function NAME] ...``.
+[--tick S] [--report PATH] [--keep] ...``.
 
-On ``test_start`` it deploys the fixture through :mod:`allinone.client` (or takes
-``--function``), waits for Ready and the start state, then runs two greenlets: the
-sampler (every 0.5 s each function's replicas and the autoscaler's view, every 2 s its
-pods' CPU and memory; the driver's own reads are kept too, ``"by": "driver"``) and the
-driver (``Scenario.drive``). Each request is a record ``[t, ms, ok, name, error]``. On
-``quitting`` it judges, deletes what it deployed (unless ``--keep``), writes the report
-and exits 1 when a criterion failed. Users send only while ``sending`` is true, so the
-driver alone decides when load starts and stops; the shape hands locust its user count.
-``--max-seconds`` caps the run (``--run-time`` does not apply to shapes);
-``--max-p50-ms``/``--max-p95-ms`` are optional thresholds. Local runner only.
+On ``test_start`` it deploys the fixture through :mod:`allinone.client`, waits for Ready
+and the start state, then runs two greenlets: the sampler (every 0.5 s each function's
+replicas and the autoscaler's view, every 2 s its pods' CPU and memory; the driver's own
+reads are kept too, ``"by": "driver"``) and the driver (``Scenario.drive``). Each
+request is a record ``[t, ms, ok, name, error]``. On ``quitting`` it judges, deletes
+what it deployed (unless ``--keep``), writes the report and exits 1 when a criterion
+failed. Users send only while ``sending`` is true, so the driver alone decides when load
+starts and stops; the shape hands locust its user count. ``--max-seconds`` caps the run
+(``--run-time`` does not apply to shapes); ``--max-p50-ms``/``--max-p95-ms`` are
+optional thresholds. Local runner only.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from locust import HttpUser, LoadTestShape, constant, events, task
 from locust.clients import HttpSession
 from locust.env import Environment
 
-from allinone.client import ApiError, Client, error_from
+from allinone.client import ApiError, Client, error_from, poll
 from loadtests.report import Report, latency_threshold, pod_usage, write_report
 from loadtests.scenarios import FIXTURES, POLL_INTERVAL, SCENARIOS, Scenario, ScenarioError
 
@@ -44,8 +44,6 @@ USAGE_EVERY = 4  # samples between two reads of the pods' usage (2 s: the server
 def _options(parser: Any) -> None:
     add = parser.add_argument
     add("--scenario", choices=list(SCENARIOS), default="scale_up", help="which scenario")
-    add("--function", default="", metavar="NAME", help="use this deployed function")
-    add("--body", default="", metavar="JSON", help="request body (default: the scenario's)")
     add("--short", action="store_true", default=False, help="the short (CI) form")
     add("--tick", type=float, default=2.0, metavar="S", help="the server's autoscaler tick")
     add("--report", default="", metavar="PATH", help="JSON report path")
@@ -89,8 +87,10 @@ class Runner:
     def tick(self) -> float:
         return self.report.tick_seconds
 
-    def opt(self, name: str, default: Any) -> Any:
-        return getattr(self.env and self.env.parsed_options, name, default)
+    def opt(self, name: str) -> Any:
+        """A scenario option (``Scenario.options``: its default is there, once)."""
+        assert self.env is not None
+        return getattr(self.env.parsed_options, name)
 
     def now(self) -> float:
         assert self.t0 is not None
@@ -122,21 +122,12 @@ class Runner:
 
     def wait_until(self, cond: Callable[[], bool], timeout: float, what: str,
                    interval: float = POLL_INTERVAL) -> float:
-        """Poll ``cond``; the time (since t0, else epoch) the poll that saw it started."""
-        deadline = time.monotonic() + timeout
-        while True:
+        """Poll ``cond`` (the client's one wait loop; locust's gevent patches its sleep);
+        the time (since t0, else epoch) the poll that saw it started."""
+        def sent_if() -> tuple[float] | None:
             sent = self.now() if self.t0 is not None else time.time()
-            if cond():
-                return sent
-            if time.monotonic() > deadline:
-                raise ScenarioError(f"timed out after {timeout:.0f} s waiting for {what}")
-            gevent.sleep(interval)
-
-    def at_zero(self) -> bool:
-        """No ready pod, none desired, and no Pod object left (the container is gone)."""
-        st = self.status()
-        return not (st.get("readyReplicas") or st.get("desiredReplicas")
-                    or self.api.pods(self.function))
+            return (sent,) if cond() else None
+        return float(poll(sent_if, timeout, what, interval)[0])
 
     def zero_timeout(self) -> float:
         s = self.scaling
@@ -144,7 +135,10 @@ class Runner:
             + 10 * self.tick + 30.0
 
     def wait_zero(self) -> float:
-        return self.wait_until(self.at_zero, self.zero_timeout(), f"{self.function} at zero")
+        """Until no ready pod, none desired and no Pod object left (the container is gone);
+        the time since t0."""
+        self.api.wait_replicas(self.function, 0, 0, self.zero_timeout(), no_pods=True)
+        return self.now()
 
     def request_timeout(self) -> float:
         return float(self.fn["spec"]["timeoutSeconds"]) + 30.0
@@ -184,17 +178,13 @@ class Runner:
         self.gate.set()
         self.gate = gevent.event.Event()
 
-    def body(self) -> Any:
-        return json.loads(self.bodies[0])
-
     def last_answer(self) -> float | None:
         return max((r[0] + r[1] / 1000.0 for r in self.report.records), default=None)
 
     def fail(self, message: str) -> None:
-        """End the scenario now with an error (from a user or the driver)."""
-        if message not in self.report.errors:
-            self.report.errors.append(message)
-            log.error("[%s] %s", self.sc.name, message)
+        """End the scenario now with an error (the time cap)."""
+        self.report.errors.append(message)
+        log.error("[%s] %s", self.sc.name, message)
         self.sending = False
         self.finished.set()
 
@@ -213,26 +203,16 @@ class Runner:
             if not rep.server:
                 raise ScenarioError("no --host: give the server's address, e.g. "
                                     "--host http://127.0.0.1:8080")
-            try:
-                body = json.loads(opts.body or json.dumps(sc.body))
-            except ValueError as exc:
-                raise ScenarioError(f"--body must be a JSON object ({exc})") from None
-            if not isinstance(body, dict):
-                raise ScenarioError("--body must be a JSON object")
-            self.bodies, rep.params["body"] = [json.dumps(body).encode()], body
+            self.bodies, rep.params["body"] = [json.dumps(sc.body).encode()], sc.body
             self.api = Client(rep.server, token=os.environ.get("ALLINONE_TOKEN"), timeout=60)
             self.session = HttpSession(rep.server, environment.events.request, None)
             self.session.trust_env = False
-            self.deploy(opts.function)
+            self.deploy()
             if sc.setup is not None:
                 sc.setup(self)
-            if sc.start == "zero":
-                self.wait_zero()
-            elif sc.start == "floor":
-                floor = int(self.scaling["minScale"])
-                self.wait_until(lambda: (st := self.status()).get("readyReplicas", 0) == floor
-                                and st.get("desiredReplicas", 0) == floor,
-                                self.zero_timeout(), f"{self.function} at {floor} ready")
+            if sc.start:  # "zero" (no pod left either) or "floor" (minScale ready)
+                n = int(self.scaling["minScale"]) if sc.start == "floor" else 0
+                self.api.wait_replicas(self.function, n, n, self.zero_timeout(), no_pods=not n)
         except (ScenarioError, ApiError) as exc:
             rep.errors.append(f"set-up failed: {exc}")
             log.error("[%s] set-up failed: %s", sc.name, exc)
@@ -241,26 +221,20 @@ class Runner:
         self.t0 = rep.started_at = time.time()
         self.greenlets = [gevent.spawn(self.sample_loop), gevent.spawn(self.drive)]
 
-    def deploy(self, given: str) -> None:
+    def deploy(self) -> None:
         rep = self.report
-        if given:
-            if self.api.find(given) is None:
-                raise ScenarioError(f"--function {given}: no such function on {rep.server}")
-            self.function, self.fn = given, self.api.wait_ready(given)
-        else:
-            self.function = self.sc.function or "lt-" + self.sc.name.replace("_", "-")
-            log.info("[%s] deploying %s as %s", self.sc.name, self.sc.fixture, self.function)
-            t = time.monotonic()
-            self.fn = self.api.deploy(self.function, FIXTURES / self.sc.fixture, self.sc.spec)
-            rep.deployed, rep.figures["deploy_to_ready_s"] = True, round(time.monotonic() - t, 3)
+        self.function = self.sc.function or "lt-" + self.sc.name.replace("_", "-")
+        log.info("[%s] deploying %s as %s", self.sc.name, self.sc.fixture, self.function)
+        t = time.monotonic()
+        self.fn = self.api.deploy(self.function, FIXTURES / self.sc.fixture, self.sc.spec)
+        rep.deployed, rep.figures["deploy_to_ready_s"] = True, round(time.monotonic() - t, 3)
         rep.function, self.functions = self.function, [self.function]
-        rep.scaling = dict(self.fn["spec"]["scaling"])
-        rep.params["fixture"] = None if given else self.sc.fixture
+        rep.scaling, rep.params["fixture"] = dict(self.fn["spec"]["scaling"]), self.sc.fixture
 
     def drive(self) -> None:
         try:
             self.sc.drive(self)
-        except ScenarioError as exc:
+        except (ScenarioError, ApiError) as exc:  # ApiError: a Timeout of a wait too
             self.report.errors.append(str(exc))
             log.error("[%s] %s", self.sc.name, exc)
         except Exception as exc:  # a bug in the scenario: report it, never hang
@@ -393,7 +367,5 @@ class ScenarioUser(HttpUser):
             self.round_seen = RUN.round
         try:
             RUN.call(RUN.sc.request_name, self.client)
-        except ScenarioError as exc:
-            RUN.fail(str(exc))
         finally:
             RUN.answered += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -146,24 +147,17 @@ def timeline(records: Records, end: float | None = None,
 
 def request_stats(records: Records) -> dict[str, Any]:
     """Totals and per-name latency summaries of the recorded requests."""
-    by_name: dict[str, list[Sequence[Any]]] = {}
-    for r in records:
-        by_name.setdefault(str(r[3]), []).append(r)
+    names = sorted({str(r[3]) for r in records})
     return {"total": len(records), "failures": sum(1 for r in records if not r[2]),
-            "by_name": {name: {**summarize([float(r[1]) for r in rs]),
-                               "failures": sum(1 for r in rs if not r[2])}
-                        for name, rs in sorted(by_name.items())}}
+            "by_name": {name: {**summarize([float(r[1]) for r in records if r[3] == name]),
+                               "failures": sum(1 for r in records if r[3] == name and not r[2])}
+                        for name in names}}
 
 
 def failure_summary(records: Records, limit: int = 20) -> list[dict[str, Any]]:
     """Distinct errors with their counts, most frequent first."""
-    counts: dict[tuple[str, str], int] = {}
-    for r in records:
-        if not r[2]:
-            key = (str(r[3]), str(r[4] or "unknown error"))
-            counts[key] = counts.get(key, 0) + 1
-    return [{"name": n, "error": e, "occurrences": c}
-            for (n, e), c in sorted(counts.items(), key=lambda kv: -kv[1])[:limit]]
+    counts = Counter((str(r[3]), str(r[4] or "unknown error")) for r in records if not r[2])
+    return [{"name": n, "error": e, "occurrences": c} for (n, e), c in counts.most_common(limit)]
 
 
 def pod_usage(pods: Iterable[Mapping[str, Any]]) -> tuple[float, int]:

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from loadtests.report import (
     EXPECTED_FORMULA,
@@ -33,7 +33,8 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 POLL_INTERVAL = 0.1  # s between the driver's reads while it waits for a state
 COLD_METRIC = "allinone_cold_start_latency_seconds"
 Run = Any  # loadtests.locustfile.Runner (locust's types are not strict-clean)
-Option = tuple[str, type, Any, str]  # flag, type, default, help
+T = TypeVar("T")
+Option = tuple[str, Callable[[str], Any], Any, str]  # flag, type, default, help
 
 
 class ScenarioError(Exception):
@@ -86,21 +87,29 @@ def ran(rep: Any, what: str = "executions") -> list[Criterion]:
 
 # -- cold_start ------------------------------------------------------------------------
 
-def cold_drive(run: Run) -> None:
+def counted_cold(api: Any, function: str, call: Callable[[], T]) -> tuple[T, bool | None,
+                                                                         float | None]:
+    """``call()``'s result; whether the server counted exactly one cold start of
+    ``function`` meanwhile (None when /metrics is unreadable); then the activator's own ms
+    of it (its /metrics histogram sum). Also :mod:`loadtests.bench`."""
     def metrics() -> list[Any]:  # float, or None when /metrics is unreadable
-        return [run.api.metric(COLD_METRIC + k, run.function) for k in ("_sum", "_count")]
+        return [api.metric(COLD_METRIC + k, function) for k in ("_sum", "_count")]
+    before = metrics()
+    out = call()
+    after = metrics()
+    cold = None if None in (before[1], after[1]) else after[1] - before[1] == 1
+    server_ms = (round((after[0] - before[0]) * 1000.0, 3)
+                 if cold and None not in (before[0], after[0]) else None)
+    return out, cold, server_ms
+
+
+def cold_drive(run: Run) -> None:
     for n in range(1, run.p["trials"] + 1):
         waited = run.wait_zero()
         run.event(f"trial {n}: at zero")
-        before = metrics()
-        ok, cold_ms, _ = run.call("cold start")
+        (ok, cold_ms, _), cold, server_ms = counted_cold(run.api, run.function,
+                                                         lambda: run.call("cold start"))
         ok_warm, warm_ms, _ = run.call("warm")
-        after = metrics()
-        # A cold start only if the server counted exactly one (ours) in between; None
-        # when /metrics could not be read.
-        cold = None if None in (before[1], after[1]) else after[1] - before[1] == 1
-        server_ms = (round((after[0] - before[0]) * 1000.0, 3)
-                     if cold and None not in (before[0], after[0]) else None)
         run.p.setdefault("rows", []).append({
             "trial": n, "at_zero_t": round(waited, 3), "ok": ok and ok_warm, "cold": cold,
             "cold_ms": round(cold_ms, 3), "warm_ms": round(warm_ms, 3),
@@ -194,11 +203,9 @@ def zero_drive(run: Run) -> None:
                                        run.zero_timeout(), f"{run.function} at 0 ready"), 3)
     run.event("zero ready replicas")
     run.sleep(1.0)  # let the 0.5 s sampler see (and the picture show) the zero
-    before = run.api.metric("allinone_cold_starts_total", run.function)
-    ok, ms, _ = run.call("next request (cold)")
-    after = run.api.metric("allinone_cold_starts_total", run.function)
-    p["next_request"] = {"ok": ok, "ms": round(ms, 3), "cold": None if None in (before, after)
-                         else after - before == 1}
+    (ok, ms, _), cold, _ = counted_cold(run.api, run.function,
+                                        lambda: run.call("next request (cold)"))
+    p["next_request"] = {"ok": ok, "ms": round(ms, 3), "cold": cold}
     run.event("next request answered")
     run.sleep(1.0)  # show the pod that request started
 
@@ -317,7 +324,7 @@ def succeeded(out: Any) -> str | None:
 
 
 def workflow_check(run: Run, out: Any) -> str | None:
-    n = int(run.body().get("n", 1)) + 1
+    n = int(run.sc.body["n"]) + 1
     if (why := succeeded(out)) is not None:
         return why
     if out.get("output") != {"n": n, "results": [n + 1] * 3}:
@@ -422,12 +429,9 @@ def pipe_judge(run: Run) -> list[Criterion]:
                                  f"peak ready pods of a function: {top} (more than 1 wanted)")]
 
 
-def steps(raw: str, short: bool) -> list[int]:
-    try:
-        return [int(x) for x in raw.split(",") if x.strip()] or ([1, 4] if short else
-                                                                [1, 2, 4, 8])
-    except ValueError:
-        raise ScenarioError(f"--pipe-steps {raw!r}: give user counts like 1,2,4") from None
+def steps(raw: str) -> list[int]:
+    """``--pipe-steps``: user counts like 1,2,4 (argparse says what is wrong)."""
+    return [int(x) for x in raw.split(",")]
 
 
 # -- the table ---------------------------------------------------------------------------
@@ -436,7 +440,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario(
         "cold_start", "add.py", {"x": 1, "y": 2},
         {"scaling": {"scaleToZeroGracePeriodSeconds": 1, "stableWindowSeconds": 6, "maxScale": 1}},
-        params=lambda run, short: {"trials": run.opt("trials", 0) or (3 if short else 10)},
+        params=lambda run, short: {"trials": run.opt("trials") or (3 if short else 10)},
         drive=cold_drive, judge=cold_judge, key_latency="cold start",
         options=(("--trials", int, 0, "cold start trials (default 10, 3 with --short)"),)),
     Scenario(
@@ -446,8 +450,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                      "scaleToZeroGracePeriodSeconds": 5}},
         params=lambda run, short: {"idle_s": 3.0 if short else 5.0,
                                    "hold_s": 15.0 if short else 40.0,
-                                   "users": run.opt("step_users", 6),
-                                   "within_s": run.opt("within", 15.0)},
+                                   "users": run.opt("step_users"),
+                                   "within_s": run.opt("within")},
         drive=step_drive, judge=step_judge, start="floor",
         options=(("--step-users", int, 6, "users after the step (default 6: 3 pods at "
                   "target 2)"),
@@ -458,7 +462,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         {"scaling": {"maxScale": 4, "target": 2, "targetUtilizationPercentage": 100,
                      "stableWindowSeconds": 6, "scaleToZeroGracePeriodSeconds": 4}},
         params=lambda run, short: {"load_s": 8.0 if short else 20.0,
-                                   "users": run.opt("load_users", 4)},
+                                   "users": run.opt("load_users")},
         drive=zero_drive, judge=zero_judge, start="",
         options=(("--load-users", int, 4, "users during the load phase (default 4: 2 pods "
                   "at target 2)"),)),
@@ -466,8 +470,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         "burst_at_zero", "sleep.py", {"ms": 100},
         {"scaling": {"maxScale": 4, "stableWindowSeconds": 6,
                      "scaleToZeroGracePeriodSeconds": 2}},
-        params=lambda run, short: {"rounds": run.opt("rounds", 0) or (1 if short else 3),
-                                   "users": run.opt("burst_users", 100)},
+        params=lambda run, short: {"rounds": run.opt("rounds") or (1 if short else 3),
+                                   "users": run.opt("burst_users")},
         drive=burst_drive, judge=burst_judge, users="gate", request_name="burst",
         key_latency="burst",
         options=(("--rounds", int, 0, "bursts, each from zero (default 3, 1 with --short)"),
@@ -478,7 +482,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         {"scaling": {"minScale": 1, "maxScale": 4, "target": 2, "stableWindowSeconds": 10,
                      "scaleToZeroGracePeriodSeconds": 5}},
         params=lambda run, short: {"hold_s": 8.0 if short else 20.0,
-                                   "users": run.opt("wf_users", 4), "workflow": WORKFLOW},
+                                   "users": run.opt("wf_users"), "workflow": WORKFLOW},
         drive=workflow_drive, judge=workflow_judge, start="", request_name="workflow",
         path=f"/workflow/{WORKFLOW}", check=workflow_check,
         setup=lambda run: run.api.deploy_workflow(WORKFLOW, workflow_definition(run.function)),
@@ -486,12 +490,13 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         options=(("--wf-users", int, 4, "users running the workflow (default 4)"),)),
     Scenario(
         "imagepipe_load", "imagepipe/functions/thumbnail", {}, PIPE_SPEC,
-        params=lambda run, short: {"steps": steps(run.opt("pipe_steps", ""), short),
+        params=lambda run, short: {"steps": run.opt("pipe_steps")
+                                   or ([1, 4] if short else [1, 2, 4, 8]),
                                    "hold_s": 6.0 if short else 10.0,
                                    "workflow": PIPE_WORKFLOW},
         drive=pipe_drive, judge=pipe_judge, start="floor", request_name="execution",
         function="lt-img-thumbnail", path=f"/workflow/{PIPE_WORKFLOW}", check=pipe_check,
         setup=pipe_setup, teardown=pipe_teardown, slow=True,  # builds Pillow: ~1 min
-        options=(("--pipe-steps", str, "", "user counts, one step each (default 1,2,4,8; "
+        options=(("--pipe-steps", steps, None, "user counts, one step each (default 1,2,4,8; "
                   "short 1,4)"),)),
 )}

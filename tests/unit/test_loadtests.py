@@ -353,12 +353,8 @@ def test_bench_chain_and_table() -> None:
     assert "+3.0 ms per Task" in out and "p50 101 / p90 150 / max 180 ms (n=5)" in out
     assert "0.400 s" in out and "0.70 % of a core" in out and "raw" not in out
     out = table({
-        "dashboard": {"functions": 40, "pods": 40, "first_paint_s": 0.4,
-                      "sampler_cpu_ms_per_period": 3.0, "sampler_core_percent": 0.15,
-                      "also": [{"url": "http://127.0.0.1:9", "first_paint_s": 0.9}]},
         "sampler": {"functions": 40, "seconds": 30.0, "sampler_on_cpu_percent": [3.0, 3.5],
                     "sampler_off_cpu_percent": [2.5]}})
-    assert re.search(r"first paint of http://127.0.0.1:9, interleaved +0\.900 s", out), out
     assert "sampler on / off / on  3.00 / 2.50 / 3.50 % of a core" in out
 
 
