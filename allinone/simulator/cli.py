@@ -7,8 +7,8 @@
     allinone simulate --validate TRACE [--spec JSON] [--server URL] -o DIR
 
 A spec is a Function spec as the API takes it (``{"scaling": {...}, "timeoutSeconds":
-60}``), validated by the same rules, plus ``keepPausedSeconds`` (the server's ``--keep-
-paused``) and ``standby`` (the server's ``--standby``: ``"frozen"``, the default,
+60}``), validated by the same rules, plus ``keepPausedSeconds`` (the server's
+``--keep-paused``) and ``standby`` (the server's ``--standby``: ``"frozen"``, the default,
 ``"created"`` or ``"off"``). ``--specs FILE`` is a JSON object of function name -> spec,
 with ``"*"`` for every other function. In compare mode each ``--compare`` spec is used
 for every function and each run writes ``DIR/LABEL/summary.json``; the table of totals
