@@ -690,8 +690,11 @@ async def test_a_function_deleted_while_its_standby_is_created_leaves_nothing(
         assert env.kubelet.standby == {}
 
 
-class StandbyWontStart(MemoryRuntime):
-    """The standby was removed behind the kubelet's back: starting it fails."""
+class StandbyLost(MemoryRuntime):
+    """The standby was removed behind the kubelet's back: starting (created) or
+    resuming (frozen) it fails."""
+
+    lost = ""
 
     async def run(self, container_id: str) -> None:
         if container_id == self.lost:
@@ -699,22 +702,41 @@ class StandbyWontStart(MemoryRuntime):
             raise RuntimeError("no such container")
         await super().run(container_id)
 
-    lost = ""
+    async def unpause(self, container_id: str) -> None:
+        if container_id == self.lost:
+            self.containers.pop(container_id, None)
+            raise RuntimeError(f"Container {container_id} is not paused")
+        await super().unpause(container_id)
 
 
-async def test_a_standby_that_cannot_start_is_replaced_by_a_fresh_container(
-        tmp_path: Path) -> None:
-    env = Env(tmp_path, standby="created")
-    env.runtime = runtime = StandbyWontStart()
+def frozen(env: Env, function: str = "f") -> list[str]:
+    """Containers of ``function`` that run but are paused."""
+    return [c.id for c in env.runtime.containers.values()
+            if c.function == function and c.running and c.id in env.runtime.paused]
+
+
+async def at_zero(env: Env, waiting: Callable[[Env], list[str]] = standbys) -> str:
+    """Put ``f`` at zero and wait for its one standby; its container id."""
+    await put_rs(env.store, "f", 0)
+    await env.until(lambda: len(waiting(env)) == 1, "a standby at zero")
+    (cid,) = waiting(env)
+    return cid
+
+
+@pytest.mark.parametrize("mode", ["created", "frozen"])
+async def test_a_standby_that_cannot_start_or_resume_is_replaced_by_a_fresh_container(
+        tmp_path: Path, mode: str) -> None:
+    env = Env(tmp_path, standby=mode)
+    env.runtime = runtime = StandbyLost()
     env.new_controller()
+    waiting = standbys if mode == "created" else frozen
     async with running_env(tmp_path, env=env):
-        await put_rs(env.store, "f", 0)
-        await env.until(lambda: len(standbys(env)) == 1)
-        (runtime.lost,) = standbys(env)
+        runtime.lost = await at_zero(env, waiting)
         await put_rs(env.store, "f", 1)
         await env.until(lambda: len(env.sink.ready) == 1, "a ready pod all the same")
         assert env.sink.failed == [] and runtime.lost not in runtime.containers
-        assert len(env.running()) == 1
+        assert len(env.running()) == 1 and runtime.paused == set()
+        assert env.kubelet.standby == {}
 
 
 async def test_a_pod_deleted_before_it_started_its_standby_removes_it(
@@ -735,9 +757,7 @@ async def test_a_pod_deleted_before_it_started_its_standby_removes_it(
 async def test_a_restart_removes_standby_containers(tmp_path: Path) -> None:
     env = Env(tmp_path, standby="created")
     async with running_env(tmp_path, env=env):
-        await put_rs(env.store, "f", 0)
-        await env.until(lambda: len(standbys(env)) == 1)
-        (cid,) = standbys(env)
+        cid = await at_zero(env)
     env.new_controller()  # the server restarted: no Pod object names the standby
     async with running_env(tmp_path, env=env):
         await env.until(lambda: cid not in env.runtime.containers
@@ -796,12 +816,6 @@ async def test_standby_containers_are_bounded_while_they_are_being_created(
 
 
 # -- frozen standbys: started, healthy, paused at zero; the next pod resumes it ---------
-
-def frozen(env: Env, function: str = "f") -> list[str]:
-    """Containers of ``function`` that run but are paused."""
-    return [c.id for c in env.runtime.containers.values()
-            if c.function == function and c.running and c.id in env.runtime.paused]
-
 
 async def test_at_zero_a_frozen_standby_is_made_healthy_and_the_next_pod_resumes_it(
         tmp_path: Path) -> None:
@@ -886,39 +900,11 @@ async def test_a_pod_wanted_while_the_standby_is_made_takes_it_over(
 async def test_a_standby_of_a_function_that_has_pods_is_removed(tmp_path: Path) -> None:
     env = Env(tmp_path, standby="frozen")
     async with running_env(tmp_path, env=env):
-        await put_rs(env.store, "f", 0)
-        await env.until(lambda: len(frozen(env)) == 1)
-        (cid,) = frozen(env)
+        cid = await at_zero(env, frozen)
         # A sync that finds pods (say, adopted after a restart) while a standby waits.
         env.kubelet.want_standby("f", 1, 1, TEMPLATE, "h1")
         await env.until(lambda: cid not in env.runtime.containers, "the standby removed")
         assert env.kubelet.standby == {}
-
-
-class FrozenStandbyLost(MemoryRuntime):
-    """The frozen standby was removed behind the kubelet's back: resuming it fails."""
-
-    lost = ""
-
-    async def unpause(self, container_id: str) -> None:
-        if container_id == self.lost:
-            raise RuntimeError(f"Container {container_id} is not paused")
-        await super().unpause(container_id)
-
-
-async def test_a_frozen_standby_that_cannot_resume_is_replaced_by_a_fresh_container(
-        tmp_path: Path) -> None:
-    env = Env(tmp_path, standby="frozen")
-    env.runtime = runtime = FrozenStandbyLost()
-    env.new_controller()
-    async with running_env(tmp_path, env=env):
-        await put_rs(env.store, "f", 0)
-        await env.until(lambda: len(frozen(env)) == 1)
-        (runtime.lost,) = frozen(env)
-        await put_rs(env.store, "f", 1)
-        await env.until(lambda: len(env.sink.ready) == 1, "a ready pod all the same")
-        assert env.sink.failed == [] and runtime.lost not in runtime.containers
-        assert len(env.running()) == 1 and runtime.paused == set()
 
 
 def test_an_unknown_standby_mode_is_refused(tmp_path: Path) -> None:
