@@ -8,9 +8,12 @@ import asyncio
 import contextlib
 import os
 import stat
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,6 +70,31 @@ async def put_rs(store: MemoryStore, name: str, replicas: int, thash: str = "h1"
     await store.update(key, rs)
 
 
+class CountingExecutor(ThreadPoolExecutor):
+    """The loop's default executor (``asyncio.to_thread``: the kubelet makes socket
+    directories there, as Docker's calls run there in production), counting the work
+    not yet done, so that :meth:`Env.settle` can wait for it before the clock moves on.
+    Without it a step could pass while a start was still in a thread on a loaded
+    machine, and everything after it (a backoff, a retry) came later in virtual time
+    than the test counted on."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=4)
+        self.pending = 0
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        with self._lock:
+            self.pending += 1
+        future = super().submit(fn, *args, **kwargs)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, _: Future[Any]) -> None:
+        with self._lock:
+            self.pending -= 1
+
+
 class Env:
     def __init__(self, tmp: Path, keep_paused: float = 0.0, standby: str = "off") -> None:
         self.keep_paused = keep_paused
@@ -78,6 +106,7 @@ class Env:
         self.tmp = tmp
         self.healthy = True
         self.probes = 0
+        self.executor = CountingExecutor()  # the loop's default, in running_env
         self.new_controller()
 
     def new_controller(self) -> None:
@@ -100,8 +129,15 @@ class Env:
             await asyncio.sleep(0)
 
     async def settle(self) -> None:
-        """Run everything that is runnable without moving the clock."""
+        """Run everything that is runnable without moving the clock, including what
+        waits for a worker thread (see :class:`CountingExecutor`)."""
+        deadline = time.monotonic() + 5
         for _ in range(300):
+            await asyncio.sleep(0)
+        while self.executor.pending:
+            assert time.monotonic() < deadline, "a worker thread never finished"
+            await asyncio.sleep(0)
+        for _ in range(100):  # what the thread's answer wakes
             await asyncio.sleep(0)
 
     async def advance(self, seconds: float, step: float = 0.01) -> None:
@@ -121,6 +157,7 @@ class Env:
 async def running_env(tmp_path: Path, keep_paused: float = 0.0,
                       env: Env | None = None) -> AsyncIterator[Env]:
     env = env or Env(tmp_path, keep_paused)
+    asyncio.get_running_loop().set_default_executor(env.executor)
     tasks = [asyncio.ensure_future(env.rs.run()), asyncio.ensure_future(env.controller.run())]
     await env.controller.started.wait()
     try:
