@@ -791,14 +791,35 @@ async def test_a_pod_deleted_before_it_started_its_standby_removes_it(
         assert cid not in env.runtime.containers and rec.container_id is None
 
 
-async def test_a_restart_removes_standby_containers(tmp_path: Path) -> None:
-    env = Env(tmp_path, standby="created")
+@pytest.mark.parametrize("mode", ["created", "frozen"])
+async def test_a_restart_removes_standby_containers(tmp_path: Path, mode: str) -> None:
+    env = Env(tmp_path, standby=mode)
+    waiting = standbys if mode == "created" else frozen
     async with running_env(tmp_path, env=env):
-        cid = await at_zero(env)
+        cid = await at_zero(env, waiting)
     env.new_controller()  # the server restarted: no Pod object names the standby
     async with running_env(tmp_path, env=env):
         await env.until(lambda: cid not in env.runtime.containers
-                        and len(standbys(env)) == 1, "the old standby replaced")
+                        and len(waiting(env)) == 1, "the old standby replaced")
+        assert len(env.runtime.containers) == 1
+
+
+async def test_a_frozen_standby_whose_import_hangs_gives_up_and_is_created(
+        tmp_path: Path) -> None:
+    # Hostile code at zero: a module that never finishes importing (its shim never
+    # answers). The standby is bounded by PROBE_TIMEOUT, then only created.
+    env = Env(tmp_path, standby="frozen")
+    env.healthy = False
+    async with running_env(tmp_path, env=env):
+        await put_rs(env.store, "f", 0)
+        await env.until(lambda: len(env.running()) == 1 and env.probes > 0,
+                        "the standby started and probed")
+        (hung,) = env.running()
+        await env.advance(kubelet_module.PROBE_TIMEOUT + 2, step=1.0)
+        await env.until(lambda: len(standbys(env)) == 1 and env.running() == [],
+                        "the hung standby removed, a created one instead")
+        assert env.kubelet.standby["f"].state == "created"
+        assert all(c.pod != hung for c in env.runtime.containers.values())
 
 
 async def test_a_paused_pod_stands_in_for_the_standby_until_it_expires(
