@@ -1,17 +1,15 @@
 """The thin locust adapter that runs one scenario of :mod:`loadtests.scenarios`:
-``locust -f loadtests/locustfile.py --headless --host URL --scenario NAME [--short]
-[--tick S] [--report PATH] [--keep] ...``.
+``locust -f loadtests/locustfile.py --headless --host URL --scenario NAME [--short] ...``.
 
-On ``test_start`` it deploys the fixture through :mod:`allinone.client`, waits for Ready
-and the start state, then runs two greenlets: the sampler (every 0.5 s each function's
-replicas and the autoscaler's view, every 2 s its pods' CPU and memory; the driver's own
-reads are kept too, ``"by": "driver"``) and the driver (``Scenario.drive``). Each
-request is a record ``[t, ms, ok, name, error]``. On ``quitting`` it judges, deletes
-what it deployed (unless ``--keep``), writes the report and exits 1 when a criterion
-failed. Users send only while ``sending`` is true, so the driver alone decides when load
-starts and stops; the shape hands locust its user count. ``--max-seconds`` caps the run
-(``--run-time`` does not apply to shapes); ``--max-p50-ms``/``--max-p95-ms`` are
-optional thresholds. Local runner only.
+On ``test_start`` it deploys the fixture through :mod:`allinone.client` and waits for
+the start state; then the sampler (every 0.5 s each function's replicas and the
+autoscaler's view, every 2 s its pods' CPU and memory; the driver's own reads are kept
+too, ``"by": "driver"``) and the driver (``Scenario.drive``) run as greenlets. Each
+request is a record ``[t, ms, ok, name, error]``. On ``quitting`` it judges, deletes what
+it deployed (unless ``--keep``), writes the report and exits 1 when a criterion failed.
+Users send only while ``sending`` is true, so the driver alone decides when load starts
+and stops; the shape hands locust its user count. ``--max-seconds`` caps the run
+(``--run-time`` does not apply to shapes). Local runner only.
 """
 
 from __future__ import annotations
@@ -32,8 +30,8 @@ from locust.clients import HttpSession
 from locust.env import Environment
 
 from allinone.client import ApiError, Client, error_from, poll
-from loadtests.report import Report, latency_threshold, pod_usage, write_report
-from loadtests.scenarios import FIXTURES, POLL_INTERVAL, SCENARIOS, Scenario, ScenarioError
+from loadtests.report import Report, at_most, percentile, pod_usage, write_report
+from loadtests.scenarios import FIXTURES, POLL_INTERVAL, SCENARIOS, ScenarioError
 
 log = logging.getLogger("loadtests")
 SAMPLE_INTERVAL = 0.5  # s between the sampler's reads of the function
@@ -49,11 +47,14 @@ def _options(parser: Any) -> None:
     add("--report", default="", metavar="PATH", help="JSON report path")
     add("--keep", action="store_true", default=False, help="keep the deployed function")
     add("--max-seconds", type=float, default=0.0, metavar="S", help="stop (failed) after S s")
-    add("--max-p50-ms", type=float, default=0.0, metavar="MS", help="key latency p50 limit")
-    add("--max-p95-ms", type=float, default=0.0, metavar="MS", help="key latency p95 limit")
-    options = {o[0]: (sc.name, *o) for sc in SCENARIOS.values() for o in sc.options}
-    for name, flag, kind, default, text in options.values():
-        add(flag, type=kind, default=default, help=f"{name}: {text}")
+    for q in (50, 95):
+        add(f"--max-p{q}-ms", type=float, default=0.0, metavar="MS",
+            help=f"key latency p{q} limit (default off)")
+    for sc in SCENARIOS.values():
+        for name, (kind, text) in sc.options.items():
+            full, short = sc.params[name]
+            add("--" + name.replace("_", "-"), type=kind, help=f"{sc.name}: {text} (default "
+                f"{full}{f', {short} with --short' if short != full else ''})")
 
 
 class Runner:
@@ -61,43 +62,26 @@ class Runner:
 
     def __init__(self) -> None:
         self.env: Environment | None = None
-        self.sc: Scenario = SCENARIOS["scale_up"]
+        self.sc = SCENARIOS["scale_up"]
         self.api, self.report = Client(), Report("")
+        self.p: dict[str, Any] = self.report.params
         self.function, self.functions, self.bodies = "", [], [b"{}"]
         self.fn: dict[str, Any] = {}
+        self.scaling: dict[str, Any] = {}
         self.t0: float | None = None
+        self.tick = 2.0
         self.users = self.started_users = self.in_flight = self.answered = self.round = 0
         self.sending = self.quit = False
         self.finished, self.gate = gevent.event.Event(), gevent.event.Event()
         self.session: HttpSession | None = None
         self.greenlets: list[gevent.Greenlet] = []
+        self.sleep = gevent.sleep
         events.test_start.add_listener(self.set_up)
         events.request.add_listener(self.record)
         events.quitting.add_listener(self.finish)
 
-    @property
-    def p(self) -> dict[str, Any]:
-        return self.report.params
-
-    @property
-    def scaling(self) -> dict[str, Any]:
-        return self.report.scaling
-
-    @property
-    def tick(self) -> float:
-        return self.report.tick_seconds
-
-    def opt(self, name: str) -> Any:
-        """A scenario option (``Scenario.options``: its default is there, once)."""
-        assert self.env is not None
-        return getattr(self.env.parsed_options, name)
-
     def now(self) -> float:
-        assert self.t0 is not None
-        return time.time() - self.t0
-
-    def sleep(self, seconds: float) -> None:
-        gevent.sleep(seconds)
+        return time.time() - (self.t0 or 0.0)
 
     def event(self, label: str, **extra: Any) -> float:
         t = round(self.now(), 3)
@@ -113,7 +97,7 @@ class Runner:
                         timeout, f"locust to reach {n} users", 0.05)
 
     def status(self) -> dict[str, Any]:
-        """The function's status now; after t0 also kept as a sample (``by: driver``)."""
+        """The function's status now, also kept as a sample (``by: driver``)."""
         sent, fn = time.time(), self.api.find(self.function)
         if fn is None:
             raise ScenarioError(f"function {self.function} was deleted during the scenario")
@@ -123,9 +107,9 @@ class Runner:
     def wait_until(self, cond: Callable[[], bool], timeout: float, what: str,
                    interval: float = POLL_INTERVAL) -> float:
         """Poll ``cond`` (the client's one wait loop; locust's gevent patches its sleep);
-        the time (since t0, else epoch) the poll that saw it started."""
+        the time (since t0) the poll that saw it started."""
         def sent_if() -> tuple[float] | None:
-            sent = self.now() if self.t0 is not None else time.time()
+            sent = self.now()
             return (sent,) if cond() else None
         return float(poll(sent_if, timeout, what, interval)[0])
 
@@ -145,29 +129,29 @@ class Runner:
 
     def call(self, name: str, client: Any = None) -> tuple[bool, float, Any]:
         """One recorded call of the function: (ok, latency ms, parsed body or error)."""
-        session = client or self.session
-        assert session is not None
+        path = f"/workflow/{self.sc.workflow}" if self.sc.workflow else \
+            f"/function/{self.function}"
         self.in_flight += 1
         t = time.perf_counter()
         try:
-            with session.post(self.sc.path.format(function=self.function), name=name,
-                              data=random.choice(self.bodies), catch_response=True,
-                              timeout=self.request_timeout(),
-                              headers={"Content-Type": "application/json"}) as resp:
+            with (client or self.session).post(
+                    path, name=name, data=random.choice(self.bodies), catch_response=True,
+                    timeout=self.request_timeout(),
+                    headers={"Content-Type": "application/json"}) as resp:
                 ms, out = (time.perf_counter() - t) * 1000.0, None
-                if resp.status_code == 200:
+                if resp.status_code == 0:
+                    msg = f"no answer: {resp.error!r}"
+                elif resp.status_code != 200:
+                    msg = f"HTTP {resp.status_code}: {error_from(resp).message}"
+                else:
                     try:
                         out = resp.json()
                     except ValueError:
                         msg = "HTTP 200 with a body that is not JSON"
                     else:
                         msg = self.sc.check(self, out) if self.sc.check else None
-                    if msg is None:
-                        return True, ms, out
-                elif resp.status_code == 0:
-                    msg = f"no answer: {resp.error!r}"
-                else:
-                    msg = f"HTTP {resp.status_code}: {error_from(resp).message}"
+                if msg is None:
+                    return True, ms, out
                 resp.failure(msg)
                 return False, ms, msg
         finally:
@@ -177,9 +161,6 @@ class Runner:
         self.round += 1
         self.gate.set()
         self.gate = gevent.event.Event()
-
-    def last_answer(self) -> float | None:
-        return max((r[0] + r[1] / 1000.0 for r in self.report.records), default=None)
 
     def fail(self, message: str) -> None:
         """End the scenario now with an error (the time cap)."""
@@ -196,18 +177,26 @@ class Runner:
         if opts.max_seconds > 0:
             gevent.spawn_later(opts.max_seconds, self.fail, f"stopped at --max-seconds "
                                f"{opts.max_seconds:g}: the scenario had not finished")
+        self.tick, self.function = opts.tick, sc.function or "lt-" + sc.name.replace("_", "-")
+        self.p = {k: v[opts.short] for k, v in sc.params.items()}
+        self.p.update({k: getattr(opts, k) for k in sc.options if getattr(opts, k) is not None})
         rep = self.report = Report(sc.name, short=opts.short, tick_seconds=opts.tick,
-                                   server=(environment.host or "").rstrip("/"))
+                                   server=(environment.host or "").rstrip("/"),
+                                   function=self.function, params=self.p)
+        self.p.update(body=sc.body, fixture=sc.fixture)
+        self.bodies, self.functions = [json.dumps(sc.body).encode()], [self.function]
         try:
-            rep.params = sc.params(self, opts.short)
             if not rep.server:
                 raise ScenarioError("no --host: give the server's address, e.g. "
                                     "--host http://127.0.0.1:8080")
-            self.bodies, rep.params["body"] = [json.dumps(sc.body).encode()], sc.body
             self.api = Client(rep.server, token=os.environ.get("ALLINONE_TOKEN"), timeout=60)
             self.session = HttpSession(rep.server, environment.events.request, None)
             self.session.trust_env = False
-            self.deploy()
+            log.info("[%s] deploying %s as %s", sc.name, sc.fixture, self.function)
+            t = time.monotonic()
+            self.fn = self.api.deploy(self.function, FIXTURES / sc.fixture, sc.spec)
+            rep.deployed, rep.figures["deploy_to_ready_s"] = True, round(time.monotonic() - t, 3)
+            self.scaling = rep.scaling = dict(self.fn["spec"]["scaling"])
             if sc.setup is not None:
                 sc.setup(self)
             if sc.start:  # "zero" (no pod left either) or "floor" (minScale ready)
@@ -221,36 +210,23 @@ class Runner:
         self.t0 = rep.started_at = time.time()
         self.greenlets = [gevent.spawn(self.sample_loop), gevent.spawn(self.drive)]
 
-    def deploy(self) -> None:
-        rep = self.report
-        self.function = self.sc.function or "lt-" + self.sc.name.replace("_", "-")
-        log.info("[%s] deploying %s as %s", self.sc.name, self.sc.fixture, self.function)
-        t = time.monotonic()
-        self.fn = self.api.deploy(self.function, FIXTURES / self.sc.fixture, self.sc.spec)
-        rep.deployed, rep.figures["deploy_to_ready_s"] = True, round(time.monotonic() - t, 3)
-        rep.function, self.functions = self.function, [self.function]
-        rep.scaling, rep.params["fixture"] = dict(self.fn["spec"]["scaling"]), self.sc.fixture
-
     def drive(self) -> None:
         try:
             self.sc.drive(self)
-        except (ScenarioError, ApiError) as exc:  # ApiError: a Timeout of a wait too
-            self.report.errors.append(str(exc))
-            log.error("[%s] %s", self.sc.name, exc)
-        except Exception as exc:  # a bug in the scenario: report it, never hang
-            log.exception("[%s] the driver failed", self.sc.name)
-            self.report.errors.append(f"driver failed: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # ApiError: a Timeout of a wait too; else a bug: never hang
+            known = isinstance(exc, (ScenarioError, ApiError))
+            log.error("[%s] %s", self.sc.name, exc, exc_info=not known)
+            self.report.errors.append(str(exc) if known else
+                                      f"driver failed: {type(exc).__name__}: {exc}")
         finally:
             self.sending = False
             self.finished.set()
 
     def sample(self, sent: float, st: dict[str, Any], by: str) -> None:
         """Keep one reading of the function's status, at the time its GET was sent."""
-        if self.t0 is None:
-            return
         auto = st.get("autoscaler") or {}
         self.report.samples.append({
-            "t": round(sent - self.t0, 3), "ready": st.get("readyReplicas", 0),
+            "t": round(sent - (self.t0 or sent), 3), "ready": st.get("readyReplicas", 0),
             "desired": st.get("desiredReplicas", 0), "replicas": st.get("replicas", 0),
             "stable": auto.get("stableConcurrency"),
             "panic_concurrency": auto.get("panicConcurrency"), "panic": auto.get("panic"),
@@ -280,15 +256,28 @@ class Runner:
             n, next_t = n + 1, next_t + SAMPLE_INTERVAL
             gevent.sleep(max(0.0, next_t - time.time()))
 
-    def record(self, request_type: str, name: str, response_time: float,
-               exception: Exception | None = None, start_time: float | None = None,
-               **_: Any) -> None:
-        if self.t0 is None:
-            return
-        start = start_time if start_time is not None else time.time() - response_time / 1000
-        self.report.records.append([
-            round(start - self.t0, 4), round(float(response_time), 3), exception is None,
-            name, None if exception is None else str(exception)[:300]])
+    def record(self, name: str, response_time: float, exception: Exception | None = None,
+               start_time: float | None = None, **_: Any) -> None:
+        if self.t0 is not None:
+            start = start_time or time.time() - response_time / 1000
+            self.report.records.append([
+                round(start - self.t0, 4), round(float(response_time), 3), exception is None,
+                name, None if exception is None else str(exception)[:300]])
+
+    def judge(self, opts: Any) -> None:
+        """The scenario's criteria and the optional latency thresholds."""
+        rep, key = self.report, self.sc.key_latency
+        rep.duration_s = time.time() - (self.t0 or time.time())
+        rep.figures["peak_usage_by_function"] = {
+            fn: {"cpu_percent": max(r[1] for r in rows),
+                 "memory_mib": round(max(r[2] for r in rows) / 2**20, 1)}
+            for fn, rows in rep.figures.get("usage_by_function", {}).items() if rows}
+        rep.criteria = self.sc.judge(self)
+        values = [float(r[1]) for r in rep.records if key in ("", r[3])]
+        for q, limit in ((50, opts.max_p50_ms), (95, opts.max_p95_ms)):
+            label = f"{key or 'request'} latency p{q}"
+            rep.criteria += [at_most(f"{label} <= {limit:g} ms", percentile(values, q), limit,
+                                     "ms", label)] if limit else []
 
     def finish(self, environment: Environment, **_: Any) -> None:
         if self.quit or self.env is None:
@@ -299,35 +288,24 @@ class Runner:
                               "time cap): the criteria below cover only what ran")
         gevent.killall(self.greenlets)
         rep.samples.sort(key=lambda x: x["t"])  # the sampler's and the driver's readings
-        rep.figures["peak_usage_by_function"] = {
-            fn: {"cpu_percent": max(r[1] for r in rows),
-                 "memory_mib": round(max(r[2] for r in rows) / 2**20, 1)}
-            for fn, rows in rep.figures.get("usage_by_function", {}).items() if rows}
         if self.t0 is not None:
-            rep.duration_s = time.time() - self.t0
             try:
-                rep.criteria = self.sc.judge(self)
-                values = [float(r[1]) for r in rep.records if self.sc.key_latency in ("", r[3])]
-                for q, limit in ((50, opts.max_p50_ms), (95, opts.max_p95_ms)):
-                    c = latency_threshold(f"{self.sc.key_latency or 'request'} latency",
-                                          values, q, limit)
-                    rep.criteria += [c] if c is not None else []
+                self.judge(opts)
             except Exception as exc:
                 log.exception("[%s] judging the criteria failed", self.sc.name)
                 rep.errors.append(f"evaluating the criteria failed: {exc}")
-        if rep.deployed and not opts.keep:
-            try:
-                if self.sc.teardown is not None:
-                    self.sc.teardown(self)
-                self.api.delete(self.function, missing_ok=True)
-            except ApiError as exc:
-                log.warning("[%s] could not delete %s: %s", self.sc.name, self.function, exc)
+        try:
+            if self.sc.workflow and rep.deployed and not opts.keep:
+                self.api.delete_workflow(self.sc.workflow, missing_ok=True)
+            for fn in self.functions if rep.deployed and not opts.keep else ():
+                self.api.delete(fn, missing_ok=True)
+        except ApiError as exc:
+            log.warning("[%s] could not delete what it deployed: %s", self.sc.name, exc)
         out = Path(opts.report or Path(__file__).parent / "reports" / f"{self.sc.name}.json")
         write_report(rep, out)
-        for c in rep.criteria:
-            log.info("[%s] %s: %s", self.sc.name, "PASS" if c.passed else "FAIL", c.detail)
-        for e in rep.errors:
-            log.error("[%s] ERROR: %s", self.sc.name, e)
+        for line in [f"{'PASS' if c.passed else 'FAIL'}: {c.detail}" for c in rep.criteria] + [
+                f"ERROR: {e}" for e in rep.errors]:
+            log.info("[%s] %s", self.sc.name, line)
         log.info("[%s] %s; report: %s", self.sc.name, "passed" if rep.passed else "FAILED", out)
         environment.process_exit_code = 0 if rep.passed else 1
 

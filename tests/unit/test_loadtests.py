@@ -18,6 +18,7 @@ import pytest
 from allinone import objects
 from allinone.client import parse_metric
 from loadtests import report as r
+from loadtests import scenarios as sc
 from loadtests.__main__ import SCENARIOS, default_scenarios, locust_command, split_argv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,21 +57,21 @@ def test_fmt_ms() -> None:
 
 def test_expected_replicas_formula() -> None:
     scaling = {"target": 2, "targetUtilizationPercentage": 100, "maxScale": 6}
-    assert r.per_pod_target(scaling) == 2.0
-    assert r.expected_replicas(6, scaling) == 3  # ceil(6 / 2)
-    assert r.expected_replicas(5.9, scaling) == 3  # a closed loop is a little under N
-    assert r.expected_replicas(6.1, scaling) == 4
-    assert r.expected_replicas(100, scaling) == 6  # capped at maxScale
+    assert sc.per_pod_target(scaling) == 2.0
+    assert sc.expected_replicas(6, scaling) == 3  # ceil(6 / 2)
+    assert sc.expected_replicas(5.9, scaling) == 3  # a closed loop is a little under N
+    assert sc.expected_replicas(6.1, scaling) == 4
+    assert sc.expected_replicas(100, scaling) == 6  # capped at maxScale
 
 
 def test_expected_replicas_defaults_and_bounds() -> None:
-    assert r.per_pod_target({}) == 7.0  # 10 x 70 %
-    assert r.expected_replicas(40, {}) == 6  # ceil(40 / 7), the KPA docstring's example
-    assert r.expected_replicas(0, {}) == 0
-    assert r.expected_replicas(0, {"minScale": 1}) == 1
+    assert sc.per_pod_target({}) == 7.0  # 10 x 70 %
+    assert sc.expected_replicas(40, {}) == 6  # ceil(40 / 7), the KPA docstring's example
+    assert sc.expected_replicas(0, {}) == 0
+    assert sc.expected_replicas(0, {"minScale": 1}) == 1
     # Float noise does not add a pod: 11 / (10 x 110 %) is 1, not 2.
-    assert r.expected_replicas(11, {"target": 10, "targetUtilizationPercentage": 100}) == 2
-    assert r.expected_replicas(7, {}) == 1
+    assert sc.expected_replicas(11, {"target": 10, "targetUtilizationPercentage": 100}) == 2
+    assert sc.expected_replicas(7, {}) == 1
 
 
 # -- criteria --------------------------------------------------------------------------
@@ -95,28 +96,15 @@ SAMPLES = [{"t": 0.0, "ready": 1, "desired": 1}, {"t": 4.0, "ready": 1, "desired
 
 
 def test_first_time() -> None:
-    assert r.first_time(SAMPLES, "desired", lambda v: v >= 3) == 4.0
-    assert r.first_time(SAMPLES, "ready", lambda v: v == 0, after=1) == 9.0
-    assert r.first_time(SAMPLES, "ready", lambda v: v > 5) is None
+    assert sc.first_time(SAMPLES, "desired", 3, after=0) == 4.0
+    assert sc.first_time(SAMPLES, "ready", 2, after=1) == 4.5
+    assert sc.first_time(SAMPLES, "ready", 6, after=0) is None
 
 
-def test_reaches_within() -> None:
-    c = r.reaches_within(SAMPLES, 3, start=3.5, within=2.0)
-    assert c.passed and c.measured == 1.5
-    late = r.reaches_within(SAMPLES, 3, start=3.5, within=1.0)
-    assert not late.passed and late.measured == 1.5
-    never = r.reaches_within(SAMPLES, 4, start=3.5, within=10)
-    assert not never.passed and never.measured is None and "peak 3" in never.detail
-
-
-def test_at_most_and_latency_threshold() -> None:
+def test_at_most() -> None:
     assert r.at_most("x", 3.8, 4.1, "s", "zero").passed
     assert not r.at_most("x", 4.2, 4.1, "s", "zero").passed
     assert not r.at_most("x", None, 4.1, "s", "zero").passed
-    assert r.latency_threshold("cold", [100.0, 200.0], 50, 0) is None  # off
-    assert r.latency_threshold("cold", [100.0, 200.0], 50, None) is None
-    on = r.latency_threshold("cold", [100.0, 200.0], 50, 120)
-    assert on is not None and not on.passed and on.measured == 150.0
 
 
 # -- time series and stats ---------------------------------------------------------
@@ -227,31 +215,49 @@ def test_the_short_form_leaves_out_the_slow_scenarios() -> None:
 def judged(name: str, p: dict[str, object], records: list[list[object]],
            samples: list[dict[str, object]]) -> tuple[list[r.Criterion], dict[str, object]]:
     """A scenario's criteria over hand-made records and samples (no server, no locust)."""
-    sc = SCENARIOS[name]
+    scenario = SCENARIOS[name]
     rep = r.Report(name, records=records, samples=samples, params=p)
-    rep.scaling = objects.scaling(sc.spec)
-    run = SimpleNamespace(p=p, report=rep, scaling=rep.scaling, tick=0.5)
-    return sc.judge(run), rep.figures  # type: ignore[arg-type]
+    rep.scaling = objects.scaling(scenario.spec)
+    run = SimpleNamespace(p=p, report=rep, scaling=rep.scaling, tick=0.5, sc=scenario)
+    return scenario.judge(run), rep.figures
+
+
+def test_cold_start_wants_every_trial_counted_cold_and_run() -> None:
+    rows = [{"trial": n, "cold": True, "cold_ms": 900.0 + n, "warm_ms": 5.0,
+             "pod_wait_ms": 895.0 + n, "server_ms": 880.0} for n in (1, 2)]
+    crit, fig = judged("cold_start", {"trials": 2, "rows": rows},
+                       [rec(0, 901, name="cold start"), rec(1, 5, name="warm")], [])
+    assert [c.passed for c in crit] == [True, True, True]
+    assert "p50 902 ms" in str(fig["headline"]) and "pod wait 896 ms" in str(fig["headline"])
+    rows[1]["cold"] = None  # /metrics unreadable proves nothing
+    crit, _ = judged("cold_start", {"trials": 3, "rows": rows}, [rec(0, 901)], [])
+    assert [c.passed for c in crit] == [True, False, False]
+    assert crit[1].detail.startswith("trials [2] were not counted")
 
 
 def test_scale_up_passes_when_the_expected_pods_are_ready_in_time() -> None:
     samples = [{"t": t, "ready": ready, "desired": 3} for t, ready in
                ((5.0, 1), (7.0, 2), (9.4, 3), (20.0, 3))]
-    p = {"step_t": 5.0, "hold_s": 15.0, "users": 6, "within_s": 15.0}
+    p = {"step_t": 5.0, "hold_s": 15.0, "step_users": 6, "within": 15.0}
     crit, fig = judged("scale_up", p, [rec(6, 200), rec(7, 210)], samples)
     assert [c.passed for c in crit] == [True, True]
     assert fig["expected_replicas"] == 3 and fig["ready_reached_after_s"] == 4.4
+    assert fig["desired_reached_after_s"] == 0.0 and fig["ready_peak"] == 3
 
 
-def test_scale_up_fails_when_the_pods_come_late() -> None:
+def test_scale_up_fails_when_the_pods_come_late_or_never() -> None:
     samples = [{"t": 5.0, "ready": 1, "desired": 3}, {"t": 21.0, "ready": 3, "desired": 3}]
-    p = {"step_t": 5.0, "hold_s": 15.0, "users": 6, "within_s": 15.0}
+    p = {"step_t": 5.0, "hold_s": 15.0, "step_users": 6, "within": 15.0}
     crit, _ = judged("scale_up", p, [rec(6, 200)], samples)
     assert not crit[0].passed and crit[0].measured == 16.0
+    crit, _ = judged("scale_up", p, [rec(6, 200)], samples[:1])
+    assert not crit[0].passed and crit[0].measured is None and "peak 1" in crit[0].detail
+    crit, _ = judged("scale_up", {**p, "step_t": None}, [], samples)
+    assert [c.passed for c in crit] == [False]  # the step never happened
 
 
 def test_scale_to_zero_limit_is_window_plus_grace_plus_two_ticks() -> None:
-    p = {"last_answer_t": 10.0, "zero_t": 20.0, "users": 4,
+    p = {"last_answer_t": 10.0, "zero_t": 20.0, "load_users": 4,
          "next_request": {"ok": True, "ms": 300.0, "cold": True}}
     crit, fig = judged("scale_to_zero", p, [rec(1, 100)], [{"t": 1.0, "ready": 2}])
     assert fig["zero_limit_s"] == 6 + 4 + 2 * 0.5 + 0.1
@@ -260,28 +266,42 @@ def test_scale_to_zero_limit_is_window_plus_grace_plus_two_ticks() -> None:
     p["zero_t"] = 22.0
     crit, _ = judged("scale_to_zero", p, [rec(1, 100)], [{"t": 1.0, "ready": 2}])
     assert [c.passed for c in crit] == [True, False, False]
+    del p["next_request"]
+    crit, _ = judged("scale_to_zero", p, [rec(1, 100)], [{"t": 1.0, "ready": 2}])
+    assert not crit[2].passed and "never made" in crit[2].detail
 
 
 def test_burst_counts_every_answer_of_every_round() -> None:
     rounds = [{"round": 1, "requests": 100, "last_answer_s": 1.2},
               {"round": 2, "requests": 99, "last_answer_s": 1.5}]
-    crit, fig = judged("burst_at_zero", {"rounds": 2, "users": 100, "done": rounds},
+    crit, fig = judged("burst_at_zero", {"rounds": 2, "burst_users": 100, "done": rounds},
                        [rec(0, 900, name="burst")], [{"t": 0.0, "ready": 4}])
     assert [c.passed for c in crit] == [True, False]
     assert crit[1].measured == 199 and "1.5 s" in str(fig["headline"])
 
 
+def test_workflow_load_wants_executions_and_the_expected_output() -> None:
+    p = {"hold_s": 2.0, "wf_users": 4}
+    crit, fig = judged("workflow_load", p, [rec(0, 50, name="workflow")] * 3, [])
+    assert [c.passed for c in crit] == [True, True] and fig["executions_per_s"] == 1.5
+    assert [c.passed for c in judged("workflow_load", p, [], [])[0]] == [False, False]
+    check, run = SCENARIOS["workflow_load"].check, SimpleNamespace(sc=SCENARIOS["workflow_load"])
+    assert check is not None
+    assert check(run, {"status": "SUCCEEDED", "output": {"n": 2, "results": [3, 3, 3]}}) is None
+    assert "wrong output" in str(check(run, {"status": "SUCCEEDED", "output": {"n": 2}}))
+
+
 def test_imagepipe_passes_only_when_some_function_scaled() -> None:
-    p = {"steps": [1, 4]}
+    p = {"pipe_steps": [1, 4]}
     by_fn = {"lt-img-inspect": [[0.0, 1, 1], [5.0, 3, 3]], "lt-img-classify": [[0.0, 1, 1]]}
-    sc = SCENARIOS["imagepipe_load"]
+    scenario = SCENARIOS["imagepipe_load"]
     rep = r.Report("imagepipe_load", records=[rec(1, 900, name="execution")], params=p)
     rep.figures["replicas_by_function"] = by_fn
     run = SimpleNamespace(p=p, report=rep)
-    assert [c.passed for c in sc.judge(run)] == [True, True, True]  # type: ignore[arg-type]
+    assert [c.passed for c in scenario.judge(run)] == [True, True, True]
     assert rep.figures["peak_ready_by_function"] == {"lt-img-inspect": 3, "lt-img-classify": 1}
     by_fn["lt-img-inspect"] = [[0.0, 1, 1]]
-    assert [c.passed for c in sc.judge(run)] == [True, True, False]  # type: ignore[arg-type]
+    assert [c.passed for c in scenario.judge(run)] == [True, True, False]
 
 
 def test_pipeline_check_wants_labels_and_a_thumbnail() -> None:
