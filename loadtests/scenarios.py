@@ -218,7 +218,8 @@ def step_judge(run: Run) -> list[Criterion]:
 def zero_drive(run: Run) -> None:
     p = run.p
     load(run, [(p["load_users"], p["load_s"], f"load: {p['load_users']} users")], 0)
-    p["last_answer_t"] = last = run.last_answer()
+    p["last_answer_t"] = last = max((r[0] + r[1] / 1000.0 for r in run.report.records),
+                                    default=None)
     run.event("silence (last answer)", at=last)
     run.set_users(0)
     # wait_until gives the send time of the poll that saw it (the change happened in the
