@@ -70,7 +70,7 @@ class Runner:
         self.scaling: dict[str, Any] = {}
         self.t0: float | None = None
         self.tick = 2.0
-        self.users = self.started_users = self.in_flight = self.answered = self.round = 0
+        self.users = self.in_flight = self.answered = self.round = 0
         self.sending = self.quit = False
         self.finished, self.gate = gevent.event.Event(), gevent.event.Event()
         self.session: HttpSession | None = None
@@ -93,8 +93,8 @@ class Runner:
         """Ask the shape for ``n`` users and wait until locust has started them all."""
         assert self.env is not None and self.env.runner is not None
         runner, self.users = self.env.runner, n
-        self.wait_until(lambda: runner.user_count == n and (n == 0 or self.started_users >= n),
-                        timeout, f"locust to reach {n} users", 0.05)
+        self.wait_until(lambda: runner.user_count == n, timeout, f"locust to reach {n} users",
+                        0.05)
 
     def status(self) -> dict[str, Any]:
         """The function's status now, also kept as a sample (``by: driver``)."""
@@ -114,9 +114,8 @@ class Runner:
         return float(poll(sent_if, timeout, what, interval)[0])
 
     def zero_timeout(self) -> float:
-        s = self.scaling
-        return float(s["scaleToZeroGracePeriodSeconds"]) + float(s["stableWindowSeconds"]) \
-            + 10 * self.tick + 30.0
+        return sum(float(self.scaling[k]) for k in ("scaleToZeroGracePeriodSeconds",
+                                                    "stableWindowSeconds")) + 10 * self.tick + 30
 
     def wait_zero(self) -> float:
         """Until no ready pod, none desired and no Pod object left (the container is gone);
@@ -162,10 +161,11 @@ class Runner:
         self.gate.set()
         self.gate = gevent.event.Event()
 
-    def fail(self, message: str) -> None:
-        """End the scenario now with an error (the time cap)."""
-        self.report.errors.append(message)
-        log.error("[%s] %s", self.sc.name, message)
+    def stop(self, error: str = "", trace: bool = False) -> None:
+        """End the scenario now (the driver is done, or an error: set-up, the time cap)."""
+        if error:
+            self.report.errors.append(error)
+            log.error("[%s] %s", self.sc.name, error, exc_info=trace)
         self.sending = False
         self.finished.set()
 
@@ -175,7 +175,7 @@ class Runner:
         self.env, opts = environment, environment.parsed_options
         self.sc = sc = SCENARIOS[opts.scenario]
         if opts.max_seconds > 0:
-            gevent.spawn_later(opts.max_seconds, self.fail, f"stopped at --max-seconds "
+            gevent.spawn_later(opts.max_seconds, self.stop, f"stopped at --max-seconds "
                                f"{opts.max_seconds:g}: the scenario had not finished")
         self.tick, self.function = opts.tick, sc.function or "lt-" + sc.name.replace("_", "-")
         self.p = {k: v[opts.short] for k, v in sc.params.items()}
@@ -203,10 +203,7 @@ class Runner:
                 n = int(self.scaling["minScale"]) if sc.start == "floor" else 0
                 self.api.wait_replicas(self.function, n, n, self.zero_timeout(), no_pods=not n)
         except (ScenarioError, ApiError) as exc:
-            rep.errors.append(f"set-up failed: {exc}")
-            log.error("[%s] set-up failed: %s", sc.name, exc)
-            self.finished.set()
-            return
+            return self.stop(f"set-up failed: {exc}")
         self.t0 = rep.started_at = time.time()
         self.greenlets = [gevent.spawn(self.sample_loop), gevent.spawn(self.drive)]
 
@@ -215,12 +212,9 @@ class Runner:
             self.sc.drive(self)
         except Exception as exc:  # ApiError: a Timeout of a wait too; else a bug: never hang
             known = isinstance(exc, (ScenarioError, ApiError))
-            log.error("[%s] %s", self.sc.name, exc, exc_info=not known)
-            self.report.errors.append(str(exc) if known else
-                                      f"driver failed: {type(exc).__name__}: {exc}")
-        finally:
-            self.sending = False
-            self.finished.set()
+            return self.stop(str(exc) if known else f"driver failed: {type(exc).__name__}: "
+                             f"{exc}", trace=not known)
+        self.stop()
 
     def sample(self, sent: float, st: dict[str, Any], by: str) -> None:
         """Keep one reading of the function's status, at the time its GET was sent."""
@@ -328,10 +322,6 @@ class ScenarioUser(HttpUser):
 
     def on_start(self) -> None:
         self.client.trust_env = False
-        RUN.started_users += 1
-
-    def on_stop(self) -> None:
-        RUN.started_users -= 1
 
     @task
     def work(self) -> None:

@@ -125,17 +125,15 @@ def cold_drive(run: Run) -> None:
         ok_warm, warm_ms, _ = run.call("warm")
         run.p.setdefault("rows", []).append({
             "trial": n, "at_zero_t": round(waited, 3), "ok": ok and ok_warm, "cold": cold,
-            "cold_ms": round(cold_ms, 3), "warm_ms": round(warm_ms, 3),
-            "pod_wait_ms": round(cold_ms - warm_ms, 3), "server_ms": server_ms})
+            "cold_ms": round(cold_ms, 3), "warm_call_ms": round(warm_ms, 3),
+            "pod_wait_ms": round(cold_ms - warm_ms, 3), "server_cold_ms": server_ms})
     run.sleep(1.0)  # so that the replicas of the last trial are in the picture
 
 
 def cold_judge(run: Run) -> list[Criterion]:
     tr, want, f = run.p.pop("rows", []), run.p["trials"], run.report.figures
-    f.update({"trials": tr, **{k: summarize([t[col] for t in tr if t[col] is not None])
-                              for k, col in (("cold_ms", "cold_ms"), ("warm_call_ms", "warm_ms"),
-                                             ("pod_wait_ms", "pod_wait_ms"),
-                                             ("server_cold_ms", "server_ms"))},
+    f.update({"trials": tr, **{k: summarize([t[k] for t in tr if t[k] is not None]) for k in
+                              ("cold_ms", "warm_call_ms", "pod_wait_ms", "server_cold_ms")},
               "split": "call = warm request right after; pod wait = cold - warm; server = "
                        "activator latency of the cold request (/metrics histogram sum)"})
     f["headline"] = (
@@ -167,13 +165,6 @@ def expected_replicas(concurrency: float, scaling: Mapping[str, Any] | None) -> 
     return int(min(s["maxScale"], max(s["minScale"], raw)))
 
 
-def first_time(samples: Iterable[Mapping[str, Any]], key: str, least: float,
-               after: float) -> float | None:
-    """The time of the first sample at or after ``after`` whose ``key`` is ``least`` or more."""
-    return next((float(s["t"]) for s in samples
-                 if s["t"] >= after and (s.get(key) or 0) >= least), None)
-
-
 def step_drive(run: Run) -> None:
     p = run.p
     p["step_t"] = load(run, [(0, p["idle_s"], f"idle ({p['idle_s']:g} s)"), (
@@ -188,7 +179,8 @@ def step_judge(run: Run) -> list[Criterion]:
     expected, per_pod = expected_replicas(users, run.scaling), per_pod_target(run.scaling)
     end = step + p["hold_s"]
     held = [s for s in rep.samples if step <= s["t"] <= end]
-    ready, wanted = (first_time(rep.samples, k, expected, step) for k in ("ready", "desired"))
+    ready, wanted = (next((s["t"] for s in rep.samples if s["t"] >= step and  # first time
+                           (s.get(k) or 0) >= expected), None) for k in ("ready", "desired"))
     took = None if ready is None else round(ready - step, 3)
     conc = [s["stable"] for s in held[-4:] if s.get("stable") is not None]
     f.update({
@@ -317,22 +309,9 @@ def burst_judge(run: Run) -> list[Criterion]:
 WORKFLOW = "lt-workflow-load"
 
 
-def workflow_definition(function: str) -> dict[str, Any]:
-    task = {"Type": "Task", "Resource": function}
-    return {"StartAt": "first", "TimeoutSeconds": 120, "States": {
-        "first": {**task, "Next": "positive", "ResultSelector": {
-            "n.$": "$.n", "items.$": "States.Array($.n, $.n, $.n)"}},
-        "positive": {"Type": "Choice", "Choices": [
-            {"Variable": "$.n", "NumericGreaterThan": 0, "Next": "fan"}], "Default": "no"},
-        "fan": {"Type": "Map", "ItemsPath": "$.items", "MaxConcurrency": 2,
-                "ItemSelector": {"n.$": "$$.Map.Item.Value"},
-                "ItemProcessor": {"StartAt": "each", "States": {
-                    "each": {**task, "OutputPath": "$.n", "End": True}}},
-                "ResultPath": "$.results", "Next": "shape"},
-        "shape": {"Type": "Pass", "Parameters": {"n.$": "$.n", "results.$": "$.results"},
-                  "Next": "done"},
-        "done": {"Type": "Succeed"},
-        "no": {"Type": "Fail", "Error": "NotPositive"}}}
+def retargeted(path: Path, old: str, new: str) -> Any:
+    """A workflow file whose Tasks' Resource names start with ``new`` instead of ``old``."""
+    return json.loads(path.read_text().replace(f'"Resource": "{old}', f'"Resource": "{new}'))
 
 
 def succeeded(out: Any, wrong: Callable[[dict[str, Any]], str | None]) -> str | None:
@@ -379,9 +358,7 @@ def deploy_imagepipe(api: Any, prefix: str, workflow: str, spec: Any = None,
             api.deploy(name, PIPE / "functions" / stage, spec, wait=False)
     for name in names:
         api.wait_ready(name, timeout=600)
-    text = (PIPE / "imagepipe.json").read_text()
-    api.deploy_workflow(workflow, json.loads(text.replace('"Resource": "img-',
-                                                          f'"Resource": "{prefix}-')))
+    api.deploy_workflow(workflow, retargeted(PIPE / "imagepipe.json", "img-", prefix + "-"))
     return names
 
 
@@ -466,7 +443,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                                 f"{run.p['wf_users']} users run {WORKFLOW}")], 0),
         workflow_judge, start="", request_name="workflow", workflow=WORKFLOW,
         check=workflow_check, options={"wf_users": (int, "users running the workflow")},
-        setup=lambda run: run.api.deploy_workflow(WORKFLOW, workflow_definition(run.function))),
+        setup=lambda run: run.api.deploy_workflow(WORKFLOW, retargeted(
+            FIXTURES / "workflows" / "fan-out.json", "inc", run.function))),
     Scenario(
         "imagepipe_load", "imagepipe/functions/thumbnail", {}, PIPE_SPEC,
         {"pipe_steps": ([1, 2, 4, 8], [1, 4]), "hold_s": (10.0, 6.0)},

@@ -90,17 +90,6 @@ def test_no_failures() -> None:
     assert not none.passed  # nothing sent proves nothing
 
 
-SAMPLES = [{"t": 0.0, "ready": 1, "desired": 1}, {"t": 4.0, "ready": 1, "desired": 3},
-           {"t": 4.5, "ready": 2, "desired": 3}, {"t": 5.0, "ready": 3, "desired": 3},
-           {"t": 9.0, "ready": 0, "desired": 0}]
-
-
-def test_first_time() -> None:
-    assert sc.first_time(SAMPLES, "desired", 3, after=0) == 4.0
-    assert sc.first_time(SAMPLES, "ready", 2, after=1) == 4.5
-    assert sc.first_time(SAMPLES, "ready", 6, after=0) is None
-
-
 def test_at_most() -> None:
     assert r.at_most("x", 3.8, 4.1, "s", "zero").passed
     assert not r.at_most("x", 4.2, 4.1, "s", "zero").passed
@@ -223,8 +212,8 @@ def judged(name: str, p: dict[str, object], records: list[list[object]],
 
 
 def test_cold_start_wants_every_trial_counted_cold_and_run() -> None:
-    rows = [{"trial": n, "cold": True, "cold_ms": 900.0 + n, "warm_ms": 5.0,
-             "pod_wait_ms": 895.0 + n, "server_ms": 880.0} for n in (1, 2)]
+    rows = [{"trial": n, "cold": True, "cold_ms": 900.0 + n, "warm_call_ms": 5.0,
+             "pod_wait_ms": 895.0 + n, "server_cold_ms": 880.0} for n in (1, 2)]
     crit, fig = judged("cold_start", {"trials": 2, "rows": rows},
                        [rec(0, 901, name="cold start"), rec(1, 5, name="warm")], [])
     assert [c.passed for c in crit] == [True, True, True]

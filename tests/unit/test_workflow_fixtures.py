@@ -52,6 +52,13 @@ async def test_chain_and_choice() -> None:
     assert (out.status, out.error) == ("FAILED", "NotPositive")
 
 
+async def test_fan_out() -> None:
+    d = json.loads((DIR / "fan-out.json").read_text())
+    assert (await run(d, {"n": 1})).output == {"n": 2, "results": [3, 3, 3]}
+    out = await run(d, {"n": -1})
+    assert (out.status, out.error) == ("FAILED", "NotPositive")
+
+
 async def test_orders() -> None:
     d = yaml.safe_load((DIR / "orders.yaml").read_text())
     order = {"order": "o-1", "flaky": 2,
