@@ -1,10 +1,8 @@
 """The load tests' one statistics module and their report: percentiles, criteria, time
-series, the JSON report. Pure: no locust, gevent or matplotlib.
-
-Times are seconds since the scenario's ``t0`` (set-up finished), latencies milliseconds;
-a record is ``[t_start, ms, ok, name, error]``. Percentiles interpolate linearly between
-closest ranks (numpy's default). A :class:`Criterion` carries one sentence a person can
-read without the code.
+series, the JSON report; pure (no locust, gevent or matplotlib). Times are seconds since
+the scenario's ``t0`` (set-up finished), latencies ms; a record is ``[t_start, ms, ok,
+name, error]``. Percentiles interpolate linearly between closest ranks (numpy's
+default). A :class:`Criterion` carries one sentence a person can read without the code.
 """
 
 from __future__ import annotations
@@ -26,8 +24,7 @@ Records = Sequence[Sequence[Any]]
 
 
 def percentile(values: Iterable[float], q: float, digits: int | None = None) -> float | None:
-    """The ``q``-th percentile (0-100), linear interpolation (rounded to ``digits``); None
-    for no values."""
+    """The ``q``-th percentile (0-100; rounded to ``digits``); None for no values."""
     data = sorted(values)
     if not data:
         return None
@@ -48,11 +45,6 @@ def summarize(values: Sequence[float], qs: Sequence[int] = (50, 95, 99),
             "max": percentile(values, 100, digits)}
 
 
-def fmt_ms(x: float | None) -> str:
-    """'-' when missing, 1 decimal below 10 ms, else whole ms."""
-    return "-" if x is None else f"{x:.1f}" if abs(x) < 10 else f"{x:.0f}"
-
-
 @dataclass
 class Criterion:
     name: str
@@ -60,15 +52,6 @@ class Criterion:
     measured: Any
     limit: Any
     detail: str
-
-
-def no_failures(records: Records, what: str = "requests") -> Criterion:
-    failed = [r for r in records if not r[2]]
-    return Criterion("no failed request", bool(records) and not failed, len(failed), 0,
-                     f"no {what} were made, so nothing was shown to work" if not records else
-                     f"all {len(records)} {what} succeeded" if not failed else
-                     f"{len(failed)} of {len(records)} {what} failed, first: "
-                     f"{failed[0][4] or '?'}")
 
 
 def at_most(name: str, measured: float | None, limit: float, unit: str, what: str) -> Criterion:

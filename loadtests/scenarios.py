@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from allinone import objects
 from allinone.autoscaler.kpa import decider_spec
-from loadtests.report import Criterion, at_most, fmt_ms, no_failures, summarize
+from loadtests.report import Criterion, Records, at_most, summarize
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 POLL_INTERVAL = 0.1  # s between the driver's reads while it waits for a state
@@ -68,12 +68,26 @@ def latency(run: Run, name: str | None = None, after: float = -math.inf,
                       if name in (None, r[3]) and after <= r[0] < before])
 
 
+def fmt_ms(x: float | None) -> str:
+    """'-' when missing, 1 decimal below 10 ms, else whole ms."""
+    return "-" if x is None else f"{x:.1f}" if abs(x) < 10 else f"{x:.0f}"
+
+
 def pcts(lat: Mapping[str, Any], qs: Iterable[str] = ("p50", "p95")) -> str:
     return ", ".join(f"{q} {fmt_ms(lat[q])} ms" for q in qs)
 
 
 def ready_peak(samples: Iterable[Mapping[str, Any]]) -> int | None:
     return max((s["ready"] for s in samples), default=None)
+
+
+def no_failures(records: Records, what: str = "requests") -> Criterion:
+    failed = [r for r in records if not r[2]]
+    return Criterion("no failed request", bool(records) and not failed, len(failed), 0,
+                     f"no {what} were made, so nothing was shown to work" if not records else
+                     f"all {len(records)} {what} succeeded" if not failed else
+                     f"{len(failed)} of {len(records)} {what} failed, first: "
+                     f"{failed[0][4] or '?'}")
 
 
 def ran(run: Run, what: str = "executions") -> list[Criterion]:

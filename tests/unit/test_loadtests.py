@@ -48,9 +48,9 @@ def test_summarize() -> None:
 
 
 def test_fmt_ms() -> None:
-    assert r.fmt_ms(None) == "-"
-    assert r.fmt_ms(1.234) == "1.2"
-    assert r.fmt_ms(123.6) == "124"
+    assert sc.fmt_ms(None) == "-"
+    assert sc.fmt_ms(1.234) == "1.2"
+    assert sc.fmt_ms(123.6) == "124"
 
 
 # -- the KPA's expected count ------------------------------------------------------
@@ -82,11 +82,11 @@ def rec(t: float, ms: float, ok: bool = True, name: str = "invoke",
 
 
 def test_no_failures() -> None:
-    good = r.no_failures([rec(0, 1), rec(1, 2)])
+    good = sc.no_failures([rec(0, 1), rec(1, 2)])
     assert good.passed and good.measured == 0 and "all 2 requests" in good.detail
-    bad = r.no_failures([rec(0, 1), rec(1, 2, False, error="HTTP 503: overloaded")])
+    bad = sc.no_failures([rec(0, 1), rec(1, 2, False, error="HTTP 503: overloaded")])
     assert not bad.passed and bad.measured == 1 and "HTTP 503" in bad.detail
-    none = r.no_failures([])
+    none = sc.no_failures([])
     assert not none.passed  # nothing sent proves nothing
 
 
@@ -141,7 +141,7 @@ def test_report_shape_and_round_trip(tmp_path: Path) -> None:
                    tick_seconds=0.5, duration_s=2.0)
     rep.records = [rec(0.1, 200), rec(0.5, 210)]
     rep.samples = [{"t": 0.0, "ready": 1, "desired": 1}]
-    rep.criteria = [r.no_failures(rep.records)]
+    rep.criteria = [sc.no_failures(rep.records)]
     data = rep.as_dict()
     assert tuple(data) == r.REPORT_KEYS
     assert data["passed"] is True and data["version"] == r.REPORT_VERSION
@@ -326,7 +326,7 @@ def test_plot_renders_a_png(tmp_path: Path) -> None:
     rep.samples = [{"t": 0.5 * i, "ready": min(i, 3), "desired": 3, "panic": i < 3}
                    for i in range(7)]
     rep.events = [{"t": 0.0, "label": "step"}]
-    rep.criteria = [r.no_failures(rep.records)]
+    rep.criteria = [sc.no_failures(rep.records)]
     data = rep.as_dict()
     data["figures"] = {"expected_replicas": 3, "headline": "h",
                        "deadline": {"from": 0.0, "to": 2.0, "label": "d"}}
