@@ -1,15 +1,14 @@
 """The thin locust adapter that runs one scenario of :mod:`loadtests.scenarios`:
 ``locust -f loadtests/locustfile.py --headless --host URL --scenario NAME [--short] ...``.
 
-On ``test_start`` it deploys the fixture through :mod:`allinone.client` and waits for
-the start state; then the sampler (every 0.5 s each function's replicas and the
-autoscaler's view, every 2 s its pods' CPU and memory; the driver's own reads are kept
-too, ``"by": "driver"``) and the driver (``Scenario.drive``) run as greenlets. Each
-request is a record ``[t, ms, ok, name, error]``. On ``quitting`` it judges, deletes what
-it deployed (unless ``--keep``), writes the report and exits 1 when a criterion failed.
-Users send only while ``sending`` is true, so the driver alone decides when load starts
-and stops; the shape hands locust its user count. ``--max-seconds`` caps the run
-(``--run-time`` does not apply to shapes). Local runner only.
+On ``test_start`` it deploys through :mod:`allinone.client` and waits for the start
+state; then the sampler (every 0.5 s each function's replicas and the autoscaler's view,
+every 2 s its pods' CPU and memory) and the driver run as greenlets. Each request is a
+record ``[t, ms, ok, name, error]``. On ``quitting`` it judges, deletes what it deployed
+(unless ``--keep``), writes the report and exits 1 when a criterion failed. Users send
+only while ``sending`` is true, so the driver alone decides when load starts and stops;
+the shape hands locust its user count. ``--max-seconds`` caps the run (``--run-time``
+does not apply to shapes). Local runner only.
 """
 
 from __future__ import annotations
@@ -65,7 +64,7 @@ class Runner:
         self.sc = SCENARIOS["scale_up"]
         self.api, self.report = Client(), Report("")
         self.p: dict[str, Any] = self.report.params
-        self.function, self.functions, self.bodies = "", [], [b"{}"]
+        self.function, self.path, self.functions, self.bodies = "", "", [], [b"{}"]
         self.fn: dict[str, Any] = {}
         self.scaling: dict[str, Any] = {}
         self.t0: float | None = None
@@ -96,13 +95,19 @@ class Runner:
         self.wait_until(lambda: runner.user_count == n, timeout, f"locust to reach {n} users",
                         0.05)
 
-    def status(self) -> dict[str, Any]:
-        """The function's status now, also kept as a sample (``by: driver``)."""
-        sent, fn = time.time(), self.api.find(self.function)
-        if fn is None:
-            raise ScenarioError(f"function {self.function} was deleted during the scenario")
-        self.sample(sent, fn.get("status", {}), "driver")
-        return dict(fn.get("status", {}))
+    def status(self, fn: str, by: str = "driver") -> dict[str, Any]:
+        """``fn``'s status now; the main function's is kept as a sample, at the time its GET
+        was sent (``by`` the sampler or the driver)."""
+        sent, st = time.time(), self.api.get(fn).get("status", {})
+        if fn == self.function:
+            auto = st.get("autoscaler") or {}
+            self.report.samples.append({
+                "t": round(sent - (self.t0 or sent), 3), "ready": st.get("readyReplicas", 0),
+                "desired": st.get("desiredReplicas", 0), "replicas": st.get("replicas", 0),
+                "stable": auto.get("stableConcurrency"),
+                "panic_concurrency": auto.get("panicConcurrency"), "panic": auto.get("panic"),
+                "reason": auto.get("reason"), "by": by})
+        return dict(st)
 
     def wait_until(self, cond: Callable[[], bool], timeout: float, what: str,
                    interval: float = POLL_INTERVAL) -> float:
@@ -128,13 +133,11 @@ class Runner:
 
     def call(self, name: str, client: Any = None) -> tuple[bool, float, Any]:
         """One recorded call of the function: (ok, latency ms, parsed body or error)."""
-        path = f"/workflow/{self.sc.workflow}" if self.sc.workflow else \
-            f"/function/{self.function}"
         self.in_flight += 1
         t = time.perf_counter()
         try:
             with (client or self.session).post(
-                    path, name=name, data=random.choice(self.bodies), catch_response=True,
+                    self.path, name=name, data=random.choice(self.bodies), catch_response=True,
                     timeout=self.request_timeout(),
                     headers={"Content-Type": "application/json"}) as resp:
                 ms, out = (time.perf_counter() - t) * 1000.0, None
@@ -178,6 +181,7 @@ class Runner:
             gevent.spawn_later(opts.max_seconds, self.stop, f"stopped at --max-seconds "
                                f"{opts.max_seconds:g}: the scenario had not finished")
         self.tick, self.function = opts.tick, sc.function or "lt-" + sc.name.replace("_", "-")
+        self.path = f"/workflow/{sc.workflow}" if sc.workflow else f"/function/{self.function}"
         self.p = {k: v[opts.short] for k, v in sc.params.items()}
         self.p.update({k: getattr(opts, k) for k in sc.options if getattr(opts, k) is not None})
         rep = self.report = Report(sc.name, short=opts.short, tick_seconds=opts.tick,
@@ -216,16 +220,6 @@ class Runner:
                              f"{exc}", trace=not known)
         self.stop()
 
-    def sample(self, sent: float, st: dict[str, Any], by: str) -> None:
-        """Keep one reading of the function's status, at the time its GET was sent."""
-        auto = st.get("autoscaler") or {}
-        self.report.samples.append({
-            "t": round(sent - (self.t0 or sent), 3), "ready": st.get("readyReplicas", 0),
-            "desired": st.get("desiredReplicas", 0), "replicas": st.get("replicas", 0),
-            "stable": auto.get("stableConcurrency"),
-            "panic_concurrency": auto.get("panicConcurrency"), "panic": auto.get("panic"),
-            "reason": auto.get("reason"), "by": by})
-
     def sample_loop(self) -> None:
         """The main function's samples; with several functions each one's replicas
         (``figures.replicas_by_function``); every 2 s each one's CPU and memory."""
@@ -236,9 +230,7 @@ class Runner:
             at = round(t - (self.t0 or t), 3)
             try:
                 for fn in self.functions:
-                    st = (self.api.find(fn) or {}).get("status", {})
-                    if fn == self.function:
-                        self.sample(t, st, "sampler")
+                    st = self.status(fn, "sampler")
                     if len(self.functions) > 1:
                         figs.setdefault("replicas_by_function", {}).setdefault(fn, []).append(
                             [at, st.get("readyReplicas", 0), st.get("desiredReplicas", 0)])

@@ -90,6 +90,13 @@ def no_failures(records: Records, what: str = "requests") -> Criterion:
                      f"{failed[0][4] or '?'}")
 
 
+def executions(run: Run) -> tuple[int, dict[str, Any], dict[str, Any]]:
+    """A workflow scenario's count and latency of executions, kept as figures."""
+    f = run.report.figures
+    f.update(executions=len(run.report.records), execution_latency_ms=latency(run))
+    return f["executions"], f["execution_latency_ms"], f
+
+
 def ran(run: Run, what: str = "executions") -> list[Criterion]:
     n = len(run.report.records)
     return [Criterion(f"{what} ran", bool(n), n, 1, f"{n} {what} ran (at least 1 wanted)"),
@@ -230,8 +237,9 @@ def zero_drive(run: Run) -> None:
     run.set_users(0)
     # wait_until gives the send time of the poll that saw it (the change happened in the
     # 0.1 s before), so the API's own latency is not counted.
-    p["zero_t"] = round(run.wait_until(lambda: run.status().get("readyReplicas", 0) == 0,
-                                       run.zero_timeout(), f"{run.function} at 0 ready"), 3)
+    p["zero_t"] = round(run.wait_until(
+        lambda: run.status(run.function).get("readyReplicas", 0) == 0, run.zero_timeout(),
+        f"{run.function} at 0 ready"), 3)
     run.event("zero ready replicas")
     run.sleep(1.0)  # let the 0.5 s sampler see (and the picture show) the zero
     (ok, ms, _), cold, _ = counted_cold(run.api, run.function,
@@ -266,12 +274,10 @@ def zero_judge(run: Run) -> list[Criterion]:
                     f"ready replicas reached 0 after the last answer (window {window:g} s + "
                     f"grace {grace:g} s + 2 x tick {run.tick:g} s + {POLL_INTERVAL:g} s "
                     "polling)"),
-            Criterion("next request succeeds", False, None, True,
-                      "the next request was never made") if nxt is None else
-            Criterion("next request succeeds", bool(nxt["ok"]) and nxt["cold"] is True,
-                      nxt["ok"], True, f"the next request "
-                      f"{'succeeded' if nxt['ok'] else 'FAILED'} in {nxt['ms']:.0f} ms "
-                      f"{how[nxt['cold']]}")]
+            Criterion("next request succeeds", bool(nxt and nxt["ok"] and nxt["cold"] is True),
+                      nxt and nxt["ok"], True, "the next request was never made" if not nxt
+                      else f"the next request {'succeeded' if nxt['ok'] else 'FAILED'} in "
+                      f"{nxt['ms']:.0f} ms {how[nxt['cold']]}")]
 
 
 # -- burst_at_zero ---------------------------------------------------------------------
@@ -344,13 +350,10 @@ def workflow_check(run: Run, out: Any) -> str | None:
 
 
 def workflow_judge(run: Run) -> list[Criterion]:
-    rep, users = run.report, run.p["wf_users"]
-    n, lat = len(rep.records), latency(run)
-    rep.figures.update({"executions": n, "execution_latency_ms": lat,
-                        "executions_per_s": round(n / run.p["hold_s"], 2)})
-    rep.figures["headline"] = (
-        f"{n} executions of a 4-invocation workflow by {users} users: {pcts(lat)}, "
-        f"{rep.figures['executions_per_s']} executions/s")
+    n, lat, f = executions(run)
+    f["executions_per_s"] = round(n / run.p["hold_s"], 2)
+    f["headline"] = (f"{n} executions of a 4-invocation workflow by {run.p['wf_users']} "
+                     f"users: {pcts(lat)}, {f['executions_per_s']} executions/s")
     return ran(run)
 
 
@@ -397,15 +400,13 @@ def pipe_check(run: Run, out: Any) -> str | None:
 
 
 def pipe_judge(run: Run) -> list[Criterion]:
-    rep, lat = run.report, latency(run)
-    by_fn = rep.figures.get("replicas_by_function", {})
-    peaks = {fn: max((int(r[1]) for r in rows), default=0) for fn, rows in by_fn.items()}
-    rep.figures.update({"executions": len(rep.records), "execution_latency_ms": lat,
-                        "peak_ready_by_function": peaks})
-    rep.figures["headline"] = (
-        f"{len(rep.records)} pipeline executions at {run.p['pipe_steps']} users: {pcts(lat)}"
-        "; peak ready pods " + ", ".join(f"{fn.removeprefix('lt-img-')} {n}"
-                                         for fn, n in peaks.items()))
+    n, lat, f = executions(run)
+    peaks = {fn: max((int(r[1]) for r in rows), default=0)
+             for fn, rows in f.get("replicas_by_function", {}).items()}
+    f["peak_ready_by_function"] = peaks
+    f["headline"] = (f"{n} pipeline executions at {run.p['pipe_steps']} users: {pcts(lat)}; "
+                     "peak ready pods " + ", ".join(f"{fn.removeprefix('lt-img-')} {k}"
+                                                    for fn, k in peaks.items()))
     top = max(peaks.values(), default=0)
     return [*ran(run), Criterion("the pipeline scaled", top > 1, top, 2,
                                  f"peak ready pods of a function: {top} (more than 1 wanted)")]
