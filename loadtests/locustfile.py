@@ -30,7 +30,7 @@ from locust.env import Environment
 
 from allinone.client import ApiError, Client, error_from, poll
 from loadtests.report import Report, at_most, percentile, pod_usage, write_report
-from loadtests.scenarios import FIXTURES, POLL_INTERVAL, SCENARIOS, ScenarioError
+from loadtests.scenarios import FIXTURES, POLL_INTERVAL, SCENARIOS, ScenarioError, no_failures
 
 log = logging.getLogger("loadtests")
 SAMPLE_INTERVAL = 0.5  # s between the sampler's reads of the function
@@ -258,7 +258,7 @@ class Runner:
             fn: {"cpu_percent": max(r[1] for r in rows),
                  "memory_mib": round(max(r[2] for r in rows) / 2**20, 1)}
             for fn, rows in rep.figures.get("usage_by_function", {}).items() if rows}
-        rep.criteria = self.sc.judge(self)
+        rep.criteria = [no_failures(rep.records, self.sc.requests), *self.sc.judge(self)]
         values = [float(r[1]) for r in rep.records if key in ("", r[3])]
         for q, limit in ((50, opts.max_p50_ms), (95, opts.max_p95_ms)):
             label = f"{key or 'request'} latency p{q}"
