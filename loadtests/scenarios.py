@@ -108,7 +108,8 @@ def load(run: Run, phases: Iterable[Phase], settle: float = 1.0) -> list[float]:
     the picture); when each phase started."""
     starts = []
     for users, seconds, label in phases:
-        run.set_users(users)
+        run.sending = False  # nobody starts a request while locust adds users: the event
+        run.set_users(users)  # marks when the phase's load begins
         run.sending = True
         starts.append(run.event(label))
         run.sleep(seconds)
