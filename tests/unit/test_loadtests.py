@@ -360,7 +360,7 @@ def test_bench_chain_and_table() -> None:
                   2100.0], "ok_rounds": [40, 39], "bare_docker_ms": dist}})
     assert "sampler on / off / on  3.00 / 2.50 / 3.50 % of a core" in out
     assert re.search(r"first build +p50 0\.500 / p90 0\.610 / max 0\.700 s \(n=2\) +<= 1 s", out)
-    assert "p50 900 / 1200, max 1500 / 2100 ms, 40 / 39 ok" in out
+    assert "p50 900 / 1200, max 1500 / 2100 ms, 40 / 39 of 40 ok" in out
     # A figure the run did not measure (here the storm's server CPU, a cached rebuild)
     # leaves its row out.
     assert "server CPU, storm" not in out and "cached rebuild" not in out
