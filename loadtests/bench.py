@@ -703,8 +703,7 @@ ROWS = (
      "{server_side_ms[engine_per_task]} ms", ""),
     ("storm", "cold storm, {functions} functions at once, per round", "p50 {p50_ms_rounds:.0f}"
      ", max {max_ms_rounds:.0f} ms, {ok_rounds:d} of {functions} ok",
-     "p50 <= {storm_p50_ms:g}, max <= "
-     "{storm_max_ms:g} ms"),
+     "p50 <= {storm_p50_ms:g}, max <= {storm_max_ms:g} ms"),
     ("storm", "bare docker create+start, {functions} at once (the floor)",
      "{bare_docker_ms:dist}", ""),
     ("storm", "server CPU, storm start to 3 s after", "{server_cpu_percent_rounds:.0f} % of a "
