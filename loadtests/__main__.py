@@ -3,10 +3,10 @@ loadtest``) ``[SCENARIO ...] [--server URL] [--short] [--report-dir DIR] [--tick
 LOCUST ARGS]``.
 
 Without ``--server`` it runs its own ``allinone serve`` (``ServerProcess``, tick 0.5 s).
-Each scenario is its own ``python -m locust -f loadtests/locustfile.py`` process capped by
-``--max-seconds`` (a locust alive a minute past the cap is killed); per scenario
-``NAME.json``, ``NAME.png`` and ``NAME.log``, then ``summary.json``. Exit 1 when any
-scenario failed or wrote no report.
+Each scenario is its own ``python -m locust -f loadtests/locustfile.py`` process (locust is
+never imported here: gevent's monkey-patching) capped by ``--max-seconds``; a locust alive
+a minute past the cap is killed. Per scenario ``NAME.json``, ``NAME.png`` and ``NAME.log``,
+then ``summary.json``. Exit 1 when any scenario failed or wrote no report.
 """
 
 from __future__ import annotations
@@ -67,19 +67,19 @@ def locust_command(name: str, url: str, report: Path, tick: float, short: bool,
 
 def run_scenario(name: str, url: str, out: Path, tick: float, short: bool,
                  extra: list[str]) -> dict[str, Any]:
-    """One locust subprocess; its outcome with its report (or why none)."""
+    """One locust subprocess; its outcome with its report's verdict (or why none)."""
     report_path, log_path = out / f"{name}.json", out / f"{name}.log"
     report_path.unlink(missing_ok=True)
-    cmd = locust_command(name, url, report_path, tick, short, extra)
+    cmd, cap = locust_command(name, url, report_path, tick, short, extra), RUN_TIME_CAP[short]
     print(f"--- {name}: {' '.join(cmd[1:])}", flush=True)
     t, problem = time.monotonic(), ""
     with open(log_path, "wb") as log:
         try:  # run() kills locust on the time-out and on Ctrl-C (then re-raises)
             code = subprocess.run(cmd, cwd=HERE.parent, stdout=log, stderr=subprocess.STDOUT,
                                   env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                                  timeout=RUN_TIME_CAP[short] + 60, check=False).returncode
+                                  timeout=cap + 60, check=False).returncode
         except subprocess.TimeoutExpired:  # --max-seconds did not end it: locust hung
-            code, problem = -9, f"killed {RUN_TIME_CAP[short] + 60} s in: locust hung"
+            code, problem = -9, f"killed {cap + 60} s in: locust hung"
     res: dict[str, Any] = {"scenario": name, "exit_code": code, "report": str(report_path),
                            "seconds": round(time.monotonic() - t, 1), "log": str(log_path)}
     try:
@@ -96,6 +96,11 @@ def run_scenario(name: str, url: str, out: Path, tick: float, short: bool,
         res["png"] = str(render(report, out / f"{name}.png"))
     except Exception as exc:  # a broken picture fails the run, never silently
         res.update(passed=False, problem=f"drawing the PNG failed: {type(exc).__name__}: {exc}")
+    print(f"    {'PASS' if res['passed'] else 'FAIL'} in {res['seconds']:.0f} s: "
+          f"{res['headline'] or problem}", flush=True)
+    if not res["passed"]:
+        tail = log_path.read_text(errors="replace").splitlines()[-25:]
+        print(f"    last lines of {log_path}:", *tail, sep="\n", flush=True)
     return res
 
 
@@ -104,10 +109,11 @@ def print_summary(results: list[dict[str, Any]], out: Path, total: float) -> Non
     for r in results:
         print(f"{r['scenario']:<15} {'PASS' if r['passed'] else 'FAIL':<7} "
               f"{r['seconds']:>5.0f}s  {r.get('headline', '')}")
-        for kind, lines in (("FAIL", r.get("failed_criteria", [])),
-                            ("ERROR", r.get("errors", [])), ("PROBLEM", [r.get("problem")])):
-            for line in filter(None, lines):
+        for kind, key in (("FAIL", "failed_criteria"), ("ERROR", "errors")):
+            for line in r.get(key, []):
                 print(f"{'':<31}{kind}: {line}")
+        if r.get("problem"):
+            print(f"{'':<31}PROBLEM: {r['problem']}")
     print(f"\nreports in {out} (JSON, PNG and locust's log per scenario); total {total:.0f} s")
 
 
@@ -119,47 +125,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown scenario(s) {unknown}; choose from {list(SCENARIOS)}",
               file=sys.stderr)
         return 2
-    # Never import locust here (gevent's monkey-patching): only look for it.
     if not all(importlib.util.find_spec(m) for m in ("locust", "matplotlib")):
         print("error: locust and matplotlib are needed: pip install -e '.[load]'",
               file=sys.stderr)
         return 2
     out: Path = args.report_dir.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    started, server, results = time.monotonic(), None, []
-    tmp = Path(tempfile.mkdtemp(prefix="allinone-loadtest-"))
-    try:
-        if args.server:
-            url, tick = args.server.rstrip("/"), args.tick or 2.0
-        else:
-            from allinone.testing import ServerProcess
-            server = ServerProcess(tmp / "state")
-            print(f"starting allinone serve (state in {server.state_dir}, tick {server.tick} s)",
-                  flush=True)
-            try:
+    started, results = time.monotonic(), []
+    url, tick = (args.server or "").rstrip("/"), args.tick or 2.0
+    from allinone.testing import ServerProcess
+    with tempfile.TemporaryDirectory(prefix="allinone-loadtest-") as tmp:
+        server = None if args.server else ServerProcess(Path(tmp) / "state")
+        try:
+            if server is not None:
+                print(f"starting allinone serve (state in {server.state_dir})", flush=True)
                 server.start()
-            except AssertionError as exc:
-                print(f"error: the server did not start: {exc}", file=sys.stderr)
-                return 2
-            url, tick = server.url, args.tick or server.tick
-        for name in names:
-            r = run_scenario(name, url, out, tick, args.short, extra)
-            results.append(r)
-            print(f"    {'PASS' if r['passed'] else 'FAIL'} in {r['seconds']:.0f} s: "
-                  f"{r.get('headline') or r.get('problem', '')}", flush=True)
-            if not r["passed"]:
-                tail = Path(r["log"]).read_text(errors="replace").splitlines()[-25:]
-                print(f"    last lines of {r['log']}:", *tail, sep="\n", flush=True)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        if server is not None:
-            server.stop()
-            server.cleanup_containers()
-            if server.log_path.exists():
+                url, tick = server.url, args.tick or server.tick
+            results = [run_scenario(name, url, out, tick, args.short, extra) for name in names]
+        except AssertionError as exc:  # ServerProcess.start: it never answered
+            print(f"error: the server did not start: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        finally:
+            if server is not None:
+                server.stop()
+                server.cleanup_containers()
                 shutil.copy(server.log_path, out / "server.log")
-        shutil.rmtree(tmp, ignore_errors=True)
     total, passed = time.monotonic() - started, bool(results) and all(r["passed"] for r in results)
     (out / "summary.json").write_text(json.dumps(
         {"server": url, "tick_seconds": tick, "short": args.short, "seconds": round(total, 1),

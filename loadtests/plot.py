@@ -8,7 +8,7 @@ dotted lines through all panels, the criteria are written underneath. Agg backen
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +17,27 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # after choosing the backend
+from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
 
 MAX_DOTS = 20000  # beyond this many requests the dots are noise; lines only
-
-
-def _steps(samples: list[Mapping[str, Any]], key: str) -> tuple[list[float], list[float]]:
-    have = [s for s in samples if s.get(key) is not None]
-    return [float(s["t"]) for s in have], [float(s[key]) for s in have]
-
-
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:brown", "tab:pink", "tab:olive")
 LEGEND = {"loc": "upper left", "bbox_to_anchor": (1.005, 1.0), "fontsize": 8, "borderaxespad": 0}
-NAN = float("nan")
+
+
+def shade(ax: Axes, spans: Sequence[tuple[float, float]], color: str, label: str) -> None:
+    """Shade each ``(from, to)`` of ``spans``, with one legend entry for all of them."""
+    for t0, t1 in spans:
+        ax.axvspan(t0, t1, color=color, alpha=0.1, linewidth=0)
+    if spans:
+        ax.plot([], [], color=color, alpha=0.3, linewidth=6, label=label)
+
+
+def steps(ax: Axes, rows: Sequence[Any], x: Any, y: Any, **style: Any) -> list[float]:
+    """A step line of ``y(row)`` over ``x(row)`` for the rows where it is known; its ys."""
+    have = [(float(x(r)), float(y(r))) for r in rows if y(r) is not None]
+    ax.plot([t for t, _ in have], [v for _, v in have], drawstyle="steps-post", **style)
+    return [v for _, v in have]
 
 
 def render(report: Mapping[str, Any], path: Path) -> Path:
@@ -37,123 +45,97 @@ def render(report: Mapping[str, Any], path: Path) -> Path:
     tl, samples, records, events, criteria, errors = (report.get(k) or [] for k in (
         "timeline", "samples", "records", "events", "criteria", "errors"))
     figures = report.get("figures") or {}
-
-    fig, (ax_rps, ax_lat, ax_rep, ax_use) = plt.subplots(
-        4, 1, sharex=True, figsize=(13, 10.5), gridspec_kw={"height_ratios": [1, 1.4, 1, 1]})
-    verdict = "PASSED" if report.get("passed") else "FAILED"
-    fig.suptitle(f"{report.get('scenario')}: {verdict}   (function {report.get('function')}, "
-                 f"autoscaler tick {report.get('tick_seconds')} s"
-                 f"{', short form' if report.get('short') else ''})",
+    fig, axes = plt.subplots(4, 1, sharex=True, figsize=(13, 10.5),
+                             gridspec_kw={"height_ratios": [1, 1.4, 1, 1]})
+    ax_rps, ax_lat, ax_rep, ax_use = axes
+    fig.suptitle(f"{report.get('scenario')}: {'PASSED' if report.get('passed') else 'FAILED'}"
+                 f"   (function {report.get('function')}, autoscaler tick "
+                 f"{report.get('tick_seconds')} s{', short form' if report.get('short') else ''})",
                  color="black" if report.get("passed") else "darkred", fontsize=12)
 
     # 1. throughput, per 1 s bucket drawn over its whole second
     edges = [row["t"] for row in tl] + ([tl[-1]["t"] + 1.0] if tl else [])
-    ax_rps.stairs([row["rps"] for row in tl], edges, color="tab:blue", label="answers/s",
-                  linewidth=1.5)
-    if any(row["fail_rps"] for row in tl):
-        ax_rps.stairs([row["fail_rps"] for row in tl], edges, color="tab:red",
-                      label="failures/s", linewidth=1.5)
+    for key, color, label in (("rps", "tab:blue", "answers/s"), ("fail_rps", "tab:red",
+                                                                 "failures/s")):
+        if key == "rps" or any(row[key] for row in tl):
+            ax_rps.stairs([row[key] for row in tl], edges, color=color, label=label,
+                          linewidth=1.5)
     ax_rps.set_ylabel("requests / s")
-    ax_rps.set_ylim(bottom=0)
-    ax_rps.legend(**LEGEND)
 
     # 2. latency: every request as a dot per request name, bucket p50/p95 where dense
-    if records and len(records) <= MAX_DOTS:
+    if len(records) <= MAX_DOTS:
         names = list(dict.fromkeys(str(r[3]) for r in records))
         for i, name in enumerate(names):
-            ok = [r for r in records if r[2] and str(r[3]) == name]
-            if ok:
-                size = 18 if len(ok) < 100 else 8 if len(ok) < 1000 else 4
-                ax_lat.scatter([r[0] + r[1] / 1000 for r in ok], [r[1] for r in ok], s=size,
-                               color=COLORS[i % len(COLORS)], linewidths=0,
-                               alpha=0.35 if len(ok) > 500 else 0.85, label=name)
-        bad = [r for r in records if not r[2]]
-        if bad:
+            if not (ok := [r for r in records if r[2] and str(r[3]) == name]):
+                continue
+            size = 18 if len(ok) < 100 else 8 if len(ok) < 1000 else 4
+            ax_lat.scatter([r[0] + r[1] / 1000 for r in ok], [r[1] for r in ok], s=size,
+                           color=COLORS[i % len(COLORS)], linewidths=0,
+                           alpha=0.35 if len(ok) > 500 else 0.85, label=name)
+        if bad := [r for r in records if not r[2]]:
             ax_lat.scatter([r[0] + r[1] / 1000 for r in bad], [r[1] for r in bad], s=22,
                            color="tab:red", marker="x", label="failed")
-    dense = [row for row in tl if row["rps"] >= 5]
-    if dense:
-        for key, color, label in (("p50_ms", "black", "p50 per second"),
-                                  ("p95_ms", "tab:red", "p95 per second")):
-            vals = [row[key] if row["rps"] >= 5 and row[key] is not None else NAN
+    if any(row["rps"] >= 5 for row in tl):
+        for key, color, style in (("p50_ms", "black", "-"), ("p95_ms", "tab:red", "--")):
+            vals = [row[key] if row["rps"] >= 5 and row[key] is not None else float("nan")
                     for row in tl]
-            ax_lat.stairs(vals, edges, color=color, linewidth=1.3, label=label,
-                          linestyle="-" if key == "p50_ms" else "--", baseline=None)
+            ax_lat.stairs(vals, edges, color=color, linewidth=1.3, linestyle=style,
+                          label=f"{key[:3]} per second", baseline=None)
     lat = [r[1] for r in records if r[1] > 0]
-    if lat and max(lat) / max(min(lat), 0.01) > 30:
-        ax_lat.set_yscale("log")
-    else:
-        ax_lat.set_ylim(bottom=0)
+    ax_lat.set_yscale("log" if lat and max(lat) / max(min(lat), 0.01) > 30 else "linear")
     ax_lat.set_ylabel("latency (ms)")
-    if records:
-        ax_lat.legend(**LEGEND)
 
-    # 3. replicas
-    xs, ready = _steps(samples, "ready")
-    ax_rep.plot(xs, ready, drawstyle="steps-post", color="tab:blue", linewidth=2,
-                label="ready")
-    xs_d, desired = _steps(samples, "desired")
-    ax_rep.plot(xs_d, desired, drawstyle="steps-post", color="tab:purple", linestyle="--",
-                linewidth=1.5, label="desired")
-    # a scenario of several functions (imagepipe_load): each one's ready pods
-    by_fn = figures.get("replicas_by_function") or {}
-    usage = figures.get("usage_by_function") or {}
+    # 3. replicas; a scenario of several functions (imagepipe_load): each one's ready pods
+    by_fn, usage = figures.get("replicas_by_function") or {}, figures.get("usage_by_function") or {}
     fn_color = {fn: COLORS[(i + 1) % len(COLORS)] for i, fn in enumerate(sorted({*by_fn, *usage}))}
+    shown = steps(ax_rep, samples, lambda s: s["t"], lambda s: s.get("ready"), linewidth=2,
+                  color="tab:blue", label="ready")
+    shown += steps(ax_rep, samples, lambda s: s["t"], lambda s: s.get("desired"),
+                   color="tab:purple", linestyle="--", linewidth=1.5, label="desired")
     for fn, rows in sorted(by_fn.items()):
-        ax_rep.plot([r[0] for r in rows], [r[1] for r in rows], drawstyle="steps-post",
-                    color=fn_color[fn], linewidth=1.3, label=f"{fn} ready")
-        ready = [*ready, *(float(r[1]) for r in rows)]
-    panic = [(s["t"], bool(s.get("panic"))) for s in samples]
-    for i, (t0, on) in enumerate(panic):
-        if on:
-            t1 = panic[i + 1][0] if i + 1 < len(panic) else t0 + 0.5
-            ax_rep.axvspan(t0, t1, color="tab:red", alpha=0.08, linewidth=0)
-    if any(on for _, on in panic):
-        ax_rep.plot([], [], color="tab:red", alpha=0.3, linewidth=6, label="panic mode")
-    expected = figures.get("expected_replicas")
-    if expected is not None:
+        shown += steps(ax_rep, rows, lambda r: r[0], lambda r: r[1], color=fn_color[fn],
+                       linewidth=1.3, label=f"{fn} ready")
+    ts = [float(s["t"]) for s in samples] + [float(samples[-1]["t"]) + 0.5] if samples else []
+    shade(ax_rep, [(ts[i], ts[i + 1]) for i, s in enumerate(samples) if s.get("panic")],
+          "tab:red", "panic mode")
+    if (expected := figures.get("expected_replicas")) is not None:
         ax_rep.axhline(expected, color="0.4", linestyle=":", linewidth=1,
                        label=f"KPA expected ({expected})")
-    deadline = figures.get("deadline")
-    if deadline:
-        ax_rep.axvspan(deadline["from"], deadline["to"], color="tab:green", alpha=0.10,
-                       linewidth=0)
-        ax_rep.plot([], [], color="tab:green", alpha=0.3, linewidth=6,
-                    label=deadline.get("label", "deadline"))
-    top = max([*ready, *desired, float(expected or 0), 1.0])
-    ax_rep.set_ylim(-0.2, top + 0.8)
+    if deadline := figures.get("deadline"):
+        shade(ax_rep, [(deadline["from"], deadline["to"])], "tab:green",
+              deadline.get("label", "deadline"))
+    ax_rep.set_ylim(-0.2, max([*shown, float(expected or 0), 1.0]) + 0.8)
     ax_rep.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax_rep.set_ylabel("replicas")
-    ax_rep.legend(**LEGEND)
 
-    # 4. CPU and memory per function
+    # 4. CPU (solid) and memory (dashed, right axis) per function
     ax_mem = ax_use.twinx()
     for fn, rows in sorted(usage.items()):
-        ts = [r[0] for r in rows]
-        ax_use.plot(ts, [r[1] for r in rows], color=fn_color[fn], linewidth=1.3,
-                    label=f"{fn} CPU")
-        ax_mem.plot(ts, [r[2] / 2**20 for r in rows], color=fn_color[fn], linewidth=1,
-                    linestyle="--", label=f"{fn} memory")
+        ax_use.plot([r[0] for r in rows], [r[1] for r in rows], color=fn_color[fn],
+                    linewidth=1.3, label=f"{fn} CPU")
+        ax_mem.plot([r[0] for r in rows], [r[2] / 2**20 for r in rows], color=fn_color[fn],
+                    linewidth=1, linestyle="--", label=f"{fn} memory")
     ax_use.set_ylabel("CPU (% of a core)")
     ax_mem.set_ylabel("memory (MiB)")
-    ax_use.set_ylim(bottom=0)
     ax_mem.set_ylim(bottom=0)
     ax_use.set_xlabel("seconds since set-up finished")
-    handles = [h for ax in (ax_use, ax_mem) for h in ax.get_legend_handles_labels()[0]]
-    if handles:
+    if handles := [h for ax in (ax_use, ax_mem) for h in ax.get_legend_handles_labels()[0]]:
         ax_use.legend(handles=handles, **{**LEGEND, "bbox_to_anchor": (1.06, 1.0)})
 
-    # events, through all panels; labels on the top one
-    for ev in events:
-        for ax in (ax_rps, ax_lat, ax_rep, ax_use):
+    # events through all panels, labelled on the top one; legends beside the others
+    for ax in axes:
+        for ev in events:
             ax.axvline(ev["t"], color="0.5", linestyle=":", linewidth=0.9)
+        ax.grid(True, alpha=0.25)
+        if ax is not ax_use and ax.get_legend_handles_labels()[0]:
+            ax.legend(**LEGEND)
+        if ax in (ax_rps, ax_use) or (ax is ax_lat and ax.get_yscale() == "linear"):
+            ax.set_ylim(bottom=0)
+    for ev in events:
         ax_rps.annotate(ev["label"], xy=(ev["t"], 1.0), xycoords=("data", "axes fraction"),
                         xytext=(2, -2), textcoords="offset points", rotation=90,
                         fontsize=6.5, va="top", ha="left", color="0.3")
-    for ax in (ax_rps, ax_lat, ax_rep, ax_use):
-        ax.grid(True, alpha=0.25)
-    end = max([float(report.get("duration_s") or 0), *(x + 0.5 for x in xs), 1.0])
-    ax_rep.set_xlim(0, end)
+    ax_rep.set_xlim(0, max([float(report.get("duration_s") or 0), *ts, 1.0]))
 
     lines = [str(figures["headline"])] if figures.get("headline") else []
     lines += [f"{'PASS' if c['passed'] else 'FAIL'}  {c['detail']}" for c in criteria]
