@@ -2,18 +2,12 @@
 
 Without ``--server`` it runs its own ``allinone serve`` (``ServerProcess``, tick 0.5 s,
 ``--standby created``: its cold starts are container starts, compared with Docker's;
-run the storm against a server with defaults, whose frozen standbys resume).
-The parts (``PARTS``; what each measures and how to read it: docs/BENCHMARKS.md):
-warm (latency direct to the pod's socket vs through the activator), throughput (direct
-vs activator with :mod:`loadtests.loadgen`), cold (cold start vs the same image started
-bare, ``docker run`` and the Docker API), paused (``serve --keep-paused`` vs a bare
-``docker unpause``), deploy (to Ready, first build and cached), idle (the server's own
-CPU with warm functions), dashboard (``/ui``'s first paint in chromium, the pod
-sampler's cost; ``--sampler-seconds``: the server's CPU with it on, off, on), workflow
-(per Task state), trigger (file write and schedule to the function's start; with
-``--pipeline N`` the image pipeline), storm (N functions at zero invoked at once, and N
-bare containers at once: the engine's floor). One table with the targets; everything,
-raw trials included, as JSON. On a shared 2-core machine compare columns of one run.
+run the storm against a server with defaults, whose frozen standbys resume); ``paused``
+gets a second one with ``--keep-paused``. The parts (``PARTS``) and how to read each:
+docs/BENCHMARKS.md. Every bare-container floor beside a figure is made by the
+platform's own runtime calls (:class:`Sandbox`). One table (``ROWS``) with the targets;
+everything, raw trials included, as JSON, also when a part fails. On a shared 2-core
+machine compare columns of one run.
 """
 
 from __future__ import annotations
@@ -26,6 +20,7 @@ import platform
 import shutil
 import socket
 import statistics
+import string
 import subprocess
 import sys
 import tempfile
@@ -34,14 +29,19 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import docker
 import psutil
 
 from allinone.apiserver.workflows import MAX_PAGE
-from allinone.client import ApiError, Client, poll
+from allinone.client import ApiError, Client, Timeout, poll
+from allinone.kubelet.poddir import PodDirs
 from allinone.objects import parse_rfc3339
+from allinone.runtime.base import ContainerSpec
+from allinone.runtime.docker import DockerRuntime, container_env, host_config_kwargs
 from allinone.testing import FIXTURES, ServerProcess, launch_chromium
 from loadtests.loadgen import measure, sequence, storm
 from loadtests.report import summarize
@@ -62,9 +62,8 @@ TARGETS = {
     "storm_p50_ms": 2000.0,  # 40 functions at zero invoked at once (issue 10)
     "storm_max_ms": 3000.0,
 }
-Target = int | str  # an address: the activator's TCP port or a pod's Unix socket path
-Row = tuple[str, str, str]  # figure, measured, target
 AT_ZERO = {"scaleToZeroGracePeriodSeconds": 1, "stableWindowSeconds": 6}
+ONE_POD = {"minScale": 1, "maxScale": 1}
 # The bench's own server: a cold start there starts a (created) container, the figure
 # compared with Docker's own create + start; frozen standbys (the default) resume.
 OWN_SERVER_ARGS = ("--standby", "created")
@@ -79,13 +78,23 @@ def stats(values: list[float]) -> dict[str, float | int | None]:
     return summarize(values, (50, 90, 99), 4)
 
 
-def calls(target: Target, path: str, n: int, steady: bool = False) -> list[float]:
-    """``n`` sequential calls of ``add.py`` on one new connection, each one's ms. With
-    ``steady`` one more call first, not counted: every counted call rides a connection
-    already in use, as on a client's one long keep-alive connection."""
+def calls(target: int | str, path: str, n: int, steady: bool = False) -> list[float]:
+    """``n`` sequential calls of ``add.py`` on one new connection to the activator's port
+    or a pod's socket, each one's ms. With ``steady`` one more call first, not counted:
+    every counted call rides a connection already in use, as a client's keep-alive one."""
     url, unix = ((f"http://127.0.0.1:{target}{path}", None) if isinstance(target, int)
                  else (f"http://pod{path}", target))
     return sequence(url, n + steady, ADD_BODY, unix)[steady:]
+
+
+def alternate(cases: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[Any]]:
+    """Each case once a round, in reverse order every other round: drift on a shared
+    machine hits every case alike. Each case's results, in order."""
+    out: dict[str, list[Any]] = {k: [] for k in cases}
+    for i in range(rounds):
+        for k in list(cases)[::-1 if i % 2 else 1]:
+            out[k].append(cases[k]())
+    return out
 
 
 def healthz_until_200(sock: str, timeout: float = 30.0, every: float = 0.001) -> float:
@@ -110,51 +119,43 @@ def cpu_seconds(pid: int) -> float:
     return float(t.user + t.system)
 
 
-# -- bare pods: the same image and sandbox as the platform's, without the platform ------
+# -- bare pods: the platform's own runtime calls, without the platform ------------------
 
 class Sandbox:
-    """Bare pods of one function image with the platform's own sandbox settings
-    (``host_config_kwargs``, uid, socket mount), so "bare" differs only by the
-    platform's work, not by a cheaper container."""
+    """Bare pods of one function image made by :class:`DockerRuntime`'s own calls (create,
+    start, pause, remove: those a pod gets, under an instance of its own), so "bare"
+    differs only by the platform's work, not by a cheaper container."""
 
     def __init__(self, client: Any, image: str, handler: str) -> None:
-        from allinone.kubelet.poddir import PodDirs
         self.client, self.image, self.handler = client, image, handler
+        self.runtime = DockerRuntime(f"b{uuid.uuid4().hex[:7]}", client)
         self.tmp = tempfile.mkdtemp(prefix="ab-")
         self.dirs = PodDirs(Path(self.tmp) / "pods")
         self.made: dict[str, str] = {}  # container id -> pod name
 
-    def spec(self) -> tuple[str, Any, str]:
-        """``(name, ContainerSpec, host socket path)`` of a new bare pod."""
-        from allinone.runtime.base import ContainerSpec
-        name = f"allinone-bench-{uuid.uuid4().hex[:8]}"
-        spec = ContainerSpec(pod=name, function="bench", image=self.image,
-                             socket_dir=self.dirs.create(name), user=self.dirs.user,
+    def spec(self) -> ContainerSpec:
+        pod = f"bench-{uuid.uuid4().hex[:8]}"
+        return ContainerSpec(pod=pod, function="bench", image=self.image,
+                             socket_dir=self.dirs.create(pod), user=self.dirs.user,
                              env={"ALLINONE_HANDLER": self.handler})
-        return name, spec, self.dirs.connect_path(name)
 
-    def create(self) -> tuple[str, str]:
-        """Create (not start) a bare pod as the platform does: ``(container id, socket)``."""
-        from allinone.runtime.docker import container_env, host_config_kwargs
-        name, spec, sock = self.spec()
-        cid = self.client.api.create_container(
-            self.image, name=name, detach=True, user=spec.user, environment=container_env(spec),
-            host_config=self.client.api.create_host_config(**host_config_kwargs(spec)))["Id"]
-        self.made[cid] = name
-        return cid, sock
-
-    def remove(self, cid: str) -> None:
-        with contextlib.suppress(Exception):
-            self.client.api.remove_container(cid, force=True)
-        self.dirs.remove(self.made.pop(cid))
+    def start(self, t0: float = 0.0, every: float = 0.001) -> tuple[str, float]:
+        """A bare pod created and started: ``(container id, ms from t0 to its first 200)``
+        (``t0`` default: now)."""
+        spec = self.spec()
+        t0 = t0 or time.perf_counter()
+        cid = self.runtime._create(spec)
+        self.made[cid] = spec.pod
+        self.runtime._run(cid, spec.pod)
+        return cid, (healthz_until_200(self.dirs.connect_path(spec.pod), every=every) - t0) * 1000
 
     def cli_start(self) -> float:
-        """``docker run -d``, sandboxed as a pod, to the first 200 (ms)."""
-        from allinone.runtime.docker import container_env, host_config_kwargs
-        name, spec, sock = self.spec()
-        hc = host_config_kwargs(spec)  # the same sandbox, as the CLI's flags
+        """``docker run -d``, sandboxed as a pod (the runtime's settings as the CLI's
+        flags), to the first 200 (ms)."""
+        spec = self.spec()
+        hc = host_config_kwargs(spec)
         env = [x for k, v in container_env(spec).items() for x in ("-e", f"{k}={v}")]
-        cmd = ["docker", "run", "-d", "--network", hc["network_mode"], "--name", name,
+        cmd = ["docker", "run", "-d", "--network", hc["network_mode"], "--name", spec.pod,
                "--user", spec.user, "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
                "--read-only", "--tmpfs", f"/tmp:{hc['tmpfs']['/tmp']}",
                *(x for d, b in hc["binds"].items() for x in ("-v", f"{d}:{b['bind']}")),
@@ -164,47 +165,48 @@ class Sandbox:
         t = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            return (healthz_until_200(sock) - t) * 1000
+            return (healthz_until_200(self.dirs.connect_path(spec.pod)) - t) * 1000
         finally:
             proc.wait(30)
-            subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
-            self.dirs.remove(name)
+            subprocess.run(["docker", "rm", "-f", spec.pod], capture_output=True, check=False)
+            self.dirs.remove(spec.pod)
 
     def unpauses(self, trials: int) -> list[float]:
         """``docker unpause`` of a paused bare pod to the first 200 on /healthz (ms)."""
-        cid, sock = self.create()
+        cid, _ = self.start()
         out = []
         try:
-            self.client.api.start(cid)
-            healthz_until_200(sock)
             for _ in range(trials):
-                self.client.api.pause(cid)
+                self.runtime._pause(cid)
                 time.sleep(0.2)
                 t = time.perf_counter()
                 self.client.api.unpause(cid)
-                out.append((healthz_until_200(sock) - t) * 1000)
+                out.append((healthz_until_200(self.dirs.connect_path(self.made[cid])) - t) * 1000)
         finally:
-            self.remove(cid)
+            self.clear()
         return out
 
     def starts(self, n: int, every: float = 0.001) -> list[float]:
-        """``n`` bare pods created and started at once by the Docker API (the platform's
-        two calls, a thread each), each timed from the common start to its first 200 (ms),
-        sorted. A storm polls every 5 ms: 40 threads polling every 1 ms would measure the
-        bench's own contention."""
-        def one(t0: float) -> float:
-            cid, sock = self.create()
-            self.client.api.start(cid)
-            return (healthz_until_200(sock, every=every) - t0) * 1000
+        """``n`` bare pods started at once (a thread each), each timed from the common
+        start to its first 200 (ms), sorted. A storm polls every 5 ms: 40 threads polling
+        every 1 ms would measure the bench's own contention."""
         try:
             with ThreadPoolExecutor(n) as pool:
-                return sorted(pool.map(one, [time.perf_counter()] * n))
+                t0 = time.perf_counter()
+                return sorted(ms for _, ms in pool.map(lambda _: self.start(t0, every), range(n)))
         finally:
-            for cid in list(self.made):
-                self.remove(cid)
+            self.clear()
+
+    def clear(self) -> None:
+        """Every bare pod removed (best effort: a failure must not hide the part's own)."""
+        for cid in list(self.made):
+            with contextlib.suppress(Exception):
+                self.runtime._remove(cid)
+            self.dirs.remove(self.made.pop(cid))
 
     def close(self) -> None:
-        self.client.close()
+        self.clear()
+        self.runtime.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -214,7 +216,6 @@ def functions(api: Client, names: list[str], spec: dict[str, Any], ready: int | 
     """``add.py`` deployed as each of ``names`` (waited on until Ready, and with
     ``ready`` replicas when given, then ``settle`` s), and a :class:`Sandbox` of its image
     for the bare runs beside it; all deleted afterwards."""
-    import docker
     box = None
     try:
         for name in names:
@@ -239,43 +240,41 @@ def functions(api: Client, names: list[str], spec: dict[str, Any], ready: int | 
 
 # -- warm latency and throughput (one pod, direct vs through the activator) -----------
 
-def bench_warm_latency(server_port: int, function: str, pod_socket: str,
-                       n: int, block: int = 100) -> dict[str, Any]:
-    paths: dict[str, tuple[Target, str]] = {"direct": (pod_socket, "/"),
-                                            "activator": (server_port, f"/function/{function}")}
+def bench_warm_latency(port: int, function: str, sock: str, n: int,
+                       block: int = 100) -> dict[str, Any]:
+    paths: dict[str, tuple[int | str, str]] = {"direct": (sock, "/"),
+                                               "activator": (port, f"/function/{function}")}
     for target, path in paths.values():  # warm both paths: caches, the pod's first calls
         calls(target, path, 200)
-    lat: dict[str, list[float]] = {"direct": [], "activator": []}
-    for i in range(max(1, n // block)):  # interleaved blocks: drift hits both alike
-        for key in (("direct", "activator") if i % 2 == 0 else ("activator", "direct")):
-            lat[key].extend(calls(*paths[key], block, steady=True))
-    d, a = stats(lat["direct"]), stats(lat["activator"])
-    return {"requests_each": len(lat["direct"]), "direct_ms": d, "activator_ms": a,
+    blocks = alternate({k: partial(calls, t, p, block, True) for k, (t, p) in paths.items()},
+                       max(1, n // block))
+    d, a = (stats([x for b in blocks[k] for x in b]) for k in ("direct", "activator"))
+    return {"requests_each": d["count"], "direct_ms": d, "activator_ms": a,
             **{f"added_{q}_ms": round(float(a[q] or 0) - float(d[q] or 0), 4)
                for q in ("p50", "p99")}}
 
 
-def bench_throughput(server_port: int, function: str, pod_socket: str, conns: int,
+def bench_throughput(port: int, function: str, sock: str, conns: int,
                      seconds: float) -> dict[str, Any]:
     """Activator and direct alternating, THROUGHPUT_ROUNDS runs each, the median reported."""
-    runs: dict[str, list[dict[str, Any]]] = {"direct": [], "activator": []}
-    for _ in range(THROUGHPUT_ROUNDS):
-        for key, url, unix in (("activator", f"http://127.0.0.1:{server_port}/function/"
-                                f"{function}", None), ("direct", "http://pod/", pod_socket)):
-            log(f"throughput {key} ({conns} connections, {seconds:g} s)")
-            runs[key].append(measure(url, conns, seconds, ADD_BODY, unix=unix))
+    log(f"throughput: {THROUGHPUT_ROUNDS} runs a path, {conns} connections, {seconds:g} s")
     res: dict[str, Any] = {}
-    for key, rs in runs.items():
+    for key, rs in alternate({
+            "activator": lambda: measure(f"http://127.0.0.1:{port}/function/{function}",
+                                         conns, seconds, ADD_BODY),
+            "direct": lambda: measure("http://pod/", conns, seconds, ADD_BODY, unix=sock)},
+            THROUGHPUT_ROUNDS).items():
         res[key] = sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]
         res[key + "_runs_rps"] = [r["rps"] for r in rs]
     res["ratio"] = round(res["activator"]["rps"] / res["direct"]["rps"], 3)
-    return {"concurrency": conns, "seconds": seconds, "python": res}
+    return {"concurrency": conns, "seconds": seconds, "rounds": THROUGHPUT_ROUNDS,
+            "python": res}
 
 
 # -- cold start and start from paused, each beside its bare floor ----------------------
 
-def bench_cold_start(api: Client, server_port: int, trials: int, tick: float) -> dict[str, Any]:
-    name, rows = "bench-cold", []
+def bench_cold_start(api: Client, port: int, trials: int, tick: float) -> dict[str, Any]:
+    name, rows = "bench-cold", list[dict[str, Any]]()
     with functions(api, [name], {"scaling": {"maxScale": 1, **AT_ZERO}}) as box:
         for i in range(trials):
             api.wait_replicas(name, 0, 0, 60 + 10 * tick, interval=0.02, no_pods=True)
@@ -283,7 +282,7 @@ def bench_cold_start(api: Client, server_port: int, trials: int, tick: float) ->
             # created (~0.1-0.3 s after its last pod went; see the kubelet).
             time.sleep(1.0)
             (cold, warm), counted, server_ms = counted_cold(
-                api, name, lambda: calls(server_port, f"/function/{name}", 2))
+                api, name, lambda: calls(port, f"/function/{name}", 2))
             cli, sdk = box.cli_start(), box.starts(1)[0]
             rows.append({"trial": i + 1, "activator_cold_ms": round(cold, 3),
                          "warm_call_ms": round(warm, 3), "counted_cold": counted,
@@ -291,25 +290,27 @@ def bench_cold_start(api: Client, server_port: int, trials: int, tick: float) ->
                          "docker_run_cli_ms": round(cli, 3), "docker_api_ms": round(sdk, 3)})
             log(f"cold start {i + 1}/{trials}: activator {cold:.0f} ms, docker run {cli:.0f} "
                 f"ms, docker API {sdk:.0f} ms")
-    keys = ("activator_cold_ms", "warm_call_ms", "activator_server_ms", "docker_run_cli_ms",
-            "docker_api_ms")  # activator_server_ms only of trials counted as cold
-    return {"trials": rows, "image": box.image,
-            **{k: stats([r[k] for r in rows if r[k] is not None]) for k in keys}}
+    out: dict[str, Any] = {"trials": rows, "image": box.image, **{
+        k: stats([r[k] for r in rows if r[k] is not None]) for k in (  # server: counted only
+            "activator_cold_ms", "warm_call_ms", "activator_server_ms", "docker_run_cli_ms",
+            "docker_api_ms")}}
+    out["p50_vs_docker_api"] = round(out["activator_cold_ms"]["p50"]
+                                     / out["docker_api_ms"]["p50"], 3)
+    return out
 
 
-def bench_paused(api: Client, server_port: int, trials: int, tick: float) -> dict[str, Any]:
+def bench_paused(api: Client, port: int, trials: int, tick: float) -> dict[str, Any]:
     """Scale-from-zero when the server keeps scaled-down pods paused (--keep-paused)."""
     name, rows = "bench-paused", []
     with functions(api, [name], {"scaling": {"maxScale": 1, **AT_ZERO}}) as box:
-        def parked() -> bool:
-            return bool(box.client.containers.list(all=True, filters={
-                "label": [f"allinone.function={name}"], "status": "paused"}))
-        calls(server_port, f"/function/{name}", 1)  # the first pod, to be paused
+        calls(port, f"/function/{name}", 1)  # the first pod, to be paused
         for i in range(trials):
             api.wait_replicas(name, 0, 0, 60 + 10 * tick, no_pods=True)
-            poll(parked, 30, f"{name}'s container paused")
+            poll(lambda: box.client.containers.list(all=True, filters={
+                "label": [f"allinone.function={name}"], "status": "paused"}), 30,
+                f"{name}'s container paused")
             rows.append({"trial": i + 1, "activator_resume_ms": round(
-                calls(server_port, f"/function/{name}", 1)[0], 3)})
+                calls(port, f"/function/{name}", 1)[0], 3)})
             log(f"paused start {i + 1}/{trials}: {rows[-1]['activator_resume_ms']:.1f} ms")
         floor = box.unpauses(trials)
     return {"trials": rows, "image": box.image, "docker_unpause_ms": stats(floor),
@@ -385,35 +386,26 @@ TIMINGS = """() => {
 }"""
 
 
-def first_paint(url: str, n: int, loads: int) -> dict[str, Any]:
-    """``/ui``'s first paint with ``n`` functions (ms from navigation start) and its
-    ``GET /api/v1/functions``: a warm-up load, then ``loads`` loads, the median."""
+def bench_dashboard(url: str, names: list[str], client: Any, loads: int = 5) -> dict[str, Any]:
+    """``/ui``'s first paint with the functions (ms from navigation start) and its ``GET
+    /api/v1/functions``: a warm-up load, then ``loads``, the median; one sampling of the
+    functions' pods (cgroup, else psutil), median of 50."""
     from playwright.sync_api import sync_playwright
 
+    from allinone.usage import DEFAULT_PERIOD_SECONDS, PsutilReader, UsageSampler
     runs: list[dict[str, float]] = []
     with sync_playwright() as p:
         browser = launch_chromium(p)
         try:
             for _ in range(loads + 1):
                 page = browser.new_page()
-                page.add_init_script(OBSERVER % n)
+                page.add_init_script(OBSERVER % len(names))
                 page.goto(url + "/ui")
                 page.wait_for_function("window.__paint !== undefined", timeout=60_000)
                 runs.append(page.evaluate(TIMINGS))
                 page.close()
         finally:
             browser.close()
-    return {"first_paint_ms_all": [round(r["paint"], 1) for r in runs[1:]],
-            "first_paint_s": round(statistics.median(r["paint"] for r in runs[1:]) / 1000, 3),
-            "first_paint_api_ms": round(statistics.median(r["api"] for r in runs[1:]), 1)}
-
-
-def bench_dashboard(url: str, names: list[str], client: Any, loads: int = 5) -> dict[str, Any]:
-    """``/ui``'s first paint; one sampling of the functions' pods (cgroup, else psutil),
-    median of 50."""
-    from allinone.usage import DEFAULT_PERIOD_SECONDS, PsutilReader, UsageSampler
-
-    paint = first_paint(url, len(names), loads)
     pids = {c.name: [c.attrs["State"]["Pid"]] for c in client.containers.list(
         filters={"label": "allinone.managed=1"}) if c.labels.get("allinone.function") in names}
     sampler, costs = UsageSampler(PsutilReader()), []
@@ -422,7 +414,10 @@ def bench_dashboard(url: str, names: list[str], client: Any, loads: int = 5) -> 
         sampler.sample(pids, now=float(i))
         costs.append(time.process_time() - p0)
     per = statistics.median(costs)
-    return {"functions": len(names), "pods": len(pids), "loads": loads, **paint,
+    return {"functions": len(names), "pods": len(pids), "loads": loads,
+            "first_paint_ms_all": [round(r["paint"], 1) for r in runs[1:]],
+            "first_paint_s": round(statistics.median(r["paint"] for r in runs[1:]) / 1000, 3),
+            "first_paint_api_ms": round(statistics.median(r["api"] for r in runs[1:]), 1),
             "sampler_cpu_ms_per_period": round(per * 1000, 2),
             "sampler_core_percent": round(100 * per / DEFAULT_PERIOD_SECONDS, 3)}
 
@@ -431,7 +426,7 @@ def bench_sampler(server: ServerProcess, api: Client, names: list[str],
                   seconds: float) -> dict[str, Any]:
     """The server's CPU over ``seconds`` with the pod sampler on, off (``serve
     --usage-period 0``) and on again, the same state served each time (its pods adopted)."""
-    cpu: dict[str, list[float]] = {"on": [], "off": []}
+    cpu = []
     for phase in ("on", "off", "on"):
         server.stop()
         server.extra_args = OWN_SERVER_ARGS + (() if phase == "on" else ("--usage-period", "0"))
@@ -440,9 +435,9 @@ def bench_sampler(server: ServerProcess, api: Client, names: list[str],
             api.wait_replicas(name, 1, 1, timeout=600)
         time.sleep(5.0)  # the adoption's probes and status writes settle
         assert server.proc is not None
-        cpu[phase].append(bench_idle(server.proc.pid, len(names), seconds)["server_cpu_percent"])
-    return {"functions": len(names), "seconds": seconds, "sampler_on_cpu_percent": cpu["on"],
-            "sampler_off_cpu_percent": cpu["off"]}
+        cpu.append(bench_idle(server.proc.pid, len(names), seconds)["server_cpu_percent"])
+    return {"functions": len(names), "seconds": seconds, "on_off_on_cpu_percent": cpu,
+            "sampler_on_cpu_percent": cpu[::2], "sampler_off_cpu_percent": cpu[1:2]}
 
 
 # -- what a workflow adds per Task state -------------------------------------------------
@@ -457,19 +452,27 @@ def chain(n: int, kind: str) -> dict[str, Any]:
 
 def bench_workflow(api: Client, n: int, runs: int) -> dict[str, Any]:
     """N direct calls vs a workflow of N Task states, N Pass states, one Pass state,
-    interleaved run by run; the server's split from each execution's history."""
-    body = {"k": "v", "n": 1}
+    alternating run by run (run 0 warms every path and is not counted); the server's split
+    from each execution's history. A failed run is counted in ``errors`` and dropped."""
+    body, flows = {"k": "v", "n": 1}, {f"tasks-{n}": chain(n, "task"),
+                                       f"pass-{n}": chain(n, "pass"), "empty": chain(1, "pass")}
     api.deploy("passthrough", FIXTURES / "workflows/functions/passthrough.py",
                {"scaling": {"minScale": 1}})
-    flows = {f"tasks-{n}": chain(n, "task"), f"pass-{n}": chain(n, "pass"),
-             "empty": chain(1, "pass")}
     for name, d in flows.items():
         api.deploy_workflow(name, d)
     split: list[dict[str, float]] = []
+    errors: list[str] = []
 
-    def direct() -> None:
-        for _ in range(n):
-            api.call("passthrough", body)
+    def timed(f: Callable[[], Any]) -> Callable[[], float | None]:
+        def run() -> float | None:
+            t0 = time.perf_counter()
+            try:
+                f()
+            except Exception as exc:
+                errors.append(str(exc)[:300])
+                return None
+            return (time.perf_counter() - t0) * 1000
+        return run
 
     def flow(name: str) -> None:
         r = api.start_workflow(name, body)
@@ -483,29 +486,18 @@ def bench_workflow(api: Client, n: int, runs: int) -> dict[str, Any]:
             split.append({"server_ms": ts[events[-1]["id"]] - ts[events[0]["id"]],
                           "invoking_ms": sum(ts[b["id"]] - ts[a["id"]]
                                              for a, b in zip(sched, done, strict=True))})
-
-    cases: dict[str, Callable[[], None]] = {
-        "direct": direct, "workflow": lambda: flow(f"tasks-{n}"),
-        "pass": lambda: flow(f"pass-{n}"), "empty": lambda: flow("empty")}
-    times: dict[str, list[float]] = {k: [] for k in cases}
-    errors: list[str] = []
+    cases = {"direct": timed(lambda: [api.call("passthrough", body) for _ in range(n)]),
+             **{k: timed(partial(flow, f)) for k, f in (
+                 ("workflow", f"tasks-{n}"), ("pass", f"pass-{n}"), ("empty", "empty"))}}
     try:
-        for i in range(runs + 1):  # run 0 warms every path and is not counted
-            for k, f in cases.items():
-                t0 = time.perf_counter()
-                try:
-                    f()
-                except Exception as exc:  # a failed call: counted, its run dropped
-                    errors.append(str(exc)[:300])
-                    continue
-                if i:
-                    times[k].append((time.perf_counter() - t0) * 1000)
-            if not i:
-                split.clear()
+        alternate(cases, 1)
+        split.clear()
+        got = alternate(cases, runs)
     finally:
         for name in flows:
             api.delete_workflow(name, missing_ok=True)
         api.delete("passthrough", missing_ok=True)
+    times = {k: [x for x in v if x is not None] for k, v in got.items()}
     med = {k: statistics.median(v) for k, v in times.items()}
     server = statistics.median(x["server_ms"] for x in split)
     invoking = statistics.median(x["invoking_ms"] for x in split)
@@ -603,66 +595,138 @@ def bench_pipeline(api: Client, tmp: Path, n: int) -> dict[str, list[float]]:
 
 # -- storm: many functions at zero invoked at the same moment ----------------------------
 
-def wait_standbys(client: Any, names: list[str], timeout: float = 120.0) -> int:
-    """Wait until each of ``names`` has one container and it is a standby (paused or
-    created); how many have. A server with ``--standby off`` never gets there."""
-    deadline, ready = time.monotonic() + timeout, 0
-    while time.monotonic() < deadline:
-        found: dict[str, list[str]] = {}
-        for c in client.containers.list(all=True, filters={"label": "allinone.managed=1"},
-                                        ignore_removed=True):
-            found.setdefault(c.labels.get("allinone.function", ""), []).append(c.status)
-        ready = sum(found.get(n, []) in ([s] for s in STANDBY_STATUSES) for n in names)
-        if ready == len(names):
-            break
-        time.sleep(0.5)
-    return ready
-
-
 def bench_storm(api: Client, pid: int | None, n: int, rounds: int,
                 tick: float) -> dict[str, Any]:
     """``n`` distinct functions, all at zero, each invoked once at the same moment (a
-    connection each, :func:`loadtests.loadgen.storm`), ``rounds`` times, with the
-    server's CPU from the storm's start to 3 s after its last answer (``pid`` given);
-    then ``n`` bare pods started at once. Latency counts from the storm's start."""
+    connection each), ``rounds`` times, with the server's CPU from the storm's start to
+    3 s after its last answer (``pid`` given); then ``n`` bare pods started at once.
+    Latency counts from the storm's start."""
     names = [f"bench-storm-{i}" for i in range(n)]
     urls, rows = [f"{api.server}/function/{name}" for name in names], []
     with functions(api, names, {"scaling": AT_ZERO, "resources": {"memoryMiB": 64}}) as box:
+        def standbys() -> int:  # functions whose one container is a standby
+            found: dict[str, list[str]] = {}
+            for c in box.client.containers.list(all=True, ignore_removed=True, filters={
+                    "label": "allinone.managed=1"}):
+                found.setdefault(c.labels.get("allinone.function", ""), []).append(c.status)
+            return sum(found.get(x, []) in ([s] for s in STANDBY_STATUSES) for x in names)
         for i in range(rounds):
             for name in names:
                 api.wait_replicas(name, 0, 0, 60 + 10 * tick, interval=0.05, no_pods=True)
             # As functions idle for more than a moment: each has its standby container
-            # (40 frozen ones are 40 container starts: ~10 s here).
-            standbys = wait_standbys(box.client, names)
-            log(f"storm {i + 1}/{rounds}: {standbys}/{n} standby containers waiting")
+            # (40 frozen ones are 40 container starts: ~10 s here). A server with
+            # --standby off never gets there: the storm goes on after 120 s.
+            with contextlib.suppress(Timeout):
+                poll(lambda: standbys() == n, 120, "every standby", 0.5)
+            log(f"storm {i + 1}/{rounds}: {standbys()}/{n} standby containers waiting")
             c0, t0 = cpu_seconds(pid) if pid else 0.0, time.perf_counter()
             got = storm(urls, ADD_BODY)  # a slow storm is measured, not cut off (120 s)
             time.sleep(3.0)
-            ok = len(got.outcomes) - len(got.failures)
             row: dict[str, Any] = {
-                "round": i + 1, "ok": ok, "requests": n, "storm_s": round(got.seconds, 3),
-                "latency_ms": stats([(o.started + o.seconds - t0) * 1000 for o in got.outcomes]),
-                "failed": sorted(o.status for o in got.failures)}
+                "round": i + 1, "ok": n - len(got.failures), "requests": n,
+                "storm_s": round(got.seconds, 3), "failed": sorted(o.status for o in got.failures),
+                "latency_ms": stats([(o.started + o.seconds - t0) * 1000 for o in got.outcomes])}
             rows.append(row)
             if pid:
                 row["server_cpu_s"] = cpu = round(cpu_seconds(pid) - c0, 3)
                 row["server_cpu_percent"] = round(100 * cpu / (got.seconds + 3.0), 1)
-            log(f"storm {i + 1}/{rounds}: {ok}/{n} ok, p50 {row['latency_ms']['p50']:.0f} ms, "
-                f"max {row['latency_ms']['max']:.0f} ms, server CPU "
+            log(f"storm {i + 1}/{rounds}: {row['ok']}/{n} ok, p50 {row['latency_ms']['p50']:.0f}"
+                f" ms, max {row['latency_ms']['max']:.0f} ms, server CPU "
                 f"{row.get('server_cpu_s', '-')} s")
         floor = box.starts(n, every=0.005)
-        log(f"storm floor: {n} bare containers at once: p50 {stats(floor)['p50']:.0f} ms, "
-            f"max {max(floor):.0f} ms")
-    p50s = sorted(float(r["latency_ms"]["p50"]) for r in rows)
-    return {"functions": n, "rounds": rows, "p50_ms_median": p50s[len(p50s) // 2],
-            "max_ms_worst": max(float(r["latency_ms"]["max"]) for r in rows),
-            "all_ok": all(r["ok"] == n for r in rows), "bare_docker_ms": stats(floor)}
+    p50s, maxs = ([float(r["latency_ms"][q]) for r in rows] for q in ("p50", "max"))
+    return {"functions": n, "rounds": rows, "p50_ms_median": sorted(p50s)[len(p50s) // 2],
+            "max_ms_worst": max(maxs), "all_ok": all(r["ok"] == n for r in rows),
+            "p50_ms_rounds": p50s, "max_ms_rounds": maxs, "ok_rounds": [r["ok"] for r in rows],
+            "bare_docker_ms": stats(floor), **({"server_cpu_percent_rounds": [
+                r["server_cpu_percent"] for r in rows]} if pid else {})}
 
 
-# -- the run ------------------------------------------------------------------------------
+# -- the table, the run ----------------------------------------------------------------
+
+def dist(s: dict[str, Any], unit: str = "ms") -> str:
+    """p50 / p90 / max of a summary, 2 decimals below 10 (3 in s), else whole."""
+    def f(x: float) -> str:
+        return f"{x:.3f}" if unit == "s" else f"{x:.2f}" if x < 10 else f"{x:.0f}"
+    return f"p50 {f(s['p50'])} / p90 {f(s['p90'])} / max {f(s['max'])} {unit} (n={s['count']})"
+
+
+class Figures(string.Formatter):
+    """``{key:dist}`` (``dist s``): a summary by :func:`dist`; a list: each item in the
+    format, joined by " / "."""
+
+    def format_field(self, value: Any, spec: str) -> str:
+        if spec.startswith("dist"):
+            return dist(value, spec[5:] or "ms")
+        if isinstance(value, list):
+            return " / ".join(format(v, spec) for v in value)
+        return format(value, spec)
+
+
+# (part, figure, measured, target): the first two formatted with the part's JSON, the
+# target with TARGETS. A row whose figure the run did not measure is left out.
+ROWS = (
+    ("warm_latency", "warm latency p50, direct / activator", "{direct_ms[p50]:.3f} / "
+     "{activator_ms[p50]:.3f} ms, +{added_p50_ms:.3f} ms", "<= +{added_latency_p50_ms} ms added"),
+    ("warm_latency", "warm latency p99, direct / activator", "{direct_ms[p99]:.3f} / "
+     "{activator_ms[p99]:.3f} ms, +{added_p99_ms:.3f} ms", ""),
+    ("throughput", "throughput ({concurrency} conns, median of {rounds}), direct / activator",
+     "{python[direct][rps]:.0f} / {python[activator][rps]:.0f} req/s, ratio "
+     "{python[ratio]:.2f}", "ratio >= {throughput_ratio:g}"),
+    ("cold_start", "cold start via activator", "{activator_cold_ms:dist}",
+     "p50 <= docker API p50"),
+    ("cold_start", "docker run (CLI) to first 200", "{docker_run_cli_ms:dist}", ""),
+    ("cold_start", "docker API create+start to first 200", "{docker_api_ms:dist}", ""),
+    ("cold_start", "warm call right after a cold start", "{warm_call_ms:dist}", ""),
+    ("cold_start", "cold start p50 / docker API create+start p50", "{p50_vs_docker_api:.2f}",
+     "<= {cold_start_p50_vs_docker_api:g}"),
+    ("paused", "start from paused via activator", "{activator_resume_ms:dist}",
+     "p50 <= {paused_start_p50_ms:g} ms"),
+    ("paused", "docker unpause to first 200", "{docker_unpause_ms:dist}", "floor ~15-25 ms"),
+    ("deploy", "deploy to Ready, 1 KB, first build", "{first_build_s:dist s}",
+     "<= {deploy_to_ready_s:g} s"),
+    ("deploy", "deploy to Ready, 1 KB, cached rebuild", "{cached_rebuild_s:dist s}",
+     "<= {deploy_to_ready_s:g} s"),
+    ("idle", "idle server CPU, {functions} warm functions, {seconds:g} s",
+     "{server_cpu_percent:.2f} % of a core", "< {idle_cpu_percent:g} %"),
+    ("dashboard", "/ui first paint, {functions} functions (chromium, median of {loads})",
+     "{first_paint_s:.3f} s", "< {first_paint_s:g} s"),
+    ("dashboard", "pod sampler, one sampling of {pods} pods", "{sampler_cpu_ms_per_period:.2f}"
+     " ms CPU = {sampler_core_percent:.3f} % of a core", ""),
+    ("sampler", "server CPU, {functions} warm pods, {seconds:g} s, sampler on / off / on",
+     "{on_off_on_cpu_percent:.2f} % of a core", ""),
+    ("workflow", "{tasks} direct calls / workflow of {tasks} Task states", "{median_ms[direct]"
+     ":.1f} / {median_ms[workflow]:.1f} ms, +{overhead_per_task_ms} ms per Task", ""),
+    ("workflow", "workflow of {tasks} Pass states / of 1 Pass state", "{median_ms[pass]:.1f} / "
+     "{median_ms[empty]:.1f} ms ({pass_state_ms} ms per state)", ""),
+    ("workflow", "workflow engine per Task state (server's history)",
+     "{server_side_ms[engine_per_task]} ms", ""),
+    ("storm", "cold storm, {functions} functions at once, per round", "p50 {p50_ms_rounds:.0f}"
+     ", max {max_ms_rounds:.0f} ms, {ok_rounds:d} of {functions} ok",
+     "p50 <= {storm_p50_ms:g}, max <= {storm_max_ms:g} ms"),
+    ("storm", "bare docker create+start, {functions} at once (the floor)",
+     "{bare_docker_ms:dist}", ""),
+    ("storm", "server CPU, storm start to 3 s after", "{server_cpu_percent_rounds:.0f} % of a "
+     "core", ""),
+)
+
+
+def table(res: dict[str, Any]) -> str:
+    """The figures of every part in ``res`` with their targets, one line each; the
+    trigger part's, one per distribution it holds."""
+    rows, fig = [("figure", "measured", "target")], Figures()
+    for part, label, value, target in ROWS:
+        with contextlib.suppress(KeyError):
+            rows.append((fig.format(label, **res[part]), fig.format(value, **res[part]),
+                         target.format(**TARGETS)))
+    rows += [(k.replace("_", " "), dist(s), "") for k, s in res.get("trigger", {}).items()
+             if k != "raw_s"]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)
+
 
 def machine() -> dict[str, Any]:
-    import docker
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
                 .splitlines() if line.startswith("model name")), "")
     mem = psutil.virtual_memory()
@@ -671,90 +735,6 @@ def machine() -> dict[str, Any]:
             "loadavg_at_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
             "kernel": platform.release(), "python": platform.python_version(),
             "docker": docker.from_env().version()["Version"]}
-
-
-def dist(s: dict[str, Any], unit: str = "ms") -> str:
-    """p50 / p90 / max of a summary, 1 decimal below 10, else whole."""
-    def f(x: float) -> str:
-        return f"{x:.3f}" if unit == "s" else f"{x:.2f}" if x < 10 else f"{x:.0f}"
-    return f"p50 {f(s['p50'])} / p90 {f(s['p90'])} / max {f(s['max'])} {unit} (n={s['count']})"
-
-
-def table(res: dict[str, Any]) -> str:
-    """The figures of every part in ``res`` with their targets, one line each."""
-    rows: list[Row] = []
-    if w := res.get("warm_latency"):
-        d, a = w["direct_ms"], w["activator_ms"]
-        rows += [(f"warm latency {q}, direct / activator", f"{d[q]:.3f} / {a[q]:.3f} ms, "
-                  f"+{w[f'added_{q}_ms']:.3f} ms", target) for q, target in (
-                      ("p50", f"<= +{TARGETS['added_latency_p50_ms']} ms added"), ("p99", ""))]
-    if t := res.get("throughput"):
-        x = t["python"]
-        rows.append((f"throughput ({t['concurrency']} conns, median of {THROUGHPUT_ROUNDS}), "
-                     "direct / activator", f"{x['direct']['rps']:.0f} / "
-                     f"{x['activator']['rps']:.0f} req/s, ratio {x['ratio']:.2f}",
-                     f"ratio >= {TARGETS['throughput_ratio']:g}"))
-    if c := res.get("cold_start"):
-        rows += [(label, dist(c[key]), target) for key, label, target in (
-            ("activator_cold_ms", "cold start via activator", "p50 <= docker API p50"),
-            ("docker_run_cli_ms", "docker run (CLI) to first 200", ""),
-            ("docker_api_ms", "docker API create+start to first 200", ""),
-            ("warm_call_ms", "warm call right after a cold start", ""))]
-        rows.append(("cold start p50 / docker API create+start p50",
-                     f"{c['activator_cold_ms']['p50'] / c['docker_api_ms']['p50']:.2f}",
-                     f"<= {TARGETS['cold_start_p50_vs_docker_api']:g}"))
-    if pz := res.get("paused"):
-        rows += [("start from paused via activator", dist(pz["activator_resume_ms"]),
-                  f"p50 <= {TARGETS['paused_start_p50_ms']:g} ms"),
-                 ("docker unpause to first 200", dist(pz["docker_unpause_ms"]),
-                  "floor ~15-25 ms")]
-    if dp := res.get("deploy"):
-        rows += [(f"deploy to Ready, 1 KB, {label}", dist(dp[key], "s"),
-                  f"<= {TARGETS['deploy_to_ready_s']:g} s")
-                 for key, label in (("first_build_s", "first build"),
-                                    ("cached_rebuild_s", "cached rebuild"))]
-    if idle := res.get("idle"):
-        rows.append((f"idle server CPU, {idle['functions']} warm functions, "
-                     f"{idle['seconds']:g} s", f"{idle['server_cpu_percent']:.2f} % of a core",
-                     f"< {TARGETS['idle_cpu_percent']:g} %"))
-    if ds := res.get("dashboard"):
-        rows += [(f"/ui first paint, {ds['functions']} functions (chromium, median of 5)",
-                  f"{ds['first_paint_s']:.3f} s", f"< {TARGETS['first_paint_s']:g} s"),
-                 (f"pod sampler, one sampling of {ds['pods']} pods",
-                  f"{ds['sampler_cpu_ms_per_period']:.2f} ms CPU = "
-                  f"{ds['sampler_core_percent']:.3f} % of a core", "")]
-    if sp := res.get("sampler"):
-        on, off = sp["sampler_on_cpu_percent"], sp["sampler_off_cpu_percent"]
-        rows.append((f"server CPU, {sp['functions']} warm pods, {sp['seconds']:g} s, "
-                     "sampler on / off / on", " / ".join(f"{v:.2f}" for v in (
-                         on[0], *off, *on[1:])) + " % of a core", ""))
-    if wf := res.get("workflow"):
-        m, n, sv = wf["median_ms"], wf["tasks"], wf["server_side_ms"]
-        rows += [(f"{n} direct calls / workflow of {n} Task states", f"{m['direct']:.1f} / "
-                  f"{m['workflow']:.1f} ms, +{wf['overhead_per_task_ms']} ms per Task", ""),
-                 (f"workflow of {n} Pass states / of 1 Pass state", f"{m['pass']:.1f} / "
-                  f"{m['empty']:.1f} ms ({wf['pass_state_ms']} ms per state)", ""),
-                 ("workflow engine per Task state (server's history)",
-                  f"{sv['engine_per_task']} ms", "")]
-    if tr := res.get("trigger"):
-        rows += [(key.replace("_", " "), dist(s), "") for key, s in tr.items() if key != "raw_s"]
-    if st := res.get("storm"):
-        lat, cpu = [r["latency_ms"] for r in st["rounds"]], [
-            r.get("server_cpu_percent") for r in st["rounds"]]
-        rows += [(f"cold storm, {st['functions']} functions at once ({len(lat)} rounds)",
-                  "p50 " + " / ".join(f"{x['p50']:.0f}" for x in lat) + ", max "
-                  + " / ".join(f"{x['max']:.0f}" for x in lat) + " ms"
-                  + ("" if st["all_ok"] else ", NOT ALL 200"),
-                  f"p50 <= {TARGETS['storm_p50_ms']:g}, max <= {TARGETS['storm_max_ms']:g} ms"),
-                 (f"bare docker create+start, {st['functions']} at once (the floor)",
-                  dist(st["bare_docker_ms"]), "")]
-        if None not in cpu:
-            rows.append(("server CPU, storm start to 3 s after",
-                         " / ".join(f"{c:.0f}" for c in cpu) + " % of a core", ""))
-    head: Row = ("figure", "measured", "target")
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(3)]
-    return "\n".join("  ".join(c.ljust(wd) for c, wd in zip(r, widths, strict=True)).rstrip()
-                     for r in [head, *rows])
 
 
 def parser() -> argparse.ArgumentParser:
@@ -792,54 +772,44 @@ def parser() -> argparse.ArgumentParser:
 
 def run_parts(args: argparse.Namespace, parts: set[str], res: dict[str, Any], api: Client,
               server: ServerProcess | None, pid: int | None, tick: float, tmp: Path) -> None:
-    """Every part but paused, on one server."""
+    """Every part but paused, on one server, in this order."""
     port = int(api.server.rsplit(":", 1)[1])
 
     def pid_now() -> int | None:  # the sampler restarts our own server: a new pid
         return server.proc.pid if server is not None and server.proc else pid
     if parts & {"warm", "throughput"}:
-        log("deploying bench-warm (add.py, exactly one pod)")
+        log("warm, throughput: bench-warm (add.py, exactly one pod), direct vs activator")
         t = time.perf_counter()
-        with functions(api, ["bench-warm"], {"scaling": {"minScale": 1, "maxScale": 1}}):
+        with functions(api, ["bench-warm"], {"scaling": ONE_POD}):
             res["first_deploy_on_this_registry_s"] = round(time.perf_counter() - t, 3)
             sock = str(api.ready_pod("bench-warm")["socket"])
             if "warm" in parts:
-                log(f"warm latency: {args.requests} requests each, direct to {sock} and "
-                    "through the activator")
                 res["warm_latency"] = bench_warm_latency(port, "bench-warm", sock, args.requests)
             if "throughput" in parts:
                 res["throughput"] = bench_throughput(port, "bench-warm", sock,
                                                      args.concurrency, args.duration)
     if "cold" in parts:
-        log(f"cold start: {args.trials} trials, interleaved with bare docker starts")
         res["cold_start"] = bench_cold_start(api, port, args.trials, tick)
     if "deploy" in parts:
-        log(f"deploy to Ready: {args.deploys} first builds and cached rebuilds")
         res["deploy"] = bench_deploy(api, args.deploys)
     if parts & {"idle", "dashboard"}:
-        log(f"idle/dashboard: {args.idle_functions} warm functions")
+        log(f"idle, dashboard: {args.idle_functions} warm functions")
         names = [f"bench-idle-{i}" for i in range(args.idle_functions)]
-        spec = {"scaling": {"minScale": 1, "maxScale": 1}, "resources": {"memoryMiB": 64}}
+        spec = {"scaling": ONE_POD, "resources": {"memoryMiB": 64}}
         with functions(api, names, spec, ready=1, settle=5.0) as box:
             if "idle" in parts and (now := pid_now()):
-                log(f"idle: server CPU over {args.idle_seconds:g} s")
                 res["idle"] = bench_idle(now, len(names), args.idle_seconds)
             elif "idle" in parts:
                 log("idle: skipped (give --server-pid PID with --server)")
             if "dashboard" in parts:
                 res["dashboard"] = bench_dashboard(api.server, names, box.client)
                 if server is not None and args.sampler_seconds > 0:
-                    log(f"sampler: server CPU over {args.sampler_seconds:g} s, on/off/on")
                     res["sampler"] = bench_sampler(server, api, names, args.sampler_seconds)
     if "workflow" in parts:
-        log(f"workflow: {args.tasks} Task states, {args.runs} interleaved runs")
         res["workflow"] = bench_workflow(api, args.tasks, args.runs)
     if "storm" in parts:
-        log(f"storm: {args.storm_functions} functions at zero invoked at once, "
-            f"{args.storm_rounds} rounds")
         res["storm"] = bench_storm(api, pid_now(), args.storm_functions, args.storm_rounds, tick)
     if "trigger" in parts:
-        log(f"trigger: {args.files} files, {args.fires} fires, pipeline {args.pipeline}")
         res["trigger"] = bench_trigger(api, tmp / "trigger", args.files, args.fires,
                                        args.pipeline)
 

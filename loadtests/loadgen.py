@@ -1,16 +1,15 @@
 """The one closed-loop HTTP load generator outside locust (asyncio, raw HTTP/1.1): the
-benchmark's :func:`measure` and :func:`sequence`, the integration tests' :func:`run_load`
-and :func:`burst`.
+benchmark's :func:`measure`, :func:`sequence` and :func:`storm`, the integration tests'
+:func:`run_load` and :func:`burst`.
 
 Each connection is one user sending the same ``POST`` again as soon as the whole answer
-is in (keep-alive; TCP with ``TCP_NODELAY``, or a pod's Unix socket ``unix``). Answers
-are framed by ``Content-Length``; one without it fails its connection rather than hang.
-Every run is bounded (``duration`` or one request per user, plus ``timeout``), and a
-request in flight at the time-out or on a closed connection is a failure (status -1),
-so no outcome is lost. Bodies stay bytes until read (``Outcome.body``).
-Each user is a descriptor: a run first raises this process's soft open-files limit to
-its hard limit (:mod:`allinone.fdlimit`), or 2,000 users under the common soft limit of
-1024 would fail in the generator itself (EMFILE), not in the server under test.
+is in (keep-alive, over TCP, whose ``TCP_NODELAY`` asyncio and uvloop both set, or a
+pod's Unix socket ``unix``). Answers are framed by ``Content-Length``; one without it
+fails its connection rather than hang. Every run is bounded (``duration`` or one request
+per user, plus ``timeout``), and a request in flight at the time-out or on a closed
+connection is a failure (status -1), so no outcome is lost. Each user is a descriptor:
+a run first raises the soft open-files limit to the hard one (:mod:`allinone.fdlimit`),
+or 2,000 users under the common soft limit of 1024 would fail in the generator itself.
 """
 
 from __future__ import annotations
@@ -18,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,28 +57,24 @@ class LoadResult:
         return [o for o in self.outcomes if o.status != 200]
 
     def summary(self) -> str:
-        codes: dict[int, int] = {}
-        for o in self.outcomes:
-            codes[o.status] = codes.get(o.status, 0) + 1
+        codes = dict(Counter(o.status for o in self.outcomes))
         bad = [o.body for o in self.failures[:3]]
         return f"{len(self.outcomes)} requests, codes {codes}, first failures {bad}"
 
 
 class _User(asyncio.Protocol):
-    """One keep-alive connection: send, read the whole answer, record it, repeat."""
+    """One keep-alive connection: send, read the whole answer, record it, repeat. Until
+    the first send, the request "in flight" is the connection being made."""
 
-    def __init__(self, request: bytes, again: Callable[[], bool], out: list[Outcome],
-                 done: asyncio.Future[None]) -> None:
-        self.request, self.again, self.out, self.done = request, again, out, done
+    def __init__(self, request: bytes, again: Callable[[], bool], out: list[Outcome]) -> None:
+        self.request, self.again, self.out = request, again, out
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.buf = b""
-        self.t: float | None = None  # when the request in flight was sent
+        self.t: float | None = time.perf_counter()  # when the request in flight was sent
         self.transport: Any = None  # asyncio's or uvloop's transport
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family != socket.AF_UNIX:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.send()
 
     def send(self) -> None:
@@ -101,8 +96,7 @@ class _User(asyncio.Protocol):
                 return
             status, body = int(self.buf[9:12]), self.buf[end + 4:total]
             self.buf = self.buf[total:]
-            now = time.perf_counter()
-            self.out.append(Outcome(status, body, self.t, now - self.t))
+            self.out.append(Outcome(status, body, self.t, time.perf_counter() - self.t))
             self.t = None
             if self.again():
                 self.send()
@@ -127,35 +121,29 @@ async def _run(urls: list[str], body: Any, again: Callable[[], bool], timeout: f
     """One user per URL in ``urls`` (with ``unix``, only their paths count)."""
     raise_open_files_limit()
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    loop = asyncio.get_running_loop()
-    result = LoadResult()
-    protos: list[_User] = []
+    loop, result, users = asyncio.get_running_loop(), LoadResult(), list[_User]()
 
     async def one(url: str) -> None:
         u = urlsplit(url)
         host, port = u.hostname or "127.0.0.1", u.port or 80
-        request = (f"POST {u.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: "
-                   f"application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data
-        done: asyncio.Future[None] = loop.create_future()
-        proto = _User(request, again, result.outcomes, done)
-        protos.append(proto)
-        t = time.perf_counter()
+        users.append(user := _User((
+            f"POST {u.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: "
+            f"application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data,
+            again, result.outcomes))
         try:
-            if unix is None:
-                await loop.create_connection(lambda: proto, host, port)
-            else:
-                await loop.create_unix_connection(lambda: proto, unix)
+            await (loop.create_connection(lambda: user, host, port) if unix is None
+                   else loop.create_unix_connection(lambda: user, unix))
         except OSError as exc:
-            result.outcomes.append(Outcome(-1, repr(exc).encode(), t, time.perf_counter() - t))
+            user.fail(repr(exc).encode())
             return
-        await done
+        await user.done
 
     t0 = time.perf_counter()
     try:
         await asyncio.wait_for(asyncio.gather(*(one(u) for u in urls)), timeout)
-    except TimeoutError:
-        for proto in protos:
-            proto.fail(b"timed out")
+    except TimeoutError:  # also a connection still being made: no outcome is lost
+        for user in users:
+            user.fail(b"timed out")
     result.seconds = time.perf_counter() - t0
     return result
 

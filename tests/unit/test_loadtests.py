@@ -357,15 +357,23 @@ def test_bench_chain_and_table() -> None:
                      "server_side_ms": {"engine_per_task": 1.2}, "overhead_per_task_ms": 3.0,
                      "pass_state_ms": 0.9},
         "trigger": {"file_write_to_function_start": dist, "raw_s": {}},
-        "dashboard": {"functions": 40, "pods": 40, "first_paint_s": 0.4,
+        "dashboard": {"functions": 40, "pods": 40, "loads": 5, "first_paint_s": 0.4,
                       "sampler_cpu_ms_per_period": 3.0, "sampler_core_percent": 0.15},
         "idle": {"functions": 40, "seconds": 30.0, "server_cpu_percent": 0.7}})
     assert "+3.0 ms per Task" in out and "p50 101 / p90 150 / max 180 ms (n=5)" in out
-    assert "0.400 s" in out and "0.70 % of a core" in out and "raw" not in out
+    assert re.search(r"\(chromium, median of 5\) +0\.400 s +< 1 s", out)
+    assert "0.70 % of a core" in out and "raw" not in out
     out = table({
-        "sampler": {"functions": 40, "seconds": 30.0, "sampler_on_cpu_percent": [3.0, 3.5],
-                    "sampler_off_cpu_percent": [2.5]}})
+        "sampler": {"functions": 40, "seconds": 30.0, "on_off_on_cpu_percent": [3.0, 2.5, 3.5]},
+        "deploy": {"first_build_s": {"count": 2, "p50": 0.5, "p90": 0.61, "max": 0.7}},
+        "storm": {"functions": 40, "p50_ms_rounds": [900.4, 1200.0], "max_ms_rounds": [1500.0,
+                  2100.0], "ok_rounds": [40, 39], "bare_docker_ms": dist}})
     assert "sampler on / off / on  3.00 / 2.50 / 3.50 % of a core" in out
+    assert re.search(r"first build +p50 0\.500 / p90 0\.610 / max 0\.700 s \(n=2\) +<= 1 s", out)
+    assert "p50 900 / 1200, max 1500 / 2100 ms, 40 / 39 of 40 ok" in out
+    # A figure the run did not measure (here the storm's server CPU, a cached rebuild)
+    # leaves its row out.
+    assert "server CPU, storm" not in out and "cached rebuild" not in out
 
 
 def test_the_image_pipeline_is_deployed_under_one_prefix() -> None:
