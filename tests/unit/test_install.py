@@ -305,7 +305,9 @@ def test_step_docker_starts_dockerd_and_removes_a_stale_pidfile(
 ) -> None:
     monkeypatch, tmp = fake_dockerd
     mark = tmp / "started"
-    write_dockerd(tmp, f"echo $$ > {mark}\nexec sleep 30\n")
+    # Written whole, then renamed: `mark.exists()` (the engine "answers") must imply its
+    # pid is there, or the clean-up reads an empty file (seen once in CI).
+    write_dockerd(tmp, f"echo $$ > {mark}.tmp && mv {mark}.tmp {mark}\nexec sleep 30\n")
     (tmp / "docker.pid").write_text("999999999\n")  # no such process
     monkeypatch.setattr(install, "_docker_answers", lambda timeout=10.0: mark.exists())
     lines: list[str] = []
